@@ -1,0 +1,398 @@
+package dlock
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/dlock-go/dlock/driver"
+)
+
+// Client takes locks on one backend. It is safe for concurrent use. Create
+// one with Open, or with a driver package's constructor from a client the
+// application already has, and Close it when done.
+type Client struct {
+	d        driver.Locker
+	notifier driver.Notifier
+	queuer   driver.Queuer
+	caps     driver.Capabilities
+	cfg      clientConfig
+	log      *slog.Logger
+	meta     string
+
+	mu      sync.Mutex
+	closed  bool
+	closeCh chan struct{}
+	held    map[*Lock]struct{}
+}
+
+// NewClient returns a Client over a driver. Driver packages call it from
+// their constructors; applications normally use Open or those constructors.
+// The Client owns d and closes it on Close.
+func NewClient(d driver.Locker, opts ...Option) *Client {
+	c := &Client{
+		d:       d,
+		caps:    d.Capabilities(),
+		closeCh: make(chan struct{}),
+		held:    map[*Lock]struct{}{},
+		cfg:     clientConfig{tokens: RandomToken},
+		meta:    defaultMetadata(),
+	}
+	for _, o := range opts {
+		o(&c.cfg)
+	}
+	c.log = c.cfg.logger
+	if c.log == nil {
+		c.log = slog.New(slog.DiscardHandler)
+	}
+	c.notifier, _ = d.(driver.Notifier)
+	c.queuer, _ = d.(driver.Queuer)
+	return c
+}
+
+var defaultMetadata = sync.OnceValue(DefaultMetadata)
+
+// Capabilities reports what the backend offers: fencing, FIFO queueing and
+// TTL bounds.
+func (c *Client) Capabilities() driver.Capabilities { return c.caps }
+
+// Info describes a key, as returned by Inspect.
+type Info struct {
+	// Key is the key inspected.
+	Key string
+	// Held reports whether some owner holds the key.
+	Held bool
+	// Fence is the holder's fencing token when Held; when free, the last
+	// fence granted if the backend keeps it, else zero.
+	Fence uint64
+	// TTL is the holder's remaining lease as the backend sees it.
+	TTL time.Duration
+	// Metadata is what the holder stored with the lock (see WithMetadata).
+	Metadata string
+	// Waiters counts queued waiters on FIFO backends; -1 when unknown.
+	Waiters int
+}
+
+// Inspect reports whether key is held, by whom, with which fence and for how
+// much longer, without changing it.
+func (c *Client) Inspect(ctx context.Context, key string) (Info, error) {
+	if err := ValidateKey(key); err != nil {
+		return Info{}, err
+	}
+	if c.isClosed() {
+		return Info{}, ErrClosed
+	}
+	in, err := c.d.Inspect(ctx, key)
+	if err != nil {
+		return Info{}, ctxErr(ctx, err)
+	}
+	return Info{Key: key, Held: in.Held, Fence: in.Fence, TTL: in.TTL, Metadata: in.Metadata, Waiters: in.Waiters}, nil
+}
+
+// TryLock makes exactly one attempt to take key. When another owner holds it
+// the error matches ErrNotAcquired.
+func (c *Client) TryLock(ctx context.Context, key string, opts ...LockOption) (*Lock, error) {
+	return c.acquire(ctx, key, opts, true)
+}
+
+// Lock takes key, waiting while another owner holds it until the lock is
+// granted, the retry strategy gives up (ErrNotAcquired) or ctx ends (an
+// error matching ctx.Err()). A waiter wakes on the backend's release
+// notification where there is one, on its backoff, or when the holder's
+// lease runs out, whichever comes first. On backends with a native queue
+// (etcd, ZooKeeper) it waits in FIFO order. A waiter whose ctx ends leaves
+// nothing behind.
+func (c *Client) Lock(ctx context.Context, key string, opts ...LockOption) (*Lock, error) {
+	return c.acquire(ctx, key, opts, false)
+}
+
+// Do takes key with Lock, runs fn with a context that is cancelled the moment
+// the lock is lost (context.Cause then matches ErrLost), and unlocks. It
+// returns fn's error; or, when fn succeeded, the error that ended the lock
+// early (matching ErrLost) or Unlock's error.
+func (c *Client) Do(ctx context.Context, key string, fn func(ctx context.Context) error, opts ...LockOption) error {
+	l, err := c.Lock(ctx, key, opts...)
+	if err != nil {
+		return err
+	}
+	fctx, cancel := context.WithCancelCause(ctx)
+	go func() {
+		select {
+		case <-l.Done():
+			cancel(l.Err())
+		case <-fctx.Done():
+		}
+	}()
+	ferr := fn(fctx)
+	lostErr := l.Err()
+	cancel(context.Canceled)
+	uctx, ucancel := context.WithTimeout(context.WithoutCancel(ctx), unlockTimeout(l.ttl))
+	defer ucancel()
+	uerr := l.Unlock(uctx)
+	switch {
+	case ferr != nil:
+		return ferr
+	case lostErr != nil:
+		return lostErr
+	case uerr != nil:
+		return uerr
+	}
+	return nil
+}
+
+func unlockTimeout(ttl time.Duration) time.Duration {
+	return min(max(ttl, time.Second), 10*time.Second)
+}
+
+// Close releases the locks the client still holds (best effort, bounded by a
+// few seconds), stops their refresh, wakes its waiters with ErrClosed and
+// closes the backend connection. It is safe to call more than once.
+func (c *Client) Close() error {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return nil
+	}
+	c.closed = true
+	close(c.closeCh)
+	locks := make([]*Lock, 0, len(c.held))
+	for l := range c.held {
+		locks = append(locks, l)
+	}
+	c.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	var wg sync.WaitGroup
+	for _, l := range locks {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_ = l.unlock(ctx, errClientClosed)
+		}()
+	}
+	wg.Wait()
+	return c.d.Close()
+}
+
+var errClientClosed = fmt.Errorf("%w: client closed", ErrNotHeld)
+
+func (c *Client) isClosed() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.closed
+}
+
+func (c *Client) lockConfig(opts []LockOption) (lockConfig, error) {
+	cfg := lockConfig{ttl: DefaultTTL, retry: DefaultRetry, autoRefresh: true}
+	for _, o := range c.cfg.defaults {
+		o(&cfg)
+	}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	if err := c.checkTTL(cfg.ttl); err != nil {
+		return cfg, err
+	}
+	if !cfg.hasMeta {
+		cfg.metadata = c.meta
+	}
+	if cfg.token == "" {
+		t, err := c.cfg.tokens()
+		if err != nil {
+			return cfg, err
+		}
+		if t == "" {
+			return cfg, fmt.Errorf("%w: token generator returned an empty token", ErrInvalidOption)
+		}
+		cfg.token = t
+	}
+	return cfg, nil
+}
+
+func (c *Client) checkTTL(ttl time.Duration) error {
+	if err := validateTTL(ttl); err != nil {
+		return err
+	}
+	if c.caps.MinTTL > 0 && ttl < c.caps.MinTTL {
+		return fmt.Errorf("%w: %v is below this backend's minimum of %v", ErrInvalidTTL, ttl, c.caps.MinTTL)
+	}
+	if c.caps.MaxTTL > 0 && ttl > c.caps.MaxTTL {
+		return fmt.Errorf("%w: %v is above this backend's maximum of %v", ErrInvalidTTL, ttl, c.caps.MaxTTL)
+	}
+	return nil
+}
+
+func (c *Client) acquire(ctx context.Context, key string, opts []LockOption, try bool) (*Lock, error) {
+	if err := ValidateKey(key); err != nil {
+		return nil, err
+	}
+	if c.isClosed() {
+		return nil, ErrClosed
+	}
+	cfg, err := c.lockConfig(opts)
+	if err != nil {
+		return nil, err
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	req := driver.Request{Key: key, Token: cfg.token, TTL: cfg.ttl, Metadata: cfg.metadata}
+	start := time.Now()
+	if !try && c.queuer != nil && cfg.retry.NextBackoff(1) >= 0 {
+		return c.acquireQueued(ctx, req, cfg, start)
+	}
+
+	var (
+		watch     <-chan struct{}
+		stopWatch = func() {}
+		waited    time.Duration
+		timer     *time.Timer
+	)
+	defer func() { stopWatch() }()
+	for attempt := 1; ; attempt++ {
+		sent := time.Now()
+		res, err := c.d.Acquire(ctx, req)
+		if err != nil {
+			return nil, c.waitEnded(key, attempt, waited, ctxErr(ctx, err))
+		}
+		if res.Acquired {
+			if l := c.grant(req, cfg, res, sent, start, attempt); l != nil {
+				if waited > 0 {
+					c.emit(Event{Kind: EventWaited, Key: key, Duration: waited, Attempts: attempt})
+				}
+				return l, nil
+			}
+			// The reply came after the validity deadline (not a grant), or
+			// the client was closed meanwhile.
+			if c.isClosed() {
+				return nil, ErrClosed
+			}
+		}
+		if try {
+			return nil, fmt.Errorf("%w: %q is held by another owner", ErrNotAcquired, key)
+		}
+		if watch == nil && c.notifier != nil {
+			ch, stop, err := c.notifier.WatchReleases(ctx, key)
+			if err == nil {
+				watch, stopWatch = ch, stop
+				// The key may have been released between the attempt
+				// and the subscription: try again at once.
+				continue
+			}
+			c.log.Warn("dlock: release notifications unavailable; polling", "key", key, "err", err)
+			watch = make(chan struct{}) // never fires; poll only
+		}
+		backoff := cfg.retry.NextBackoff(attempt)
+		if backoff < 0 {
+			return nil, c.waitEnded(key, attempt, waited, fmt.Errorf("%w: %q is held by another owner (gave up after %d attempts)", ErrNotAcquired, key, attempt))
+		}
+		if res.HolderTTL > 0 && res.HolderTTL+time.Millisecond < backoff {
+			backoff = res.HolderTTL + time.Millisecond
+		}
+		if timer == nil {
+			timer = time.NewTimer(backoff)
+			defer timer.Stop()
+		} else {
+			timer.Reset(backoff)
+		}
+		t0 := time.Now()
+		select {
+		case <-ctx.Done():
+			return nil, c.waitEnded(key, attempt, waited+time.Since(t0), ctx.Err())
+		case <-c.closeCh:
+			return nil, c.waitEnded(key, attempt, waited+time.Since(t0), ErrClosed)
+		case <-watch:
+		case <-timer.C:
+		}
+		waited += time.Since(t0)
+	}
+}
+
+func (c *Client) waitEnded(key string, attempts int, waited time.Duration, err error) error {
+	if waited > 0 {
+		c.emit(Event{Kind: EventWaited, Key: key, Duration: waited, Attempts: attempts, Err: err})
+	}
+	return err
+}
+
+func (c *Client) acquireQueued(ctx context.Context, req driver.Request, cfg lockConfig, start time.Time) (*Lock, error) {
+	res, err := c.queuer.AcquireQueued(ctx, req)
+	if err != nil {
+		return nil, c.waitEnded(req.Key, 1, time.Since(start), ctxErr(ctx, err))
+	}
+	if !res.Acquired || res.ValidUntil.IsZero() {
+		return nil, fmt.Errorf("dlock: driver broke the Queuer contract for %q (no grant or no validity)", req.Key)
+	}
+	l := c.grant(req, cfg, res, start, start, 1)
+	if l == nil {
+		return nil, fmt.Errorf("%w: %q was granted after its validity ran out", ErrNotAcquired, req.Key)
+	}
+	return l, nil
+}
+
+// grant builds a held Lock from a successful attempt, or releases the key and
+// returns nil when the reply came after the validity deadline.
+func (c *Client) grant(req driver.Request, cfg lockConfig, res driver.Result, sent, start time.Time, attempts int) *Lock {
+	deadline := sent.Add(cfg.ttl - drift(cfg.ttl))
+	if !res.ValidUntil.IsZero() {
+		deadline = res.ValidUntil
+	}
+	now := time.Now()
+	if !now.Before(deadline) {
+		ctx, cancel := context.WithTimeout(context.Background(), unlockTimeout(cfg.ttl))
+		_ = c.d.Release(ctx, req.Key, req.Token)
+		cancel()
+		c.log.Warn("dlock: grant arrived after its validity deadline; released", "key", req.Key)
+		return nil
+	}
+	l := &Lock{
+		c:           c,
+		key:         req.Key,
+		token:       req.Token,
+		fence:       res.Fence,
+		ttl:         cfg.ttl,
+		autoRefresh: cfg.autoRefresh,
+		acquiredAt:  now,
+		deadline:    deadline,
+		lastSent:    sent,
+		done:        make(chan struct{}),
+		stop:        make(chan struct{}),
+	}
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		ctx, cancel := context.WithTimeout(context.Background(), unlockTimeout(cfg.ttl))
+		_ = c.d.Release(ctx, req.Key, req.Token)
+		cancel()
+		return nil
+	}
+	c.held[l] = struct{}{}
+	c.mu.Unlock()
+	l.start()
+	c.log.Debug("dlock: acquired", "key", req.Key, "fence", res.Fence, "attempts", attempts)
+	c.emit(Event{Kind: EventAcquired, Key: req.Key, Fence: res.Fence, Duration: time.Since(start), Attempts: attempts})
+	return l
+}
+
+func (c *Client) forget(l *Lock) {
+	c.mu.Lock()
+	delete(c.held, l)
+	c.mu.Unlock()
+}
+
+func (c *Client) emit(e Event) {
+	if c.cfg.hook != nil {
+		c.cfg.hook(e)
+	}
+}
+
+// ctxErr makes sure an error caused by the end of ctx matches ctx.Err().
+func ctxErr(ctx context.Context, err error) error {
+	if cerr := ctx.Err(); cerr != nil && !errors.Is(err, cerr) {
+		return fmt.Errorf("%w (%v)", cerr, err)
+	}
+	return err
+}

@@ -1,0 +1,197 @@
+// Package driver defines the contract between the portable dlock package and
+// a lock backend. It is for driver authors only: applications use package
+// dlock.
+//
+// A driver makes single attempts and reports what it saw. Everything else —
+// retries, waiting, backoff, the auto-refresh watchdog, the client's validity
+// deadline, key and TTL validation, token generation, events and logging —
+// lives once in the portable layer. The rules below are written as "should";
+// the conformance suite in package drivertest checks them.
+//
+// # Rules for every driver
+//
+//   - A Locker should be safe for concurrent use by many goroutines.
+//   - It should not retry an operation: one call is one attempt. The portable
+//     type retries, with the caller's strategy and deadline.
+//   - It should honour ctx on every call that can block and return promptly
+//     when ctx ends, with an error that wraps ctx.Err().
+//   - The TTL should be enforced by the backend (server-side expiry); the
+//     driver never compares wall clocks across machines.
+//   - Keys arrive validated (non-empty UTF-8, at most 1024 bytes). The driver
+//     should encode them so that two different keys never share a lock and no
+//     key reaches outside the driver's namespace.
+//   - Release and Refresh should compare the owner token and act in one atomic
+//     step: nobody releases or extends a lock they do not own. When the token
+//     does not own the key they return an error wrapping ErrNotHeld.
+//   - An Acquire with a token that already holds the key should succeed,
+//     keep the existing fence and set the new TTL, where the backend can; a
+//     driver that cannot reports it in Capabilities.
+//   - Errors that say the backend could not be reached should name the
+//     backend and its address, never credentials.
+//
+// # Optional capabilities
+//
+// A driver may also implement [Notifier] (release notifications, so waiters
+// wake on release instead of polling) and [Queuer] (a native FIFO queue, so a
+// release wakes exactly one waiter). Fencing support is declared in
+// [Capabilities].
+package driver
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+// Sentinel errors shared by drivers and the portable package. Package dlock
+// re-exports them under the same names; match them with errors.Is.
+var (
+	// ErrNotHeld reports that the token does not own the key: the lock expired,
+	// was released, or belongs to another owner.
+	ErrNotHeld = errors.New("dlock: lock not held")
+	// ErrInvalidTTL reports a TTL the backend cannot honour.
+	ErrInvalidTTL = errors.New("dlock: invalid TTL")
+	// ErrInvalidOption reports an option or URL parameter that is not valid.
+	ErrInvalidOption = errors.New("dlock: invalid option")
+	// ErrClosed reports use of a closed client or driver.
+	ErrClosed = errors.New("dlock: client closed")
+	// ErrUnavailable reports that the backend could not be reached or failed
+	// to answer. Drivers wrap it with the backend name and address.
+	ErrUnavailable = errors.New("dlock: backend unavailable")
+)
+
+// Request is one acquisition attempt.
+type Request struct {
+	// Key is the lock's name, already validated by the portable layer.
+	Key string
+	// Token identifies the owner. Release and Refresh must present it.
+	Token string
+	// TTL is the lease length the backend should enforce.
+	TTL time.Duration
+	// Metadata is a short free-form description of the owner (host, pid),
+	// stored beside the lock where the backend can and shown by Inspect.
+	Metadata string
+}
+
+// Result is what one acquisition attempt saw.
+type Result struct {
+	// Acquired reports whether the attempt granted the lock.
+	Acquired bool
+	// Fence is the fencing token of the grant: strictly increasing per key
+	// across grants when Capabilities.Fencing is set, unchanged by Refresh.
+	// It should be greater than zero when Acquired.
+	Fence uint64
+	// HolderTTL is, when not Acquired, the holder's remaining TTL as the
+	// backend sees it, or zero when unknown. Waiters use it to bound their
+	// sleep.
+	HolderTTL time.Duration
+	// ValidUntil, when not zero, is a deadline on the local monotonic clock
+	// (from time.Now) after which the grant must be treated as lost unless
+	// refreshed. Drivers whose grant is not tied to the moment the request
+	// was sent (Queuer implementations, session-based backends) must set it;
+	// others may leave it zero, and the portable layer uses the send time
+	// plus the TTL minus the drift allowance.
+	ValidUntil time.Time
+}
+
+// Info describes a key, as returned by Inspect.
+type Info struct {
+	// Held reports whether some owner holds the key now.
+	Held bool
+	// Fence is the holder's fencing token when Held; when not held, the last
+	// fence granted if the backend keeps it, else zero.
+	Fence uint64
+	// TTL is the holder's remaining lease as the backend sees it.
+	TTL time.Duration
+	// Metadata is what the holder stored with the lock.
+	Metadata string
+	// Waiters is the number of queued waiters, for backends with native
+	// queues; -1 when unknown.
+	Waiters int
+}
+
+// Capabilities declares optional behaviour. The conformance suite checks
+// what is declared and skips what is not.
+type Capabilities struct {
+	// Fencing is set when Result.Fence is strictly increasing per key across
+	// successive grants, for as long as the backend keeps its writes.
+	Fencing bool
+	// ReacquireWithToken is set when an Acquire with the token that already
+	// holds the key succeeds and keeps its fence.
+	ReacquireWithToken bool
+	// FIFO is set when the driver implements Queuer and grants in arrival
+	// order.
+	FIFO bool
+	// MinTTL and MaxTTL bound the TTLs the backend honours; zero means no
+	// bound beyond the portable layer's. Drivers round a TTL up to their
+	// granularity only where the server-side lease is then at least as long
+	// as requested.
+	MinTTL, MaxTTL time.Duration
+}
+
+// Locker is the contract every backend implements.
+type Locker interface {
+	// Acquire makes exactly one attempt to take req.Key for req.Token.
+	// It should not wait for a holder to go away. When the key is held by
+	// another owner it returns a Result with Acquired false and a nil error.
+	Acquire(ctx context.Context, req Request) (Result, error)
+
+	// Refresh extends the lease of key to ttl from now, if token owns it.
+	// It returns an error wrapping ErrNotHeld when it does not. It should
+	// leave the fence unchanged.
+	Refresh(ctx context.Context, key, token string, ttl time.Duration) error
+
+	// Release frees key if token owns it, and returns an error wrapping
+	// ErrNotHeld when it does not. It never frees a lock of another owner.
+	// A driver that implements Notifier should notify waiters here.
+	Release(ctx context.Context, key, token string) error
+
+	// Inspect reports the state of key without changing it.
+	Inspect(ctx context.Context, key string) (Info, error)
+
+	// Capabilities reports the driver's optional behaviour.
+	Capabilities() Capabilities
+
+	// Close releases the driver's resources. Locks still held are left to
+	// expire on the backend. It should be safe to call more than once.
+	Close() error
+}
+
+// Notifier is implemented by drivers that can tell waiters when a key may
+// have been released.
+type Notifier interface {
+	// WatchReleases returns a channel that receives a value (with a
+	// non-blocking send into a buffer of one) whenever key may have been
+	// released, and a function that stops the watch. Notifications may be
+	// spurious or lost; waiters always re-try and keep a bounded fallback
+	// poll. The driver should share one subscription (connection) among all
+	// watches of the client, not open one per waiter.
+	WatchReleases(ctx context.Context, key string) (<-chan struct{}, func(), error)
+}
+
+// Queuer is implemented by drivers with a native FIFO queue (etcd revisions,
+// ZooKeeper sequential nodes).
+type Queuer interface {
+	// AcquireQueued joins the key's queue and blocks until the lock is
+	// granted or ctx ends. Each waiter should wait on its predecessor only,
+	// so that a release wakes one waiter. When ctx ends it must remove its
+	// queue entry before returning, leaving the key free for others at
+	// once, and return an error wrapping ctx.Err(). A granted Result must
+	// set ValidUntil.
+	AcquireQueued(ctx context.Context, req Request) (Result, error)
+}
+
+// URLOpener opens a driver from a URL. Drivers register one per scheme with
+// dlock.Register. An opener should consume every query parameter it knows and
+// return an error wrapping ErrInvalidOption naming any that is left.
+type URLOpener interface {
+	OpenLockerURL(ctx context.Context, u *URL) (Locker, error)
+}
+
+// URLOpenerFunc adapts a function to URLOpener.
+type URLOpenerFunc func(ctx context.Context, u *URL) (Locker, error)
+
+// OpenLockerURL calls f(ctx, u).
+func (f URLOpenerFunc) OpenLockerURL(ctx context.Context, u *URL) (Locker, error) {
+	return f(ctx, u)
+}

@@ -1,0 +1,44 @@
+// Package drivertest is the conformance suite every dlock driver's tests
+// call. A complete driver test is a few lines:
+//
+//	func TestConformance(t *testing.T) {
+//		srv := startServer(t) // a real backend
+//		drivertest.RunConformanceTests(t, func(ctx context.Context, t *testing.T) (drivertest.Harness, error) {
+//			return &harness{addr: srv.Addr()}, nil
+//		})
+//	}
+//
+// Optional behaviour is declared by the driver's Capabilities (fencing,
+// FIFO, re-acquire with the same token) and by optional harness methods,
+// never skipped ad hoc.
+package drivertest
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/dlock-go/dlock/driver"
+)
+
+// Harness connects the suite to one backend.
+type Harness interface {
+	// MakeDriver returns a new, independent driver connected to the backend,
+	// as a separate process would have: its own connections, sharing the
+	// backend's locks with every other driver the harness made. The suite
+	// closes each driver (through its Client) when done.
+	MakeDriver(ctx context.Context) (driver.Locker, error)
+	// Close frees what the harness holds. The suite calls it once.
+	Close()
+}
+
+// HarnessMaker makes a Harness for one subtest. It may reuse a server the
+// driver's test started once; the suite uses keys unique to each subtest.
+type HarnessMaker func(ctx context.Context, t *testing.T) (Harness, error)
+
+// ShortTTLer is an optional Harness method: the shortest TTL the suite may
+// use in expiry tests (default 300 ms). Backends with a coarse lease (etcd
+// leases count whole seconds) return more.
+type ShortTTLer interface {
+	ShortTTL() time.Duration
+}

@@ -1,0 +1,41 @@
+package dlock
+
+import (
+	"fmt"
+	"time"
+	"unicode/utf8"
+)
+
+// MaxKeyLen is the longest key, in bytes.
+const MaxKeyLen = 1024
+
+// MinTTL is the shortest TTL the portable layer accepts. Drivers may
+// require more (see each driver's documentation).
+const MinTTL = 10 * time.Millisecond
+
+// ValidateKey reports whether key is a valid lock key: a non-empty UTF-8
+// string of at most MaxKeyLen bytes. The error matches ErrInvalidKey.
+func ValidateKey(key string) error {
+	switch {
+	case key == "":
+		return fmt.Errorf("%w: empty key", ErrInvalidKey)
+	case len(key) > MaxKeyLen:
+		return fmt.Errorf("%w: key is %d bytes, more than %d", ErrInvalidKey, len(key), MaxKeyLen)
+	case !utf8.ValidString(key):
+		return fmt.Errorf("%w: key is not valid UTF-8", ErrInvalidKey)
+	}
+	return nil
+}
+
+func validateTTL(ttl time.Duration) error {
+	if ttl < MinTTL {
+		return fmt.Errorf("%w: %v (must be at least %v)", ErrInvalidTTL, ttl, MinTTL)
+	}
+	return nil
+}
+
+// drift is the clock drift allowance subtracted from a lease's validity, as
+// in the Redlock paper: 1% of the TTL plus 2 ms.
+func drift(ttl time.Duration) time.Duration {
+	return ttl/100 + 2*time.Millisecond
+}

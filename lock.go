@@ -1,0 +1,274 @@
+package dlock
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+)
+
+type lockState int
+
+const (
+	stateHeld lockState = iota
+	stateReleased
+	stateLost
+)
+
+// Lock is a held lease on a key. It is safe for concurrent use. While auto
+// refresh is on (the default) a background watchdog refreshes it every TTL/3.
+//
+// The client keeps a validity deadline on its monotonic clock: the send time
+// of the last successful acquire or refresh, plus the TTL, minus a drift
+// allowance (TTL/100 + 2 ms). When the deadline passes without a successful
+// refresh the lock is lost: Done closes and Err matches ErrLost. That happens
+// before the backend can grant the key to anyone else. Holding a Lock is
+// still no proof of exclusivity — a process can pause after checking — so
+// resources that must not see stale writes check Fence (see FenceGuard).
+type Lock struct {
+	c           *Client
+	key         string
+	token       string
+	fence       uint64
+	autoRefresh bool
+	acquiredAt  time.Time
+
+	mu             sync.Mutex
+	ttl            time.Duration
+	state          lockState
+	err            error
+	deadline       time.Time
+	lastSent       time.Time
+	expiry         *time.Timer
+	releasePending bool
+	done           chan struct{}
+	stop           chan struct{}
+}
+
+// Key returns the lock's key.
+func (l *Lock) Key() string { return l.key }
+
+// Token returns the owner token the lock was taken with.
+func (l *Lock) Token() string { return l.token }
+
+// Fence returns the fencing token of this grant: greater than zero and, on
+// backends whose Capabilities report Fencing, strictly greater than that of
+// every earlier grant of the same key. Refresh does not change it.
+func (l *Lock) Fence() uint64 { return l.fence }
+
+// Deadline returns the current validity deadline: the moment the lock is
+// considered lost unless refreshed before.
+func (l *Lock) Deadline() time.Time {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.deadline
+}
+
+// Done returns a channel closed when the lock is unlocked or lost.
+func (l *Lock) Done() <-chan struct{} { return l.done }
+
+// Err returns nil while the lock is held. After a loss it returns an error
+// matching ErrLost that wraps the cause; after Unlock (or Client.Close) an
+// error matching ErrNotHeld.
+func (l *Lock) Err() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.err
+}
+
+// Refresh extends the lease to ttl from now (ttl 0 keeps the lock's TTL) and
+// moves the validity deadline, measured from this call's send time. It never
+// revives a lost lock: after a loss, expiry, Unlock, or when the backend
+// says another owner holds the key, the error matches ErrNotHeld. A
+// transport error leaves the lock held until its deadline.
+func (l *Lock) Refresh(ctx context.Context, ttl time.Duration) error {
+	if ttl == 0 {
+		l.mu.Lock()
+		ttl = l.ttl
+		l.mu.Unlock()
+	}
+	if err := l.c.checkTTL(ttl); err != nil {
+		return err
+	}
+	return l.refresh(ctx, ttl)
+}
+
+func (l *Lock) refresh(ctx context.Context, ttl time.Duration) error {
+	l.mu.Lock()
+	if l.state != stateHeld {
+		err := l.notHeldLocked()
+		l.mu.Unlock()
+		return err
+	}
+	l.mu.Unlock()
+
+	sent := time.Now()
+	err := l.c.d.Refresh(ctx, l.key, l.token, ttl)
+	rtt := time.Since(sent)
+
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.state != stateHeld {
+		return l.notHeldLocked()
+	}
+	if err != nil {
+		err = ctxErr(ctx, err)
+		if errors.Is(err, ErrNotHeld) {
+			l.loseLocked(fmt.Errorf("refresh: backend says the key is no longer ours: %w", err))
+			return l.notHeldLocked()
+		}
+		l.c.log.Warn("dlock: refresh failed", "key", l.key, "err", err, "valid_for", time.Until(l.deadline).Round(time.Millisecond))
+		l.c.emit(Event{Kind: EventRefreshFailed, Key: l.key, Fence: l.fence, Duration: rtt, Err: err})
+		return err
+	}
+	deadline := sent.Add(ttl - drift(ttl))
+	if !time.Now().Before(deadline) {
+		// The reply came after the lease it extends could have run out.
+		l.loseLocked(errors.New("refresh reply arrived after the validity deadline"))
+		return l.notHeldLocked()
+	}
+	if sent.After(l.lastSent) {
+		l.lastSent, l.deadline, l.ttl = sent, deadline, ttl
+		l.expiry.Reset(time.Until(deadline))
+	}
+	l.c.emit(Event{Kind: EventRefreshed, Key: l.key, Fence: l.fence, Duration: rtt})
+	return nil
+}
+
+// Unlock releases the lock, if this owner still holds it, and closes Done.
+// It returns an error matching ErrNotHeld when the lock was already
+// unlocked, was lost or expired, or the backend says another owner holds the
+// key; it never releases another owner's lock. When the backend could not be
+// reached the error says so and a later Unlock tries again; meanwhile the
+// lease runs out on its own.
+func (l *Lock) Unlock(ctx context.Context) error {
+	return l.unlock(ctx, errUnlocked)
+}
+
+var errUnlocked = fmt.Errorf("%w: unlocked", ErrNotHeld)
+
+func (l *Lock) unlock(ctx context.Context, why error) error {
+	l.mu.Lock()
+	var wasLost error
+	switch l.state {
+	case stateReleased:
+		if !l.releasePending {
+			err := l.notHeldLocked()
+			l.mu.Unlock()
+			return err
+		}
+	case stateLost:
+		wasLost = l.err
+		l.state, l.releasePending = stateReleased, true
+	case stateHeld:
+		l.state, l.err, l.releasePending = stateReleased, why, true
+		l.finishLocked()
+	}
+	l.mu.Unlock()
+
+	err := l.c.d.Release(ctx, l.key, l.token)
+	if err != nil && !errors.Is(err, ErrNotHeld) {
+		return fmt.Errorf("dlock: unlock %q: %w", l.key, ctxErr(ctx, err))
+	}
+	l.mu.Lock()
+	l.releasePending = false
+	l.mu.Unlock()
+	switch {
+	case wasLost != nil:
+		return fmt.Errorf("%w: %w", ErrNotHeld, wasLost)
+	case err != nil:
+		return err
+	}
+	held := time.Since(l.acquiredAt)
+	l.c.log.Debug("dlock: released", "key", l.key, "fence", l.fence, "held", held)
+	l.c.emit(Event{Kind: EventReleased, Key: l.key, Fence: l.fence, Duration: held})
+	return nil
+}
+
+func (l *Lock) notHeldLocked() error {
+	if l.err == nil || errors.Is(l.err, ErrNotHeld) {
+		if l.err == nil {
+			return ErrNotHeld
+		}
+		return l.err
+	}
+	return fmt.Errorf("%w: %w", ErrNotHeld, l.err)
+}
+
+// start arms the expiry timer and, with auto-refresh, the watchdog.
+func (l *Lock) start() {
+	l.mu.Lock()
+	l.expiry = time.AfterFunc(time.Until(l.deadline), l.expire)
+	l.mu.Unlock()
+	if l.autoRefresh {
+		go l.watchdog()
+	}
+}
+
+func (l *Lock) expire() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.state != stateHeld {
+		return
+	}
+	if d := time.Until(l.deadline); d > 0 {
+		l.expiry.Reset(d) // a refresh moved the deadline meanwhile
+		return
+	}
+	l.loseLocked(errors.New("validity deadline passed without a successful refresh"))
+}
+
+// loseLocked marks the lock lost. l.mu must be held.
+func (l *Lock) loseLocked(cause error) {
+	if l.state != stateHeld {
+		return
+	}
+	l.state = stateLost
+	l.err = fmt.Errorf("%w: %q: %w", ErrLost, l.key, cause)
+	l.finishLocked()
+	held := time.Since(l.acquiredAt)
+	l.c.log.Error("dlock: lock lost", "key", l.key, "fence", l.fence, "held", held, "err", cause)
+	l.c.emit(Event{Kind: EventLost, Key: l.key, Fence: l.fence, Duration: held, Err: l.err})
+}
+
+func (l *Lock) finishLocked() {
+	if l.expiry != nil {
+		l.expiry.Stop()
+	}
+	close(l.stop)
+	close(l.done)
+	l.c.forget(l)
+}
+
+// watchdog refreshes the lock every TTL/3 until it ends. After a failed
+// refresh it tries again sooner, as long as the validity deadline allows.
+func (l *Lock) watchdog() {
+	t := time.NewTimer(l.currentTTL() / 3)
+	defer t.Stop()
+	for {
+		select {
+		case <-l.stop:
+			return
+		case <-t.C:
+		}
+		ttl := l.currentTTL()
+		ctx, cancel := context.WithDeadline(context.Background(), l.Deadline())
+		err := l.refresh(ctx, ttl)
+		cancel()
+		next := ttl / 3
+		if err != nil {
+			if errors.Is(err, ErrNotHeld) {
+				return
+			}
+			next = max(ttl/20, 5*time.Millisecond)
+		}
+		t.Reset(next)
+	}
+}
+
+func (l *Lock) currentTTL() time.Duration {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.ttl
+}

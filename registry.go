@@ -1,0 +1,71 @@
+package dlock
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"strings"
+	"sync"
+
+	"github.com/dlock-go/dlock/driver"
+)
+
+var registry = struct {
+	sync.RWMutex
+	openers map[string]driver.URLOpener
+}{openers: map[string]driver.URLOpener{}}
+
+// Register makes a driver available to Open under scheme. Driver packages
+// call it from init; applications import the driver package for its side
+// effect, e.g. import _ "github.com/dlock-go/dlock/redisdlock". Register
+// panics if scheme is registered twice, as that is a programming error.
+func Register(scheme string, opener driver.URLOpener) {
+	scheme = strings.ToLower(scheme)
+	registry.Lock()
+	defer registry.Unlock()
+	if _, dup := registry.openers[scheme]; dup {
+		panic("dlock: Register called twice for scheme " + scheme)
+	}
+	registry.openers[scheme] = opener
+}
+
+// Schemes returns the registered URL schemes, sorted.
+func Schemes() []string {
+	registry.RLock()
+	defer registry.RUnlock()
+	s := make([]string, 0, len(registry.openers))
+	for k := range registry.openers {
+		s = append(s, k)
+	}
+	sort.Strings(s)
+	return s
+}
+
+// Open connects to the backend named by rawURL and returns a Client. The
+// scheme picks the driver (see the README's URL table); the driver's package
+// must be imported. Every query parameter must be one the driver documents:
+// unknown ones are an error matching ErrInvalidOption. Errors never contain
+// the URL's password.
+func Open(ctx context.Context, rawURL string, opts ...Option) (*Client, error) {
+	u, err := driver.ParseURL(rawURL)
+	if err != nil {
+		return nil, err
+	}
+	scheme := strings.ToLower(u.Scheme)
+	registry.RLock()
+	opener := registry.openers[scheme]
+	registry.RUnlock()
+	if opener == nil {
+		known := Schemes()
+		list := "none (import a driver package)"
+		if len(known) > 0 {
+			list = strings.Join(known, ", ")
+		}
+		return nil, fmt.Errorf("%w: unknown backend scheme %q; registered: %s", ErrInvalidOption, u.Scheme, list)
+	}
+	d, err := opener.OpenLockerURL(ctx, u)
+	if err != nil {
+		return nil, err
+	}
+	return NewClient(d, opts...), nil
+}
