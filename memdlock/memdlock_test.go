@@ -12,7 +12,7 @@ import (
 type harness struct{ s *memdlock.Store }
 
 func (h harness) MakeDriver(context.Context) (driver.Locker, error) { return h.s.Driver(), nil }
-func (h harness) Close()                                           {}
+func (h harness) Close()                                            {}
 
 func TestConformance(t *testing.T) {
 	drivertest.RunConformanceTests(t, func(context.Context, *testing.T) (drivertest.Harness, error) {
