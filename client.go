@@ -259,10 +259,7 @@ func (c *Client) acquire(ctx context.Context, key string, opts []LockOption, try
 			return nil, c.waitEnded(key, attempt, waited, ctxErr(ctx, err))
 		}
 		if res.Acquired {
-			if l := c.grant(req, cfg, res, sent, start, attempt); l != nil {
-				if waited > 0 {
-					c.emit(Event{Kind: EventWaited, Key: key, Duration: waited, Attempts: attempt})
-				}
+			if l := c.grant(req, cfg, res, sent, start, attempt, waited); l != nil {
 				return l, nil
 			}
 			// The reply came after the validity deadline (not a grant), or
@@ -326,7 +323,7 @@ func (c *Client) acquireQueued(ctx context.Context, req driver.Request, cfg lock
 	if !res.Acquired || res.ValidUntil.IsZero() {
 		return nil, fmt.Errorf("dlock: driver broke the Queuer contract for %q (no grant or no validity)", req.Key)
 	}
-	l := c.grant(req, cfg, res, start, start, 1)
+	l := c.grant(req, cfg, res, start, start, 1, time.Since(start))
 	if l == nil {
 		return nil, fmt.Errorf("%w: %q was granted after its validity ran out", ErrNotAcquired, req.Key)
 	}
@@ -335,7 +332,7 @@ func (c *Client) acquireQueued(ctx context.Context, req driver.Request, cfg lock
 
 // grant builds a held Lock from a successful attempt, or releases the key and
 // returns nil when the reply came after the validity deadline.
-func (c *Client) grant(req driver.Request, cfg lockConfig, res driver.Result, sent, start time.Time, attempts int) *Lock {
+func (c *Client) grant(req driver.Request, cfg lockConfig, res driver.Result, sent, start time.Time, attempts int, waited time.Duration) *Lock {
 	deadline := sent.Add(cfg.ttl - drift(cfg.ttl))
 	if !res.ValidUntil.IsZero() {
 		deadline = res.ValidUntil
@@ -372,6 +369,9 @@ func (c *Client) grant(req driver.Request, cfg lockConfig, res driver.Result, se
 	c.held[l] = struct{}{}
 	c.mu.Unlock()
 	l.start()
+	if waited > 0 {
+		c.emit(Event{Kind: EventWaited, Key: req.Key, Duration: waited, Attempts: attempts})
+	}
 	c.log.Debug("dlock: acquired", "key", req.Key, "fence", res.Fence, "attempts", attempts)
 	c.emit(Event{Kind: EventAcquired, Key: req.Key, Fence: res.Fence, Duration: time.Since(start), Attempts: attempts})
 	return l

@@ -226,10 +226,10 @@ func (l *Lock) loseLocked(cause error) {
 	}
 	l.state = stateLost
 	l.err = fmt.Errorf("%w: %q: %w", ErrLost, l.key, cause)
-	l.finishLocked()
 	held := time.Since(l.acquiredAt)
 	l.c.log.Error("dlock: lock lost", "key", l.key, "fence", l.fence, "held", held, "err", cause)
 	l.c.emit(Event{Kind: EventLost, Key: l.key, Fence: l.fence, Duration: held, Err: l.err})
+	l.finishLocked()
 }
 
 func (l *Lock) finishLocked() {

@@ -1,0 +1,308 @@
+package dlock_test
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/dlock-go/dlock"
+	"github.com/dlock-go/dlock/driver"
+	"github.com/dlock-go/dlock/memdlock"
+)
+
+func TestOpenErrors(t *testing.T) {
+	ctx := t.Context()
+	tests := []struct {
+		url      string
+		want     error
+		contains string
+	}{
+		{"nosuch://host/x", dlock.ErrInvalidOption, "registered: "},
+		{"mem://?bogus=1", dlock.ErrInvalidOption, "bogus"},
+		{"mem:///path", dlock.ErrInvalidOption, "mem://NAME"},
+		{"no-scheme", dlock.ErrInvalidOption, "no scheme"},
+		{"mem://x?bogus=1&bogus=2", dlock.ErrInvalidOption, "bogus"},
+	}
+	for _, tc := range tests {
+		_, err := dlock.Open(ctx, tc.url)
+		if !errors.Is(err, tc.want) || !strings.Contains(err.Error(), tc.contains) {
+			t.Errorf("Open(%q) = %v, want %v containing %q", tc.url, err, tc.want, tc.contains)
+		}
+	}
+	_, err := dlock.Open(ctx, "nosuch://user:s3cret@host/")
+	if err == nil || strings.Contains(err.Error(), "s3cret") {
+		t.Errorf("Open error %q leaks the password", err)
+	}
+	if !strings.Contains(err.Error(), "mem") {
+		t.Errorf("unknown-scheme error %q does not list the registered mem scheme", err)
+	}
+}
+
+func TestOpenSharedStore(t *testing.T) {
+	ctx := t.Context()
+	a, err := dlock.Open(ctx, "mem://shared-test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	b, err := dlock.Open(ctx, "mem://shared-test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	l, err := a.TryLock(ctx, "k")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.TryLock(ctx, "k"); !errors.Is(err, dlock.ErrNotAcquired) {
+		t.Fatalf("second client on the same mem store: TryLock = %v, want ErrNotAcquired", err)
+	}
+	_ = l.Unlock(ctx)
+}
+
+func TestRetryStrategies(t *testing.T) {
+	if got := dlock.NoRetry().NextBackoff(1); got >= 0 {
+		t.Errorf("NoRetry = %v, want negative", got)
+	}
+	if got := dlock.LinearBackoff(7 * time.Millisecond).NextBackoff(5); got != 7*time.Millisecond {
+		t.Errorf("LinearBackoff = %v, want 7ms", got)
+	}
+	exp := dlock.ExponentialBackoff(10*time.Millisecond, 80*time.Millisecond)
+	for attempt, ceil := range map[int]time.Duration{1: 10, 2: 20, 3: 40, 4: 80, 5: 80, 100: 80} {
+		ceil *= time.Millisecond
+		for i := 0; i < 50; i++ {
+			if got := exp.NextBackoff(attempt); got < ceil/2 || got > ceil {
+				t.Fatalf("ExponentialBackoff attempt %d = %v, want in [%v, %v]", attempt, got, ceil/2, ceil)
+			}
+		}
+	}
+	lim := dlock.LimitRetry(dlock.LinearBackoff(time.Millisecond), 3)
+	if lim.NextBackoff(2) < 0 || lim.NextBackoff(3) >= 0 {
+		t.Errorf("LimitRetry(3): attempt 2 = %v, attempt 3 = %v; want >= 0 then < 0", lim.NextBackoff(2), lim.NextBackoff(3))
+	}
+}
+
+func TestLockGivesUp(t *testing.T) {
+	ctx := t.Context()
+	c := memdlock.NewClient()
+	defer c.Close()
+	l, err := c.TryLock(ctx, "k")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Unlock(ctx)
+	_, err = c.Lock(ctx, "k", dlock.WithRetry(dlock.LimitRetry(dlock.LinearBackoff(time.Millisecond), 3)))
+	if !errors.Is(err, dlock.ErrNotAcquired) {
+		t.Fatalf("Lock with LimitRetry = %v, want ErrNotAcquired", err)
+	}
+}
+
+func TestNotificationHandOff(t *testing.T) {
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	c := memdlock.NewClient()
+	defer c.Close()
+	l, err := c.TryLock(ctx, "k", dlock.WithTTL(time.Minute))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan error, 1)
+	go func() {
+		// A backoff far longer than the test: only the release
+		// notification can wake this waiter in time.
+		l2, err := c.Lock(ctx, "k", dlock.WithRetry(dlock.LinearBackoff(time.Hour)))
+		if err == nil {
+			err = l2.Unlock(ctx)
+		}
+		got <- err
+	}()
+	time.Sleep(50 * time.Millisecond)
+	if err := l.Unlock(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-got; err != nil {
+		t.Fatalf("waiter: %v", err)
+	}
+}
+
+func TestEvents(t *testing.T) {
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	var (
+		mu     sync.Mutex
+		events []dlock.EventKind
+	)
+	store := memdlock.NewStore()
+	c := store.NewClient(dlock.WithEventHook(func(e dlock.Event) {
+		mu.Lock()
+		events = append(events, e.Kind)
+		mu.Unlock()
+	}))
+	defer c.Close()
+	l, err := c.TryLock(ctx, "k")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { time.Sleep(30 * time.Millisecond); _ = l.Unlock(ctx) }()
+	l2, err := c.Lock(ctx, "k")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l2.Refresh(ctx, 0); err != nil {
+		t.Fatal(err)
+	}
+	_ = l2.Unlock(ctx)
+	l3, err := c.TryLock(ctx, "k", dlock.WithTTL(20*time.Millisecond), dlock.WithAutoRefresh(false))
+	if err != nil {
+		t.Fatal(err)
+	}
+	<-l3.Done()
+	mu.Lock()
+	defer mu.Unlock()
+	want := []dlock.EventKind{dlock.EventAcquired, dlock.EventReleased, dlock.EventWaited, dlock.EventAcquired,
+		dlock.EventRefreshed, dlock.EventReleased, dlock.EventAcquired, dlock.EventLost}
+	if len(events) != len(want) {
+		t.Fatalf("events = %v, want %v", events, want)
+	}
+	for i := range want {
+		if events[i] != want[i] {
+			t.Fatalf("events = %v, want %v", events, want)
+		}
+	}
+}
+
+func TestTokenGenerator(t *testing.T) {
+	ctx := t.Context()
+	c := memdlock.NewClient(dlock.WithTokenGenerator(func() (string, error) { return "fixed-token", nil }))
+	defer c.Close()
+	l, err := c.TryLock(ctx, "k")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l.Token() != "fixed-token" {
+		t.Errorf("Token() = %q, want fixed-token", l.Token())
+	}
+	_ = l.Unlock(ctx)
+
+	boom := errors.New("no entropy")
+	c2 := memdlock.NewClient(dlock.WithTokenGenerator(func() (string, error) { return "", boom }))
+	defer c2.Close()
+	if _, err := c2.TryLock(ctx, "k"); !errors.Is(err, boom) {
+		t.Errorf("TryLock with a failing generator = %v, want its error", err)
+	}
+	a, _ := dlock.RandomToken()
+	b, _ := dlock.RandomToken()
+	if len(a) < 22 || a == b {
+		t.Errorf("RandomToken gave %q and %q; want two distinct 128-bit tokens", a, b)
+	}
+}
+
+// faulty wraps a driver to inject refresh and acquire faults.
+type faulty struct {
+	driver.Locker
+	mu           sync.Mutex
+	refreshErr   error
+	acquireDelay time.Duration
+}
+
+func (f *faulty) Refresh(ctx context.Context, key, token string, ttl time.Duration) error {
+	f.mu.Lock()
+	err := f.refreshErr
+	f.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	return f.Locker.Refresh(ctx, key, token, ttl)
+}
+
+func (f *faulty) Acquire(ctx context.Context, req driver.Request) (driver.Result, error) {
+	time.Sleep(f.acquireDelay)
+	return f.Locker.Acquire(ctx, req)
+}
+
+func TestLossOnNotHeldRefresh(t *testing.T) {
+	ctx := t.Context()
+	f := &faulty{Locker: memdlock.NewStore().Driver()}
+	c := dlock.NewClient(f)
+	defer c.Close()
+	l, err := c.TryLock(ctx, "k", dlock.WithTTL(300*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.mu.Lock()
+	f.refreshErr = driver.ErrNotHeld
+	f.mu.Unlock()
+	start := time.Now()
+	select {
+	case <-l.Done():
+	case <-time.After(5 * time.Second):
+		t.Fatal("Done not closed after the backend denied ownership")
+	}
+	// The first refresh (at TTL/3) sees ErrNotHeld: loss comes before the
+	// deadline would have.
+	if d := time.Since(start); d >= 280*time.Millisecond {
+		t.Errorf("loss noticed after %v, want at the first refresh (about 100ms)", d)
+	}
+	if !errors.Is(l.Err(), dlock.ErrLost) || !errors.Is(l.Err(), dlock.ErrNotHeld) {
+		t.Errorf("Err = %v, want ErrLost wrapping ErrNotHeld", l.Err())
+	}
+}
+
+func TestLossAtDeadlineOnTransientErrors(t *testing.T) {
+	ctx := t.Context()
+	f := &faulty{Locker: memdlock.NewStore().Driver()}
+	var failed int
+	var mu sync.Mutex
+	c := dlock.NewClient(f, dlock.WithEventHook(func(e dlock.Event) {
+		if e.Kind == dlock.EventRefreshFailed {
+			mu.Lock()
+			failed++
+			mu.Unlock()
+		}
+	}))
+	defer c.Close()
+	f.refreshErr = driver.ErrUnavailable
+	l, err := c.TryLock(ctx, "k", dlock.WithTTL(300*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := l.Deadline()
+	select {
+	case <-l.Done():
+	case <-time.After(5 * time.Second):
+		t.Fatal("Done not closed at the validity deadline")
+	}
+	if now := time.Now(); now.Before(deadline) {
+		t.Errorf("lost at %v, before the deadline %v despite only transient errors", now, deadline)
+	}
+	if !errors.Is(l.Err(), dlock.ErrLost) {
+		t.Errorf("Err = %v, want ErrLost", l.Err())
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if failed < 2 {
+		t.Errorf("%d refresh_failed events, want retries before the deadline", failed)
+	}
+}
+
+func TestLateGrantIsNotAGrant(t *testing.T) {
+	ctx := t.Context()
+	store := memdlock.NewStore()
+	f := &faulty{Locker: store.Driver(), acquireDelay: 60 * time.Millisecond}
+	c := dlock.NewClient(f)
+	defer c.Close()
+	if _, err := c.TryLock(ctx, "k", dlock.WithTTL(50*time.Millisecond)); !errors.Is(err, dlock.ErrNotAcquired) {
+		t.Fatalf("TryLock whose reply came after the TTL = %v, want ErrNotAcquired", err)
+	}
+	// And the late grant was released, not left to block others.
+	other := store.NewClient()
+	defer other.Close()
+	l, err := other.TryLock(ctx, "k")
+	if err != nil {
+		t.Fatalf("key left held by a late grant: %v", err)
+	}
+	_ = l.Unlock(ctx)
+}
