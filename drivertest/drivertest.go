@@ -107,15 +107,6 @@ func (s *suite) capabilities() driver.Capabilities {
 	return *s.caps
 }
 
-func (s *suite) lock(c *dlock.Client, key string, opts ...dlock.LockOption) *dlock.Lock {
-	s.t.Helper()
-	l, err := c.Lock(s.ctx, key, opts...)
-	if err != nil {
-		s.t.Fatalf("Lock(%q): %v", key, err)
-	}
-	return l
-}
-
 func (s *suite) tryLock(c *dlock.Client, key string, opts ...dlock.LockOption) *dlock.Lock {
 	s.t.Helper()
 	l, err := c.TryLock(s.ctx, key, opts...)
@@ -188,7 +179,7 @@ func testExclusion(t *testing.T, s *suite) {
 			for r := 0; r < rounds; r++ {
 				l, err := c.Lock(s.ctx, key, retry, dlock.WithTTL(max(s.ttl, 5*time.Second)))
 				if err != nil {
-					errs <- fmt.Errorf("Lock: %w", err)
+					errs <- fmt.Errorf("lock: %w", err)
 					return
 				}
 				if inside.Add(1) != 1 {
@@ -201,7 +192,7 @@ func testExclusion(t *testing.T, s *suite) {
 				counter.Store(v + 1)
 				inside.Add(-1)
 				if err := l.Unlock(s.ctx); err != nil {
-					errs <- fmt.Errorf("Unlock: %w", err)
+					errs <- fmt.Errorf("unlock: %w", err)
 					return
 				}
 			}
