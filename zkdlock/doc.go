@@ -1,0 +1,80 @@
+// Package zkdlock is the ZooKeeper driver for dlock. It runs the classic
+// ZooKeeper lock recipe, node for node the one zk.NewLock from
+// github.com/go-zookeeper/zk (and Apache Curator's InterProcessMutex) use,
+// so dlock clients and those locks exclude each other on the same path and
+// wait in one FIFO queue.
+//
+// # URLs
+//
+// Importing the package registers the "zk" scheme with dlock.Open:
+//
+//	zk://host:port[,host:port...]/base/path?param=value
+//	zk://user:password@host:port/base/path?acl=creator
+//
+// The host list is the ensemble (port 2181 when left out). The path is the
+// base under which each key gets one node (see Path); without a path the
+// base is DefaultBase, "/dlock". It and its parents are created on first use
+// with the nodes' ACL. A user and password in the URL are added to the
+// session as ZooKeeper digest credentials ("user:password"), re-sent on
+// every reconnect; they never appear in errors.
+//
+// Query parameters, each optional:
+//
+//	session_timeout  the ZooKeeper session timeout to ask for; default 30s
+//	                 (the server may grant less or more: it clamps to its
+//	                 minSessionTimeout and maxSessionTimeout). It bounds the
+//	                 TTL: see "TTL and the session" below.
+//	connect_timeout  how long Open waits for the first session before it
+//	                 gives up with an error matching dlock.ErrUnavailable;
+//	                 default 10s (Open's ctx may end it sooner).
+//	acl              the ACL of the nodes the driver creates:
+//	                 "world" (default) — anyone may do anything (ZooKeeper's
+//	                 OPEN_ACL_UNSAFE); "creator" — only the digest identity
+//	                 in the URL (CREATOR_ALL_ACL); "creator-read" — that
+//	                 identity may do anything, anyone may read (so others can
+//	                 Inspect). The last two need a user and password.
+//
+// Durations take Go syntax ("500ms", "10s"); a bare number is seconds.
+// Any other parameter is an error matching dlock.ErrInvalidOption.
+//
+// # The recipe
+//
+// A contender creates an ephemeral, sequential node named
+// "_c_<guid>-lock-<sequence>" under the key's node (ZooKeeper's protected
+// creation: after a connection loss during the create, the driver finds its
+// node again by the guid, so no orphan blocks the queue). The lowest sequence
+// holds the lock. A waiter watches only the node just before its own, so a
+// release wakes exactly one waiter. A waiter whose ctx ends deletes its node
+// before Lock returns. TryLock creates its node and, when it is not the
+// lowest, deletes it again. The key's node is deleted when its last lock node
+// goes, so idle keys leave nothing behind.
+//
+// # TTL and the session
+//
+// ZooKeeper has no per-node lease: an ephemeral node lives as long as the
+// session that made it. The driver maps dlock's TTL onto that as follows:
+//
+//   - A TTL may be at most the session timeout the server granted
+//     (Capabilities().MaxTTL); a longer one is an error matching
+//     dlock.ErrInvalidTTL. The client counts its validity from the TTL,
+//     and a session is only known to live for one session timeout after the
+//     server last heard from it, so a longer TTL could outlive the lock.
+//   - While the holder's process runs, the driver deletes the lock node
+//     when the TTL passes without a refresh (a lapsed lease frees the key
+//     after the TTL, as on every backend).
+//   - When the process dies or loses the ensemble, the session expires one
+//     session timeout after the server last heard from it, and ZooKeeper
+//     deletes the node: the key is free after at most the session timeout.
+//   - Refresh checks that the session is the one that created the node and
+//     that the node still exists (one read). After a session expiry every
+//     lock of the old session reports dlock.ErrLost; a disconnect that
+//     recovers within the session timeout (and before the client's validity
+//     deadline) loses nothing. The connection then opens a new session for
+//     new locks.
+//
+// # Fencing
+//
+// The fence is the lock node's czxid, the ZooKeeper transaction id of its
+// creation: strictly increasing across grants of a key, across sessions and
+// leader changes, for as long as the ensemble keeps its data.
+package zkdlock

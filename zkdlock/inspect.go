@@ -1,0 +1,93 @@
+package zkdlock
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/go-zookeeper/zk"
+
+	"github.com/dlock-go/dlock/driver"
+)
+
+// dataMagic starts the data of lock nodes made by dlock. zk.Lock and Curator
+// do not read lock node data, so this layout stays between dlock clients.
+const dataMagic = "dlock1"
+
+// encodeData is a lock node's data: "dlock1 <token hash> <TTL in ms>\n"
+// followed by the metadata. The token itself is not stored, only the first
+// 16 bytes of its SHA-256, in hex, to tell owners apart when debugging.
+func encodeData(token string, ttl time.Duration, metadata string) []byte {
+	sum := sha256.Sum256([]byte(token))
+	return fmt.Appendf(nil, "%s %s %d\n%s", dataMagic, hex.EncodeToString(sum[:16]), ttl.Milliseconds(), metadata)
+}
+
+// decodeData reads what encodeData wrote. Data of other clients' nodes (a
+// zk.Lock's LockWithData, Curator's host address) is returned as the
+// metadata, with ok false.
+func decodeData(b []byte) (ttl time.Duration, metadata string, ok bool) {
+	s := string(b)
+	head, rest, found := strings.Cut(s, "\n")
+	f := strings.Fields(head)
+	if !found || len(f) != 3 || f[0] != dataMagic {
+		return 0, s, false
+	}
+	ms, err := strconv.ParseInt(f[2], 10, 64)
+	if err != nil {
+		return 0, s, false
+	}
+	return time.Duration(ms) * time.Millisecond, rest, true
+}
+
+// Inspect reads the key's queue after a sync with the leader, so a release
+// seen by another client is seen here too. The holder is the lowest node:
+// Fence is its czxid, Metadata its data, TTL the holder's TTL (for nodes of
+// other clients, this driver's session timeout, after which a vanished
+// holder's node is gone), Waiters the other nodes in the queue.
+func (d *zkDriver) Inspect(ctx context.Context, key string) (driver.Info, error) {
+	if d.isClosed() {
+		return driver.Info{}, driver.ErrClosed
+	}
+	keyPath := d.keyPath(key)
+	if _, err := call(ctx, func() (string, error) { return d.conn.Sync(keyPath) }); err != nil && !errors.Is(err, zk.ErrNoNode) {
+		return driver.Info{}, d.wrap(ctx, "sync "+keyPath, err)
+	}
+	for attempt := 0; attempt < 5; attempt++ {
+		kids, err := d.children(ctx, keyPath)
+		if errors.Is(err, zk.ErrNoNode) {
+			return driver.Info{}, nil
+		}
+		if err != nil {
+			return driver.Info{}, d.wrap(ctx, "listing "+keyPath, err)
+		}
+		pos := position(kids.names, "", -1)
+		if pos.lowest == "" {
+			return driver.Info{}, nil
+		}
+		type got struct {
+			data []byte
+			stat *zk.Stat
+		}
+		g, err := call(ctx, func() (got, error) {
+			data, stat, err := d.conn.Get(keyPath + "/" + pos.lowest)
+			return got{data, stat}, err
+		})
+		if errors.Is(err, zk.ErrNoNode) {
+			continue // released meanwhile
+		}
+		if err != nil {
+			return driver.Info{}, d.wrap(ctx, "reading "+pos.lowest, err)
+		}
+		ttl, meta, ok := decodeData(g.data)
+		if !ok {
+			ttl = d.sessionTimeout()
+		}
+		return driver.Info{Held: true, Fence: uint64(g.stat.Czxid), TTL: ttl, Metadata: meta, Waiters: pos.count - 1}, nil
+	}
+	return driver.Info{}, fmt.Errorf("zookeeper: %s: the queue kept changing while it was read", keyPath)
+}

@@ -1,0 +1,328 @@
+package zkdlock
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/go-zookeeper/zk"
+
+	"github.com/dlock-go/dlock/driver"
+)
+
+// holding is a lock this driver holds: its node, and the lease timer that
+// deletes the node when the TTL runs out without a refresh.
+type holding struct {
+	key, token string
+	n          *node
+	alone      bool // no other node was queued at the grant
+	metadata   string
+
+	// Guarded by zkDriver.mu.
+	ttl     time.Duration
+	expires time.Time // local clock: the node is deleted at this moment
+	timer   *time.Timer
+	done    bool // released or expired: no longer in held
+}
+
+// drift is the portable layer's clock drift allowance (1% + 2 ms), taken
+// off every validity deadline the driver reports.
+func drift(ttl time.Duration) time.Duration { return ttl/100 + 2*time.Millisecond }
+
+func (d *zkDriver) admit(ttl time.Duration) error {
+	if d.isClosed() {
+		return driver.ErrClosed
+	}
+	return d.checkTTL(ttl)
+}
+
+func (d *zkDriver) lookup(key, token string) *holding {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.held[holdKey{key, token}]
+}
+
+// drop forgets h; it stays on the backend only if nobody deletes its node.
+func (d *zkDriver) drop(h *holding) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	h.done = true
+	h.timer.Stop()
+	if k := (holdKey{h.key, h.token}); d.held[k] == h {
+		delete(d.held, k)
+	}
+}
+
+// readFence reads n's czxid (and the session that really owns it).
+func (d *zkDriver) readFence(ctx context.Context, n *node) error {
+	stat, err := call(ctx, func() (*zk.Stat, error) {
+		ok, stat, err := d.conn.Exists(n.path)
+		if err == nil && !ok {
+			err = zk.ErrNoNode
+		}
+		return stat, err
+	})
+	if err != nil {
+		return err
+	}
+	n.fence, n.session = uint64(stat.Czxid), stat.EphemeralOwner
+	return nil
+}
+
+// grant records n as held and arms its lease timer. sent is the send time
+// of the request that saw n at the head of the queue: the session lived
+// then, so it lives for at least a session timeout (≥ TTL) after it.
+func (d *zkDriver) grant(ctx context.Context, req driver.Request, n *node, sent time.Time, alone bool) (driver.Result, error) {
+	if n.fence == 0 {
+		if err := d.readFence(ctx, n); err != nil {
+			d.abandon(n)
+			return driver.Result{}, d.wrap(ctx, "reading "+n.path, err)
+		}
+	}
+	h := &holding{key: req.Key, token: req.Token, n: n, alone: alone, metadata: req.Metadata, ttl: req.TTL}
+	d.mu.Lock()
+	if d.closed {
+		d.mu.Unlock()
+		d.abandon(n)
+		return driver.Result{}, driver.ErrClosed
+	}
+	h.expires = time.Now().Add(req.TTL)
+	h.timer = time.AfterFunc(req.TTL, func() { d.expire(h) })
+	d.held[holdKey{req.Key, req.Token}] = h
+	d.mu.Unlock()
+	if !alone {
+		d.setHint(n.keyPath, false)
+	}
+	return driver.Result{Acquired: true, Fence: n.fence, ValidUntil: sent.Add(req.TTL - drift(req.TTL))}, nil
+}
+
+// expire runs when h's lease timer fires: unless a refresh moved the
+// deadline meanwhile, the lease has lapsed and the node goes.
+func (d *zkDriver) expire(h *holding) {
+	d.mu.Lock()
+	if h.done {
+		d.mu.Unlock()
+		return
+	}
+	if wait := time.Until(h.expires); wait > 0 {
+		h.timer.Reset(wait)
+		d.mu.Unlock()
+		return
+	}
+	h.done = true
+	if k := (holdKey{h.key, h.token}); d.held[k] == h {
+		delete(d.held, k)
+	}
+	d.mu.Unlock()
+	d.goReap(h.n.keyPath, h.n.path, "")
+}
+
+// reacquire handles an Acquire by a token that already holds the key on
+// this driver: it keeps the node and fence and sets the new TTL. ok is false
+// when the token holds nothing here.
+func (d *zkDriver) reacquire(ctx context.Context, req driver.Request) (res driver.Result, ok bool, err error) {
+	h := d.lookup(req.Key, req.Token)
+	if h == nil {
+		return driver.Result{}, false, nil
+	}
+	sent := time.Now()
+	if err := d.refresh(ctx, h, req.TTL, req.Metadata); err != nil {
+		if errors.Is(err, driver.ErrNotHeld) {
+			return driver.Result{}, false, nil
+		}
+		return driver.Result{}, true, err
+	}
+	return driver.Result{Acquired: true, Fence: h.n.fence, ValidUntil: sent.Add(req.TTL - drift(req.TTL))}, true, nil
+}
+
+// Refresh checks that the node still exists and belongs to the current
+// session, and moves the lease timer to ttl from now.
+func (d *zkDriver) Refresh(ctx context.Context, key, token string, ttl time.Duration) error {
+	if err := d.admit(ttl); err != nil {
+		return err
+	}
+	h := d.lookup(key, token)
+	if h == nil {
+		return fmt.Errorf("%w: %q is not held by this token", driver.ErrNotHeld, key)
+	}
+	return d.refresh(ctx, h, ttl, h.metadata)
+}
+
+func (d *zkDriver) refresh(ctx context.Context, h *holding, ttl time.Duration, metadata string) error {
+	if s := d.conn.SessionID(); s != h.n.session {
+		d.drop(h)
+		return fmt.Errorf("%w: %q: the ZooKeeper session that held it has expired", driver.ErrNotHeld, h.key)
+	}
+	d.mu.Lock()
+	rewrite := ttl != h.ttl || metadata != h.metadata
+	d.mu.Unlock()
+	stat, err := call(ctx, func() (*zk.Stat, error) {
+		if rewrite { // keep what Inspect shows true
+			return d.conn.Set(h.n.path, encodeData(h.token, ttl, metadata), -1)
+		}
+		ok, stat, err := d.conn.Exists(h.n.path)
+		if err == nil && !ok {
+			err = zk.ErrNoNode
+		}
+		return stat, err
+	})
+	if errors.Is(err, zk.ErrNoNode) || err == nil && stat.EphemeralOwner != h.n.session {
+		d.drop(h)
+		return fmt.Errorf("%w: %q: its lock node is gone", driver.ErrNotHeld, h.key)
+	}
+	if err != nil {
+		return d.wrap(ctx, "refreshing "+h.n.path, err)
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if h.done {
+		return fmt.Errorf("%w: %q: its lease ran out", driver.ErrNotHeld, h.key)
+	}
+	h.ttl, h.metadata = ttl, metadata
+	h.expires = time.Now().Add(ttl)
+	h.timer.Reset(ttl)
+	return nil
+}
+
+// Release deletes the token's lock node; the next waiter, watching it, takes
+// the lock. The key node goes too when no other node is queued.
+func (d *zkDriver) Release(ctx context.Context, key, token string) error {
+	if d.isClosed() {
+		return driver.ErrClosed
+	}
+	h := d.lookup(key, token)
+	if h == nil {
+		return fmt.Errorf("%w: %q is not held by this token", driver.ErrNotHeld, key)
+	}
+	if d.conn.SessionID() != h.n.session {
+		d.drop(h)
+		return fmt.Errorf("%w: %q: the ZooKeeper session that held it has expired", driver.ErrNotHeld, key)
+	}
+	err := d.remove(ctx, h)
+	if errors.Is(err, zk.ErrNoNode) {
+		d.drop(h)
+		return fmt.Errorf("%w: %q: its lock node is gone", driver.ErrNotHeld, key)
+	}
+	if err != nil {
+		// Still held; the lease timer deletes the node if no later
+		// Release does.
+		return d.wrap(ctx, "deleting "+h.n.path, err)
+	}
+	d.drop(h)
+	return nil
+}
+
+func (d *zkDriver) remove(ctx context.Context, h *holding) error {
+	if h.alone {
+		// Nobody queued at the grant: delete the key node in the same
+		// transaction, unless someone has joined since.
+		_, err := call(ctx, func() ([]zk.MultiResponse, error) {
+			return d.conn.Multi(
+				&zk.DeleteRequest{Path: h.n.path, Version: -1},
+				&zk.DeleteRequest{Path: h.n.keyPath, Version: -1},
+			)
+		})
+		if err == nil {
+			d.setHint(h.n.keyPath, true)
+			return nil
+		}
+		if !errors.Is(err, zk.ErrNotEmpty) {
+			return err
+		}
+	}
+	if err := d.deleteNode(ctx, h.n.path); err != nil {
+		return err
+	}
+	d.cleanupParent(ctx, h.n.keyPath)
+	return nil
+}
+
+func (d *zkDriver) deleteNode(ctx context.Context, path string) error {
+	_, err := call(ctx, func() (struct{}, error) { return struct{}{}, d.conn.Delete(path, -1) })
+	return err
+}
+
+// cleanupParent deletes the key node when it has no children left,
+// ignoring the races (someone joined, someone else deleted it).
+func (d *zkDriver) cleanupParent(ctx context.Context, keyPath string) {
+	stat, err := call(ctx, func() (*zk.Stat, error) {
+		ok, stat, err := d.conn.Exists(keyPath)
+		if err == nil && !ok {
+			err = zk.ErrNoNode
+		}
+		return stat, err
+	})
+	if err != nil || stat.NumChildren > 0 {
+		return
+	}
+	if err := d.deleteNode(ctx, keyPath); err == nil || errors.Is(err, zk.ErrNoNode) {
+		d.setHint(keyPath, true)
+	}
+}
+
+// abandon deletes a node that will not be held (TryLock lost, a waiter
+// left), before returning when it can, else in the background.
+func (d *zkDriver) abandon(n *node) {
+	ctx, cancel := context.WithTimeout(context.Background(), abandonWait)
+	defer cancel()
+	if err := d.deleteNode(ctx, n.path); err != nil && !errors.Is(err, zk.ErrNoNode) {
+		d.goReap(n.keyPath, n.path, "")
+		return
+	}
+	d.cleanupParent(ctx, n.keyPath)
+}
+
+// goReap deletes a node (by path, or by the guid in its name) in the
+// background, trying until it is gone or the driver closes.
+func (d *zkDriver) goReap(keyPath, path, guid string) {
+	d.goAfter(func() { d.reap(keyPath, path, guid) })
+}
+
+func (d *zkDriver) goAfter(f func()) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.closed {
+		if !d.ownConn {
+			go f() // one attempt: f stops at closeCh
+		}
+		return
+	}
+	d.bg.Add(1)
+	go func() {
+		defer d.bg.Done()
+		f()
+	}()
+}
+
+func (d *zkDriver) reap(keyPath, path, guid string) {
+	wait := 50 * time.Millisecond
+	for !d.reapOnce(keyPath, path, guid) {
+		select {
+		case <-d.closeCh:
+			return
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, time.Second)
+	}
+}
+
+func (d *zkDriver) reapOnce(keyPath, path, guid string) bool {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if path == "" {
+		p, err := call(ctx, func() (string, error) { return d.findGUID(keyPath, guid) })
+		if err != nil {
+			return false
+		}
+		if p == "" {
+			return true
+		}
+		path = p
+	}
+	if err := d.deleteNode(ctx, path); err != nil && !errors.Is(err, zk.ErrNoNode) {
+		return false
+	}
+	d.cleanupParent(ctx, keyPath)
+	return true
+}

@@ -1,0 +1,290 @@
+package zkdlock
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/go-zookeeper/zk"
+
+	"github.com/dlock-go/dlock"
+	"github.com/dlock-go/dlock/driver"
+)
+
+// Scheme is the URL scheme this package registers.
+const Scheme = "zk"
+
+// Defaults of the URL parameters.
+const (
+	DefaultSessionTimeout = 30 * time.Second
+	DefaultConnectTimeout = 10 * time.Second
+)
+
+func init() {
+	dlock.Register(Scheme, driver.URLOpenerFunc(openURL))
+}
+
+// Options configures a driver over a connection the application already
+// has (NewClient, NewDriver).
+type Options struct {
+	// Base is the path under which each key gets its node. Default
+	// DefaultBase ("/dlock").
+	Base string
+	// ACL is the ACL of the nodes the driver creates. Default
+	// zk.WorldACL(zk.PermAll).
+	ACL []zk.ACL
+	// SessionTimeout is the session timeout the connection's server granted
+	// (the value passed to zk.Connect, unless the server clamped it). It is
+	// the longest TTL the driver accepts; see the package documentation.
+	// Required: the connection does not reveal it. A value larger than the
+	// granted timeout lets the client trust a lock after its session may
+	// have expired.
+	SessionTimeout time.Duration
+}
+
+// NewClient returns a dlock Client whose locks live under o.Base on conn.
+// The Client does not close conn. Locks it holds when it is closed are left
+// to their TTL (the driver deletes their nodes when it runs out).
+//
+// conn keeps re-establishing itself: after a session expiry, locks of the
+// old session report dlock.ErrLost and new locks use the new session.
+func NewClient(conn *zk.Conn, o Options, opts ...dlock.Option) (*dlock.Client, error) {
+	d, err := NewDriver(conn, o)
+	if err != nil {
+		return nil, err
+	}
+	return dlock.NewClient(d, opts...), nil
+}
+
+// NewDriver returns the driver.Locker behind NewClient, for the conformance
+// suite and for dlock.NewClient with custom options.
+func NewDriver(conn *zk.Conn, o Options) (driver.Locker, error) {
+	if conn == nil {
+		return nil, fmt.Errorf("%w: zkdlock: nil *zk.Conn", driver.ErrInvalidOption)
+	}
+	if o.SessionTimeout <= 0 {
+		return nil, fmt.Errorf("%w: zkdlock: Options.SessionTimeout is required (the session timeout the connection was granted)", driver.ErrInvalidOption)
+	}
+	base, err := cleanBase(o.Base)
+	if err != nil {
+		return nil, err
+	}
+	acl := o.ACL
+	if len(acl) == 0 {
+		acl = zk.WorldACL(zk.PermAll)
+	}
+	d := newDriver(base, acl, conn.Server())
+	d.conn = conn
+	d.timeoutMs.Store(o.SessionTimeout.Milliseconds())
+	return d, nil
+}
+
+// zkDriver implements driver.Locker and driver.Queuer.
+type zkDriver struct {
+	conn      *zk.Conn
+	ownConn   bool
+	servers   string // for messages: host:port list, never credentials
+	base      string
+	acl       []zk.ACL
+	timeoutMs atomic.Int64 // session timeout granted (or configured), ms
+
+	mu      sync.Mutex
+	closed  bool
+	closeCh chan struct{}
+	held    map[holdKey]*holding
+	hints   map[string]bool // key node path → believed absent
+	bg      sync.WaitGroup  // background node clean-up
+
+	wakeups atomic.Int64 // watch notifications that woke a waiter
+}
+
+type holdKey struct{ key, token string }
+
+func newDriver(base string, acl []zk.ACL, servers string) *zkDriver {
+	return &zkDriver{
+		servers: servers,
+		base:    base,
+		acl:     acl,
+		closeCh: make(chan struct{}),
+		held:    map[holdKey]*holding{},
+		hints:   map[string]bool{},
+	}
+}
+
+func (d *zkDriver) sessionTimeout() time.Duration {
+	return time.Duration(d.timeoutMs.Load()) * time.Millisecond
+}
+
+func (d *zkDriver) keyPath(key string) string { return Path(d.base, key) }
+
+func openURL(ctx context.Context, u *driver.URL) (driver.Locker, error) {
+	sessionTimeout := u.Duration("session_timeout", DefaultSessionTimeout)
+	connectTimeout := u.Duration("connect_timeout", DefaultConnectTimeout)
+	aclName := u.String("acl", "world")
+	if err := u.Finish(); err != nil {
+		return nil, err
+	}
+	if u.Opaque != "" || u.Fragment != "" {
+		return nil, fmt.Errorf("%w: zk URL must look like zk://host:port[,host:port]/base/path", driver.ErrInvalidOption)
+	}
+	if sessionTimeout <= 0 || connectTimeout <= 0 {
+		return nil, fmt.Errorf("%w: zk URL: session_timeout and connect_timeout must be positive", driver.ErrInvalidOption)
+	}
+	servers, err := parseHosts(u.Host)
+	if err != nil {
+		return nil, err
+	}
+	base, err := cleanBase(u.Path)
+	if err != nil {
+		return nil, err
+	}
+	var auth []byte
+	if u.User != nil {
+		pw, ok := u.User.Password()
+		if u.User.Username() == "" || !ok {
+			return nil, fmt.Errorf("%w: zk URL: digest credentials must be user:password", driver.ErrInvalidOption)
+		}
+		auth = []byte(u.User.Username() + ":" + pw)
+	}
+	var acl []zk.ACL
+	switch aclName {
+	case "world":
+		acl = zk.WorldACL(zk.PermAll)
+	case "creator":
+		acl = zk.AuthACL(zk.PermAll)
+	case "creator-read":
+		acl = append(zk.AuthACL(zk.PermAll), zk.WorldACL(zk.PermRead)...)
+	default:
+		return nil, fmt.Errorf("%w: zk URL: acl=%q (want world, creator or creator-read)", driver.ErrInvalidOption, aclName)
+	}
+	if aclName != "world" && auth == nil {
+		return nil, fmt.Errorf("%w: zk URL: acl=%s needs digest credentials (zk://user:password@host/...)", driver.ErrInvalidOption, aclName)
+	}
+	return dial(ctx, servers, base, acl, auth, sessionTimeout, connectTimeout)
+}
+
+func parseHosts(host string) ([]string, error) {
+	if host == "" {
+		return nil, fmt.Errorf("%w: zk URL has no host", driver.ErrInvalidOption)
+	}
+	var out []string
+	for _, h := range strings.Split(host, ",") {
+		if h == "" {
+			return nil, fmt.Errorf("%w: zk URL: empty host in %q", driver.ErrInvalidOption, host)
+		}
+		if _, _, err := net.SplitHostPort(h); err != nil {
+			h = net.JoinHostPort(strings.Trim(h, "[]"), "2181")
+		}
+		if _, port, err := net.SplitHostPort(h); err != nil || port == "" {
+			return nil, fmt.Errorf("%w: zk URL: bad host %q", driver.ErrInvalidOption, h)
+		}
+		out = append(out, h)
+	}
+	return out, nil
+}
+
+// dial connects a driver-owned connection and waits for its first session,
+// to learn the session timeout the server grants.
+func dial(ctx context.Context, servers []string, base string, acl []zk.ACL, auth []byte, sessionTimeout, connectTimeout time.Duration) (*zkDriver, error) {
+	d := newDriver(base, acl, strings.Join(servers, ","))
+	d.ownConn = true
+	up := make(chan struct{})
+	var once sync.Once
+	conn, _, err := zk.Connect(servers, sessionTimeout,
+		zk.WithDialer(d.dial),
+		zk.WithLogger(discardLogger{}),
+		zk.WithEventCallback(func(ev zk.Event) {
+			if ev.Type == zk.EventSession && ev.State == zk.StateHasSession {
+				once.Do(func() { close(up) })
+			}
+		}))
+	if err != nil {
+		return nil, fmt.Errorf("%w: zookeeper %s: %v", driver.ErrUnavailable, d.servers, err)
+	}
+	d.conn = conn
+	wctx, cancel := context.WithTimeout(ctx, connectTimeout)
+	defer cancel()
+	start := time.Now()
+	select {
+	case <-up:
+	case <-wctx.Done():
+		go conn.Close() // Close may wait a second for the server; do not hold Open up
+		err := fmt.Errorf("%w: zookeeper %s: no session after %v", driver.ErrUnavailable, d.servers, time.Since(start).Round(time.Millisecond))
+		if ctx.Err() != nil {
+			err = fmt.Errorf("%w (%w)", err, ctx.Err())
+		}
+		return nil, err
+	}
+	if d.timeoutMs.Load() == 0 { // not seen on the wire: trust the request
+		d.timeoutMs.Store(sessionTimeout.Milliseconds())
+	}
+	if auth != nil {
+		if _, err := call(wctx, func() (struct{}, error) { return struct{}{}, conn.AddAuth("digest", auth) }); err != nil {
+			go conn.Close()
+			return nil, d.wrap(wctx, "adding digest credentials", err)
+		}
+	}
+	return d, nil
+}
+
+type discardLogger struct{}
+
+func (discardLogger) Printf(string, ...any) {}
+
+func (d *zkDriver) Capabilities() driver.Capabilities {
+	return driver.Capabilities{
+		Fencing: true,
+		FIFO:    true,
+		// A token re-acquires its lock only within the session that holds
+		// it; another process cannot adopt an ephemeral node.
+		ReacquireWithToken: false,
+		MaxTTL:             d.sessionTimeout(),
+	}
+}
+
+// checkTTL enforces TTL ≤ the session timeout (see the package
+// documentation).
+func (d *zkDriver) checkTTL(ttl time.Duration) error {
+	if ttl <= 0 {
+		return fmt.Errorf("%w: %v is not positive", driver.ErrInvalidTTL, ttl)
+	}
+	if s := d.sessionTimeout(); ttl > s {
+		return fmt.Errorf("%w: %v is longer than the ZooKeeper session timeout %v (the lease ends when the session does; raise session_timeout or lower the TTL)", driver.ErrInvalidTTL, ttl, s)
+	}
+	return nil
+}
+
+func (d *zkDriver) isClosed() bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.closed
+}
+
+// Close stops the driver. A driver-owned connection is closed, which ends
+// its session: ZooKeeper deletes every node it held at once. On an
+// application's connection, locks still held keep their lease timers, which
+// delete their nodes when the TTL runs out.
+func (d *zkDriver) Close() error {
+	d.mu.Lock()
+	if d.closed {
+		d.mu.Unlock()
+		return nil
+	}
+	d.closed = true
+	close(d.closeCh)
+	if d.ownConn {
+		for _, h := range d.held {
+			h.timer.Stop()
+		}
+	}
+	d.mu.Unlock()
+	if d.ownConn {
+		d.conn.Close()
+	}
+	d.bg.Wait()
+	return nil
+}
