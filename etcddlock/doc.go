@@ -1,0 +1,96 @@
+// Package etcddlock is the dlock driver for etcd v3: lease-backed locks with a
+// native FIFO queue and fencing tokens, laid out exactly like etcd's own lock
+// (go.etcd.io/etcd/client/v3/concurrency.Mutex and `etcdctl lock`), so that
+// the two interoperate.
+//
+// # URLs
+//
+// Importing the package registers two schemes with dlock.Open:
+//
+//	etcd://host:port[,host:port...][?params]    plain gRPC
+//	etcds://host:port[,host:port...][?params]   TLS
+//	etcd://user:password@host:port              etcd authentication (either scheme)
+//
+// An endpoint without a port uses 2379. List every member of the cluster
+// (IPv6 addresses work only as the single endpoint, e.g. etcd://[::1]:2379).
+// The URL takes no path. Query parameters (anything else is an error
+// matching dlock.ErrInvalidOption):
+//
+//	prefix=P                  etcd key prefix of the lock queues; default
+//	                          "/dlock/". Keys are escaped under it (see Key
+//	                          layout). An empty value (?prefix=) uses keys
+//	                          verbatim with no prefix: the layout of
+//	                          concurrency.NewMutex(session, K) and
+//	                          `etcdctl lock K`.
+//	dial-timeout=D            bound on the connection set-up work done in
+//	                          Open (fetching an auth token when a user is
+//	                          given); default 5s. A bare integer is seconds.
+//	request-timeout=D         bound on each single request to etcd (not on
+//	                          waiting in a queue); default 10s.
+//	cacert=FILE               etcds only: PEM file of the CAs that sign the
+//	                          servers' certificates; default the system pool.
+//	cert=FILE, key=FILE       etcds only: client certificate and key (PEM),
+//	                          for servers run with --client-cert-auth.
+//	server-name=NAME          etcds only: the name to verify in the servers'
+//	                          certificates; default the endpoint's host.
+//	insecure-skip-tls-verify=BOOL
+//	                          etcds only: do not verify the servers'
+//	                          certificates; default false. For tests only.
+//
+// Applications that already have a *clientv3.Client use NewClient (or
+// NewDriver with dlock.NewClient) with a Config instead of a URL.
+//
+// # Key layout
+//
+// A lock key K has a queue under the etcd prefix Q = P + escape(K), where P is
+// the prefix and escape replaces "%" by "%25" and "/" by "%2F". Escaping is
+// one-to-one and leaves no "/", so "a/b" and "a%2Fb" are different locks and
+// no key reaches outside its own queue. Each waiter or holder has one entry
+// Q + "/" + hex(lease ID) attached to its own lease; the entry with the
+// lowest create revision holds the lock. This is concurrency.Mutex's layout
+// with pfx = Q. With an empty prefix (Config.RawKeys) Q = K, verbatim, which
+// interoperation with the etcd tools requires; keys containing "/" can then
+// nest ("a" sees the entries of "a/b" as waiters ahead of it). The entry's
+// value is the lock's metadata; etcd's own tools ignore values.
+//
+// # Leases, validity and fences
+//
+// Every queue entry has a lease of its own, of the lock's TTL rounded up to
+// whole seconds, so a lock whose process dies or stops refreshing is freed
+// by etcd when its lease runs out, exactly as with any other dlock backend.
+// Leases are reused (an idle lease goes back to a small pool on release), so
+// an uncontended lock costs one transaction to take and one to release.
+// The grant's validity is measured from the send time of the last request
+// that confirmed the lease (its grant or a keep-alive): etcd ends a lease no
+// earlier than that plus its TTL. Refresh sends a keep-alive and checks the
+// entry, in parallel; when the lease is gone or the entry was deleted it
+// reports dlock.ErrNotHeld, and the lock is lost. A Refresh with a longer
+// TTL than the lease moves the entry to a new lease; its create revision,
+// and so its fence and queue position, stay.
+//
+// The fence is the entry's create revision: strictly increasing across the
+// whole cluster, so across the grants of each key, for as long as the
+// cluster keeps its data.
+//
+// etcd enforces a minimum lease TTL of 1.5 election timeouts rounded up to a
+// second (2 s with the default 1 s election timeout); a shorter lease is
+// granted at that minimum. The client's validity still uses the requested
+// TTL, so it never outlives the server's lease; a crashed holder's key may
+// then outlive the requested TTL by that difference. The driver's MinTTL is
+// 1 s.
+//
+// # Waiting
+//
+// Lock waits in the queue (driver.Queuer): one transaction reads the last
+// entry and appends ours; the waiter then watches only its predecessor's
+// deletion and, once it is gone, checks in one read that its own entry still
+// exists and whether an earlier entry remains. A release wakes exactly one
+// waiter. While waiting, the waiter keeps its lease alive; if the lease
+// expires or the entry is deleted meanwhile it joins again at the back and
+// never reports a grant on a lost entry. A waiter whose context ends deletes
+// its entry before returning. TryLock takes the key only when the queue is
+// empty, in one transaction; it never enters the queue.
+//
+// Re-acquiring a held key with the same token (dlock.WithToken) is not
+// supported: Refresh and Release act on locks taken through the same driver.
+package etcddlock

@@ -1,0 +1,427 @@
+package etcddlock
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/connectivity"
+	"google.golang.org/grpc/status"
+
+	"github.com/dlock-go/dlock/driver"
+)
+
+// cleanupTimeout bounds the removal of a queue entry after the caller's
+// context ended, and other best-effort clean-up.
+const cleanupTimeout = 3 * time.Second
+
+// maxLeaseTTL is etcd's largest lease TTL (9e9 seconds).
+const maxLeaseTTL = 9_000_000_000 * time.Second
+
+type etcdDriver struct {
+	cli        *clientv3.Client
+	ownCli     bool
+	addr       string
+	prefix     string
+	raw        bool
+	reqTimeout time.Duration
+
+	ctx    context.Context // cancelled by Close: ends waits in queues
+	cancel context.CancelFunc
+	active sync.WaitGroup // AcquireQueued calls in progress
+	bg     sync.WaitGroup // background revokes
+
+	mu      sync.Mutex
+	closed  bool
+	entries map[entryID]*entry
+	pool    map[int64][]*lease
+}
+
+// entryID names a lock held through this driver.
+type entryID struct{ key, token string }
+
+// entry is a held lock: its etcd key, create revision (the fence) and the
+// lease it is attached to.
+type entry struct {
+	name  string
+	rev   int64
+	value string
+	// lease is the lease the key is attached to. After a Refresh that
+	// needed a longer lease it is not the one whose ID the name carries.
+	lease *lease
+}
+
+func newDriver(cli *clientv3.Client, own bool, addr string, cfg Config) (*etcdDriver, error) {
+	if cfg.RequestTimeout < 0 {
+		return nil, fmt.Errorf("%w: etcd: negative request timeout", driver.ErrInvalidOption)
+	}
+	if cfg.RequestTimeout == 0 {
+		cfg.RequestTimeout = DefaultRequestTimeout
+	}
+	if cfg.Prefix == "" && !cfg.RawKeys {
+		cfg.Prefix = DefaultPrefix
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	return &etcdDriver{
+		cli:        cli,
+		ownCli:     own,
+		addr:       addr,
+		prefix:     cfg.Prefix,
+		raw:        cfg.RawKeys,
+		reqTimeout: cfg.RequestTimeout,
+		ctx:        ctx,
+		cancel:     cancel,
+		entries:    map[entryID]*entry{},
+		pool:       map[int64][]*lease{},
+	}, nil
+}
+
+func (d *etcdDriver) check(ctx context.Context) error {
+	d.mu.Lock()
+	closed := d.closed
+	d.mu.Unlock()
+	if closed {
+		return driver.ErrClosed
+	}
+	return ctx.Err()
+}
+
+// rpcCtx bounds one request by the request timeout.
+func (d *etcdDriver) rpcCtx(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, d.reqTimeout)
+}
+
+// fail wraps an error from etcd. Errors that say the cluster could not be
+// reached or did not answer match driver.ErrUnavailable and name the
+// endpoints; an error caused by the end of ctx matches ctx.Err().
+func (d *etcdDriver) fail(ctx context.Context, op string, err error) error {
+	if cerr := ctx.Err(); cerr != nil {
+		if errors.Is(cerr, context.Canceled) && d.ctx.Err() != nil {
+			return driver.ErrClosed
+		}
+		if d.connDown() {
+			return fmt.Errorf("%w: etcd %s: %s: %w (%v)", driver.ErrUnavailable, d.addr, op, cerr, err)
+		}
+		return fmt.Errorf("etcd %s: %s: %w", d.addr, op, cerr)
+	}
+	if unavailable(err) {
+		return fmt.Errorf("%w: etcd %s: %s: %v", driver.ErrUnavailable, d.addr, op, err)
+	}
+	return fmt.Errorf("etcd %s: %s: %w", d.addr, op, err)
+}
+
+// connDown reports whether the client has no working connection.
+func (d *etcdDriver) connDown() bool {
+	conn := d.cli.ActiveConnection()
+	if conn == nil {
+		return true
+	}
+	return conn.GetState() != connectivity.Ready
+}
+
+func unavailable(err error) bool {
+	code := codes.Unknown
+	var ee rpctypes.EtcdError
+	if errors.As(err, &ee) {
+		code = ee.Code()
+	} else if s, ok := status.FromError(err); ok {
+		code = s.Code()
+	}
+	switch code {
+	case codes.InvalidArgument, codes.PermissionDenied, codes.Unauthenticated,
+		codes.FailedPrecondition, codes.NotFound, codes.OutOfRange, codes.AlreadyExists:
+		return false
+	}
+	return true
+}
+
+// queuePrefix is the etcd key prefix of key's queue, without the trailing
+// "/": the prefix concurrency.NewMutex gets.
+func (d *etcdDriver) queuePrefix(key string) string {
+	if d.raw {
+		return d.prefix + key
+	}
+	return d.prefix + escapeKey(key)
+}
+
+func (d *etcdDriver) Capabilities() driver.Capabilities {
+	return driver.Capabilities{
+		Fencing: true,
+		FIFO:    true,
+		MinTTL:  time.Second,
+		MaxTTL:  maxLeaseTTL,
+	}
+}
+
+// Acquire takes key only if its queue is empty, in one transaction that adds
+// the entry only when no other entry exists.
+func (d *etcdDriver) Acquire(ctx context.Context, req driver.Request) (driver.Result, error) {
+	if err := d.check(ctx); err != nil {
+		return driver.Result{}, err
+	}
+	pfx := d.queuePrefix(req.Key)
+	sec := leaseSeconds(req.TTL)
+	for attempt := 0; ; attempt++ {
+		l, pooled, err := d.takeLease(ctx, sec)
+		if err != nil {
+			return driver.Result{}, err
+		}
+		name := entryName(pfx, l.id)
+		var renewed <-chan error
+		if pooled && needsRenew(l, req.TTL) {
+			renewed = d.renewAsync(ctx, l)
+		}
+		rctx, cancel := d.rpcCtx(ctx)
+		resp, err := d.cli.Txn(rctx).
+			If(clientv3.Compare(clientv3.CreateRevision(pfx+"/"), "=", 0).WithPrefix()).
+			Then(clientv3.OpPut(name, req.Metadata, clientv3.WithLease(l.id))).
+			Commit()
+		cancel()
+		var rerr error
+		if renewed != nil {
+			rerr = <-renewed
+		}
+		if isLeaseNotFound(err) || isLeaseNotFound(rerr) {
+			// A pooled lease ran out: whatever it held is gone. Try
+			// once more with a new lease.
+			l.markLost()
+			if attempt == 0 {
+				continue
+			}
+			return driver.Result{}, d.fail(ctx, "acquire", errLeaseGone)
+		}
+		if err != nil {
+			// The entry may or may not have been written: revoking the
+			// lease removes it either way.
+			d.revokeAsync(l)
+			return driver.Result{}, d.fail(ctx, "acquire", err)
+		}
+		if rerr != nil {
+			// The lease's validity is unknown: do not grant on it.
+			d.revokeAsync(l)
+			return driver.Result{}, rerr
+		}
+		if !resp.Succeeded {
+			d.putBack(l)
+			return driver.Result{}, nil
+		}
+		e := &entry{name: name, rev: resp.Header.Revision, value: req.Metadata, lease: l}
+		d.remember(req.Key, req.Token, e)
+		return driver.Result{Acquired: true, Fence: uint64(e.rev), ValidUntil: l.validUntil(req.TTL)}, nil
+	}
+}
+
+// needsRenew reports whether a pooled lease needs a keep-alive before it
+// backs a grant of ttl: when its last confirmation is older than 2% of ttl,
+// so that a grant's validity is never more than that short of the full TTL.
+func needsRenew(l *lease, ttl time.Duration) bool {
+	return time.Since(l.confirmedAt()) >= ttl/50
+}
+
+func (d *etcdDriver) remember(key, token string, e *entry) {
+	d.mu.Lock()
+	d.entries[entryID{key, token}] = e
+	d.mu.Unlock()
+}
+
+func (d *etcdDriver) lookup(key, token string) *entry {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.entries[entryID{key, token}]
+}
+
+func (d *etcdDriver) forget(key, token string, e *entry) {
+	d.mu.Lock()
+	if d.entries[entryID{key, token}] == e {
+		delete(d.entries, entryID{key, token})
+	}
+	d.mu.Unlock()
+}
+
+// leaseOf returns the lease e is attached to now.
+func (d *etcdDriver) leaseOf(e *entry) *lease {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return e.lease
+}
+
+// owned is the comparison that holds while the entry is ours: the same
+// incarnation of the key (create revision) on our lease l. A retried
+// release can never delete a newer lock.
+func (e *entry) owned(l *lease) []clientv3.Cmp {
+	return []clientv3.Cmp{
+		clientv3.Compare(clientv3.CreateRevision(e.name), "=", e.rev),
+		clientv3.Compare(clientv3.LeaseValue(e.name), "=", l.id),
+	}
+}
+
+// Refresh confirms that the lock is still ours and keeps its lease alive: a
+// keep-alive and a check of the key, in parallel. When the TTL needs a
+// longer lease, the key moves to a new lease (its create revision, and so
+// its fence and queue position, stay).
+func (d *etcdDriver) Refresh(ctx context.Context, key, token string, ttl time.Duration) error {
+	if err := d.check(ctx); err != nil {
+		return err
+	}
+	e := d.lookup(key, token)
+	if e == nil {
+		return fmt.Errorf("%w: %q is not held by this token on this client", driver.ErrNotHeld, key)
+	}
+	l := d.leaseOf(e)
+	if l.isLost() {
+		d.forget(key, token, e)
+		return fmt.Errorf("%w: %q: its lease expired or was revoked", driver.ErrNotHeld, key)
+	}
+	if sec := leaseSeconds(ttl); sec > l.sec {
+		return d.moveLease(ctx, key, token, e, l, sec)
+	}
+	renewed := d.renewAsync(ctx, l)
+	rctx, cancel := d.rpcCtx(ctx)
+	resp, err := d.cli.Txn(rctx).If(e.owned(l)...).Commit()
+	cancel()
+	rerr := <-renewed
+	if errors.Is(rerr, errLeaseGone) {
+		d.forget(key, token, e)
+		return fmt.Errorf("%w: %q: its lease expired or was revoked", driver.ErrNotHeld, key)
+	}
+	if err != nil {
+		return d.fail(ctx, "refresh", err)
+	}
+	if !resp.Succeeded {
+		d.forget(key, token, e)
+		return fmt.Errorf("%w: %q: the key is gone or belongs to another lease", driver.ErrNotHeld, key)
+	}
+	return rerr
+}
+
+func (d *etcdDriver) moveLease(ctx context.Context, key, token string, e *entry, old *lease, sec int64) error {
+	nl, err := d.grant(ctx, sec)
+	if err != nil {
+		return err
+	}
+	rctx, cancel := d.rpcCtx(ctx)
+	resp, err := d.cli.Txn(rctx).If(e.owned(old)...).
+		Then(clientv3.OpPut(e.name, e.value, clientv3.WithLease(nl.id))).
+		Commit()
+	cancel()
+	if err != nil {
+		d.revokeAsync(nl)
+		return d.fail(ctx, "refresh", err)
+	}
+	if !resp.Succeeded {
+		d.revokeAsync(nl)
+		d.forget(key, token, e)
+		return fmt.Errorf("%w: %q: the key is gone or belongs to another lease", driver.ErrNotHeld, key)
+	}
+	d.mu.Lock()
+	e.lease = nl
+	d.mu.Unlock()
+	d.revokeAsync(old) // it holds nothing now
+	return nil
+}
+
+// Release deletes the lock's key if it is still the same incarnation on our
+// lease. The lease then holds nothing and goes back to the pool.
+func (d *etcdDriver) Release(ctx context.Context, key, token string) error {
+	if err := d.check(ctx); err != nil {
+		return err
+	}
+	e := d.lookup(key, token)
+	if e == nil {
+		return fmt.Errorf("%w: %q is not held by this token on this client", driver.ErrNotHeld, key)
+	}
+	l := d.leaseOf(e)
+	if l.isLost() {
+		d.forget(key, token, e)
+		return fmt.Errorf("%w: %q: its lease expired or was revoked", driver.ErrNotHeld, key)
+	}
+	rctx, cancel := d.rpcCtx(ctx)
+	resp, err := d.cli.Txn(rctx).If(e.owned(l)...).Then(clientv3.OpDelete(e.name)).Commit()
+	cancel()
+	if err != nil {
+		// Kept: a later Unlock tries again. Nobody keeps the lease alive,
+		// so the key goes when it expires.
+		return d.fail(ctx, "release", err)
+	}
+	d.forget(key, token, e)
+	if !resp.Succeeded {
+		return fmt.Errorf("%w: %q: the key is gone or belongs to another lease", driver.ErrNotHeld, key)
+	}
+	d.putBack(l)
+	return nil
+}
+
+// Inspect reads the queue: its first entry is the holder.
+func (d *etcdDriver) Inspect(ctx context.Context, key string) (driver.Info, error) {
+	if err := d.check(ctx); err != nil {
+		return driver.Info{}, err
+	}
+	pfx := d.queuePrefix(key) + "/"
+	rctx, cancel := d.rpcCtx(ctx)
+	defer cancel()
+	resp, err := d.cli.Get(rctx, pfx, clientv3.WithFirstCreate()...)
+	if err != nil {
+		return driver.Info{}, d.fail(ctx, "inspect", err)
+	}
+	if len(resp.Kvs) == 0 {
+		return driver.Info{Waiters: 0}, nil
+	}
+	kv := resp.Kvs[0]
+	in := driver.Info{
+		Held:     true,
+		Fence:    uint64(kv.CreateRevision),
+		Metadata: string(kv.Value),
+		Waiters:  int(resp.Count) - 1,
+	}
+	if kv.Lease != 0 {
+		tr, err := d.cli.TimeToLive(rctx, clientv3.LeaseID(kv.Lease))
+		if err != nil {
+			return driver.Info{}, d.fail(ctx, "inspect", err)
+		}
+		if tr.TTL > 0 {
+			in.TTL = time.Duration(tr.TTL) * time.Second
+		}
+	}
+	return in, nil
+}
+
+// Close ends waits in queues (each removes its entry), revokes idle leases
+// and closes the etcd client if the driver opened it. Held locks are left
+// to their leases, which nobody keeps alive any more.
+func (d *etcdDriver) Close() error {
+	d.mu.Lock()
+	if d.closed {
+		d.mu.Unlock()
+		return nil
+	}
+	d.closed = true
+	var idle []*lease
+	for _, stack := range d.pool {
+		idle = append(idle, stack...)
+	}
+	d.pool = map[int64][]*lease{}
+	d.mu.Unlock()
+	d.cancel()
+	d.active.Wait()
+	ctx, cancel := context.WithTimeout(context.Background(), cleanupTimeout)
+	var wg sync.WaitGroup
+	for _, l := range idle {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, _ = d.cli.Revoke(ctx, l.id)
+		}()
+	}
+	wg.Wait()
+	cancel()
+	d.bg.Wait()
+	if d.ownCli {
+		return d.cli.Close()
+	}
+	return nil
+}

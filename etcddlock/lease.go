@@ -1,0 +1,209 @@
+package etcddlock
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"time"
+
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// A lease backs exactly one queue entry at a time. Its validity on the
+// server is known from the send time of the last request that confirmed it
+// (its grant or a keep-alive): the server ends it no earlier than that plus
+// its TTL, because the server received the request after it was sent.
+type lease struct {
+	id  clientv3.LeaseID
+	sec int64 // TTL in seconds, as requested in the grant
+
+	mu        sync.Mutex
+	confirmed time.Time
+	lost      bool
+}
+
+func (l *lease) confirm(sent time.Time) {
+	l.mu.Lock()
+	if sent.After(l.confirmed) {
+		l.confirmed = sent
+	}
+	l.mu.Unlock()
+}
+
+func (l *lease) confirmedAt() time.Time {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.confirmed
+}
+
+func (l *lease) markLost() {
+	l.mu.Lock()
+	l.lost = true
+	l.mu.Unlock()
+}
+
+func (l *lease) isLost() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.lost
+}
+
+// validUntil is the deadline on the local monotonic clock before which the
+// lease, and so a key attached to it, is alive on the server for a lock of
+// the given TTL: the last confirmation plus the TTL, minus the portable
+// layer's drift allowance.
+func (l *lease) validUntil(ttl time.Duration) time.Time {
+	return l.confirmedAt().Add(ttl - drift(ttl))
+}
+
+// drift matches the portable layer's clock drift allowance: TTL/100 + 2 ms.
+func drift(ttl time.Duration) time.Duration { return ttl/100 + 2*time.Millisecond }
+
+// leaseSeconds rounds a TTL up to etcd's whole seconds.
+func leaseSeconds(ttl time.Duration) int64 {
+	return int64((ttl + time.Second - 1) / time.Second)
+}
+
+// errLeaseGone reports that the server no longer knows the lease: it
+// expired or was revoked, and every key attached to it is gone.
+var errLeaseGone = errors.New("lease expired or revoked")
+
+func isLeaseNotFound(err error) bool {
+	return err != nil && (errors.Is(err, rpctypes.ErrLeaseNotFound) || errors.Is(err, rpctypes.ErrGRPCLeaseNotFound) ||
+		rpctypes.ErrorDesc(err) == rpctypes.ErrGRPCLeaseNotFound.Error() || errors.Is(err, errLeaseGone))
+}
+
+// maxPooled bounds the idle leases a driver keeps per TTL.
+const maxPooled = 64
+
+// takeLease returns a lease of sec seconds for a new queue entry: an idle
+// one from the pool while it is fresh, else a new grant. pooled reports
+// which.
+func (d *etcdDriver) takeLease(ctx context.Context, sec int64) (l *lease, pooled bool, err error) {
+	d.mu.Lock()
+	stack := d.pool[sec]
+	for len(stack) > 0 {
+		l = stack[len(stack)-1]
+		stack = stack[:len(stack)-1]
+		// Reuse while the server still has at least half the TTL left;
+		// older ones are left to expire (they hold no keys).
+		if !l.isLost() && time.Since(l.confirmedAt()) < time.Duration(sec)*time.Second/2 {
+			break
+		}
+		l = nil
+		stack = stack[:0] // the rest are older still
+	}
+	if len(stack) == 0 {
+		delete(d.pool, sec)
+	} else {
+		d.pool[sec] = stack
+	}
+	d.mu.Unlock()
+	if l != nil {
+		return l, true, nil
+	}
+	l, err = d.grant(ctx, sec)
+	return l, false, err
+}
+
+func (d *etcdDriver) grant(ctx context.Context, sec int64) (*lease, error) {
+	rctx, cancel := d.rpcCtx(ctx)
+	defer cancel()
+	sent := time.Now()
+	resp, err := d.cli.Grant(rctx, sec)
+	if err != nil {
+		return nil, d.fail(ctx, "grant lease", err)
+	}
+	// The server may grant more than asked (its minimum TTL); never less.
+	return &lease{id: resp.ID, sec: sec, confirmed: sent}, nil
+}
+
+// putBack returns an idle lease (holding no keys) to the pool.
+func (d *etcdDriver) putBack(l *lease) {
+	if l.isLost() || time.Since(l.confirmedAt()) >= time.Duration(l.sec)*time.Second/2 {
+		return
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.closed || len(d.pool[l.sec]) >= maxPooled {
+		return
+	}
+	d.pool[l.sec] = append(d.pool[l.sec], l)
+}
+
+// renew sends one keep-alive for l. On success the lease is confirmed from
+// the send time; when the server no longer knows the lease it is marked lost
+// and the error matches errLeaseGone.
+func (d *etcdDriver) renew(ctx context.Context, l *lease) error {
+	if l.isLost() {
+		return errLeaseGone
+	}
+	rctx, cancel := d.rpcCtx(ctx)
+	defer cancel()
+	sent := time.Now()
+	_, err := d.cli.KeepAliveOnce(rctx, l.id)
+	if err == nil {
+		l.confirm(sent)
+		return nil
+	}
+	if isLeaseNotFound(err) {
+		l.markLost()
+		return errLeaseGone
+	}
+	return d.fail(ctx, "keep lease alive", err)
+}
+
+// renewAsync runs renew in the background; the result arrives on the
+// returned channel.
+func (d *etcdDriver) renewAsync(ctx context.Context, l *lease) <-chan error {
+	ch := make(chan error, 1)
+	go func() { ch <- d.renew(ctx, l) }()
+	return ch
+}
+
+// keepAlive renews l every interval until ctx ends, while its holder waits
+// in a queue. When the server says the lease is gone it closes lost and
+// returns. Transport errors are retried sooner.
+func (d *etcdDriver) keepAlive(ctx context.Context, l *lease, interval time.Duration, lost chan<- struct{}) {
+	t := time.NewTimer(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		err := d.renew(ctx, l)
+		switch {
+		case err == nil:
+			t.Reset(interval)
+		case errors.Is(err, errLeaseGone):
+			close(lost)
+			return
+		default:
+			t.Reset(max(interval/8, 10*time.Millisecond))
+		}
+	}
+}
+
+// revokeAsync revokes a lease nobody uses any more, in the background and
+// best effort (it expires on its own otherwise).
+func (d *etcdDriver) revokeAsync(l *lease) {
+	l.markLost()
+	d.mu.Lock()
+	closed := d.closed
+	if !closed {
+		d.bg.Add(1)
+	}
+	d.mu.Unlock()
+	if closed {
+		return
+	}
+	go func() {
+		defer d.bg.Done()
+		ctx, cancel := context.WithTimeout(context.Background(), cleanupTimeout)
+		defer cancel()
+		_, _ = d.cli.Revoke(ctx, l.id)
+	}()
+}
