@@ -264,6 +264,10 @@ func (d *zkDriver) cleanupParent(ctx context.Context, keyPath string) {
 // abandon deletes a node that will not be held (TryLock lost, a waiter
 // left), before returning when it can, else in the background.
 func (d *zkDriver) abandon(n *node) {
+	if d.conn.State() != zk.StateHasSession {
+		d.goReap(n.keyPath, n.path, "")
+		return
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), abandonWait)
 	defer cancel()
 	if err := d.deleteNode(ctx, n.path); err != nil && !errors.Is(err, zk.ErrNoNode) {

@@ -25,9 +25,9 @@ const (
 	// notification is lost.
 	fallbackPoll = 2 * time.Second
 	// abandonWait bounds how long a waiter whose ctx ended waits for its
-	// in-flight create or delete before leaving the clean-up to the
-	// background.
-	abandonWait = 2 * time.Second
+	// in-flight create or delete, while the session is up, before leaving
+	// the clean-up to the background.
+	abandonWait = time.Second
 )
 
 // node is one lock node of this driver.
@@ -118,8 +118,14 @@ func (d *zkDriver) create(ctx context.Context, keyPath string, data []byte) (*no
 	case <-ctx.Done():
 	case <-d.closeCh:
 	}
-	// The caller leaves: leave nothing behind.
-	t := time.NewTimer(abandonWait)
+	// The caller leaves: leave nothing behind. A healthy create answers in
+	// milliseconds; without a session it will not soon, so the clean-up
+	// goes to the background at once.
+	wait := abandonWait
+	if d.conn.State() != zk.StateHasSession {
+		wait = 0
+	}
+	t := time.NewTimer(wait)
 	defer t.Stop()
 	select {
 	case r := <-ch:

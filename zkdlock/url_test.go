@@ -1,0 +1,218 @@
+package zkdlock
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/go-zookeeper/zk"
+
+	"github.com/dlock-go/dlock"
+	"github.com/dlock-go/dlock/driver"
+	"github.com/dlock-go/dlock/internal/testserver"
+)
+
+func TestOpenInvalidURL(t *testing.T) {
+	tests := []string{
+		"zk://127.0.0.1:1/locks?bogus=1",
+		"zk://127.0.0.1:1/locks?acl=everyone",
+		"zk://127.0.0.1:1/locks?acl=creator",
+		"zk://127.0.0.1:1/locks?acl=creator-read",
+		"zk://127.0.0.1:1/locks?session_timeout=soon",
+		"zk://127.0.0.1:1/locks?session_timeout=0",
+		"zk://127.0.0.1:1/locks?connect_timeout=-1s",
+		"zk://127.0.0.1:1/locks?session_timeout=1s&session_timeout=2s",
+		"zk:///locks",
+		"zk://127.0.0.1:1,,127.0.0.1:2/locks",
+		"zk://127.0.0.1:1/a//b",
+		"zk://127.0.0.1:1/a/../b",
+		"zk://127.0.0.1:1/zookeeper/quota",
+		"zk://alice@127.0.0.1:1/locks",
+		"zk://alice:s3cret@127.0.0.1:1/locks?acl=nobody",
+		"zk://127.0.0.1:1/locks#frag",
+	}
+	for _, raw := range tests {
+		ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+		c, err := dlock.Open(ctx, raw)
+		cancel()
+		if err == nil {
+			_ = c.Close()
+			t.Errorf("Open(%q) succeeded, want ErrInvalidOption", raw)
+			continue
+		}
+		if !errors.Is(err, dlock.ErrInvalidOption) {
+			t.Errorf("Open(%q) = %v, want ErrInvalidOption", raw, err)
+		}
+		if strings.Contains(err.Error(), "s3cret") {
+			t.Errorf("Open(%q) error %q shows the password", raw, err)
+		}
+	}
+}
+
+func TestNewDriverInvalid(t *testing.T) {
+	z := startStandalone(t)
+	conn := connect(t, z.Addrs(), 5*time.Second, nil)
+	tests := []struct {
+		name string
+		conn *zk.Conn
+		o    Options
+	}{
+		{"nil conn", nil, Options{SessionTimeout: time.Second}},
+		{"no session timeout", conn, Options{}},
+		{"relative base", conn, Options{Base: "locks", SessionTimeout: time.Second}},
+	}
+	for _, tc := range tests {
+		if _, err := NewClient(tc.conn, tc.o); !errors.Is(err, dlock.ErrInvalidOption) {
+			t.Errorf("%s: NewClient = %v, want ErrInvalidOption", tc.name, err)
+		}
+	}
+}
+
+// TestOpenUnreachable: Open gives up within the caller's deadline, naming
+// the address, with an error matching ErrUnavailable (and the deadline).
+func TestOpenUnreachable(t *testing.T) {
+	addr := testserver.Addr(testserver.FreePort(t)) // nothing listens there
+	ctx, cancel := context.WithTimeout(t.Context(), time.Second)
+	defer cancel()
+	start := time.Now()
+	c, err := dlock.Open(ctx, "zk://alice:s3cret@"+addr+"/locks")
+	elapsed := time.Since(start)
+	if err == nil {
+		_ = c.Close()
+		t.Fatal("Open of an unreachable server succeeded")
+	}
+	if !errors.Is(err, dlock.ErrUnavailable) || !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("Open = %v, want ErrUnavailable and context.DeadlineExceeded", err)
+	}
+	if !strings.Contains(err.Error(), addr) || strings.Contains(err.Error(), "s3cret") {
+		t.Errorf("Open error %q: want the address %s and no password", err, addr)
+	}
+	if elapsed > 1500*time.Millisecond {
+		t.Errorf("Open returned after %v, want within the 1s deadline", elapsed)
+	}
+
+	// connect_timeout ends the wait too.
+	start = time.Now()
+	_, err = dlock.Open(t.Context(), "zk://"+addr+"/locks?connect_timeout=300ms")
+	if !errors.Is(err, dlock.ErrUnavailable) || time.Since(start) > 1500*time.Millisecond {
+		t.Errorf("Open with connect_timeout=300ms = %v after %v, want ErrUnavailable soon", err, time.Since(start))
+	}
+}
+
+// TestServerGone: once the server is gone, Lock and TryLock return within
+// the caller's deadline with an error naming it and matching ErrUnavailable.
+func TestServerGone(t *testing.T) {
+	z := startStandalone(t)
+	c := openClient(t, "zk://"+z.Addr()+"/gone?session_timeout=5s", dlock.WithLockDefaults(dlock.WithTTL(5*time.Second)))
+	l, err := c.TryLock(t.Context(), "k")
+	if err != nil {
+		t.Fatalf("TryLock: %v", err)
+	}
+	z.Server(0).Kill()
+	ctx, cancel := context.WithTimeout(t.Context(), time.Second)
+	defer cancel()
+	if err := l.Refresh(ctx, 0); !errors.Is(err, dlock.ErrUnavailable) {
+		t.Errorf("Refresh with the server down = %v, want ErrUnavailable", err)
+	}
+	for _, name := range []string{"TryLock", "Lock"} {
+		ctx, cancel := context.WithTimeout(t.Context(), time.Second)
+		start := time.Now()
+		var err error
+		if name == "TryLock" {
+			_, err = c.TryLock(ctx, "other")
+		} else {
+			_, err = c.Lock(ctx, "other")
+		}
+		cancel()
+		elapsed := time.Since(start)
+		if !errors.Is(err, dlock.ErrUnavailable) || !strings.Contains(err.Error(), z.Addr()) {
+			t.Errorf("%s with the server down = %v, want ErrUnavailable naming %s", name, err, z.Addr())
+		}
+		if elapsed > 1500*time.Millisecond {
+			t.Errorf("%s returned after %v, want within the 1s deadline", name, elapsed)
+		}
+	}
+}
+
+// TestSessionTimeoutBoundsTTL: the driver learns the session timeout the
+// server grants and accepts TTLs up to it, no more.
+func TestSessionTimeoutBoundsTTL(t *testing.T) {
+	z := testserver.StartZooKeeper(t, testserver.ZooKeeperConfig{MaxSessionTimeout: 20 * time.Second})
+	tests := []struct {
+		ask, granted time.Duration
+	}{
+		{time.Second, time.Second},
+		{5 * time.Second, 5 * time.Second},
+		{90 * time.Second, 20 * time.Second}, // clamped by maxSessionTimeout
+		{100 * time.Millisecond, 400 * time.Millisecond},
+	}
+	for _, tc := range tests {
+		d := openDriver(t, "zk://"+z.Addr()+"/ttl?session_timeout="+tc.ask.String())
+		if got := d.Capabilities().MaxTTL; got != tc.granted {
+			t.Errorf("session_timeout=%v: MaxTTL = %v, want the granted %v", tc.ask, got, tc.granted)
+		}
+		c := dlock.NewClient(d)
+		if _, err := c.TryLock(t.Context(), "k", dlock.WithTTL(tc.granted+time.Millisecond)); !errors.Is(err, dlock.ErrInvalidTTL) {
+			t.Errorf("session %v: TryLock with a longer TTL = %v, want ErrInvalidTTL", tc.granted, err)
+		}
+		if _, err := d.Acquire(t.Context(), driver.Request{Key: "k", Token: "t", TTL: 2 * tc.granted}); !errors.Is(err, driver.ErrInvalidTTL) {
+			t.Errorf("session %v: Acquire with TTL %v = %v, want ErrInvalidTTL", tc.granted, 2*tc.granted, err)
+		}
+		l, err := c.TryLock(t.Context(), "k", dlock.WithTTL(tc.granted))
+		if err != nil {
+			t.Errorf("session %v: TryLock with TTL = session timeout: %v", tc.granted, err)
+			continue
+		}
+		if err := l.Refresh(t.Context(), tc.granted+time.Second); !errors.Is(err, dlock.ErrInvalidTTL) {
+			t.Errorf("session %v: Refresh with a longer TTL = %v, want ErrInvalidTTL", tc.granted, err)
+		}
+		if err := l.Unlock(t.Context()); err != nil {
+			t.Errorf("Unlock: %v", err)
+		}
+	}
+}
+
+// TestDigestACL: with acl=creator only the URL's digest identity may touch
+// the nodes; with creator-read anyone may read them (Inspect) but not
+// delete them.
+func TestDigestACL(t *testing.T) {
+	z := startStandalone(t)
+	for _, acl := range []string{"creator", "creator-read"} {
+		t.Run(acl, func(t *testing.T) {
+			base := "/acl-" + acl
+			alice := openClient(t, "zk://alice:s3cret@"+z.Addr()+base+"?acl="+acl, dlock.WithLockDefaults(dlock.WithTTL(10*time.Second)))
+			l, err := alice.TryLock(t.Context(), "k", dlock.WithMetadata("alice"))
+			if err != nil {
+				t.Fatalf("TryLock with digest credentials: %v", err)
+			}
+			// Someone without the credentials.
+			anon := connect(t, z.Addrs(), 5*time.Second, nil)
+			kids, _, err := anon.Children(Path(base, "k"))
+			wantRead := acl == "creator-read"
+			if wantRead != (err == nil) {
+				t.Errorf("listing the key node without credentials: err = %v, want readable %v", err, wantRead)
+			}
+			if wantRead {
+				for _, k := range kids {
+					if err := anon.Delete(Path(base, "k")+"/"+k, -1); !errors.Is(err, zk.ErrNoAuth) {
+						t.Errorf("deleting the lock node without credentials = %v, want zk.ErrNoAuth", err)
+					}
+				}
+			}
+			// Another identity cannot queue there either: a clear error, not
+			// ErrUnavailable.
+			mallory := openClient(t, "zk://mallory:guess@"+z.Addr()+base)
+			if _, err := mallory.TryLock(t.Context(), "k2"); err == nil || errors.Is(err, dlock.ErrUnavailable) || !errors.Is(err, zk.ErrNoAuth) {
+				t.Errorf("TryLock by another identity = %v, want an error matching zk.ErrNoAuth", err)
+			}
+			if in, err := alice.Inspect(t.Context(), "k"); err != nil || !in.Held || in.Metadata != "alice" {
+				t.Errorf("Inspect by the owner = %+v, %v; want held by alice", in, err)
+			}
+			if err := l.Unlock(t.Context()); err != nil {
+				t.Errorf("Unlock: %v", err)
+			}
+		})
+	}
+}
