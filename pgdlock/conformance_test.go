@@ -1,0 +1,74 @@
+package pgdlock
+
+import (
+	"context"
+	"testing"
+
+	"github.com/dlock-go/dlock/driver"
+	"github.com/dlock-go/dlock/drivertest"
+	"github.com/dlock-go/dlock/internal/testserver"
+)
+
+// harness makes drivers over one server, each with its own pool, as
+// separate processes would have.
+type harness struct {
+	url   string
+	viaDB bool
+}
+
+func (h *harness) MakeDriver(ctx context.Context) (driver.Locker, error) {
+	if !h.viaDB {
+		u, err := driver.ParseURL(h.url)
+		if err != nil {
+			return nil, err
+		}
+		return openURL(ctx, u)
+	}
+	db, err := openDB(h.url)
+	if err != nil {
+		return nil, err
+	}
+	// database/sql keeps only 2 idle connections by default; a busy client
+	// would reconnect (and re-authenticate) for most statements.
+	db.SetMaxIdleConns(8)
+	d, err := NewDriverDB(ctx, db, Config{})
+	if err != nil {
+		db.Close()
+		return nil, err
+	}
+	return closeAlso{d, db.Close}, nil
+}
+
+func (h *harness) Close() {}
+
+// closeAlso closes an extra resource after the driver. It keeps the
+// driver's Notifier.
+type closeAlso struct {
+	driver.Locker
+	also func() error
+}
+
+func (c closeAlso) Close() error {
+	err := c.Locker.Close()
+	_ = c.also()
+	return err
+}
+
+func (c closeAlso) WatchReleases(ctx context.Context, key string) (<-chan struct{}, func(), error) {
+	return c.Locker.(driver.Notifier).WatchReleases(ctx, key)
+}
+
+func TestConformance(t *testing.T) {
+	pg := testserver.StartPostgres(t)
+	for _, viaDB := range []bool{false, true} {
+		name := "pgxpool"
+		if viaDB {
+			name = "database_sql"
+		}
+		t.Run(name, func(t *testing.T) {
+			drivertest.RunConformanceTests(t, func(ctx context.Context, t *testing.T) (drivertest.Harness, error) {
+				return &harness{url: pg.URL(), viaDB: viaDB}, nil
+			})
+		})
+	}
+}

@@ -1,0 +1,116 @@
+package pgdlock
+
+import (
+	"context"
+	"database/sql"
+	sqldriver "database/sql/driver"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/jackc/pgx/v5/stdlib"
+)
+
+// querier runs the driver's statements on a pgx pool or a database/sql
+// handle, whichever the application gave.
+type querier interface {
+	// queryRow runs query and scans its first row into dest; found is
+	// false when there is no row.
+	queryRow(ctx context.Context, query string, args []any, dest ...any) (found bool, err error)
+	// exec runs query and returns the number of rows it changed.
+	exec(ctx context.Context, query string, args ...any) (int64, error)
+	// canListen reports whether listen can give a pgx connection.
+	canListen() bool
+	// listen runs fn on a connection of its own, outside the statement
+	// pool, and closes (discards) that connection when fn returns.
+	// Connecting may take up to timeout.
+	listen(ctx context.Context, timeout time.Duration, fn func(*pgx.Conn) error) error
+}
+
+// errNoListen reports a database/sql handle whose driver is not pgx: LISTEN
+// needs a dedicated pgx connection, so waiters poll.
+var errNoListen = errors.New("pgdlock: release notifications need a pgx connection (database/sql driver is not pgx)")
+
+type poolQuerier struct{ pool *pgxpool.Pool }
+
+func (q poolQuerier) queryRow(ctx context.Context, query string, args []any, dest ...any) (bool, error) {
+	err := q.pool.QueryRow(ctx, query, args...).Scan(dest...)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return false, nil
+	}
+	return err == nil, err
+}
+
+func (q poolQuerier) exec(ctx context.Context, query string, args ...any) (int64, error) {
+	tag, err := q.pool.Exec(ctx, query, args...)
+	if err != nil {
+		return 0, err
+	}
+	return tag.RowsAffected(), nil
+}
+
+func (q poolQuerier) canListen() bool { return true }
+
+func (q poolQuerier) listen(ctx context.Context, timeout time.Duration, fn func(*pgx.Conn) error) error {
+	cctx, cancel := context.WithTimeout(ctx, timeout)
+	conn, err := pgx.ConnectConfig(cctx, q.pool.Config().ConnConfig)
+	cancel()
+	if err != nil {
+		return err
+	}
+	defer func() {
+		cctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		_ = conn.Close(cctx)
+	}()
+	return fn(conn)
+}
+
+type dbQuerier struct{ db *sql.DB }
+
+func (q dbQuerier) queryRow(ctx context.Context, query string, args []any, dest ...any) (bool, error) {
+	err := q.db.QueryRowContext(ctx, query, args...).Scan(dest...)
+	if errors.Is(err, sql.ErrNoRows) {
+		return false, nil
+	}
+	return err == nil, err
+}
+
+func (q dbQuerier) exec(ctx context.Context, query string, args ...any) (int64, error) {
+	res, err := q.db.ExecContext(ctx, query, args...)
+	if err != nil {
+		return 0, err
+	}
+	return res.RowsAffected()
+}
+
+func (q dbQuerier) canListen() bool {
+	_, ok := q.db.Driver().(*stdlib.Driver)
+	return ok
+}
+
+func (q dbQuerier) listen(ctx context.Context, timeout time.Duration, fn func(*pgx.Conn) error) error {
+	if !q.canListen() {
+		return errNoListen
+	}
+	cctx, cancel := context.WithTimeout(ctx, timeout)
+	conn, err := q.db.Conn(cctx)
+	cancel()
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	return conn.Raw(func(dc any) error {
+		sc, ok := dc.(*stdlib.Conn)
+		if !ok {
+			return errNoListen
+		}
+		// The connection has LISTENed: never hand it back to the pool.
+		if err := fn(sc.Conn()); err != nil {
+			return fmt.Errorf("%w (%w)", err, sqldriver.ErrBadConn)
+		}
+		return sqldriver.ErrBadConn
+	})
+}

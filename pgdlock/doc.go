@@ -1,0 +1,94 @@
+// Package pgdlock is the PostgreSQL dlock driver: one row per key in a lease
+// table, taken, refreshed and released with single statements whose times
+// all come from the server's clock, with a per-key fencing counter and
+// LISTEN/NOTIFY hand-off to waiters. It uses github.com/jackc/pgx/v5.
+//
+// # URLs
+//
+// Importing the package registers the "postgres" and "postgresql" schemes
+// with dlock.Open. The URL is a libpq/pgx connection URL:
+//
+//	postgres://user:password@host:5432/dbname?sslmode=verify-full
+//	postgresql://user@host/dbname?table=locking.leases&create_table=false
+//
+// Missing parts come from pgx's defaults and the PG* environment variables
+// (PGHOST, PGPASSWORD, ...) and the password file, as with psql.
+//
+// The driver's own query parameters:
+//
+//	table=NAME         the lock table, "name" or "schema.name"; default
+//	                   dlock_locks (in the connection's search_path). Each
+//	                   part is 1-63 ASCII letters, digits or '_', not starting
+//	                   with a digit; names are quoted, so case matters. The
+//	                   schema must exist.
+//	create_table=BOOL  create the table when it is missing; default true.
+//	                   Safe when many processes start at once (the creation
+//	                   is serialised by a transaction-level advisory lock).
+//	                   With false the table must exist; it is checked at open.
+//	notify=BOOL        wake waiters with LISTEN/NOTIFY; default true. Turn it
+//	                   off behind a pooler that cannot LISTEN (PgBouncer in
+//	                   transaction mode): waiters then poll.
+//
+// These pgx connection parameters are passed to pgx unchanged (see pgx's
+// pgconn.ParseConfig and pgxpool.ParseConfig for their meaning):
+//
+//	sslmode            disable, allow, prefer (pgx's default), require,
+//	                   verify-ca or verify-full
+//	sslrootcert, sslcert, sslkey, sslpassword, sslsni
+//	                   TLS files and options
+//	connect_timeout    seconds to wait for a connection
+//	application_name   shown in pg_stat_activity
+//	target_session_attrs
+//	                   any (default), read-write, primary, ...; use
+//	                   read-write with several hosts
+//	pool_max_conns, pool_min_conns, pool_max_conn_lifetime,
+//	pool_max_conn_idle_time
+//	                   the statement pool's size and recycling; pgx's default
+//	                   size is the larger of 4 and the number of CPUs
+//	default_query_exec_mode
+//	                   e.g. simple_protocol behind PgBouncer
+//
+// Any other parameter is an error matching dlock.ErrInvalidOption (pgx would
+// otherwise send it to the server as a run-time setting).
+//
+// Applications that already have a *pgxpool.Pool or a *sql.DB use NewClient
+// or NewClientDB instead; Config holds the same settings.
+//
+// # The table
+//
+//	"key"      bytea PRIMARY KEY   the key's UTF-8 bytes, compared byte for byte
+//	token      bytea               the holder's owner token; empty when free
+//	fence      bigint              the key's grant counter
+//	expires_at timestamptz         end of the lease (server clock); the release
+//	                               time after a release
+//	metadata   text                the holder's description (WithMetadata)
+//
+// Keys are stored as bytea, not text, because a key may contain any UTF-8,
+// including U+0000, which text cannot hold; to read them in psql use
+// convert_from("key", 'UTF8'). A key's row stays after release so that its
+// fence keeps increasing: the table has one small row per key ever locked.
+// Deleting the row of a key resets its fence to 1 on the next grant; do it
+// only for keys whose fences no resource checks any more.
+//
+// # Statements
+//
+// Acquire is one INSERT ... ON CONFLICT ("key") DO UPDATE ... WHERE the
+// lease is free, expired or held by the same token, which bumps the fence
+// in the same statement (the same token within its lease keeps its fence)
+// and, when another owner holds the key, returns that owner's remaining
+// lease. Refresh and Release are single UPDATEs that compare the token and
+// require the lease to be live. Expiry is clock_timestamp() + TTL on the
+// server; the client sends only the TTL, in microseconds. Nothing depends
+// on the client's clock or time zone.
+//
+// # Waiting
+//
+// Release sends NOTIFY on a channel fixed per table (payload: a digest of
+// the key) in the same statement, delivered on commit. Each driver keeps one
+// LISTEN connection while any of its callers waits, shared by all of them,
+// and wakes the waiters of the released key. The connection is pinged when
+// quiet and replaced when it drops; after a reconnection every waiter is
+// woken once, since releases may have been missed. A lost notification
+// costs at most the waiter's retry backoff, which never exceeds the
+// holder's remaining lease.
+package pgdlock

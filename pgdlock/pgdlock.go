@@ -1,0 +1,343 @@
+package pgdlock
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"net"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/dlock-go/dlock"
+	"github.com/dlock-go/dlock/driver"
+	"github.com/dlock-go/dlock/internal/sqllease"
+)
+
+// DefaultTable is the lock table used when Config.Table is empty.
+const DefaultTable = sqllease.DefaultTable
+
+// MinTTL is the shortest TTL the driver accepts.
+const MinTTL = 10 * time.Millisecond
+
+// Config configures a driver made by NewClient, NewClientDB, NewDriver or
+// NewDriverDB. The zero value is the default.
+type Config struct {
+	// Table is the lock table, "name" or "schema.name": ASCII letters,
+	// digits and '_', used exactly as given (case-sensitive). Default
+	// DefaultTable ("dlock_locks") in the connection's search_path.
+	Table string
+	// SkipCreateTable leaves the schema alone: the table must exist. By
+	// default the driver creates it when missing.
+	SkipCreateTable bool
+	// DisableNotify turns LISTEN/NOTIFY off: releases send no
+	// notification and waiters poll with their retry strategy (bounded by
+	// the holder's remaining lease). Use it behind a pooler that cannot
+	// LISTEN, such as PgBouncer in transaction mode.
+	DisableNotify bool
+}
+
+// NewClient returns a dlock Client that keeps its locks in the database of
+// pool, which stays the application's: Close of the client does not close
+// it. Release notifications use one extra connection made with the pool's
+// configuration while anyone waits. ctx bounds the table check (and
+// creation).
+func NewClient(ctx context.Context, pool *pgxpool.Pool, cfg Config, opts ...dlock.Option) (*dlock.Client, error) {
+	d, err := NewDriver(ctx, pool, cfg)
+	if err != nil {
+		return nil, err
+	}
+	return dlock.NewClient(d, opts...), nil
+}
+
+// NewClientDB is NewClient for a database/sql handle. Any PostgreSQL driver
+// works; release notifications need pgx's (github.com/jackc/pgx/v5/stdlib),
+// and then take one connection of db while anyone waits. With another
+// driver waiters poll.
+func NewClientDB(ctx context.Context, db *sql.DB, cfg Config, opts ...dlock.Option) (*dlock.Client, error) {
+	d, err := NewDriverDB(ctx, db, cfg)
+	if err != nil {
+		return nil, err
+	}
+	return dlock.NewClient(d, opts...), nil
+}
+
+// NewDriver returns the driver.Locker behind NewClient, for
+// dlock.NewClient and the conformance suite.
+func NewDriver(ctx context.Context, pool *pgxpool.Pool, cfg Config) (driver.Locker, error) {
+	if pool == nil {
+		return nil, fmt.Errorf("%w: pgdlock: nil pool", driver.ErrInvalidOption)
+	}
+	cc := pool.Config().ConnConfig
+	return open(ctx, poolQuerier{pool}, cfg, hostPort(cc.Host, cc.Port), cc.Password, nil)
+}
+
+// NewDriverDB returns the driver.Locker behind NewClientDB.
+func NewDriverDB(ctx context.Context, db *sql.DB, cfg Config) (driver.Locker, error) {
+	if db == nil {
+		return nil, fmt.Errorf("%w: pgdlock: nil *sql.DB", driver.ErrInvalidOption)
+	}
+	return open(ctx, dbQuerier{db}, cfg, "", "", nil)
+}
+
+// pgDriver is the lock driver over one table.
+type pgDriver struct {
+	q      querier
+	st     statements
+	table  sqllease.Table
+	addr   string // host:port for messages, or ""
+	secret string // the password, kept out of messages
+	lis    *listener
+
+	closeOnce sync.Once
+	closed    atomic.Bool
+	closeFn   func()
+}
+
+// pollOnly hides the Notifier of a driver whose notifications are off.
+type pollOnly struct{ driver.Locker }
+
+func open(ctx context.Context, q querier, cfg Config, addr, secret string, closeFn func()) (driver.Locker, error) {
+	name := cfg.Table
+	if name == "" {
+		name = DefaultTable
+	}
+	table, err := sqllease.ParseTable(name)
+	if err != nil {
+		return nil, err
+	}
+	d := &pgDriver{
+		q:       q,
+		st:      newStatements(table.Quote(`"`), advisoryID(table)),
+		table:   table,
+		addr:    addr,
+		secret:  secret,
+		closeFn: closeFn,
+	}
+	if err := d.prepare(ctx, !cfg.SkipCreateTable); err != nil {
+		return nil, err
+	}
+	if cfg.DisableNotify || !q.canListen() {
+		return pollOnly{d}, nil
+	}
+	d.lis = newListener(q, channelName(table))
+	return d, nil
+}
+
+// prepare checks that the server answers, creates the table when asked
+// and missing, and checks its shape.
+func (d *pgDriver) prepare(ctx context.Context, create bool) error {
+	var one int
+	if _, err := d.q.queryRow(ctx, "SELECT 1", nil, &one); err != nil {
+		return sqllease.Unavailable("postgres", d.addr, d.secret, err)
+	}
+	if create {
+		var exists bool
+		if _, err := d.q.queryRow(ctx, sqlTableExists, []any{d.table.Quote(`"`)}, &exists); err != nil {
+			return d.wrap("checking for the lock table", err)
+		}
+		if !exists {
+			if _, err := d.q.exec(ctx, d.st.create); err != nil {
+				return d.wrap("creating the lock table", err)
+			}
+		}
+	}
+	if _, err := d.q.exec(ctx, d.st.check); err != nil {
+		return d.wrap("checking the lock table", err)
+	}
+	return nil
+}
+
+// advisoryID is the advisory lock key that serialises creating table.
+func advisoryID(t sqllease.Table) int64 {
+	h := fnv.New64a()
+	h.Write([]byte("dlock:create:" + t.String()))
+	return int64(h.Sum64())
+}
+
+// channelName is the NOTIFY channel of a table: fixed per table name and
+// short enough for an identifier.
+func channelName(t sqllease.Table) string {
+	return "dlock_release_" + sqllease.Hash(t.String(), 16)
+}
+
+// payload is the notification payload for key: a digest, so that any key
+// fits and none can break the message.
+func payload(key string) string { return sqllease.Hash(key, 32) }
+
+func (d *pgDriver) check(ctx context.Context) error {
+	if d.closed.Load() {
+		return driver.ErrClosed
+	}
+	return ctx.Err()
+}
+
+// Acquire implements driver.Locker with one INSERT ... ON CONFLICT.
+func (d *pgDriver) Acquire(ctx context.Context, req driver.Request) (driver.Result, error) {
+	if err := d.check(ctx); err != nil {
+		return driver.Result{}, err
+	}
+	var (
+		acquired bool
+		fence    int64
+		holderUS int64
+	)
+	args := []any{[]byte(req.Key), []byte(req.Token), sqllease.Micros(req.TTL), cleanText(req.Metadata)}
+	found, err := d.q.queryRow(ctx, d.st.acquire, args, &acquired, &fence, &holderUS)
+	switch {
+	case err != nil && contention(err):
+		return driver.Result{}, nil // another transaction won the row
+	case err != nil:
+		return driver.Result{}, d.wrap("acquire", err)
+	case !found:
+		return driver.Result{}, nil // held by a grant newer than our snapshot
+	case !acquired:
+		return driver.Result{HolderTTL: sqllease.FromMicros(holderUS)}, nil
+	case fence <= 0:
+		return driver.Result{}, fmt.Errorf("pgdlock: acquire: table %s returned fence %d", d.table, fence)
+	}
+	return driver.Result{Acquired: true, Fence: uint64(fence)}, nil
+}
+
+// Refresh implements driver.Locker with one owner-checked UPDATE.
+func (d *pgDriver) Refresh(ctx context.Context, key, token string, ttl time.Duration) error {
+	if err := d.check(ctx); err != nil {
+		return err
+	}
+	n, err := d.q.exec(ctx, d.st.refresh, []byte(key), []byte(token), sqllease.Micros(ttl))
+	if err != nil {
+		return d.wrap("refresh", err)
+	}
+	if n == 0 {
+		return fmt.Errorf("%w: %q", driver.ErrNotHeld, key)
+	}
+	return nil
+}
+
+// Release implements driver.Locker with one owner-checked UPDATE that also
+// notifies waiters (on commit) when notifications are on.
+func (d *pgDriver) Release(ctx context.Context, key, token string) error {
+	if err := d.check(ctx); err != nil {
+		return err
+	}
+	var (
+		n   int64
+		err error
+	)
+	if d.lis != nil {
+		_, err = d.q.queryRow(ctx, d.st.releaseNotify, []any{[]byte(key), []byte(token), d.lis.channel, payload(key)}, &n)
+	} else {
+		n, err = d.q.exec(ctx, d.st.release, []byte(key), []byte(token))
+	}
+	if err != nil {
+		return d.wrap("release", err)
+	}
+	if n == 0 {
+		return fmt.Errorf("%w: %q", driver.ErrNotHeld, key)
+	}
+	return nil
+}
+
+// Inspect implements driver.Locker.
+func (d *pgDriver) Inspect(ctx context.Context, key string) (driver.Info, error) {
+	if err := d.check(ctx); err != nil {
+		return driver.Info{}, err
+	}
+	var (
+		held  bool
+		fence int64
+		us    int64
+		meta  string
+	)
+	found, err := d.q.queryRow(ctx, d.st.inspect, []any{[]byte(key)}, &held, &fence, &us, &meta)
+	if err != nil {
+		return driver.Info{}, d.wrap("inspect", err)
+	}
+	in := driver.Info{Waiters: -1}
+	if !found {
+		return in, nil
+	}
+	in.Fence = uint64(max(fence, 0))
+	if held {
+		in.Held, in.TTL, in.Metadata = true, sqllease.FromMicros(us), meta
+	}
+	return in, nil
+}
+
+// WatchReleases implements driver.Notifier over LISTEN/NOTIFY: all watches
+// of the driver share one listening connection.
+func (d *pgDriver) WatchReleases(ctx context.Context, key string) (<-chan struct{}, func(), error) {
+	if err := d.check(ctx); err != nil {
+		return nil, nil, err
+	}
+	return d.lis.watch(ctx, payload(key))
+}
+
+// Capabilities implements driver.Locker.
+func (d *pgDriver) Capabilities() driver.Capabilities {
+	return driver.Capabilities{Fencing: true, ReacquireWithToken: true, MinTTL: MinTTL}
+}
+
+// Close stops the listener and, for a driver opened from a URL, closes its
+// pool. It is safe to call more than once.
+func (d *pgDriver) Close() error {
+	d.closeOnce.Do(func() {
+		d.closed.Store(true)
+		if d.lis != nil {
+			d.lis.close()
+		}
+		if d.closeFn != nil {
+			d.closeFn()
+		}
+	})
+	return nil
+}
+
+// wrap classifies err: lost connections and servers shutting down or
+// refusing connections wrap driver.ErrUnavailable with the address; other
+// SQL errors are returned with the operation and table.
+func (d *pgDriver) wrap(op string, err error) error {
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) && !unavailableCode(pe.Code) {
+		return fmt.Errorf("pgdlock: %s (table %s): %w", op, d.table, err)
+	}
+	return sqllease.Unavailable("postgres", d.addr, d.secret, fmt.Errorf("%s: %w", op, err))
+}
+
+// unavailableCode reports SQLSTATEs that mean the server is going away or
+// cannot take the connection: connection exceptions (08), insufficient
+// resources (53), operator intervention (57P0x).
+func unavailableCode(code string) bool {
+	return strings.HasPrefix(code, "08") || strings.HasPrefix(code, "53") || strings.HasPrefix(code, "57P")
+}
+
+// contention reports errors that only mean another transaction got to the
+// row first: serialization failures and deadlocks.
+func contention(err error) bool {
+	var pe *pgconn.PgError
+	return errors.As(err, &pe) && (pe.Code == "40001" || pe.Code == "40P01" || pe.Code == "55P03")
+}
+
+// cleanText makes s storable in a text column: PostgreSQL text holds no NUL
+// and only valid encoding.
+func cleanText(s string) string {
+	s = strings.ToValidUTF8(s, "\uFFFD")
+	return strings.ReplaceAll(s, "\x00", "\uFFFD")
+}
+
+func hostPort(host string, port uint16) string {
+	if host == "" {
+		return ""
+	}
+	if strings.HasPrefix(host, "/") {
+		return fmt.Sprintf("%s/.s.PGSQL.%d", host, port)
+	}
+	return net.JoinHostPort(host, strconv.Itoa(int(port)))
+}

@@ -1,0 +1,100 @@
+package pgdlock
+
+import (
+	"strconv"
+	"strings"
+)
+
+// The statements, with {T} standing for the quoted table name. Every time
+// comes from the server's clock_timestamp(); the client sends only the TTL,
+// in microseconds. Parameters: $1 key (bytea), $2 token (bytea), $3 TTL in
+// µs, $4 metadata.
+const (
+	// sqlCreateTable makes the lease table, serialised by a transaction
+	// advisory lock ({LOCK}) so that many processes starting at once do not
+	// race on the catalog. key and token compare byte for byte (bytea).
+	// token is empty while the key is free. fence is the per-key grant
+	// counter; the row outlives release so that it keeps increasing.
+	sqlCreateTable = `DO $dlock$ BEGIN
+PERFORM pg_advisory_xact_lock({LOCK});
+CREATE TABLE IF NOT EXISTS {T} (
+	"key"      bytea       NOT NULL PRIMARY KEY,
+	token      bytea       NOT NULL DEFAULT ''::bytea,
+	fence      bigint      NOT NULL DEFAULT 0,
+	expires_at timestamptz NOT NULL DEFAULT '-infinity',
+	metadata   text        NOT NULL DEFAULT ''
+) WITH (fillfactor = 70);
+END $dlock$`
+
+	// sqlTableExists reports whether the table exists ($1: quoted name).
+	sqlTableExists = `SELECT to_regclass($1) IS NOT NULL`
+
+	// sqlCheckTable fails when the table is missing or has the wrong shape.
+	sqlCheckTable = `SELECT "key", token, fence, expires_at, metadata FROM {T} LIMIT 0`
+
+	// sqlAcquire takes the key when there is no row, or the row is free,
+	// expired or held by the same token, in one statement. A new holder gets
+	// fence+1; the same token within its lease keeps its fence. When the
+	// DO UPDATE's WHERE is false (another owner's live lease) nothing is
+	// written, and the second branch reports the holder's remaining lease
+	// in µs. Returns (acquired, fence, holder µs); no row at all when the
+	// competing row is too new for this statement's snapshot.
+	sqlAcquire = `WITH a AS (
+	INSERT INTO {T} AS l ("key", token, fence, expires_at, metadata)
+	VALUES ($1, $2, 1, clock_timestamp() + $3::bigint * interval '1 microsecond', $4)
+	ON CONFLICT ("key") DO UPDATE SET
+		fence      = CASE WHEN l.token = EXCLUDED.token AND l.expires_at > clock_timestamp()
+		                  THEN l.fence ELSE l.fence + 1 END,
+		token      = EXCLUDED.token,
+		expires_at = EXCLUDED.expires_at,
+		metadata   = EXCLUDED.metadata
+	WHERE l.token = ''::bytea OR l.expires_at <= clock_timestamp() OR l.token = EXCLUDED.token
+	RETURNING l.fence
+)
+SELECT true, fence, 0::bigint FROM a
+UNION ALL
+SELECT false, fence, (EXTRACT(EPOCH FROM expires_at - clock_timestamp()) * 1000000)::bigint
+FROM {T} WHERE "key" = $1 AND NOT EXISTS (SELECT FROM a)`
+
+	// sqlRefresh extends a live lease of the token.
+	sqlRefresh = `UPDATE {T} SET expires_at = clock_timestamp() + $3::bigint * interval '1 microsecond'
+WHERE "key" = $1 AND token = $2 AND expires_at > clock_timestamp()`
+
+	// sqlRelease frees a live lease of the token, keeping the row and its
+	// fence; expires_at records the release time.
+	sqlRelease = `UPDATE {T} SET token = ''::bytea, expires_at = clock_timestamp(), metadata = ''
+WHERE "key" = $1 AND token = $2 AND expires_at > clock_timestamp()`
+
+	// sqlReleaseNotify is sqlRelease plus a notification on channel $3
+	// with payload $4, sent (on commit) only when a row was released.
+	// Returns the number of rows released.
+	sqlReleaseNotify = `WITH r AS (
+	UPDATE {T} SET token = ''::bytea, expires_at = clock_timestamp(), metadata = ''
+	WHERE "key" = $1 AND token = $2 AND expires_at > clock_timestamp()
+	RETURNING 1
+)
+SELECT count(*) FROM (SELECT pg_notify($3, $4) FROM r) n`
+
+	// sqlInspect reads a key's state: held, fence, remaining µs, metadata.
+	sqlInspect = `SELECT token <> ''::bytea AND expires_at > clock_timestamp(), fence,
+	(EXTRACT(EPOCH FROM expires_at - clock_timestamp()) * 1000000)::bigint, metadata
+FROM {T} WHERE "key" = $1`
+)
+
+// statements holds the SQL for one table.
+type statements struct {
+	create, check, acquire, refresh, release, releaseNotify, inspect string
+}
+
+func newStatements(quoted string, lockID int64) statements {
+	r := strings.NewReplacer("{T}", quoted, "{LOCK}", strconv.FormatInt(lockID, 10))
+	return statements{
+		create:        r.Replace(sqlCreateTable),
+		check:         r.Replace(sqlCheckTable),
+		acquire:       r.Replace(sqlAcquire),
+		refresh:       r.Replace(sqlRefresh),
+		release:       r.Replace(sqlRelease),
+		releaseNotify: r.Replace(sqlReleaseNotify),
+		inspect:       r.Replace(sqlInspect),
+	}
+}
