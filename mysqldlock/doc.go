@@ -1,0 +1,75 @@
+// Package mysqldlock is the MySQL and MariaDB dlock driver: one row per key
+// in an InnoDB lease table, taken, refreshed and released with single
+// statements whose times all come from the server's clock, with a per-key
+// fencing counter. It uses github.com/go-sql-driver/mysql and works with
+// MySQL 8 and MariaDB 10.11.
+//
+// # URLs
+//
+// Importing the package registers the "mysql" scheme with dlock.Open:
+//
+//	mysql://user:password@host:3306/database
+//	mysql://user:password@db.internal/app?tls=true&table=leases
+//
+// The host defaults to 127.0.0.1 and the port to 3306; the database is
+// required. Special characters in the user or password are percent-encoded.
+// Query parameters (anything else is an error matching
+// dlock.ErrInvalidOption):
+//
+//	table=NAME         the lock table, "name" or "database.name"; default
+//	                   dlock_locks in the URL's database. Each part is 1-63
+//	                   ASCII letters, digits or '_', not starting with a digit.
+//	create_table=BOOL  create the table when it is missing; default true. Safe
+//	                   when many processes start at once (serialised by
+//	                   GET_LOCK; a concurrent "table exists" counts as done).
+//	                   With false the table must exist; it is checked at open.
+//	tls=MODE           false (default), true (verify the server's certificate
+//	                   against the system roots and the host name),
+//	                   skip-verify (encrypt without verifying), or preferred
+//	                   (TLS when the server offers it, else plain text).
+//	timeout=D          how long to wait for a TCP connection; default 10s, a
+//	                   bare integer is seconds.
+//
+// A driver opened from a URL keeps up to 16 connections and sends each
+// statement in one round trip (client-side placeholder interpolation).
+// Applications that already have a *sql.DB use NewClient; Config holds the
+// same settings.
+//
+// # The table
+//
+//	`key`      VARBINARY(1024) PRIMARY KEY  the key's bytes, compared exactly
+//	token      VARBINARY(1024)   the holder's owner token; empty when free
+//	fence      BIGINT UNSIGNED   the key's grant counter
+//	expires_at DATETIME(6)       end of the lease in UTC (server clock); the
+//	                             release time after a release
+//	metadata   BLOB              the holder's description (WithMetadata),
+//	                             at most 64 KiB
+//
+// Binary columns make comparisons exact whatever the server's character set
+// and collation: "a" and "A", or "é" composed and decomposed, are different
+// keys. The whole 1024-byte key is indexed (InnoDB's DYNAMIC row format, the
+// default, allows 3072 bytes). A key's row stays after release so that its
+// fence keeps increasing.
+//
+// # Statements
+//
+// Acquire is one INSERT ... ON DUPLICATE KEY UPDATE whose IF() expressions
+// take the row only when it is free, expired or held by the same token, and
+// bump the fence in the same statement; the fence of an existing row comes
+// back as the statement's insert id through LAST_INSERT_ID(expr). When the
+// statement reports no grant (a brand-new row, or another owner's lease) a
+// SELECT of the row tells which and returns the holder's remaining lease.
+// Refresh and Release are single UPDATEs that compare the token and require
+// the lease to be live. Expiry is UTC_TIMESTAMP(6) + TTL on the server; the
+// client sends only the TTL, in microseconds, so neither the client's clock
+// nor any session or server time_zone matters.
+//
+// A side effect: after an acquire on a pooled connection, LAST_INSERT_ID()
+// on that connection returns the fence until the next insert.
+//
+// # Waiting
+//
+// MySQL has no notifications between connections. A release wakes at once
+// the waiters of the same client; waiters elsewhere retry on their backoff,
+// which never sleeps past the holder's remaining lease.
+package mysqldlock

@@ -1,0 +1,351 @@
+package mysqldlock
+
+import (
+	"bytes"
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/go-sql-driver/mysql"
+
+	"github.com/dlock-go/dlock"
+	"github.com/dlock-go/dlock/driver"
+	"github.com/dlock-go/dlock/internal/sqllease"
+)
+
+// DefaultTable is the lock table used when Config.Table is empty.
+const DefaultTable = sqllease.DefaultTable
+
+// MinTTL is the shortest TTL the driver accepts.
+const MinTTL = 10 * time.Millisecond
+
+// Limits of the table's columns.
+const (
+	maxToken    = 1024
+	maxMetadata = 65535
+)
+
+// Config configures a driver made by NewClient or NewDriver. The zero value
+// is the default.
+type Config struct {
+	// Table is the lock table, "name" or "database.name": ASCII letters,
+	// digits and '_'. Default DefaultTable ("dlock_locks") in the
+	// connection's database.
+	Table string
+	// SkipCreateTable leaves the schema alone: the table must exist. By
+	// default the driver creates it when missing.
+	SkipCreateTable bool
+}
+
+// NewClient returns a dlock Client that keeps its locks in db, which stays
+// the application's: Close of the client does not close it. db must use
+// github.com/go-sql-driver/mysql (or another driver that reports
+// LAST_INSERT_ID(expr) as the insert id). ctx bounds the table check (and
+// creation).
+func NewClient(ctx context.Context, db *sql.DB, cfg Config, opts ...dlock.Option) (*dlock.Client, error) {
+	d, err := NewDriver(ctx, db, cfg)
+	if err != nil {
+		return nil, err
+	}
+	return dlock.NewClient(d, opts...), nil
+}
+
+// NewDriver returns the driver.Locker behind NewClient, for dlock.NewClient
+// and the conformance suite.
+func NewDriver(ctx context.Context, db *sql.DB, cfg Config) (driver.Locker, error) {
+	if db == nil {
+		return nil, fmt.Errorf("%w: mysqldlock: nil *sql.DB", driver.ErrInvalidOption)
+	}
+	d, err := open(ctx, db, cfg, "", "", nil)
+	if err != nil {
+		return nil, err
+	}
+	return d, nil
+}
+
+// myDriver is the lock driver over one table.
+type myDriver struct {
+	db     *sql.DB
+	st     statements
+	table  sqllease.Table
+	addr   string // host:port for messages, or ""
+	secret string // the password, kept out of messages
+	hub    sqllease.Hub
+
+	closeOnce sync.Once
+	closed    atomic.Bool
+	closeFn   func() error
+}
+
+func open(ctx context.Context, db *sql.DB, cfg Config, addr, secret string, closeFn func() error) (*myDriver, error) {
+	name := cfg.Table
+	if name == "" {
+		name = DefaultTable
+	}
+	table, err := sqllease.ParseTable(name)
+	if err != nil {
+		return nil, err
+	}
+	d := &myDriver{
+		db:      db,
+		st:      newStatements(table.Quote("`")),
+		table:   table,
+		addr:    addr,
+		secret:  secret,
+		closeFn: closeFn,
+	}
+	if err := d.prepare(ctx, !cfg.SkipCreateTable); err != nil {
+		return nil, err
+	}
+	return d, nil
+}
+
+// prepare checks that the server answers, creates the table when asked
+// and missing, and checks its shape.
+func (d *myDriver) prepare(ctx context.Context, create bool) error {
+	if err := d.db.PingContext(ctx); err != nil {
+		return sqllease.Unavailable("mysql", d.addr, d.secret, err)
+	}
+	if create {
+		if err := d.createTable(ctx); err != nil {
+			return err
+		}
+	}
+	if _, err := d.db.ExecContext(ctx, d.st.check); err != nil {
+		return d.wrap("checking the lock table", err)
+	}
+	return nil
+}
+
+// createTable creates the table when it is missing. A named lock
+// (GET_LOCK) serialises processes that start at once; a "table exists"
+// error from a creator elsewhere (a cluster, where named locks are local)
+// counts as success.
+func (d *myDriver) createTable(ctx context.Context) error {
+	var schema any
+	if d.table.Schema != "" {
+		schema = d.table.Schema
+	}
+	var n int
+	if err := d.db.QueryRowContext(ctx, sqlTableExists, schema, d.table.Name).Scan(&n); err != nil {
+		return d.wrap("checking for the lock table", err)
+	}
+	if n > 0 {
+		return nil
+	}
+	conn, err := d.db.Conn(ctx)
+	if err != nil {
+		return d.wrap("creating the lock table", err)
+	}
+	defer conn.Close()
+	lockName := "dlock_create_" + sqllease.Hash(d.table.String(), 32)
+	var got sql.NullInt64
+	if err := conn.QueryRowContext(ctx, "SELECT GET_LOCK(?, 30)", lockName).Scan(&got); err != nil {
+		return d.wrap("creating the lock table", err)
+	}
+	if got.Valid && got.Int64 == 1 {
+		defer func() {
+			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+			defer cancel()
+			_, _ = conn.ExecContext(rctx, "DO RELEASE_LOCK(?)", lockName)
+		}()
+	}
+	if _, err := conn.ExecContext(ctx, d.st.create); err != nil && !isCode(err, 1050) {
+		return d.wrap("creating the lock table", err)
+	}
+	return nil
+}
+
+func (d *myDriver) check(ctx context.Context) error {
+	if d.closed.Load() {
+		return driver.ErrClosed
+	}
+	return ctx.Err()
+}
+
+// Acquire implements driver.Locker with one INSERT ... ON DUPLICATE KEY
+// UPDATE; when that does not report a grant of an existing row (a new row,
+// or another owner's live lease) a SELECT of the row tells which, and the
+// holder's remaining lease.
+func (d *myDriver) Acquire(ctx context.Context, req driver.Request) (driver.Result, error) {
+	if err := d.check(ctx); err != nil {
+		return driver.Result{}, err
+	}
+	if len(req.Token) > maxToken {
+		return driver.Result{}, fmt.Errorf("%w: mysqldlock: token longer than %d bytes", driver.ErrInvalidOption, maxToken)
+	}
+	key, tok, us := []byte(req.Key), []byte(req.Token), sqllease.Micros(req.TTL)
+	meta := []byte(req.Metadata)
+	if len(meta) > maxMetadata {
+		meta = meta[:maxMetadata]
+	}
+	res, err := d.db.ExecContext(ctx, d.st.acquire, key, tok, us, meta, tok, tok, meta, tok, tok, tok, us)
+	if err != nil {
+		if isCode(err, 1213, 1205) { // deadlock victim, lock wait timeout
+			return driver.Result{}, nil
+		}
+		return driver.Result{}, d.wrap("acquire", err)
+	}
+	if id, err := res.LastInsertId(); err == nil && id > 0 {
+		return driver.Result{Acquired: true, Fence: uint64(id)}, nil
+	}
+	token, fence, left, _, found, err := d.state(ctx, key)
+	if err != nil {
+		return driver.Result{}, d.wrap("acquire", err)
+	}
+	switch {
+	case !found:
+		return driver.Result{}, nil
+	case bytes.Equal(token, tok) && left > 0 && fence > 0:
+		return driver.Result{Acquired: true, Fence: fence}, nil
+	case len(token) > 0:
+		return driver.Result{HolderTTL: left}, nil
+	}
+	return driver.Result{}, nil
+}
+
+// state reads a key's row: holder token, fence, remaining lease (zero when
+// lapsed) and metadata.
+func (d *myDriver) state(ctx context.Context, key []byte) (token []byte, fence uint64, left time.Duration, meta []byte, found bool, err error) {
+	var us int64
+	err = d.db.QueryRowContext(ctx, d.st.state, key).Scan(&token, &fence, &us, &meta)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, 0, 0, nil, false, nil
+	}
+	if err != nil {
+		return nil, 0, 0, nil, false, err
+	}
+	return token, fence, sqllease.FromMicros(us), meta, true, nil
+}
+
+// Refresh implements driver.Locker with one owner-checked UPDATE.
+func (d *myDriver) Refresh(ctx context.Context, key, token string, ttl time.Duration) error {
+	if err := d.check(ctx); err != nil {
+		return err
+	}
+	res, err := d.db.ExecContext(ctx, d.st.refresh, sqllease.Micros(ttl), []byte(key), []byte(token))
+	if err != nil {
+		return d.wrap("refresh", err)
+	}
+	if n, err := res.RowsAffected(); err == nil && n > 0 {
+		return nil
+	}
+	// Zero rows changed: not ours, or (in the same microsecond) the same
+	// expiry written again, which MySQL does not count as a change.
+	tok, _, left, _, found, err := d.state(ctx, []byte(key))
+	if err != nil {
+		return d.wrap("refresh", err)
+	}
+	if found && left > 0 && bytes.Equal(tok, []byte(token)) {
+		return nil
+	}
+	return fmt.Errorf("%w: %q", driver.ErrNotHeld, key)
+}
+
+// Release implements driver.Locker with one owner-checked UPDATE, then
+// wakes this driver's own waiters for the key.
+func (d *myDriver) Release(ctx context.Context, key, token string) error {
+	if err := d.check(ctx); err != nil {
+		return err
+	}
+	res, err := d.db.ExecContext(ctx, d.st.release, []byte(key), []byte(token))
+	if err != nil {
+		return d.wrap("release", err)
+	}
+	if n, err := res.RowsAffected(); err != nil || n == 0 {
+		return fmt.Errorf("%w: %q", driver.ErrNotHeld, key)
+	}
+	d.hub.Notify(key)
+	return nil
+}
+
+// Inspect implements driver.Locker.
+func (d *myDriver) Inspect(ctx context.Context, key string) (driver.Info, error) {
+	if err := d.check(ctx); err != nil {
+		return driver.Info{}, err
+	}
+	token, fence, left, meta, found, err := d.state(ctx, []byte(key))
+	if err != nil {
+		return driver.Info{}, d.wrap("inspect", err)
+	}
+	in := driver.Info{Waiters: -1}
+	if !found {
+		return in, nil
+	}
+	in.Fence = fence
+	if len(token) > 0 && left > 0 {
+		in.Held, in.TTL, in.Metadata = true, left, string(meta)
+	}
+	return in, nil
+}
+
+// WatchReleases implements driver.Notifier for the waiters of this driver
+// only: a release through the same driver wakes them at once. MySQL has no
+// notifications between connections, so waiters on other drivers (other
+// processes) wake on their retry backoff, which never exceeds the holder's
+// remaining lease.
+func (d *myDriver) WatchReleases(ctx context.Context, key string) (<-chan struct{}, func(), error) {
+	if err := d.check(ctx); err != nil {
+		return nil, nil, err
+	}
+	ch, stop := d.hub.Watch(key)
+	return ch, stop, nil
+}
+
+// Capabilities implements driver.Locker.
+func (d *myDriver) Capabilities() driver.Capabilities {
+	return driver.Capabilities{Fencing: true, ReacquireWithToken: true, MinTTL: MinTTL}
+}
+
+// Close closes the connection pool of a driver opened from a URL; a pool
+// the application passed in stays open. It is safe to call more than once.
+func (d *myDriver) Close() error {
+	var err error
+	d.closeOnce.Do(func() {
+		d.closed.Store(true)
+		if d.closeFn != nil {
+			err = d.closeFn()
+		}
+	})
+	return err
+}
+
+// wrap classifies err: lost connections and servers going away wrap
+// driver.ErrUnavailable with the address; other SQL errors are returned
+// with the operation and table.
+func (d *myDriver) wrap(op string, err error) error {
+	var me *mysql.MySQLError
+	if errors.As(err, &me) && !unavailableCode(me.Number) {
+		return fmt.Errorf("mysqldlock: %s (table %s): %w", op, d.table, err)
+	}
+	return sqllease.Unavailable("mysql", d.addr, d.secret, fmt.Errorf("%s: %w", op, err))
+}
+
+// unavailableCode reports server errors that mean the server is going away
+// or cannot take the connection: too many connections (1040), shutdown in
+// progress (1053), connection or query killed (1927, 1317), idle
+// disconnect (4031), read-only failover (1290, 1836).
+func unavailableCode(n uint16) bool {
+	switch n {
+	case 1040, 1053, 1317, 1927, 4031, 1290, 1836:
+		return true
+	}
+	return false
+}
+
+func isCode(err error, codes ...uint16) bool {
+	var me *mysql.MySQLError
+	if !errors.As(err, &me) {
+		return false
+	}
+	for _, c := range codes {
+		if me.Number == c {
+			return true
+		}
+	}
+	return false
+}

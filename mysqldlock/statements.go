@@ -1,0 +1,90 @@
+package mysqldlock
+
+import "strings"
+
+// now is the server's current time in UTC with microseconds: independent of
+// the session's time_zone, and constant within one statement.
+const now = `UTC_TIMESTAMP(6)`
+
+// The statements, with {T} standing for the quoted table name and {NOW} for
+// now. The client sends keys, tokens, metadata and TTLs in microseconds,
+// never a time.
+const (
+	// sqlCreateTable makes the lease table. key and token compare byte for
+	// byte (VARBINARY); InnoDB indexes the 1024-byte key whole. token is
+	// empty while the key is free. fence is the per-key grant counter; the
+	// row outlives release so that it keeps increasing. expires_at is UTC.
+	sqlCreateTable = "CREATE TABLE IF NOT EXISTS {T} (\n" +
+		"\t`key`      VARBINARY(1024) NOT NULL,\n" +
+		"\ttoken      VARBINARY(1024) NOT NULL DEFAULT '',\n" +
+		"\tfence      BIGINT UNSIGNED NOT NULL DEFAULT 0,\n" +
+		"\texpires_at DATETIME(6)     NOT NULL DEFAULT '1970-01-01 00:00:00',\n" +
+		"\tmetadata   BLOB            NOT NULL,\n" +
+		"\tPRIMARY KEY (`key`)\n" +
+		") ENGINE=InnoDB"
+
+	// sqlTableExists counts tables named ? in schema ? (NULL: the
+	// connection's database).
+	sqlTableExists = `SELECT COUNT(*) FROM information_schema.tables
+WHERE table_schema = COALESCE(?, DATABASE()) AND table_name = ?`
+
+	// sqlCheckTable fails when the table is missing or has the wrong shape.
+	sqlCheckTable = "SELECT `key`, token, fence, expires_at, metadata FROM {T} LIMIT 0"
+
+	// sqlAcquire takes the key in one statement when there is no row, or the
+	// row is free, expired or held by the same token. When it takes an
+	// existing row it passes the fence through LAST_INSERT_ID(expr), which
+	// the server returns as the statement's insert id: fence+1 for a new
+	// holder, the same fence for the same token within its lease. A new row
+	// (fence 1) and a refusal both leave the insert id at 0, and are told
+	// apart by sqlState.
+	//
+	// The assignments are ordered so that the result is the same whether
+	// the server evaluates them left to right on updated values (MySQL,
+	// MariaDB by default) or all on the old row (MariaDB's
+	// SIMULTANEOUS_ASSIGNMENT): no condition reads a column assigned
+	// before it, except expires_at's, which reads token — equal to ours
+	// exactly when the row is being taken.
+	//
+	// Parameters: key, token, ttl µs, metadata, then token, token,
+	// metadata, token, token, token, ttl µs.
+	sqlAcquire = "INSERT INTO {T} (`key`, token, fence, expires_at, metadata)\n" +
+		"VALUES (?, ?, 1, {NOW} + INTERVAL ? MICROSECOND, ?)\n" +
+		"ON DUPLICATE KEY UPDATE\n" +
+		"\tfence = IF(token = ? AND expires_at > {NOW}, LAST_INSERT_ID(fence),\n" +
+		"\t\tIF(token = '' OR expires_at <= {NOW}, LAST_INSERT_ID(fence + 1), fence)),\n" +
+		"\tmetadata = IF(token = '' OR expires_at <= {NOW} OR token = ?, ?, metadata),\n" +
+		"\ttoken = IF(token = '' OR expires_at <= {NOW} OR token = ?, ?, token),\n" +
+		"\texpires_at = IF(token = '' OR expires_at <= {NOW} OR token = ?, {NOW} + INTERVAL ? MICROSECOND, expires_at)"
+
+	// sqlState reads a key's holder, fence, remaining lease in µs
+	// (negative when lapsed) and metadata.
+	sqlState = "SELECT token, fence, TIMESTAMPDIFF(MICROSECOND, {NOW}, expires_at), metadata FROM {T} WHERE `key` = ?"
+
+	// sqlRefresh extends a live lease of the token. Parameters: ttl µs,
+	// key, token.
+	sqlRefresh = "UPDATE {T} SET expires_at = {NOW} + INTERVAL ? MICROSECOND\n" +
+		"WHERE `key` = ? AND token = ? AND expires_at > {NOW}"
+
+	// sqlRelease frees a live lease of the token, keeping the row and its
+	// fence; expires_at records the release time. Parameters: key, token.
+	sqlRelease = "UPDATE {T} SET token = '', expires_at = {NOW}, metadata = ''\n" +
+		"WHERE `key` = ? AND token = ? AND expires_at > {NOW}"
+)
+
+// statements holds the SQL for one table.
+type statements struct {
+	create, check, acquire, state, refresh, release string
+}
+
+func newStatements(quoted string) statements {
+	r := strings.NewReplacer("{T}", quoted, "{NOW}", now)
+	return statements{
+		create:  r.Replace(sqlCreateTable),
+		check:   r.Replace(sqlCheckTable),
+		acquire: r.Replace(sqlAcquire),
+		state:   r.Replace(sqlState),
+		refresh: r.Replace(sqlRefresh),
+		release: r.Replace(sqlRelease),
+	}
+}
