@@ -54,7 +54,25 @@ type entry struct {
 	// lease is the lease the key is attached to. After a Refresh that
 	// needed a longer lease it is not the one whose ID the name carries.
 	lease *lease
+	// busy serialises Refresh and Release of the entry (a watchdog refresh
+	// may run while Unlock releases).
+	busy chan struct{}
 }
+
+func newEntry(name string, rev int64, value string, l *lease) *entry {
+	return &entry{name: name, rev: rev, value: value, lease: l, busy: make(chan struct{}, 1)}
+}
+
+func (e *entry) lock(ctx context.Context) error {
+	select {
+	case e.busy <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (e *entry) unlock() { <-e.busy }
 
 func newDriver(cli *clientv3.Client, own bool, addr string, cfg Config) (*etcdDriver, error) {
 	if cfg.RequestTimeout < 0 {
@@ -201,16 +219,18 @@ func (d *etcdDriver) Acquire(ctx context.Context, req driver.Request) (driver.Re
 			d.revokeAsync(l)
 			return driver.Result{}, d.fail(ctx, "acquire", err)
 		}
+		if !resp.Succeeded {
+			if rerr == nil {
+				d.putBack(l)
+			}
+			return driver.Result{}, nil
+		}
 		if rerr != nil {
 			// The lease's validity is unknown: do not grant on it.
 			d.revokeAsync(l)
 			return driver.Result{}, rerr
 		}
-		if !resp.Succeeded {
-			d.putBack(l)
-			return driver.Result{}, nil
-		}
-		e := &entry{name: name, rev: resp.Header.Revision, value: req.Metadata, lease: l}
+		e := newEntry(name, resp.Header.Revision, req.Metadata, l)
 		d.remember(req.Key, req.Token, e)
 		return driver.Result{Acquired: true, Fence: uint64(e.rev), ValidUntil: l.validUntil(req.TTL)}, nil
 	}
@@ -272,6 +292,10 @@ func (d *etcdDriver) Refresh(ctx context.Context, key, token string, ttl time.Du
 	if e == nil {
 		return fmt.Errorf("%w: %q is not held by this token on this client", driver.ErrNotHeld, key)
 	}
+	if err := e.lock(ctx); err != nil {
+		return err
+	}
+	defer e.unlock()
 	l := d.leaseOf(e)
 	if l.isLost() {
 		d.forget(key, token, e)
@@ -335,6 +359,10 @@ func (d *etcdDriver) Release(ctx context.Context, key, token string) error {
 	if e == nil {
 		return fmt.Errorf("%w: %q is not held by this token on this client", driver.ErrNotHeld, key)
 	}
+	if err := e.lock(ctx); err != nil {
+		return err
+	}
+	defer e.unlock()
 	l := d.leaseOf(e)
 	if l.isLost() {
 		d.forget(key, token, e)

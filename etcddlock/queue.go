@@ -146,6 +146,8 @@ func (d *etcdDriver) queue(ctx context.Context, req driver.Request, pfx string, 
 			return res, false, err
 		}
 		if again {
+			// Our entry is gone; so may be the lease. Never reuse it.
+			d.revokeAsync(l)
 			return res, true, nil
 		}
 	}
@@ -162,7 +164,7 @@ func (d *etcdDriver) queue(ctx context.Context, req driver.Request, pfx string, 
 			return res, false, err
 		}
 	}
-	d.remember(req.Key, req.Token, &entry{name: name, rev: myRev, value: req.Metadata, lease: l})
+	d.remember(req.Key, req.Token, newEntry(name, myRev, req.Metadata, l))
 	return driver.Result{Acquired: true, Fence: uint64(myRev), ValidUntil: l.validUntil(req.TTL)}, false, nil
 }
 
@@ -175,7 +177,7 @@ var errAbandon = errors.New("wait abandoned")
 func (d *etcdDriver) waitTurn(ctx context.Context, name, pfx string, myRev, rev int64, pred string, lost <-chan struct{}) (again bool, err error) {
 	pause := 20 * time.Millisecond
 	for {
-		werr := d.waitDelete(ctx, pred, rev, lost)
+		werr := d.waitDelete(ctx, pred, name, rev, lost)
 		if ctx.Err() != nil {
 			return false, errAbandon
 		}
@@ -221,13 +223,16 @@ func (d *etcdDriver) waitTurn(ctx context.Context, name, pfx string, myRev, rev 
 	}
 }
 
-// waitDelete waits for key's deletion after revision rev. It returns nil
-// on the deletion, errLeaseGone when lost closes, errWatchBroken when the
-// watch ends otherwise, or when ctx ends.
-func (d *etcdDriver) waitDelete(ctx context.Context, key string, rev int64, lost <-chan struct{}) error {
+// waitDelete waits for the deletion of key (the predecessor) after
+// revision rev. It returns nil on that deletion; errLeaseGone when lost
+// closes or our own entry own is deleted; errWatchBroken when a watch ends
+// otherwise; or ctx.Err().
+func (d *etcdDriver) waitDelete(ctx context.Context, key, own string, rev int64, lost <-chan struct{}) error {
 	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
 	defer cancel()
-	wch := d.cli.Watch(wctx, key, clientv3.WithRev(rev+1))
+	// Both watches share the client's one watch stream.
+	wch := d.cli.Watch(wctx, key, clientv3.WithRev(rev+1), clientv3.WithFilterPut())
+	och := d.cli.Watch(wctx, own, clientv3.WithRev(rev+1), clientv3.WithFilterPut())
 	for {
 		select {
 		case <-lost:
@@ -238,13 +243,27 @@ func (d *etcdDriver) waitDelete(ctx context.Context, key string, rev int64, lost
 			if !ok || wr.Err() != nil || wr.Canceled {
 				return errWatchBroken
 			}
-			for _, ev := range wr.Events {
-				if ev.Type == mvccpb.DELETE {
-					return nil
-				}
+			if deleted(wr) {
+				return nil
+			}
+		case wr, ok := <-och:
+			if !ok || wr.Err() != nil || wr.Canceled {
+				return errWatchBroken
+			}
+			if deleted(wr) {
+				return errLeaseGone
 			}
 		}
 	}
+}
+
+func deleted(wr clientv3.WatchResponse) bool {
+	for _, ev := range wr.Events {
+		if ev.Type == mvccpb.DELETE {
+			return true
+		}
+	}
+	return false
 }
 
 // abandon deletes our queue entry after the wait ended, so that the key is

@@ -1,0 +1,278 @@
+package etcddlock
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/dlock-go/dlock"
+	"github.com/dlock-go/dlock/internal/testserver"
+)
+
+func TestUnreachable(t *testing.T) {
+	addr := testserver.Addr(testserver.FreePort(t)) // nothing listens there
+	c := openClient(t, "etcd://"+addr)
+	for _, try := range []bool{false, true} {
+		ctx, cancel := context.WithTimeout(t.Context(), 700*time.Millisecond)
+		start := time.Now()
+		var err error
+		if try {
+			_, err = c.TryLock(ctx, "k")
+		} else {
+			_, err = c.Lock(ctx, "k")
+		}
+		took := time.Since(start)
+		cancel()
+		if took > 700*time.Millisecond+500*time.Millisecond {
+			t.Errorf("try=%v: returned after %v, want within the 700ms deadline", try, took)
+		}
+		if !errors.Is(err, dlock.ErrUnavailable) || !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(fmt.Sprint(err), addr) {
+			t.Errorf("try=%v: err = %v; want ErrUnavailable and DeadlineExceeded, naming %s", try, err, addr)
+		}
+	}
+
+	// With a user, Open itself talks to the server (to fetch a token).
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+	defer cancel()
+	start := time.Now()
+	_, err := dlock.Open(ctx, "etcd://root:s3cret-pw@"+addr+"?dial-timeout=300ms")
+	if took := time.Since(start); took > 2*time.Second {
+		t.Errorf("Open with a user returned after %v, want about the 300ms dial timeout", took)
+	}
+	if !errors.Is(err, dlock.ErrUnavailable) || !strings.Contains(fmt.Sprint(err), addr) || strings.Contains(fmt.Sprint(err), "s3cret-pw") {
+		t.Errorf("Open with a user = %v; want ErrUnavailable naming %s, without the password", err, addr)
+	}
+}
+
+// holderEnv makes the test binary, re-run as a child, take a lock and
+// hold it until killed.
+const holderEnv = "ETCDDLOCK_TEST_HOLDER"
+
+// TestHelperHolder is the child process of TestHolderProcessKilled.
+func TestHelperHolder(t *testing.T) {
+	spec := os.Getenv(holderEnv)
+	if spec == "" {
+		t.Skip("child process helper")
+	}
+	url, key, _ := strings.Cut(spec, " ")
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	c, err := dlock.Open(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := c.TryLock(ctx, key, dlock.WithTTL(2*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Printf("LOCKED %d\n", l.Fence())
+	<-ctx.Done() // until killed
+}
+
+// TestHolderProcessKilled kills -9 a process holding a lock: the next
+// waiter gets it within the lease TTL plus a second.
+func TestHolderProcessKilled(t *testing.T) {
+	srv := testserver.StartEtcd(t)
+	url := "etcd://" + srv.Addr()
+	key := "killed-holder"
+	ctx := testCtx(t, 60*time.Second)
+	const ttl = 2 * time.Second
+
+	cmd := exec.CommandContext(ctx, os.Args[0], "-test.run=^TestHelperHolder$", "-test.count=1")
+	cmd.Env = append(os.Environ(), holderEnv+"="+url+" "+key)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	locked := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			if strings.HasPrefix(sc.Text(), "LOCKED ") {
+				locked <- sc.Text()
+			}
+		}
+	}()
+	select {
+	case <-locked:
+	case <-time.After(30 * time.Second):
+		t.Fatal("child did not take the lock")
+	}
+
+	c := openClient(t, url)
+	got := make(chan error, 1)
+	go func() {
+		l, err := c.Lock(ctx, key)
+		if err == nil {
+			err = l.Unlock(ctx)
+		}
+		got <- err
+	}()
+	waitWaiters(t, c, key, 1)
+	// Let the child refresh at least once more, then kill it mid-lease.
+	time.Sleep(ttl / 2)
+	if err := cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	killed := time.Now()
+	select {
+	case err := <-got:
+		if err != nil {
+			t.Fatalf("waiter: %v", err)
+		}
+		if took := time.Since(killed); took > ttl+time.Second {
+			t.Errorf("waiter granted %v after the holder was killed, want within TTL %v + 1s", took, ttl)
+		} else {
+			t.Logf("waiter granted %v after the holder was killed (TTL %v)", took, ttl)
+		}
+	case <-time.After(ttl + 10*time.Second):
+		t.Fatal("waiter not granted after the holder was killed")
+	}
+}
+
+// owners checks, per key, that no grant happens while an earlier holder
+// still believes it holds the key, and that fences increase.
+type owners struct {
+	mu         sync.Mutex
+	cur        map[string]*dlock.Lock
+	lastFence  map[string]uint64
+	grants     map[string]int
+	violations []string
+}
+
+func newOwners() *owners {
+	return &owners{cur: map[string]*dlock.Lock{}, lastFence: map[string]uint64{}, grants: map[string]int{}}
+}
+
+func (o *owners) enter(key string, l *dlock.Lock) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if prev := o.cur[key]; prev != nil {
+		select {
+		case <-prev.Done():
+		default:
+			o.violations = append(o.violations, fmt.Sprintf("%q granted (fence %d) while fence %d still held", key, l.Fence(), prev.Fence()))
+		}
+	}
+	if l.Fence() <= o.lastFence[key] {
+		o.violations = append(o.violations, fmt.Sprintf("%q fence %d after %d", key, l.Fence(), o.lastFence[key]))
+	}
+	o.cur[key], o.lastFence[key] = l, l.Fence()
+	o.grants[key]++
+}
+
+func (o *owners) leave(key string, l *dlock.Lock) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.cur[key] == l {
+		delete(o.cur, key)
+	}
+}
+
+func (o *owners) count(key string) int {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.grants[key]
+}
+
+// TestClusterMemberKill kills -9 the leader of a 3-member cluster while
+// locks are held and waited on: no double grant, and grants go on.
+func TestClusterMemberKill(t *testing.T) {
+	if testing.Short() {
+		t.Skip("3-member cluster: skipped with -short")
+	}
+	srv := testserver.StartEtcdCluster(t, 3)
+	url := "etcd://" + srv.Addr()
+	keys := []string{"kill-a", "kill-b"}
+	o := newOwners()
+	ctx, stop := context.WithCancel(testCtx(t, 60*time.Second))
+	var wg sync.WaitGroup
+	var errCount atomic.Int64
+	for w := 0; w < 6; w++ {
+		c := openClient(t, url)
+		key := keys[w%len(keys)]
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for ctx.Err() == nil {
+				lctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+				l, err := c.Lock(lctx, key, dlock.WithTTL(3*time.Second))
+				cancel()
+				if err != nil {
+					if ctx.Err() == nil {
+						errCount.Add(1)
+						time.Sleep(50 * time.Millisecond)
+					}
+					continue
+				}
+				o.enter(key, l)
+				time.Sleep(2 * time.Millisecond)
+				o.leave(key, l)
+				uctx, ucancel := context.WithTimeout(context.Background(), 5*time.Second)
+				_ = l.Unlock(uctx)
+				ucancel()
+			}
+		}()
+	}
+	waitGrants := func(phase string, n int, within time.Duration) {
+		t.Helper()
+		base := map[string]int{}
+		for _, k := range keys {
+			base[k] = o.count(k)
+		}
+		deadline := time.Now().Add(within)
+		for _, k := range keys {
+			for o.count(k) < base[k]+n {
+				if time.Now().After(deadline) {
+					t.Fatalf("%s: %q granted %d times in %v, want at least %d", phase, k, o.count(k)-base[k], within, n)
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+		}
+	}
+	waitGrants("before the kill", 20, 20*time.Second)
+
+	leader := findLeader(t, srv)
+	t.Logf("killing the leader %s", leader.Name())
+	leader.Kill()
+	waitGrants("after the kill", 20, 20*time.Second)
+	leader.Restart()
+	waitGrants("after the restart", 20, 20*time.Second)
+	stop()
+	wg.Wait()
+	for _, v := range o.violations {
+		t.Error(v)
+	}
+	t.Logf("grants: %q=%d %q=%d; failed Lock calls: %d", keys[0], o.count(keys[0]), keys[1], o.count(keys[1]), errCount.Load())
+}
+
+func findLeader(t *testing.T, srv *testserver.Etcd) *testserver.EtcdMember {
+	t.Helper()
+	cli := rawClient(t, srv.Endpoints())
+	for _, m := range srv.Members {
+		ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+		st, err := cli.Status(ctx, m.ClientAddr)
+		cancel()
+		if err != nil {
+			t.Fatalf("Status %s: %v", m.ClientAddr, err)
+		}
+		if st.Leader == st.Header.MemberId {
+			return m
+		}
+	}
+	t.Fatal("no leader")
+	return nil
+}
