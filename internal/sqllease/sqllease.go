@@ -9,6 +9,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"math"
 	"strings"
 	"time"
 
@@ -95,14 +96,21 @@ func Hash(s string, n int) string {
 // Micros converts a TTL to whole microseconds, rounding up so that the
 // lease the server keeps is never shorter than asked.
 func Micros(ttl time.Duration) int64 {
-	return int64((ttl + time.Microsecond - 1) / time.Microsecond)
+	us := int64(ttl / time.Microsecond)
+	if ttl%time.Microsecond > 0 {
+		us++
+	}
+	return us
 }
 
 // FromMicros converts a remaining lease in microseconds to a duration; zero
 // or less gives zero.
 func FromMicros(us int64) time.Duration {
-	if us <= 0 {
+	switch {
+	case us <= 0:
 		return 0
+	case us > math.MaxInt64/int64(time.Microsecond):
+		return math.MaxInt64
 	}
 	return time.Duration(us) * time.Microsecond
 }

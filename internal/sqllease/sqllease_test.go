@@ -1,0 +1,139 @@
+package sqllease
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/dlock-go/dlock/driver"
+)
+
+func TestParseTable(t *testing.T) {
+	tests := []struct {
+		in        string
+		ok        bool
+		pg, mysql string
+	}{
+		{"dlock_locks", true, `"dlock_locks"`, "`dlock_locks`"},
+		{"s.t", true, `"s"."t"`, "`s`.`t`"},
+		{"Mixed_Case9", true, `"Mixed_Case9"`, "`Mixed_Case9`"},
+		{"_x", true, `"_x"`, "`_x`"},
+		{strings.Repeat("a", 63), true, `"` + strings.Repeat("a", 63) + `"`, "`" + strings.Repeat("a", 63) + "`"},
+		{strings.Repeat("a", 64), false, "", ""},
+		{"", false, "", ""},
+		{"a.b.c", false, "", ""},
+		{".t", false, "", ""},
+		{"s.", false, "", ""},
+		{"1t", false, "", ""},
+		{"a-b", false, "", ""},
+		{`a"b`, false, "", ""},
+		{"a`b", false, "", ""},
+		{"a b", false, "", ""},
+		{"tablé", false, "", ""},
+	}
+	for _, tc := range tests {
+		got, err := ParseTable(tc.in)
+		if (err == nil) != tc.ok {
+			t.Errorf("ParseTable(%q) error = %v, want ok=%v", tc.in, err, tc.ok)
+			continue
+		}
+		if err != nil {
+			if !errors.Is(err, driver.ErrInvalidOption) {
+				t.Errorf("ParseTable(%q) = %v, want ErrInvalidOption", tc.in, err)
+			}
+			continue
+		}
+		if q := got.Quote(`"`); q != tc.pg {
+			t.Errorf("ParseTable(%q).Quote(\") = %s, want %s", tc.in, q, tc.pg)
+		}
+		if q := got.Quote("`"); q != tc.mysql {
+			t.Errorf("ParseTable(%q).Quote(`) = %s, want %s", tc.in, q, tc.mysql)
+		}
+		if got.String() != tc.in {
+			t.Errorf("ParseTable(%q).String() = %q", tc.in, got.String())
+		}
+	}
+}
+
+func TestMicros(t *testing.T) {
+	tests := []struct {
+		ttl  time.Duration
+		want int64
+	}{
+		{10 * time.Millisecond, 10000},
+		{time.Microsecond, 1},
+		{time.Nanosecond, 1},
+		{1500 * time.Nanosecond, 2},
+		{time.Duration(math.MaxInt64), math.MaxInt64/1000 + 1},
+	}
+	for _, tc := range tests {
+		if got := Micros(tc.ttl); got != tc.want {
+			t.Errorf("Micros(%v) = %d, want %d", tc.ttl, got, tc.want)
+		}
+	}
+	for _, tc := range []struct {
+		us   int64
+		want time.Duration
+	}{{-5, 0}, {0, 0}, {1500, 1500 * time.Microsecond}, {math.MaxInt64, math.MaxInt64}} {
+		if got := FromMicros(tc.us); got != tc.want {
+			t.Errorf("FromMicros(%d) = %v, want %v", tc.us, got, tc.want)
+		}
+	}
+}
+
+func TestUnavailable(t *testing.T) {
+	cause := fmt.Errorf("dial user=app password=hunter2: %w", context.DeadlineExceeded)
+	err := Unavailable("postgres", "db:5432", "hunter2", cause)
+	if !errors.Is(err, driver.ErrUnavailable) || !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("%v does not match ErrUnavailable and its cause", err)
+	}
+	if msg := err.Error(); strings.Contains(msg, "hunter2") || !strings.Contains(msg, "postgres at db:5432") {
+		t.Errorf("message %q: want the backend and address, without the password", msg)
+	}
+}
+
+func TestHub(t *testing.T) {
+	var h Hub
+	a, stopA := h.Watch("k")
+	b, stopB := h.Watch("k")
+	c, stopC := h.Watch("other")
+	defer stopC()
+	if h.Len() != 3 {
+		t.Fatalf("Len = %d, want 3", h.Len())
+	}
+	h.Notify("k")
+	h.Notify("k") // buffered one; the second send must not block
+	for _, ch := range []<-chan struct{}{a, b} {
+		select {
+		case <-ch:
+		default:
+			t.Fatal("watcher of k not woken")
+		}
+	}
+	select {
+	case <-c:
+		t.Fatal("watcher of another topic woken")
+	default:
+	}
+	stopA()
+	stopA()
+	h.NotifyAll()
+	select {
+	case <-a:
+		t.Fatal("stopped watcher woken")
+	default:
+	}
+	select {
+	case <-c:
+	default:
+		t.Fatal("NotifyAll missed a watcher")
+	}
+	stopB()
+	if h.Len() != 1 {
+		t.Fatalf("Len = %d, want 1", h.Len())
+	}
+}
