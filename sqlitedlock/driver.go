@@ -1,0 +1,320 @@
+package sqlitedlock
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/dlock-go/dlock/driver"
+)
+
+// minVersion is the oldest SQLite with RETURNING.
+const minVersion = "3.35.0"
+
+// sqliteDriver implements driver.Locker and driver.Notifier over one
+// database/sql handle.
+type sqliteDriver struct {
+	db    *sql.DB
+	ownDB bool   // opened by this package, closed by Close
+	name  string // the file path, for messages
+	table string
+	hub   *hub
+
+	acquire, refresh, release, inspect *sql.Stmt
+
+	mu       sync.Mutex // guards adding to cleanups against Close
+	closed   atomic.Bool
+	cleanups sync.WaitGroup
+	once     sync.Once
+	closeErr error
+}
+
+var (
+	_ driver.Locker   = (*sqliteDriver)(nil)
+	_ driver.Notifier = (*sqliteDriver)(nil)
+)
+
+// newDriver checks the SQLite version, creates and checks the table and
+// prepares the statements. The hub that carries release notifications is
+// the one of the database file, as SQLite names it, unless hubID is given.
+func newDriver(ctx context.Context, db *sql.DB, cfg Config, name, hubID string, own bool) (*sqliteDriver, error) {
+	d := &sqliteDriver{db: db, ownDB: own, name: name, table: cfg.Table}
+	var version, file string
+	err := d.retry(ctx, "open", func() error {
+		return db.QueryRowContext(ctx, "SELECT sqlite_version(), (SELECT file FROM pragma_database_list WHERE name = 'main')").Scan(&version, &file)
+	})
+	if err != nil {
+		return nil, err
+	}
+	if hubID == "" {
+		hubID = "file:" + file
+		if file == "" {
+			// A private in-memory database: only this *sql.DB sees it.
+			hubID = fmt.Sprintf("db:%p", db)
+		} else if !own {
+			d.name = file
+		}
+	}
+	if !versionAtLeast(version, minVersion) {
+		return nil, fmt.Errorf("%w: sqlite %s: SQLite %s is too old; dlock needs %s or newer (for RETURNING)", driver.ErrUnavailable, d.name, version, minVersion)
+	}
+	if !cfg.SkipCreateTable {
+		err := d.retry(ctx, "create table", func() error {
+			_, err := db.ExecContext(ctx, statement(sqlCreateTable, cfg.Table))
+			return err
+		})
+		if err != nil {
+			return nil, err
+		}
+	}
+	err = d.retry(ctx, "check table", func() error {
+		rows, err := db.QueryContext(ctx, statement(sqlCheckTable, cfg.Table))
+		if err != nil {
+			return err
+		}
+		return rows.Close()
+	})
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, err
+		}
+		return nil, fmt.Errorf("%w (is table %q missing or of another shape?)", err, cfg.Table)
+	}
+	for _, p := range []struct {
+		stmt **sql.Stmt
+		sql  string
+	}{
+		{&d.acquire, sqlAcquire},
+		{&d.refresh, sqlRefresh},
+		{&d.release, sqlRelease},
+		{&d.inspect, sqlInspect},
+	} {
+		err := d.retry(ctx, "prepare", func() error {
+			s, err := db.PrepareContext(ctx, statement(p.sql, cfg.Table))
+			*p.stmt = s
+			return err
+		})
+		if err != nil {
+			d.closeStatements()
+			return nil, err
+		}
+	}
+	d.hub = acquireHub(hubID)
+	return d, nil
+}
+
+// versionAtLeast compares dotted decimal versions.
+func versionAtLeast(have, want string) bool {
+	h, w := strings.Split(have, "."), strings.Split(want, ".")
+	for i := range w {
+		var hv int
+		if i < len(h) {
+			hv, _ = strconv.Atoi(h[i])
+		}
+		wv, _ := strconv.Atoi(w[i])
+		if hv != wv {
+			return hv > wv
+		}
+	}
+	return true
+}
+
+// millis rounds ttl up to whole milliseconds, so that the lease the
+// database keeps is never shorter than asked.
+func millis(ttl time.Duration) int64 {
+	return int64((ttl + time.Millisecond - 1) / time.Millisecond)
+}
+
+func (d *sqliteDriver) check(ctx context.Context) error {
+	if d.closed.Load() {
+		return driver.ErrClosed
+	}
+	return ctx.Err()
+}
+
+// Acquire implements driver.Locker with one upsert statement.
+func (d *sqliteDriver) Acquire(ctx context.Context, req driver.Request) (driver.Result, error) {
+	if err := d.check(ctx); err != nil {
+		return driver.Result{}, err
+	}
+	var (
+		fence    int64
+		acquired bool
+	)
+	err := d.retry(ctx, "acquire", func() error {
+		err := d.acquire.QueryRowContext(ctx, req.Key, req.Token, millis(req.TTL), req.Metadata).Scan(&fence)
+		acquired = err == nil
+		if errors.Is(err, sql.ErrNoRows) {
+			return nil // held by another owner: the upsert wrote nothing
+		}
+		return err
+	})
+	if err != nil {
+		if ctx.Err() != nil {
+			// The context may have ended after the grant committed; the
+			// caller will never use this token, so free the key now
+			// rather than at the end of the lease.
+			d.releaseAbandoned(req.Key, req.Token)
+		}
+		return driver.Result{}, err
+	}
+	if acquired {
+		if fence <= 0 {
+			return driver.Result{}, fmt.Errorf("sqlite %s: acquire returned fence %d; the table %q was modified by hand", d.name, fence, d.table)
+		}
+		return driver.Result{Acquired: true, Fence: uint64(fence)}, nil
+	}
+	// Not acquired: read how long the holder has left, so that a waiter
+	// sleeps no longer than that. If the lease ended in between, ask for a
+	// prompt retry.
+	st, err := d.read(ctx, req.Key)
+	switch {
+	case err != nil && ctx.Err() != nil:
+		return driver.Result{}, err
+	case err != nil:
+		return driver.Result{}, nil // holder's TTL unknown
+	case st.held():
+		return driver.Result{HolderTTL: time.Duration(st.remaining) * time.Millisecond}, nil
+	}
+	return driver.Result{HolderTTL: time.Millisecond}, nil
+}
+
+// releaseAbandoned releases key for token in the background, bounded, so
+// that a grant whose reply was lost to a cancelled context does not keep
+// the key until its lease ends.
+func (d *sqliteDriver) releaseAbandoned(key, token string) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.closed.Load() {
+		return
+	}
+	d.cleanups.Add(1)
+	go func() {
+		defer d.cleanups.Done()
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		if d.update(ctx, "release", d.release, key, token) == nil {
+			d.hub.notify(d.table, key)
+		}
+	}()
+}
+
+// Refresh implements driver.Locker.
+func (d *sqliteDriver) Refresh(ctx context.Context, key, token string, ttl time.Duration) error {
+	if err := d.check(ctx); err != nil {
+		return err
+	}
+	return d.update(ctx, "refresh", d.refresh, key, token, millis(ttl))
+}
+
+// Release implements driver.Locker. It keeps the key's row, and so its
+// fence, and wakes one waiter for the key in this process.
+func (d *sqliteDriver) Release(ctx context.Context, key, token string) error {
+	if err := d.check(ctx); err != nil {
+		return err
+	}
+	if err := d.update(ctx, "release", d.release, key, token); err != nil {
+		return err
+	}
+	d.hub.notify(d.table, key)
+	return nil
+}
+
+// update runs an owner-checked UPDATE and reports ErrNotHeld when it
+// changed no row.
+func (d *sqliteDriver) update(ctx context.Context, op string, stmt *sql.Stmt, args ...any) error {
+	var n int64
+	err := d.retry(ctx, op, func() error {
+		r, err := stmt.ExecContext(ctx, args...)
+		if err != nil {
+			return err
+		}
+		n, err = r.RowsAffected()
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	if n == 0 {
+		return driver.ErrNotHeld
+	}
+	return nil
+}
+
+// state is a key's row as one read saw it.
+type state struct {
+	found       bool
+	token, meta string
+	fence       int64
+	remaining   int64 // ms; zero or less once expired
+}
+
+func (s state) held() bool { return s.found && s.token != "" && s.remaining > 0 }
+
+// read reads key's row without writing.
+func (d *sqliteDriver) read(ctx context.Context, key string) (state, error) {
+	var st state
+	err := d.retry(ctx, "inspect", func() error {
+		err := d.inspect.QueryRowContext(ctx, key).Scan(&st.token, &st.fence, &st.remaining, &st.meta)
+		st.found = err == nil
+		if errors.Is(err, sql.ErrNoRows) {
+			return nil
+		}
+		return err
+	})
+	return st, err
+}
+
+// Inspect implements driver.Locker.
+func (d *sqliteDriver) Inspect(ctx context.Context, key string) (driver.Info, error) {
+	if err := d.check(ctx); err != nil {
+		return driver.Info{}, err
+	}
+	st, err := d.read(ctx, key)
+	if err != nil {
+		return driver.Info{}, err
+	}
+	info := driver.Info{Fence: uint64(max(st.fence, 0)), Waiters: -1}
+	if st.held() {
+		info.Held = true
+		info.TTL = time.Duration(st.remaining) * time.Millisecond
+		info.Metadata = st.meta
+	}
+	return info, nil
+}
+
+// Capabilities implements driver.Locker.
+func (d *sqliteDriver) Capabilities() driver.Capabilities {
+	return driver.Capabilities{Fencing: true, ReacquireWithToken: true, MinTTL: 10 * time.Millisecond}
+}
+
+// Close implements driver.Locker. It closes the database handle only when
+// the driver opened it.
+func (d *sqliteDriver) Close() error {
+	d.once.Do(func() {
+		d.mu.Lock()
+		d.closed.Store(true)
+		d.mu.Unlock()
+		d.cleanups.Wait()
+		d.closeStatements()
+		releaseHub(d.hub)
+		if d.ownDB {
+			d.closeErr = d.db.Close()
+		}
+	})
+	return d.closeErr
+}
+
+func (d *sqliteDriver) closeStatements() {
+	for _, s := range []*sql.Stmt{d.acquire, d.refresh, d.release, d.inspect} {
+		if s != nil {
+			_ = s.Close()
+		}
+	}
+}

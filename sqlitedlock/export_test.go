@@ -1,0 +1,4 @@
+package sqlitedlock
+
+// OpenMemory exposes openMemory to the external tests.
+var OpenMemory = openMemory

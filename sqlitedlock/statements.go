@@ -1,0 +1,61 @@
+package sqlitedlock
+
+import "strings"
+
+// nowMS is the SQLite engine's current time in Unix milliseconds. SQLite
+// evaluates 'now' once per statement, so every use inside one statement
+// sees the same instant. julianday keeps milliseconds exactly (its double
+// resolves well below 1 ms), and round() removes the binary fraction.
+const nowMS = `CAST(round((julianday('now') - 2440587.5) * 86400000.0) AS INTEGER)`
+
+// The statements, with {T} standing for the quoted table name and {NOW} for
+// nowMS. Parameters: ?1 key, ?2 token, ?3 TTL in ms, ?4 metadata.
+const (
+	// createTable makes the lease table. key compares byte for byte (the
+	// BINARY collation). token is '' while the key is free. fence is the
+	// per-key grant counter; the row outlives release so that it keeps
+	// increasing. expires_at is in Unix ms on the engine's clock.
+	sqlCreateTable = `CREATE TABLE IF NOT EXISTS {T} (
+	key        TEXT    NOT NULL COLLATE BINARY PRIMARY KEY,
+	token      TEXT    NOT NULL DEFAULT '',
+	fence      INTEGER NOT NULL DEFAULT 0,
+	expires_at INTEGER NOT NULL DEFAULT 0,
+	metadata   TEXT    NOT NULL DEFAULT ''
+) WITHOUT ROWID`
+
+	// sqlAcquire takes the key when there is no row, or the row is free,
+	// expired or held by the same token, in one statement. A new holder gets
+	// fence+1; the same token within its lease keeps its fence. When the
+	// DO UPDATE's WHERE is false (another owner's live lease) no row is
+	// written and none is returned.
+	sqlAcquire = `INSERT INTO {T} (key, token, fence, expires_at, metadata)
+VALUES (?1, ?2, 1, {NOW} + ?3, ?4)
+ON CONFLICT (key) DO UPDATE SET
+	token      = excluded.token,
+	fence      = CASE WHEN token = excluded.token AND expires_at > {NOW} THEN fence ELSE fence + 1 END,
+	expires_at = excluded.expires_at,
+	metadata   = excluded.metadata
+WHERE token = '' OR expires_at <= {NOW} OR token = excluded.token
+RETURNING fence`
+
+	// sqlRefresh extends a live lease of the token.
+	sqlRefresh = `UPDATE {T} SET expires_at = {NOW} + ?3
+WHERE key = ?1 AND token = ?2 AND token <> '' AND expires_at > {NOW}`
+
+	// sqlRelease frees a live lease of the token, keeping the row and its
+	// fence.
+	sqlRelease = `UPDATE {T} SET token = '', expires_at = 0, metadata = ''
+WHERE key = ?1 AND token = ?2 AND token <> '' AND expires_at > {NOW}`
+
+	// sqlInspect reads a key's state; the third column is the remaining
+	// lease in ms (zero or less when expired).
+	sqlInspect = `SELECT token, fence, expires_at - {NOW}, metadata FROM {T} WHERE key = ?1`
+
+	// sqlCheckTable fails when the table is missing or has the wrong shape.
+	sqlCheckTable = `SELECT key, token, fence, expires_at, metadata FROM {T} LIMIT 0`
+)
+
+// statement fills in the table name and the clock expression.
+func statement(tmpl, table string) string {
+	return strings.NewReplacer("{T}", `"`+table+`"`, "{NOW}", nowMS).Replace(tmpl)
+}
