@@ -207,3 +207,92 @@ func TestInteropSharedFIFO(t *testing.T) {
 		t.Fatalf("%d waiters granted, want %d", len(order), n)
 	}
 }
+
+// TestKeyNodeWithoutWrite: a key node made by someone else whose ACL lets
+// us create children but not write it still works (the fence is then read
+// separately).
+func TestKeyNodeWithoutWrite(t *testing.T) {
+	z := startStandalone(t)
+	conn := connect(t, z.Addrs(), 5*time.Second, nil)
+	for _, p := range []string{"/nowrite", Path("/nowrite", "k")} {
+		acl := zk.WorldACL(zk.PermAll)
+		if p != "/nowrite" {
+			acl = zk.WorldACL(zk.PermCreate | zk.PermRead | zk.PermDelete)
+		}
+		if _, err := conn.Create(p, nil, zk.FlagPersistent, acl); err != nil {
+			t.Fatalf("Create(%s): %v", p, err)
+		}
+	}
+	c := openClient(t, "zk://"+z.Addr()+"/nowrite")
+	for i := 0; i < 3; i++ {
+		l, err := c.TryLock(t.Context(), "k")
+		if err != nil {
+			t.Fatalf("TryLock: %v", err)
+		}
+		kids, _, err := conn.Children(Path("/nowrite", "k"))
+		if err != nil || len(kids) != 1 {
+			t.Fatalf("Children = %v, %v; want one lock node", kids, err)
+		}
+		_, stat, err := conn.Exists(Path("/nowrite", "k") + "/" + kids[0])
+		if err != nil || uint64(stat.Czxid) != l.Fence() {
+			t.Fatalf("lock node czxid = %d (%v), want the fence %d", stat.Czxid, err, l.Fence())
+		}
+		if err := l.Unlock(t.Context()); err != nil {
+			t.Fatalf("Unlock: %v", err)
+		}
+	}
+}
+
+// TestKeyNodeCleanup: a key node left empty is deleted after a short idle
+// time, or at once when the client closes; a busy one stays.
+func TestKeyNodeCleanup(t *testing.T) {
+	z := startStandalone(t)
+	const base = "/cleanup"
+	conn := connect(t, z.Addrs(), 5*time.Second, nil)
+	exists := func(key string) bool {
+		ok, _, err := conn.Exists(Path(base, key))
+		if err != nil {
+			t.Fatalf("Exists: %v", err)
+		}
+		return ok
+	}
+	c := openClient(t, "zk://"+z.Addr()+base)
+	for _, key := range []string{"idle", "a/b", ".."} {
+		l, err := c.TryLock(t.Context(), key)
+		if err != nil {
+			t.Fatalf("TryLock(%q): %v", key, err)
+		}
+		if !exists(key) {
+			t.Fatalf("key node of %q missing while held", key)
+		}
+		if err := l.Unlock(t.Context()); err != nil {
+			t.Fatalf("Unlock: %v", err)
+		}
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for (exists("idle") || exists("a/b") || exists("..")) && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	if exists("idle") || exists("a/b") || exists("..") {
+		t.Fatal("empty key nodes still there 10s after the release")
+	}
+	// At Close, pending clean-ups run at once.
+	c2 := openClient(t, "zk://"+z.Addr()+base)
+	l, err := c2.TryLock(t.Context(), "closing")
+	if err != nil {
+		t.Fatalf("TryLock: %v", err)
+	}
+	if err := l.Unlock(t.Context()); err != nil {
+		t.Fatalf("Unlock: %v", err)
+	}
+	if err := c2.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	if exists("closing") {
+		t.Fatal("empty key node still there after Close")
+	}
+	// The base itself stays.
+	if ok, _, _ := conn.Exists(base); !ok {
+		t.Fatal("base path deleted")
+	}
+}

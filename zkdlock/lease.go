@@ -16,7 +16,6 @@ import (
 type holding struct {
 	key, token string
 	n          *node
-	alone      bool // no other node was queued at the grant
 	metadata   string
 
 	// Guarded by zkDriver.mu.
@@ -73,14 +72,14 @@ func (d *zkDriver) readFence(ctx context.Context, n *node) error {
 // grant records n as held and arms its lease timer. sent is the send time
 // of the request that saw n at the head of the queue: the session lived
 // then, so it lives for at least a session timeout (≥ TTL) after it.
-func (d *zkDriver) grant(ctx context.Context, req driver.Request, n *node, sent time.Time, alone bool) (driver.Result, error) {
+func (d *zkDriver) grant(ctx context.Context, req driver.Request, n *node, sent time.Time) (driver.Result, error) {
 	if n.fence == 0 {
 		if err := d.readFence(ctx, n); err != nil {
 			d.abandon(n)
 			return driver.Result{}, d.wrap(ctx, "reading "+n.path, err)
 		}
 	}
-	h := &holding{key: req.Key, token: req.Token, n: n, alone: alone, metadata: req.Metadata, ttl: req.TTL}
+	h := &holding{key: req.Key, token: req.Token, n: n, metadata: req.Metadata, ttl: req.TTL}
 	d.mu.Lock()
 	if d.closed {
 		d.mu.Unlock()
@@ -91,9 +90,6 @@ func (d *zkDriver) grant(ctx context.Context, req driver.Request, n *node, sent 
 	h.timer = time.AfterFunc(req.TTL, func() { d.expire(h) })
 	d.held[holdKey{req.Key, req.Token}] = h
 	d.mu.Unlock()
-	if !alone {
-		d.setHint(n.keyPath, false)
-	}
 	return driver.Result{Acquired: true, Fence: n.fence, ValidUntil: sent.Add(req.TTL - drift(req.TTL))}, nil
 }
 
@@ -186,7 +182,7 @@ func (d *zkDriver) refresh(ctx context.Context, h *holding, ttl time.Duration, m
 }
 
 // Release deletes the token's lock node; the next waiter, watching it, takes
-// the lock. The key node goes too when no other node is queued.
+// the lock. The key node goes shortly after, if it stays empty.
 func (d *zkDriver) Release(ctx context.Context, key, token string) error {
 	if d.isClosed() {
 		return driver.ErrClosed
@@ -214,51 +210,16 @@ func (d *zkDriver) Release(ctx context.Context, key, token string) error {
 }
 
 func (d *zkDriver) remove(ctx context.Context, h *holding) error {
-	if h.alone {
-		// Nobody queued at the grant: delete the key node in the same
-		// transaction, unless someone has joined since.
-		_, err := call(ctx, func() ([]zk.MultiResponse, error) {
-			return d.conn.Multi(
-				&zk.DeleteRequest{Path: h.n.path, Version: -1},
-				&zk.DeleteRequest{Path: h.n.keyPath, Version: -1},
-			)
-		})
-		if err == nil {
-			d.setHint(h.n.keyPath, true)
-			return nil
-		}
-		if !errors.Is(err, zk.ErrNotEmpty) {
-			return err
-		}
-	}
 	if err := d.deleteNode(ctx, h.n.path); err != nil {
 		return err
 	}
-	d.cleanupParent(ctx, h.n.keyPath)
+	d.scheduleCleanup(h.n.keyPath)
 	return nil
 }
 
 func (d *zkDriver) deleteNode(ctx context.Context, path string) error {
 	_, err := call(ctx, func() (struct{}, error) { return struct{}{}, d.conn.Delete(path, -1) })
 	return err
-}
-
-// cleanupParent deletes the key node when it has no children left,
-// ignoring the races (someone joined, someone else deleted it).
-func (d *zkDriver) cleanupParent(ctx context.Context, keyPath string) {
-	stat, err := call(ctx, func() (*zk.Stat, error) {
-		ok, stat, err := d.conn.Exists(keyPath)
-		if err == nil && !ok {
-			err = zk.ErrNoNode
-		}
-		return stat, err
-	})
-	if err != nil || stat.NumChildren > 0 {
-		return
-	}
-	if err := d.deleteNode(ctx, keyPath); err == nil || errors.Is(err, zk.ErrNoNode) {
-		d.setHint(keyPath, true)
-	}
 }
 
 // abandon deletes a node that will not be held (TryLock lost, a waiter
@@ -274,7 +235,7 @@ func (d *zkDriver) abandon(n *node) {
 		d.goReap(n.keyPath, n.path, "")
 		return
 	}
-	d.cleanupParent(ctx, n.keyPath)
+	d.scheduleCleanup(n.keyPath)
 }
 
 // goReap deletes a node (by path, or by the guid in its name) in the
@@ -327,6 +288,6 @@ func (d *zkDriver) reapOnce(keyPath, path, guid string) bool {
 	if err := d.deleteNode(ctx, path); err != nil && !errors.Is(err, zk.ErrNoNode) {
 		return false
 	}
-	d.cleanupParent(ctx, keyPath)
+	d.scheduleCleanup(keyPath)
 	return true
 }

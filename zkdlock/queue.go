@@ -28,6 +28,8 @@ const (
 	// in-flight create or delete, while the session is up, before leaving
 	// the clean-up to the background.
 	abandonWait = time.Second
+	// maxCreateAttempts bounds protected creation's retries.
+	maxCreateAttempts = 6
 )
 
 // node is one lock node of this driver.
@@ -104,6 +106,16 @@ func (d *zkDriver) create(ctx context.Context, keyPath string, data []byte) (*no
 		n   *node
 		err error
 	}
+	done := func(r result) (*node, error) {
+		if r.err != nil && transient(r.err) {
+			d.goReap(keyPath, "", guid) // the node may exist
+		}
+		return r.n, d.wrap(ctx, "creating a lock node under "+keyPath, r.err)
+	}
+	if ctx.Done() == nil { // ctx cannot end: no need for another goroutine
+		n, err := d.createNode(keyPath, guid, data)
+		return done(result{n, err})
+	}
 	ch := make(chan result, 1)
 	go func() {
 		n, err := d.createNode(keyPath, guid, data)
@@ -111,10 +123,7 @@ func (d *zkDriver) create(ctx context.Context, keyPath string, data []byte) (*no
 	}()
 	select {
 	case r := <-ch:
-		if r.err != nil && transient(r.err) {
-			d.goReap(keyPath, "", guid)
-		}
-		return r.n, d.wrap(ctx, "creating a lock node under "+keyPath, r.err)
+		return done(r)
 	case <-ctx.Done():
 	case <-d.closeCh:
 	}
@@ -152,12 +161,16 @@ func (d *zkDriver) create(ctx context.Context, keyPath string, data []byte) (*no
 // after a connection loss looks for its node by guid before trying again.
 func (d *zkDriver) createNode(keyPath, guid string, data []byte) (*node, error) {
 	prefix := keyPath + "/" + protectedPrefix + guid + "-lock-"
-	var lastErr error
-	for attempt := 0; attempt < 6; attempt++ {
+	var (
+		lastErr error
+		plain   bool
+	)
+	for attempt := 0; attempt < maxCreateAttempts; attempt++ {
 		var (
 			path       string
 			err        error
 			withParent bool
+			fence      uint64
 		)
 		if d.hintAbsent(keyPath) {
 			var res []zk.MultiResponse
@@ -168,27 +181,62 @@ func (d *zkDriver) createNode(keyPath, guid string, data []byte) (*node, error) 
 			switch {
 			case err == nil && len(res) == 2:
 				path, withParent = res[1].String, true
+				d.setHint(keyPath, false)
 			case errors.Is(err, zk.ErrNodeExists):
 				d.setHint(keyPath, false)
+				lastErr = err
 				continue
 			case errors.Is(err, zk.ErrNoNode):
 				if err := d.ensurePath(parentOf(keyPath)); err != nil {
 					return nil, err
 				}
+				lastErr = err
 				continue
 			case err == nil:
 				err = fmt.Errorf("zkdlock: multi returned %d results, want 2", len(res))
 			}
-		} else {
+		} else if plain {
 			path, err = d.conn.Create(prefix, data, zk.FlagEphemeralSequential, d.acl)
 			if errors.Is(err, zk.ErrNoNode) {
 				d.setHint(keyPath, true)
+				lastErr = err
+				continue
+			}
+		} else {
+			// The lock node and an empty write to the key node in one
+			// transaction: both carry its zxid, so the key node's new
+			// mzxid is the lock node's czxid, our fence, without another
+			// request.
+			var res []zk.MultiResponse
+			res, err = d.conn.Multi(
+				&zk.CreateRequest{Path: prefix, Data: data, Acl: d.acl, Flags: zk.FlagEphemeralSequential},
+				&zk.SetDataRequest{Path: keyPath, Version: -1},
+			)
+			if err == nil && len(res) == 2 && res[1].Stat != nil {
+				path, fence = res[0].String, uint64(res[1].Stat.Mzxid)
+			} else if err == nil {
+				err = fmt.Errorf("zkdlock: multi returned %d results, want 2", len(res))
+			}
+			if errors.Is(err, zk.ErrNoNode) {
+				d.setHint(keyPath, true)
+				lastErr = err
+				continue
+			}
+			if errors.Is(err, zk.ErrNoAuth) {
+				// The key node's ACL may allow creating children but not
+				// writing it: create alone, read the fence after.
+				plain = true
+				lastErr = err
 				continue
 			}
 		}
 		switch {
 		case err == nil:
-			return d.newNode(keyPath, path, withParent)
+			n, err := d.newNode(keyPath, path, withParent)
+			if n != nil {
+				n.fence = fence
+			}
+			return n, err
 		case errors.Is(err, zk.ErrSessionExpired):
 			lastErr = err // the node died with the session; try again
 		case transient(err):
@@ -204,7 +252,7 @@ func (d *zkDriver) createNode(keyPath, guid string, data []byte) (*node, error) 
 			return nil, err
 		}
 	}
-	return nil, lastErr
+	return nil, fmt.Errorf("no lock node under %s after %d attempts (the key node kept changing): %w", keyPath, maxCreateAttempts, lastErr)
 }
 
 func (d *zkDriver) newNode(keyPath, path string, withParent bool) (*node, error) {
@@ -299,7 +347,7 @@ func (d *zkDriver) Acquire(ctx context.Context, req driver.Request) (driver.Resu
 		return driver.Result{}, err
 	}
 	sent := time.Now()
-	kids, err := d.children(ctx, n.keyPath)
+	kids, err := d.childrenAndFence(ctx, n)
 	if err != nil {
 		d.abandon(n)
 		return driver.Result{}, d.wrap(ctx, "listing "+n.keyPath, err)
@@ -312,10 +360,29 @@ func (d *zkDriver) Acquire(ctx context.Context, req driver.Request) (driver.Resu
 		d.abandon(n)
 		return driver.Result{}, nil
 	}
-	if n.withParent {
-		n.fence = uint64(kids.stat.Czxid)
+	return d.grant(ctx, req, n, sent)
+}
+
+// childrenAndFence lists the queue and, when n's fence is not known yet,
+// reads it in the same round trip (two requests in flight at once).
+// When the same transaction created the key node, its czxid (in the
+// listing's stat) is the fence.
+func (d *zkDriver) childrenAndFence(ctx context.Context, n *node) (children, error) {
+	if n.fence != 0 || n.withParent {
+		kids, err := d.children(ctx, n.keyPath)
+		if err == nil && n.fence == 0 {
+			n.fence = uint64(kids.stat.Czxid)
+		}
+		return kids, err
 	}
-	return d.grant(ctx, req, n, sent, pos.count == 1)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = d.readFence(ctx, n) // on failure grant reads it again
+	}()
+	kids, err := d.children(ctx, n.keyPath)
+	<-done
+	return kids, err
 }
 
 // AcquireQueued is Lock: join the queue and wait, watching only the node
@@ -358,7 +425,7 @@ func (d *zkDriver) AcquireQueued(ctx context.Context, req driver.Request) (drive
 	}
 	for {
 		sent := time.Now()
-		kids, err := d.children(ctx, n.keyPath)
+		kids, err := d.childrenAndFence(ctx, n)
 		if err != nil {
 			if again(err) {
 				continue
@@ -371,14 +438,7 @@ func (d *zkDriver) AcquireQueued(ctx context.Context, req driver.Request) (drive
 			return driver.Result{}, fmt.Errorf("%w: zookeeper %s: lock node %s vanished while waiting (session expired?)", driver.ErrUnavailable, d.servers, n.path)
 		}
 		if pos.lowest == n.name {
-			if n.withParent {
-				n.fence = uint64(kids.stat.Czxid)
-			}
-			return d.grant(ctx, req, n, sent, pos.count == 1)
-		}
-		if n.fence == 0 {
-			// Read our fence while we wait, not after the hand-off.
-			_ = d.readFence(ctx, n)
+			return d.grant(ctx, req, n, sent)
 		}
 		watch, err := call(ctx, func() (<-chan zk.Event, error) {
 			_, _, ch, err := d.conn.GetW(n.keyPath + "/" + pos.pred)

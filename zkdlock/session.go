@@ -58,6 +58,9 @@ func call[T any](ctx context.Context, f func() (T, error)) (T, error) {
 	if err := ctx.Err(); err != nil {
 		return zero, err
 	}
+	if ctx.Done() == nil { // cannot end: no need for another goroutine
+		return f()
+	}
 	type result struct {
 		v   T
 		err error

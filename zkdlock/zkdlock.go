@@ -92,12 +92,13 @@ type zkDriver struct {
 	acl       []zk.ACL
 	timeoutMs atomic.Int64 // session timeout granted (or configured), ms
 
-	mu      sync.Mutex
-	closed  bool
-	closeCh chan struct{}
-	held    map[holdKey]*holding
-	hints   map[string]bool // key node path → believed absent
-	bg      sync.WaitGroup  // background node clean-up
+	mu       sync.Mutex
+	closed   bool
+	closeCh  chan struct{}
+	held     map[holdKey]*holding
+	hints    map[string]bool        // key node path → believed absent
+	cleanups map[string]*time.Timer // key node path → pending clean-up
+	bg       sync.WaitGroup         // background node clean-up
 
 	wakeups atomic.Int64 // watch notifications that woke a waiter
 }
@@ -106,12 +107,13 @@ type holdKey struct{ key, token string }
 
 func newDriver(base string, acl []zk.ACL, servers string) *zkDriver {
 	return &zkDriver{
-		servers: servers,
-		base:    base,
-		acl:     acl,
-		closeCh: make(chan struct{}),
-		held:    map[holdKey]*holding{},
-		hints:   map[string]bool{},
+		servers:  servers,
+		base:     base,
+		acl:      acl,
+		closeCh:  make(chan struct{}),
+		held:     map[holdKey]*holding{},
+		hints:    map[string]bool{},
+		cleanups: map[string]*time.Timer{},
 	}
 }
 
@@ -264,11 +266,15 @@ func (d *zkDriver) isClosed() bool {
 	return d.closed
 }
 
-// Close stops the driver. A driver-owned connection is closed, which ends
-// its session: ZooKeeper deletes every node it held at once. On an
+// Close stops the driver. It first deletes the key nodes that were waiting
+// for their idle clean-up. A driver-owned connection is then closed, which
+// ends its session: ZooKeeper deletes every lock node it held at once. On an
 // application's connection, locks still held keep their lease timers, which
 // delete their nodes when the TTL runs out.
 func (d *zkDriver) Close() error {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	d.runCleanups(ctx)
 	d.mu.Lock()
 	if d.closed {
 		d.mu.Unlock()

@@ -1,0 +1,463 @@
+package zkdlock
+
+import (
+	"bufio"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/dlock-go/dlock"
+	"github.com/dlock-go/dlock/internal/testserver"
+)
+
+// faultDialer wraps the connections of a real go-zookeeper client: it can
+// cut them and refuse new ones (a partition), or cut a connection right
+// after a create request went out, so that the reply is lost.
+type faultDialer struct {
+	mu          sync.Mutex
+	down        bool
+	conns       map[*faultConn]struct{}
+	cutOnCreate atomic.Int32 // cut after this many more create requests
+	cuts        atomic.Int32
+}
+
+func (f *faultDialer) Dial(network, addr string, timeout time.Duration) (net.Conn, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.down {
+		return nil, errors.New("partitioned")
+	}
+	c, err := net.DialTimeout(network, addr, timeout)
+	if err != nil {
+		return nil, err
+	}
+	if f.conns == nil {
+		f.conns = map[*faultConn]struct{}{}
+	}
+	fc := &faultConn{Conn: c, f: f}
+	f.conns[fc] = struct{}{}
+	return fc, nil
+}
+
+// Partition cuts every connection and refuses new ones until Heal.
+func (f *faultDialer) Partition() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.down = true
+	for c := range f.conns {
+		_ = c.Conn.Close()
+	}
+	clear(f.conns)
+}
+
+func (f *faultDialer) Heal() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.down = false
+}
+
+type faultConn struct {
+	net.Conn
+	f *faultDialer
+}
+
+// Opcodes of ZooKeeper requests that create nodes: create, multi.
+const opCreate, opMulti = 1, 14
+
+func (c *faultConn) Write(p []byte) (int, error) {
+	n, err := c.Conn.Write(p)
+	// A request is [length][xid][opcode]... in one Write.
+	if err == nil && len(p) >= 12 {
+		op := int32(binary.BigEndian.Uint32(p[8:12]))
+		if (op == opCreate || op == opMulti) && c.f.cutOnCreate.Load() > 0 && c.f.cutOnCreate.Add(-1) == 0 {
+			c.f.cuts.Add(1)
+			_ = c.Conn.Close() // the server has the request; its reply is lost
+		}
+	}
+	return n, err
+}
+
+// TestProtectedCreate: a connection loss right after a create request does
+// not leave an orphan node: the driver finds its node by its guid.
+func TestProtectedCreate(t *testing.T) {
+	z := startStandalone(t)
+	const base = "/protected"
+	fd := &faultDialer{}
+	conn := connect(t, z.Addrs(), 5*time.Second, fd.Dial)
+	c, err := NewClient(conn, Options{Base: base, SessionTimeout: 5 * time.Second}, dlock.WithLockDefaults(dlock.WithTTL(5*time.Second)))
+	if err != nil {
+		t.Fatalf("NewClient: %v", err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	other := openClient(t, "zk://"+z.Addr()+base)
+	observer := connect(t, z.Addrs(), 5*time.Second, nil)
+	nodes := func(key string) []string {
+		kids, _, err := observer.Children(Path(base, key))
+		if err != nil {
+			return nil
+		}
+		return kids
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+
+	// TryLock whose create reply is lost.
+	fd.cutOnCreate.Store(1)
+	l, err := c.TryLock(ctx, "k")
+	if err != nil {
+		t.Fatalf("TryLock through a lost create reply: %v", err)
+	}
+	if fd.cuts.Load() != 1 {
+		t.Fatalf("connection cuts = %d, want 1", fd.cuts.Load())
+	}
+	if got := nodes("k"); len(got) != 1 {
+		t.Fatalf("lock nodes after the recovered create = %v, want exactly one", got)
+	}
+	if err := l.Unlock(ctx); err != nil {
+		t.Fatalf("Unlock: %v", err)
+	}
+	if got := nodes("k"); len(got) != 0 {
+		t.Fatalf("lock nodes after Unlock = %v, want none", got)
+	}
+
+	// A waiter whose create reply is lost queues once, and leaves nothing
+	// behind when its ctx ends.
+	h, err := other.TryLock(ctx, "q")
+	if err != nil {
+		t.Fatalf("TryLock: %v", err)
+	}
+	fd.cutOnCreate.Store(1)
+	wctx, wcancel := context.WithCancel(ctx)
+	errc := make(chan error, 1)
+	go func() {
+		_, err := c.Lock(wctx, "q")
+		errc <- err
+	}()
+	deadline := time.Now().Add(10 * time.Second)
+	for len(nodes("q")) < 2 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	time.Sleep(300 * time.Millisecond)
+	if got := nodes("q"); len(got) != 2 || fd.cuts.Load() != 2 {
+		t.Fatalf("queue = %v after %d cuts, want the holder and one waiter after 2 cuts", got, fd.cuts.Load())
+	}
+	wcancel()
+	if err := <-errc; !errors.Is(err, context.Canceled) {
+		t.Fatalf("cancelled waiter = %v, want context.Canceled", err)
+	}
+	if got := nodes("q"); len(got) != 1 {
+		t.Fatalf("queue after the waiter left = %v, want only the holder", got)
+	}
+	if err := h.Unlock(ctx); err != nil {
+		t.Fatalf("Unlock: %v", err)
+	}
+}
+
+// TestSessionExpiry: a holder cut off from the server for longer than its
+// session timeout loses its lock (Done, ErrLost) no later than another
+// client can take the key; once reconnected, it takes new locks with a new
+// session.
+func TestSessionExpiry(t *testing.T) {
+	z := startStandalone(t)
+	const base, session = "/expiry", 2 * time.Second
+	fd := &faultDialer{}
+	conn := connect(t, z.Addrs(), session, fd.Dial)
+	c, err := NewClient(conn, Options{Base: base, SessionTimeout: session})
+	if err != nil {
+		t.Fatalf("NewClient: %v", err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	other := openClient(t, "zk://"+z.Addr()+base)
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+
+	l, err := c.TryLock(ctx, "k", dlock.WithTTL(session))
+	if err != nil {
+		t.Fatalf("TryLock: %v", err)
+	}
+	oldSession := conn.SessionID()
+	fd.Partition()
+	start := time.Now()
+	l2, err := other.Lock(ctx, "k")
+	if err != nil {
+		t.Fatalf("other client's Lock after the holder's session expired: %v", err)
+	}
+	t.Logf("other client took the key %v after the partition (session timeout %v)", time.Since(start).Round(time.Millisecond), session)
+	select {
+	case <-l.Done():
+	default:
+		t.Fatal("holder's Done still open when another client took the key")
+	}
+	if err := l.Err(); !errors.Is(err, dlock.ErrLost) {
+		t.Fatalf("holder's Err = %v, want ErrLost", err)
+	}
+	if l2.Fence() <= l.Fence() {
+		t.Errorf("new fence %d, want > the expired holder's %d", l2.Fence(), l.Fence())
+	}
+	if err := l2.Unlock(ctx); err != nil {
+		t.Fatalf("Unlock: %v", err)
+	}
+
+	fd.Heal()
+	// The connection comes back with a new session; new locks work.
+	var l3 *dlock.Lock
+	for {
+		l3, err = c.TryLock(ctx, "k", dlock.WithTTL(session))
+		if err == nil || ctx.Err() != nil {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if err != nil {
+		t.Fatalf("TryLock after the partition healed: %v", err)
+	}
+	if conn.SessionID() == oldSession {
+		t.Errorf("session id unchanged after expiry")
+	}
+	if err := l.Unlock(ctx); !errors.Is(err, dlock.ErrNotHeld) {
+		t.Errorf("Unlock of the expired lock = %v, want ErrNotHeld", err)
+	}
+	if err := l3.Unlock(ctx); err != nil {
+		t.Fatalf("Unlock: %v", err)
+	}
+}
+
+// TestDisconnectRecovers: a disconnect shorter than the session timeout
+// (and the lock's validity) loses nothing.
+func TestDisconnectRecovers(t *testing.T) {
+	z := startStandalone(t)
+	const base, session = "/blip", 6 * time.Second
+	fd := &faultDialer{}
+	conn := connect(t, z.Addrs(), session, fd.Dial)
+	c, err := NewClient(conn, Options{Base: base, SessionTimeout: session})
+	if err != nil {
+		t.Fatalf("NewClient: %v", err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	other := openClient(t, "zk://"+z.Addr()+base)
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+
+	l, err := c.TryLock(ctx, "k", dlock.WithTTL(session))
+	if err != nil {
+		t.Fatalf("TryLock: %v", err)
+	}
+	sid := conn.SessionID()
+	fd.Partition()
+	time.Sleep(time.Second)
+	if _, err := other.TryLock(ctx, "k"); !errors.Is(err, dlock.ErrNotAcquired) {
+		t.Fatalf("other TryLock during the disconnect = %v, want ErrNotAcquired", err)
+	}
+	fd.Heal()
+	// Wait for a refresh through the new connection.
+	for {
+		rctx, rcancel := context.WithTimeout(ctx, time.Second)
+		err = l.Refresh(rctx, 0)
+		rcancel()
+		if err == nil || errors.Is(err, dlock.ErrNotHeld) || ctx.Err() != nil {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if err != nil {
+		t.Fatalf("Refresh after the reconnect: %v", err)
+	}
+	if conn.SessionID() != sid {
+		t.Fatalf("session changed across a short disconnect")
+	}
+	if err := l.Err(); err != nil {
+		t.Fatalf("Err after a short disconnect = %v, want nil", err)
+	}
+	if _, err := other.TryLock(ctx, "k"); !errors.Is(err, dlock.ErrNotAcquired) {
+		t.Fatalf("other TryLock after the reconnect = %v, want ErrNotAcquired", err)
+	}
+	if in, err := other.Inspect(ctx, "k"); err != nil || in.Fence != l.Fence() {
+		t.Fatalf("Inspect = %+v, %v; want the holder's fence %d", in, err, l.Fence())
+	}
+	if err := l.Unlock(ctx); err != nil {
+		t.Fatalf("Unlock: %v", err)
+	}
+}
+
+// holderEnv makes the test binary, started by TestHolderKilled, a lock
+// holder process.
+const holderEnv = "ZKDLOCK_TEST_HOLDER_URL"
+
+// TestHolderProcess is the body of the child process of TestHolderKilled.
+func TestHolderProcess(t *testing.T) {
+	url := os.Getenv(holderEnv)
+	if url == "" {
+		t.Skip("runs only as TestHolderKilled's child process")
+	}
+	c, err := dlock.Open(t.Context(), url)
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	l, err := c.TryLock(t.Context(), "k", dlock.WithTTL(2*time.Second))
+	if err != nil {
+		t.Fatalf("TryLock: %v", err)
+	}
+	fmt.Printf("held %d\n", l.Fence())
+	time.Sleep(30 * time.Second) // until killed
+}
+
+// TestHolderKilled: kill -9 of the holder's process frees the key after its
+// session timeout; the next waiter gets it.
+func TestHolderKilled(t *testing.T) {
+	z := startStandalone(t)
+	url := "zk://" + z.Addr() + "/killed?session_timeout=2s"
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, os.Args[0], "-test.run=^TestHolderProcess$", "-test.count=1")
+	cmd.Env = append(os.Environ(), holderEnv+"="+url)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("starting the holder process: %v", err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	var fence uint64
+	sc := bufio.NewScanner(out)
+	for sc.Scan() {
+		if f, ok := strings.CutPrefix(sc.Text(), "held "); ok {
+			fence, _ = strconv.ParseUint(f, 10, 64)
+			break
+		}
+	}
+	if fence == 0 {
+		t.Fatalf("holder process did not report a lock (%v)", sc.Err())
+	}
+	go func() { // drain
+		for sc.Scan() {
+		}
+	}()
+
+	c := openClient(t, url, dlock.WithLockDefaults(dlock.WithTTL(2*time.Second)))
+	got := make(chan *dlock.Lock, 1)
+	go func() {
+		l, err := c.Lock(ctx, "k")
+		if err != nil {
+			t.Errorf("waiter: %v", err)
+		}
+		got <- l
+	}()
+	select {
+	case <-got:
+		t.Fatal("waiter granted while the holder process lives")
+	case <-time.After(500 * time.Millisecond):
+	}
+	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatalf("kill -9: %v", err)
+	}
+	killed := time.Now()
+	select {
+	case l := <-got:
+		if l == nil {
+			t.FailNow()
+		}
+		t.Logf("waiter granted %v after kill -9 (session timeout 2s)", time.Since(killed).Round(time.Millisecond))
+		if l.Fence() <= fence {
+			t.Errorf("waiter fence %d, want > the killed holder's %d", l.Fence(), fence)
+		}
+		_ = l.Unlock(ctx)
+	case <-time.After(15 * time.Second):
+		t.Fatal("waiter not granted within 15s of the holder's kill -9")
+	}
+}
+
+// TestKillOneOfThree: kill -9 of the ensemble member the holder is connected
+// to loses no lock; locks keep working on the remaining two.
+func TestKillOneOfThree(t *testing.T) {
+	z := testserver.StartZooKeeperEnsemble(t, testserver.ZooKeeperConfig{}, 3)
+	url := "zk://" + z.Addr() + "/kill3?session_timeout=10s"
+	d := openDriver(t, url)
+	c := dlock.NewClient(d, dlock.WithLockDefaults(dlock.WithTTL(10*time.Second)))
+	t.Cleanup(func() { _ = c.Close() })
+	other := openClient(t, url, dlock.WithLockDefaults(dlock.WithTTL(10*time.Second)))
+	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
+	defer cancel()
+
+	l, err := c.TryLock(ctx, "k")
+	if err != nil {
+		t.Fatalf("TryLock: %v", err)
+	}
+	victim := -1
+	for i, a := range z.Addrs() {
+		if a == d.conn.Server() {
+			victim = i
+		}
+	}
+	if victim < 0 {
+		t.Fatalf("holder's server %q not in %v", d.conn.Server(), z.Addrs())
+	}
+	t.Logf("killing server %d (%s), the holder's, a %s", victim+1, z.Addrs()[victim], z.Mode(ctx, victim))
+	z.Server(victim).Kill()
+
+	// The holder's connection moves to another member, same session.
+	var refreshErr error
+	for i := 0; i < 100; i++ {
+		rctx, rcancel := context.WithTimeout(ctx, 2*time.Second)
+		refreshErr = l.Refresh(rctx, 0)
+		rcancel()
+		if refreshErr == nil || errors.Is(refreshErr, dlock.ErrNotHeld) {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if refreshErr != nil {
+		t.Fatalf("Refresh after losing a server: %v", refreshErr)
+	}
+	if err := l.Err(); err != nil {
+		t.Fatalf("Err after losing a server = %v, want nil", err)
+	}
+	if _, err := other.TryLock(ctx, "k"); !errors.Is(err, dlock.ErrNotAcquired) {
+		t.Fatalf("other TryLock = %v, want ErrNotAcquired", err)
+	}
+	// A hand-off on two of three members.
+	got := make(chan *dlock.Lock, 1)
+	go func() {
+		l, err := other.Lock(ctx, "k")
+		if err != nil {
+			t.Errorf("waiter: %v", err)
+		}
+		got <- l
+	}()
+	time.Sleep(200 * time.Millisecond)
+	if err := l.Unlock(ctx); err != nil {
+		t.Fatalf("Unlock: %v", err)
+	}
+	select {
+	case l2 := <-got:
+		if l2 == nil {
+			t.FailNow()
+		}
+		if l2.Fence() <= l.Fence() {
+			t.Errorf("fence after hand-off %d, want > %d", l2.Fence(), l.Fence())
+		}
+		_ = l2.Unlock(ctx)
+	case <-time.After(20 * time.Second):
+		t.Fatal("hand-off not done within 20s")
+	}
+	// New keys work too.
+	for i := 0; i < 10; i++ {
+		l, err := c.TryLock(ctx, fmt.Sprint("after-", i))
+		if err != nil {
+			t.Fatalf("TryLock on two of three members: %v", err)
+		}
+		_ = l.Unlock(ctx)
+	}
+}
