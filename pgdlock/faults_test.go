@@ -3,6 +3,7 @@ package pgdlock
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -216,6 +217,55 @@ func TestListenerReconnects(t *testing.T) {
 	case <-ch:
 	case <-time.After(10 * time.Second):
 		t.Fatal("release not notified after the listener reconnected")
+	}
+}
+
+func TestListenerIdles(t *testing.T) {
+	defer func(p, l time.Duration) { listenPoll, listenLinger = p, l }(listenPoll, listenLinger)
+	listenPoll, listenLinger = 50*time.Millisecond, 100*time.Millisecond
+
+	pg := testserver.StartPostgres(t)
+	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
+	defer cancel()
+	u, _ := driver.ParseURL(pg.URL())
+	dl, err := openURL(ctx, u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dl.Close()
+	d := dl.(*pgDriver)
+	other := openClient(t, ctx, pg.URL())
+
+	for round := 1; round <= 3; round++ {
+		key := fmt.Sprintf("idle-%d", round)
+		l, err := other.TryLock(ctx, key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ch, stop, err := d.WatchReleases(ctx, key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := d.lis.sessions.Load(); got != int64(round) {
+			t.Fatalf("round %d: LISTEN sessions = %d, want %d (a new connection after each idle stop)", round, got, round)
+		}
+		drain(ch)
+		if err := l.Unlock(ctx); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case <-ch:
+		case <-time.After(10 * time.Second):
+			t.Fatalf("round %d: release not notified", round)
+		}
+		stop()
+		deadline := time.Now().Add(10 * time.Second)
+		for d.lis.isRunning() {
+			if time.Now().After(deadline) {
+				t.Fatalf("round %d: listener still running 10s after its last watcher left", round)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
 	}
 }
 

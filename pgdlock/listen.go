@@ -15,10 +15,14 @@ import (
 
 // Listener timings. The listening connection pings the server whenever it
 // has heard nothing for listenPoll, so a connection that died silently is
-// replaced; it closes after listenLinger without watchers.
+// replaced; it closes after listenLinger without watchers. (Variables so
+// that tests can shorten them.)
+var (
+	listenPoll   = 5 * time.Second
+	listenLinger = 15 * time.Second
+)
+
 const (
-	listenPoll     = 5 * time.Second
-	listenLinger   = 15 * time.Second
 	connectTimeout = 10 * time.Second
 	readyWait      = 2 * time.Second
 	maxBackoff     = 2 * time.Second
@@ -47,6 +51,13 @@ type listener struct {
 	isReady bool
 
 	sessions atomic.Int64 // LISTEN sessions started, for tests
+}
+
+// isRunning reports whether the listening goroutine runs, for tests.
+func (l *listener) isRunning() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.running
 }
 
 func newListener(q querier, channel string) *listener {
