@@ -74,7 +74,16 @@ func (l *Lock) Done() <-chan struct{} { return l.done }
 func (l *Lock) Err() error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	l.checkDeadlineLocked()
 	return l.err
+}
+
+// checkDeadlineLocked marks the lock lost when its deadline has passed, even
+// if the expiry timer has not fired yet (a loaded machine runs timers late).
+func (l *Lock) checkDeadlineLocked() {
+	if l.state == stateHeld && !time.Now().Before(l.deadline) {
+		l.loseLocked(errors.New("validity deadline passed without a successful refresh"))
+	}
 }
 
 // Refresh extends the lease to ttl from now (ttl 0 keeps the lock's TTL) and
@@ -96,6 +105,7 @@ func (l *Lock) Refresh(ctx context.Context, ttl time.Duration) error {
 
 func (l *Lock) refresh(ctx context.Context, ttl time.Duration) error {
 	l.mu.Lock()
+	l.checkDeadlineLocked()
 	if l.state != stateHeld {
 		err := l.notHeldLocked()
 		l.mu.Unlock()
@@ -110,6 +120,11 @@ func (l *Lock) refresh(ctx context.Context, ttl time.Duration) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.state != stateHeld {
+		return l.notHeldLocked()
+	}
+	// A deadline that passed while the call was under way is final, even if
+	// the backend then extended the lease: Err may already have said lost.
+	if l.checkDeadlineLocked(); l.state != stateHeld {
 		return l.notHeldLocked()
 	}
 	if err != nil {
@@ -150,6 +165,7 @@ var errUnlocked = fmt.Errorf("%w: unlocked", ErrNotHeld)
 
 func (l *Lock) unlock(ctx context.Context, why error) error {
 	l.mu.Lock()
+	l.checkDeadlineLocked()
 	var wasLost error
 	switch l.state {
 	case stateReleased:
@@ -216,7 +232,7 @@ func (l *Lock) expire() {
 		l.expiry.Reset(d) // a refresh moved the deadline meanwhile
 		return
 	}
-	l.loseLocked(errors.New("validity deadline passed without a successful refresh"))
+	l.checkDeadlineLocked()
 }
 
 // loseLocked marks the lock lost. l.mu must be held.
