@@ -9,6 +9,7 @@ import (
 	"go.etcd.io/etcd/client/v3/concurrency"
 
 	"github.com/dlock-go/dlock"
+	"github.com/dlock-go/dlock/driver"
 	"github.com/dlock-go/dlock/internal/testserver"
 )
 
@@ -24,35 +25,61 @@ func reportRatio(b *testing.B, dlockT, mutexT time.Duration, locks int) {
 	b.ReportMetric(d/m, "dlock/mutex")
 }
 
-// BenchmarkUncontended: Lock and Unlock of a free key, one after another.
+// BenchmarkUncontended: Lock and Unlock of a free key, one after another,
+// through a dlock Client, through the driver alone (without the portable
+// layer's token, watchdog and timers), and with concurrency.Mutex.
 func BenchmarkUncontended(b *testing.B) {
 	srv := testserver.StartEtcd(b)
 	ctx := context.Background()
 	c := openClient(b, "etcd://"+srv.Addr())
+	d, err := OpenDriver(ctx, "etcd://"+srv.Addr())
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = d.Close() })
+	q := d.(driver.Queuer)
 	m := concurrency.NewMutex(benchSession(b, srv), "bench-uncontended-mutex")
-	var dT, mT time.Duration
+	cycles := []func() error{
+		func() error {
+			l, err := c.Lock(ctx, "bench-uncontended")
+			if err != nil {
+				return err
+			}
+			return l.Unlock(ctx)
+		},
+		func() error {
+			req := driver.Request{Key: "bench-uncontended-driver", Token: "t", TTL: dlock.DefaultTTL, Metadata: dlock.DefaultMetadata()}
+			if _, err := q.AcquireQueued(ctx, req); err != nil {
+				return err
+			}
+			return d.Release(ctx, req.Key, req.Token)
+		},
+		func() error {
+			if err := m.Lock(ctx); err != nil {
+				return err
+			}
+			return m.Unlock(ctx)
+		},
+	}
+	var spent [3]time.Duration
 	n := 0
 	for b.Loop() {
-		t0 := time.Now()
-		l, err := c.Lock(ctx, "bench-uncontended")
-		if err != nil {
-			b.Fatal(err)
+		// Rotate which goes first, so that none always runs right after
+		// another's writes.
+		for j := range cycles {
+			i := (j + n) % len(cycles)
+			t := time.Now()
+			if err := cycles[i](); err != nil {
+				b.Fatal(err)
+			}
+			spent[i] += time.Since(t)
 		}
-		if err := l.Unlock(ctx); err != nil {
-			b.Fatal(err)
-		}
-		t1 := time.Now()
-		if err := m.Lock(ctx); err != nil {
-			b.Fatal(err)
-		}
-		if err := m.Unlock(ctx); err != nil {
-			b.Fatal(err)
-		}
-		dT += t1.Sub(t0)
-		mT += time.Since(t1)
 		n++
 	}
-	reportRatio(b, dT, mT, n)
+	reportRatio(b, spent[0], spent[2], n)
+	dr := float64(spent[1].Nanoseconds()) / float64(n)
+	b.ReportMetric(dr, "driver-ns/lock")
+	b.ReportMetric(dr/(float64(spent[2].Nanoseconds())/float64(n)), "driver/mutex")
 }
 
 // BenchmarkHandoff: 8 contenders, each with its own connection, take one

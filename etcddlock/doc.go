@@ -83,13 +83,20 @@
 //
 // Lock waits in the queue (driver.Queuer): one transaction reads the last
 // entry and appends ours; the waiter then watches only its predecessor's
-// deletion and, once it is gone, checks in one read that its own entry still
-// exists and whether an earlier entry remains. A release wakes exactly one
-// waiter. While waiting, the waiter keeps its lease alive; if the lease
-// expires or the entry is deleted meanwhile it joins again at the back and
-// never reports a grant on a lost entry. A waiter whose context ends deletes
-// its entry before returning. TryLock takes the key only when the queue is
-// empty, in one transaction; it never enters the queue.
+// deletion (and its own entry's) and checks, in one read, that its own entry
+// still exists and whether an earlier entry remains — once when the watches
+// are in place and again after each deletion. A release wakes exactly one
+// waiter. Watches start at the current revision, so etcd delivers the
+// deletion at once. While waiting, the waiter keeps its lease alive; if the
+// lease expires or the entry is deleted meanwhile it joins again at the back
+// and never reports a grant on a lost entry. A waiter whose context ends
+// deletes its entry before returning. TryLock takes the key only when the
+// queue is empty, in one transaction; it never enters the queue.
+//
+// Release deletes the entry. The entry's name carries the ID of a lease of
+// this driver, and a lease backs a new entry only after the previous one's
+// deletion was confirmed, so a late or repeated release can never delete a
+// newer lock.
 //
 // Re-acquiring a held key with the same token (dlock.WithToken) is not
 // supported: Refresh and Release act on locks taken through the same driver.

@@ -17,18 +17,19 @@ import (
 // waiter checks the queue again.
 var errWatchBroken = errors.New("watch ended")
 
-// AcquireQueued joins key's queue and waits for its turn, the way
-// concurrency.Mutex.Lock does: one transaction reads the last entry (the
-// predecessor) and appends ours; then the waiter watches only the
-// predecessor's deletion, and after it checks, in one read, that its own
-// entry still exists and which entry now precedes it. A release therefore
-// wakes exactly one waiter.
+// AcquireQueued joins key's queue and waits for its turn, in the queue
+// concurrency.Mutex.Lock uses: one transaction reads the last entry (the
+// predecessor) and appends ours. The waiter then watches only the
+// predecessor's deletion (and its own entry's), and checks, in one read,
+// that its own entry still exists and which entry now precedes it: once
+// after the watches are in place and again after each deletion. A release
+// therefore wakes exactly one waiter.
 //
 // While waiting the entry's lease is kept alive. If the lease expires or the
-// entry is deleted meanwhile, the waiter notices (the keep-alive fails, or
-// the check finds its entry gone) and joins again at the back; it never
-// reports a grant on an entry it lost. When ctx ends it deletes its entry
-// before returning.
+// entry is deleted meanwhile, the waiter notices (the keep-alive fails, its
+// entry's deletion arrives, or the check finds it gone) and joins again at
+// the back; it never reports a grant on an entry it lost. When ctx ends it
+// deletes its entry before returning.
 func (d *etcdDriver) AcquireQueued(ctx context.Context, req driver.Request) (driver.Result, error) {
 	d.mu.Lock()
 	if d.closed {
@@ -124,7 +125,6 @@ func (d *etcdDriver) queue(ctx context.Context, req driver.Request, pfx string, 
 		return res, true, nil
 	}
 	myRev := resp.Header.Revision
-	rev := resp.Header.Revision
 	pred := resp.Responses[0].GetResponseRange().Kvs
 
 	if len(pred) > 0 {
@@ -135,7 +135,7 @@ func (d *etcdDriver) queue(ctx context.Context, req driver.Request, pfx string, 
 			defer close(kaDone)
 			d.keepAlive(kctx, l, req.TTL/3, lost)
 		}()
-		again, err = d.waitTurn(ctx, name, pfx, myRev, rev, string(pred[0].Key), lost)
+		again, err = d.waitTurn(ctx, name, pfx, myRev, string(pred[0].Key), lost)
 		stopKA()
 		<-kaDone
 		if err != nil {
@@ -172,42 +172,72 @@ func (d *etcdDriver) queue(ctx context.Context, req driver.Request, pfx string, 
 var errAbandon = errors.New("wait abandoned")
 
 // waitTurn waits until no entry with a smaller create revision than myRev
-// is left in the queue. pred is the entry just before ours as of revision
-// rev.
-func (d *etcdDriver) waitTurn(ctx context.Context, name, pfx string, myRev, rev int64, pred string, lost <-chan struct{}) (again bool, err error) {
+// is left in the queue. pred is the entry just before ours when we joined.
+//
+// Every watch starts at the current revision, so etcd delivers its events
+// at once (a watch from a past revision is served by etcd's catch-up loop,
+// up to 100 ms late). A deletion between our last read and the watch's
+// start is caught by the check that follows each watch's creation.
+func (d *etcdDriver) waitTurn(ctx context.Context, name, pfx string, myRev int64, pred string, lost <-chan struct{}) (again bool, err error) {
+	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
+	defer cancel()
+	var (
+		own     clientv3.WatchChan // deletion of our own entry
+		pw      clientv3.WatchChan // deletion of the predecessor
+		ocancel = func() {}
+		pcancel = func() {}
+		watched string
+	)
+	defer func() { ocancel(); pcancel() }()
 	pause := 20 * time.Millisecond
+	backoff := func() bool {
+		ok := sleepCtx(ctx, pause)
+		pause = min(2*pause, time.Second)
+		return ok
+	}
 	for {
-		werr := d.waitDelete(ctx, pred, name, rev, lost)
-		if ctx.Err() != nil {
-			return false, errAbandon
-		}
-		if errors.Is(werr, errLeaseGone) {
-			return true, nil
-		}
-		if errors.Is(werr, errWatchBroken) {
-			if !sleepCtx(ctx, pause) {
-				return false, errAbandon
+		if own == nil {
+			ocancel()
+			octx, oc := context.WithCancel(wctx)
+			own, ocancel = d.cli.Watch(octx, name, clientv3.WithFilterPut(), clientv3.WithCreatedNotify()), oc
+			if err := awaitCreated(ctx, own); err != nil {
+				own = nil
+				if ctx.Err() != nil || !backoff() {
+					return false, errAbandon
+				}
+				continue
 			}
-			pause = min(2*pause, time.Second)
 		}
-		rctx, cancel := d.rpcCtx(ctx)
+		if pred != watched {
+			pcancel()
+			pctx, pc := context.WithCancel(wctx)
+			pw, pcancel, watched = d.cli.Watch(pctx, pred, clientv3.WithFilterPut(), clientv3.WithCreatedNotify()), pc, pred
+			if err := awaitCreated(ctx, pw); err != nil {
+				watched = ""
+				if ctx.Err() != nil || !backoff() {
+					return false, errAbandon
+				}
+				continue
+			}
+		}
+		// Is our entry still there, and which entry is now just before
+		// it? One linearizable read, after the watches were in place.
+		rctx, rcancel := d.rpcCtx(ctx)
 		resp, err := d.cli.Txn(rctx).
 			If(clientv3.Compare(clientv3.CreateRevision(name), "=", myRev)).
 			Then(clientv3.OpGet(pfx+"/", append(clientv3.WithLastCreate(), clientv3.WithMaxCreateRev(myRev-1))...)).
 			Commit()
-		cancel()
+		rcancel()
 		switch {
 		case ctx.Err() != nil:
 			return false, errAbandon
 		case err != nil && !unavailable(err):
 			return false, d.fail(ctx, "check queue", err)
 		case err != nil:
-			// etcd is unreachable or electing: look again soon. The
-			// watch from the same revision replays a deletion we missed.
-			if !sleepCtx(ctx, pause) {
+			// etcd is unreachable or electing: look again soon.
+			if !backoff() {
 				return false, errAbandon
 			}
-			pause = min(2*pause, time.Second)
 			continue
 		case !resp.Succeeded:
 			// Our entry is gone: the lease expired or someone deleted
@@ -218,35 +248,56 @@ func (d *etcdDriver) waitTurn(ctx context.Context, name, pfx string, myRev, rev 
 		if len(kvs) == 0 {
 			return false, nil
 		}
-		pred, rev = string(kvs[0].Key), resp.Header.Revision
+		if pred = string(kvs[0].Key); pred != watched {
+			continue // a waiter ahead of us left: watch the new predecessor
+		}
 		pause = 20 * time.Millisecond
+		switch werr := waitDeleted(ctx, pw, own, lost); {
+		case ctx.Err() != nil:
+			return false, errAbandon
+		case errors.Is(werr, errLeaseGone):
+			return true, nil
+		case errors.Is(werr, errWatchBroken):
+			own, watched = nil, ""
+			if !backoff() {
+				return false, errAbandon
+			}
+		}
+		// The predecessor is gone (or a watch broke): check again.
 	}
 }
 
-// waitDelete waits for the deletion of key (the predecessor) after
-// revision rev. It returns nil on that deletion; errLeaseGone when lost
-// closes or our own entry own is deleted; errWatchBroken when a watch ends
-// otherwise; or ctx.Err().
-func (d *etcdDriver) waitDelete(ctx context.Context, key, own string, rev int64, lost <-chan struct{}) error {
-	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
-	defer cancel()
-	// Both watches share the client's one watch stream.
-	wch := d.cli.Watch(wctx, key, clientv3.WithRev(rev+1), clientv3.WithFilterPut())
-	och := d.cli.Watch(wctx, own, clientv3.WithRev(rev+1), clientv3.WithFilterPut())
+// awaitCreated waits for the response that confirms a watch's creation.
+func awaitCreated(ctx context.Context, wch clientv3.WatchChan) error {
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case wr, ok := <-wch:
+		if !ok || wr.Err() != nil || wr.Canceled || !wr.Created {
+			return errWatchBroken
+		}
+		return nil
+	}
+}
+
+// waitDeleted waits for a deletion on pw (the predecessor). It returns nil
+// on that deletion; errLeaseGone when lost closes or own reports our own
+// entry's deletion; errWatchBroken when a watch ends; or ctx.Err().
+func waitDeleted(ctx context.Context, pw, own clientv3.WatchChan, lost <-chan struct{}) error {
 	for {
 		select {
 		case <-lost:
 			return errLeaseGone
 		case <-ctx.Done():
 			return ctx.Err()
-		case wr, ok := <-wch:
+		case wr, ok := <-pw:
 			if !ok || wr.Err() != nil || wr.Canceled {
 				return errWatchBroken
 			}
 			if deleted(wr) {
 				return nil
 			}
-		case wr, ok := <-och:
+		case wr, ok := <-own:
 			if !ok || wr.Err() != nil || wr.Canceled {
 				return errWatchBroken
 			}
