@@ -57,10 +57,11 @@ func NewClient(ctx context.Context, pool *pgxpool.Pool, cfg Config, opts ...dloc
 	return dlock.NewClient(d, opts...), nil
 }
 
-// NewClientDB is NewClient for a database/sql handle. Any PostgreSQL driver
-// works; release notifications need pgx's (github.com/jackc/pgx/v5/stdlib),
-// and then take one connection of db while anyone waits. With another
-// driver waiters poll.
+// NewClientDB is NewClient for a database/sql handle, normally over pgx's
+// driver (github.com/jackc/pgx/v5/stdlib); release notifications then take
+// one connection of db while anyone waits. The statements use only $n
+// placeholders, bytea, bigint and text, so other PostgreSQL drivers should
+// work, without notifications: their waiters poll.
 func NewClientDB(ctx context.Context, db *sql.DB, cfg Config, opts ...dlock.Option) (*dlock.Client, error) {
 	d, err := NewDriverDB(ctx, db, cfg)
 	if err != nil {
