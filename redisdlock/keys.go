@@ -1,0 +1,150 @@
+package redisdlock
+
+import (
+	"fmt"
+	"strings"
+	"sync"
+	"unicode/utf8"
+
+	"github.com/dlock-go/dlock/driver"
+)
+
+// Key layout. For a lock key K and prefix P:
+//
+//	P + K                               the lock: a string holding the owner token, with PX expiry
+//	P + "\xff{" + h + "}fence:" + K     the last fence granted for K (long expiry)
+//	P + "\xff{" + h + "}info:" + K      the holder's fence, token and metadata (same expiry as the lock)
+//	P + "\xffreleased:" + K             the pub/sub channel announcing releases of K
+//
+// h is a hash tag that puts the companion keys in the lock key's Redis
+// Cluster slot: the lock key's own hash tag when it has one, otherwise a
+// short tag chosen (from a table) to hash to the same slot. Byte 0xff never
+// occurs in valid UTF-8, and keys and the prefix are valid UTF-8, so no
+// companion key or channel can equal a lock key, and the layout is
+// injective: K is what follows the first "}fence:" or "}info:" after the
+// prefix (h contains no '}').
+//
+// A prefix must be valid UTF-8. If it contains '{', its first '{' must open a
+// non-empty hash tag closed inside the prefix; then every key of the prefix
+// lives in that tag's slot, and the companion keys with it.
+
+const (
+	kindFence = "fence:"
+	kindInfo  = "info:"
+	numSlots  = 16384
+)
+
+type keyspace struct {
+	prefix string
+}
+
+func newKeyspace(prefix string) (keyspace, error) {
+	if !utf8.ValidString(prefix) {
+		return keyspace{}, fmt.Errorf("%w: redis prefix is not valid UTF-8", driver.ErrInvalidOption)
+	}
+	if i := strings.IndexByte(prefix, '{'); i >= 0 {
+		if j := strings.IndexByte(prefix[i+1:], '}'); j <= 0 {
+			return keyspace{}, fmt.Errorf("%w: redis prefix %q: a '{' in the prefix must open a non-empty hash tag closed in the prefix, like \"{app}:\"", driver.ErrInvalidOption, prefix)
+		}
+	}
+	return keyspace{prefix: prefix}, nil
+}
+
+// lock returns the Redis key of the lock itself.
+func (ks keyspace) lock(key string) string { return ks.prefix + key }
+
+// companion returns the key of one of the lock's companion keys.
+func (ks keyspace) companion(kind, key string) string {
+	l := ks.prefix + key
+	h, ok := hashTag(l)
+	if !ok {
+		h = slotTag(slot(l))
+	}
+	return ks.prefix + "\xff{" + h + "}" + kind + key
+}
+
+// keys returns the lock key, the fence counter key and the info key.
+func (ks keyspace) keys(key string) (lock, fence, info string) {
+	return ks.lock(key), ks.companion(kindFence, key), ks.companion(kindInfo, key)
+}
+
+// channel returns the pub/sub channel announcing releases of key.
+func (ks keyspace) channel(key string) string { return ks.prefix + "\xffreleased:" + key }
+
+// hashTag returns what Redis Cluster hashes for key when the key has a hash
+// tag: the text between the first '{' and the first '}' after it, if that is
+// not empty.
+func hashTag(key string) (string, bool) {
+	i := strings.IndexByte(key, '{')
+	if i < 0 {
+		return "", false
+	}
+	j := strings.IndexByte(key[i+1:], '}')
+	if j <= 0 {
+		return "", false
+	}
+	return key[i+1 : i+1+j], true
+}
+
+// slot returns the Redis Cluster hash slot of key.
+func slot(key string) int {
+	if tag, ok := hashTag(key); ok {
+		key = tag
+	}
+	return int(crc16(key) % numSlots)
+}
+
+// crc16 is CRC-16/XMODEM (polynomial 0x1021, initial value 0), the checksum
+// Redis Cluster uses for key slots.
+func crc16(s string) uint16 {
+	var crc uint16
+	for i := 0; i < len(s); i++ {
+		crc = crc<<8 ^ crcTable[byte(crc>>8)^s[i]]
+	}
+	return crc
+}
+
+var crcTable = func() (t [256]uint16) {
+	for i := range t {
+		c := uint16(i) << 8
+		for b := 0; b < 8; b++ {
+			if c&0x8000 != 0 {
+				c = c<<1 ^ 0x1021
+			} else {
+				c <<= 1
+			}
+		}
+		t[i] = c
+	}
+	return t
+}()
+
+const tagAlphabet = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+
+// slotTags maps every slot to the first string over tagAlphabet (shortest
+// first) that hashes to it. It is built on first use, in about a millisecond.
+var slotTags = sync.OnceValue(func() *[numSlots]string {
+	var t [numSlots]string
+	left := numSlots
+	var walk func(prefix []byte, n int)
+	walk = func(prefix []byte, n int) {
+		if n == 0 {
+			s := string(prefix)
+			if sl := crc16(s) % numSlots; t[sl] == "" {
+				t[sl] = s
+				left--
+			}
+			return
+		}
+		for i := 0; i < len(tagAlphabet) && left > 0; i++ {
+			walk(append(prefix, tagAlphabet[i]), n-1)
+		}
+	}
+	for n := 1; left > 0; n++ {
+		walk(make([]byte, 0, n), n)
+	}
+	return &t
+})
+
+// slotTag returns a short hash tag of slot s.
+func slotTag(s int) string { return slotTags()[s] }

@@ -1,0 +1,374 @@
+package redisdlock
+
+import (
+	"context"
+	_ "embed"
+	"errors"
+	"fmt"
+	"sort"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/dlock-go/dlock"
+	"github.com/dlock-go/dlock/driver"
+)
+
+// DefaultPrefix is the prefix put before every lock key unless Options say
+// otherwise.
+const DefaultPrefix = "dlock:"
+
+// DefaultFenceTTL is how long a key's fence counter lives after its last
+// grant unless Options say otherwise.
+const DefaultFenceTTL = 30 * 24 * time.Hour
+
+// MinTTL is the shortest lease the driver accepts. Redis keeps expiries in
+// milliseconds; TTLs are rounded up to the next millisecond.
+const MinTTL = 10 * time.Millisecond
+
+var (
+	//go:embed lua/acquire.lua
+	acquireLua string
+	//go:embed lua/refresh.lua
+	refreshLua string
+	//go:embed lua/release.lua
+	releaseLua string
+	//go:embed lua/inspect.lua
+	inspectLua string
+
+	acquireScript = redis.NewScript(acquireLua)
+	refreshScript = redis.NewScript(refreshLua)
+	releaseScript = redis.NewScript(releaseLua)
+	inspectScript = redis.NewScript(inspectLua)
+)
+
+// Options configure the driver. The zero value gives the defaults.
+type Options struct {
+	// Prefix goes before every key to make the Redis key of the lock: the
+	// lock on "job" is the Redis key Prefix+"job". Empty means
+	// DefaultPrefix ("dlock:"), unless NoPrefix is set. A prefix must be
+	// valid UTF-8; a '{' in it must open a hash tag closed in the prefix
+	// ("{app}:" puts every lock in one Cluster slot).
+	Prefix string
+	// NoPrefix makes the Redis key of a lock exactly its name, as in
+	// redsync, bsm/redislock and hand-written SET NX code, so that locks
+	// taken by them and by dlock on the same name exclude each other.
+	// Setting both Prefix and NoPrefix is an error.
+	NoPrefix bool
+	// FenceTTL is how long a key's fence counter lives after the key's last
+	// grant. Default DefaultFenceTTL (30 days). See the package
+	// documentation for what it guarantees.
+	FenceTTL time.Duration
+	// Addr names the server in error messages. Default: taken from the
+	// client's options (the address, or the list of addresses).
+	Addr string
+}
+
+// Driver is the Redis driver.Locker. It also implements driver.Notifier.
+// Create one with NewDriver, or with Open and a redis:// URL.
+type Driver struct {
+	rdb        redis.UniversalClient
+	ks         keyspace
+	fenceTTLms string
+	addr       string
+	ownsClient bool
+	closed     atomic.Bool
+	notify     *notifier
+}
+
+var (
+	_ driver.Locker   = (*Driver)(nil)
+	_ driver.Notifier = (*Driver)(nil)
+)
+
+// NewDriver returns a driver over a go-redis client the application already
+// has: a *redis.Client (single node or Sentinel failover), a
+// *redis.ClusterClient, or any other redis.UniversalClient whose commands
+// reach one master per key. The driver does not close rdb; the application
+// does, after closing the dlock Client. Options that are not valid give an
+// error matching ErrInvalidOption.
+func NewDriver(rdb redis.UniversalClient, opts Options) (*Driver, error) {
+	if rdb == nil {
+		return nil, fmt.Errorf("%w: nil redis client", driver.ErrInvalidOption)
+	}
+	prefix := opts.Prefix
+	switch {
+	case opts.NoPrefix && prefix != "":
+		return nil, fmt.Errorf("%w: redis Options set both Prefix and NoPrefix", driver.ErrInvalidOption)
+	case !opts.NoPrefix && prefix == "":
+		prefix = DefaultPrefix
+	}
+	ks, err := newKeyspace(prefix)
+	if err != nil {
+		return nil, err
+	}
+	fenceTTL := opts.FenceTTL
+	switch {
+	case fenceTTL == 0:
+		fenceTTL = DefaultFenceTTL
+	case fenceTTL < time.Second:
+		return nil, fmt.Errorf("%w: redis fence TTL %v is below 1s", driver.ErrInvalidOption, fenceTTL)
+	}
+	addr := opts.Addr
+	if addr == "" {
+		addr = clientAddr(rdb)
+	}
+	d := &Driver{
+		rdb:        rdb,
+		ks:         ks,
+		fenceTTLms: strconv.FormatInt(millis(fenceTTL), 10),
+		addr:       addr,
+	}
+	d.notify = newNotifier(d)
+	return d, nil
+}
+
+// NewClient returns a dlock Client over a go-redis client the application
+// already has; see NewDriver. The Client's Close does not close rdb.
+func NewClient(rdb redis.UniversalClient, opts Options, clientOpts ...dlock.Option) (*dlock.Client, error) {
+	d, err := NewDriver(rdb, opts)
+	if err != nil {
+		return nil, err
+	}
+	return dlock.NewClient(d, clientOpts...), nil
+}
+
+// clientAddr names the servers of rdb for error messages.
+func clientAddr(rdb redis.UniversalClient) string {
+	switch c := rdb.(type) {
+	case *redis.Client:
+		return c.Options().Addr
+	case *redis.ClusterClient:
+		return "cluster " + strings.Join(c.Options().Addrs, ",")
+	case *redis.Ring:
+		addrs := make([]string, 0, len(c.Options().Addrs))
+		for _, a := range c.Options().Addrs {
+			addrs = append(addrs, a)
+		}
+		sort.Strings(addrs)
+		return "ring " + strings.Join(addrs, ",")
+	}
+	return "server"
+}
+
+// Prefix returns the prefix of the driver's Redis keys.
+func (d *Driver) Prefix() string { return d.ks.prefix }
+
+// Keys returns the Redis keys the driver uses for the lock named key: the
+// lock itself (holding the owner token), the fence counter, and the info key
+// (fence, token and metadata of the holder). They share one Cluster slot.
+func (d *Driver) Keys(key string) (lock, fence, info string) { return d.ks.keys(key) }
+
+// Channel returns the pub/sub channel on which releases of key are
+// announced.
+func (d *Driver) Channel(key string) string { return d.ks.channel(key) }
+
+// Capabilities implements driver.Locker.
+func (d *Driver) Capabilities() driver.Capabilities {
+	return driver.Capabilities{Fencing: true, ReacquireWithToken: true, MinTTL: MinTTL}
+}
+
+// millis rounds d up to whole milliseconds, so the server-side lease is at
+// least d.
+func millis(d time.Duration) int64 {
+	ms := int64(d / time.Millisecond)
+	if d%time.Millisecond != 0 {
+		ms++
+	}
+	return ms
+}
+
+// Acquire implements driver.Locker with one script call: SET NX PX, the
+// fence bump and the info write on success; the holder's PTTL otherwise.
+func (d *Driver) Acquire(ctx context.Context, req driver.Request) (driver.Result, error) {
+	if req.TTL < MinTTL {
+		return driver.Result{}, fmt.Errorf("%w: %v is below the redis minimum of %v", driver.ErrInvalidTTL, req.TTL, MinTTL)
+	}
+	lock, fence, info := d.ks.keys(req.Key)
+	keys := []string{lock, fence, info}
+	args := []any{req.Token, millis(req.TTL), req.Metadata, d.fenceTTLms}
+	abandoned := func(v any, err error) {
+		// The caller left before the reply. If the attempt was granted,
+		// or may have been, give the key back so that nothing is left
+		// behind.
+		if res, perr := parseAcquire(v); err == nil && (perr != nil || !res.Acquired) {
+			return
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		_ = d.Release(ctx, req.Key, req.Token)
+	}
+	v, err := d.run(ctx, acquireScript, keys, args, abandoned)
+	if err != nil {
+		return driver.Result{}, err
+	}
+	res, err := parseAcquire(v)
+	if err != nil {
+		return driver.Result{}, d.unavailable(err)
+	}
+	return res, nil
+}
+
+func parseAcquire(v any) (driver.Result, error) {
+	a, ok := v.([]any)
+	if !ok || len(a) != 2 {
+		return driver.Result{}, fmt.Errorf("unexpected acquire reply %v", v)
+	}
+	granted, ok := a[0].(int64)
+	if !ok {
+		return driver.Result{}, fmt.Errorf("unexpected acquire reply %v", v)
+	}
+	if granted == 1 {
+		s, ok := a[1].(string)
+		fence, err := strconv.ParseUint(s, 10, 64)
+		if !ok || err != nil || fence == 0 {
+			return driver.Result{}, fmt.Errorf("unexpected fence %v in acquire reply", a[1])
+		}
+		return driver.Result{Acquired: true, Fence: fence}, nil
+	}
+	pttl, _ := a[1].(int64)
+	var res driver.Result
+	if pttl > 0 {
+		res.HolderTTL = time.Duration(pttl) * time.Millisecond
+	}
+	return res, nil
+}
+
+// Refresh implements driver.Locker.
+func (d *Driver) Refresh(ctx context.Context, key, token string, ttl time.Duration) error {
+	if ttl < MinTTL {
+		return fmt.Errorf("%w: %v is below the redis minimum of %v", driver.ErrInvalidTTL, ttl, MinTTL)
+	}
+	lock, _, info := d.ks.keys(key)
+	v, err := d.run(ctx, refreshScript, []string{lock, info}, []any{token, millis(ttl)}, nil)
+	if err != nil {
+		return err
+	}
+	if n, _ := v.(int64); n != 1 {
+		return fmt.Errorf("%w: %q", driver.ErrNotHeld, key)
+	}
+	return nil
+}
+
+// Release implements driver.Locker. On success it publishes a wake-up on
+// the key's release channel, in the same script.
+func (d *Driver) Release(ctx context.Context, key, token string) error {
+	lock, _, info := d.ks.keys(key)
+	v, err := d.run(ctx, releaseScript, []string{lock, info}, []any{token, d.ks.channel(key)}, nil)
+	if err != nil {
+		return err
+	}
+	if n, _ := v.(int64); n != 1 {
+		return fmt.Errorf("%w: %q", driver.ErrNotHeld, key)
+	}
+	return nil
+}
+
+// Inspect implements driver.Locker. For a key held by a client other than
+// dlock (a plain SET NX), it reports Held with fence 0 and no metadata.
+func (d *Driver) Inspect(ctx context.Context, key string) (driver.Info, error) {
+	lock, fence, info := d.ks.keys(key)
+	v, err := d.run(ctx, inspectScript, []string{lock, info, fence}, nil, nil)
+	if err != nil {
+		return driver.Info{}, err
+	}
+	a, ok := v.([]any)
+	if !ok || len(a) != 4 {
+		return driver.Info{}, d.unavailable(fmt.Errorf("unexpected inspect reply %v", v))
+	}
+	held, _ := a[0].(int64)
+	pttl, _ := a[1].(int64)
+	fs, _ := a[2].(string)
+	meta, _ := a[3].(string)
+	in := driver.Info{Held: held == 1, Metadata: meta, Waiters: -1}
+	in.Fence, _ = strconv.ParseUint(fs, 10, 64)
+	if pttl > 0 {
+		in.TTL = time.Duration(pttl) * time.Millisecond
+	}
+	return in, nil
+}
+
+// WatchReleases implements driver.Notifier over one pub/sub connection
+// shared by every watch of the driver.
+func (d *Driver) WatchReleases(ctx context.Context, key string) (<-chan struct{}, func(), error) {
+	if d.closed.Load() {
+		return nil, nil, driver.ErrClosed
+	}
+	return d.notify.watch(ctx, d.ks.channel(key))
+}
+
+// Close implements driver.Locker: it closes the pub/sub connection, and the
+// go-redis client when the driver opened it from a URL. Locks still held
+// expire on the server.
+func (d *Driver) Close() error {
+	if d.closed.Swap(true) {
+		return nil
+	}
+	err := d.notify.close()
+	if d.ownsClient {
+		if cerr := d.rdb.Close(); cerr != nil && err == nil {
+			err = cerr
+		}
+	}
+	return err
+}
+
+// run calls script once. It returns when ctx ends even if the client does
+// not apply context deadlines to its sockets; a reply that comes later is
+// passed to abandoned (when not nil).
+func (d *Driver) run(ctx context.Context, s *redis.Script, keys []string, args []any, abandoned func(any, error)) (any, error) {
+	if d.closed.Load() {
+		return nil, driver.ErrClosed
+	}
+	if ctx.Done() == nil {
+		v, err := s.Run(ctx, d.rdb, keys, args...).Result()
+		return v, d.unavailable(err)
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	type reply struct {
+		v   any
+		err error
+	}
+	ch := make(chan reply, 1)
+	go func() {
+		v, err := s.Run(ctx, d.rdb, keys, args...).Result()
+		ch <- reply{v, err}
+	}()
+	select {
+	case r := <-ch:
+		if r.err != nil && ctx.Err() != nil && abandoned != nil {
+			// Cut short by ctx: the server may have run the script.
+			go abandoned(r.v, r.err)
+		}
+		return r.v, d.unavailable(r.err)
+	case <-ctx.Done():
+		if abandoned != nil {
+			go func() {
+				r := <-ch
+				abandoned(r.v, r.err)
+			}()
+		}
+		return nil, d.unavailable(ctx.Err())
+	}
+}
+
+// unavailable wraps an error from go-redis with ErrUnavailable and the
+// server's address; a call cancelled by its caller keeps only the address.
+// Errors never contain credentials: go-redis does not put them in its
+// errors, and the address is host:port only.
+func (d *Driver) unavailable(err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, redis.ErrClosed) && d.closed.Load():
+		return driver.ErrClosed
+	case errors.Is(err, context.Canceled):
+		return fmt.Errorf("redis %s: %w", d.addr, err)
+	}
+	return fmt.Errorf("%w: redis %s: %w", driver.ErrUnavailable, d.addr, err)
+}

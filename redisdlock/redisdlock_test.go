@@ -1,0 +1,509 @@
+package redisdlock_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/dlock-go/dlock"
+	"github.com/dlock-go/dlock/drivertest"
+	"github.com/dlock-go/dlock/internal/testserver"
+	"github.com/dlock-go/dlock/redisdlock"
+)
+
+func TestConformance(t *testing.T) {
+	srv := testserver.StartRedis(t)
+	tests := []struct {
+		name string
+		h    drivertest.Harness
+	}{
+		{"URL", urlHarness{url: srv.URL()}},
+		{"NewDriver", clientHarness{addr: srv.Addr(), t: t}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			drivertest.RunConformanceTests(t, func(ctx context.Context, t *testing.T) (drivertest.Harness, error) {
+				return tc.h, nil
+			})
+		})
+	}
+}
+
+// TestLayout checks what the driver stores: the lock key holds exactly the
+// token, the info key the fence and metadata, and release deletes both but
+// keeps the counter.
+func TestLayout(t *testing.T) {
+	srv := testserver.StartRedis(t)
+	ctx := testCtx(t, 30*time.Second)
+	d, rdb := newDriver(t, srv.Addr(), redisdlock.Options{})
+	c := dlock.NewClient(d)
+	t.Cleanup(func() { _ = c.Close() })
+
+	for _, name := range []string{"job", "{tag}job", "a}b", "{}", "ключ"} {
+		l, err := c.TryLock(ctx, name, dlock.WithTTL(10*time.Second), dlock.WithMetadata("who=test"))
+		if err != nil {
+			t.Fatalf("TryLock(%q): %v", name, err)
+		}
+		lock, fence, info := d.Keys(name)
+		if want := "dlock:" + name; lock != want {
+			t.Errorf("lock key = %q, want %q", lock, want)
+		}
+		if got, err := rdb.Get(ctx, lock).Result(); err != nil || got != l.Token() {
+			t.Errorf("GET %q = %q, %v; want the token %q", lock, got, err, l.Token())
+		}
+		if pttl, err := rdb.PTTL(ctx, lock).Result(); err != nil || pttl <= 0 || pttl > 10*time.Second {
+			t.Errorf("PTTL %q = %v, %v; want in (0, 10s]", lock, pttl, err)
+		}
+		raw, err := rdb.Get(ctx, info).Result()
+		if err != nil {
+			t.Fatalf("GET info %q: %v", info, err)
+		}
+		var in struct{ Fence, Token, Meta string }
+		if err := json.Unmarshal([]byte(raw), &in); err != nil {
+			t.Fatalf("info %q: %v", raw, err)
+		}
+		if in.Fence != strconv.FormatUint(l.Fence(), 10) || in.Token != l.Token() || in.Meta != "who=test" {
+			t.Errorf("info = %+v, want fence %d, the token, meta who=test", in, l.Fence())
+		}
+		if got, err := rdb.Get(ctx, fence).Result(); err != nil || got != strconv.FormatUint(l.Fence(), 10) {
+			t.Errorf("counter = %q, %v; want %d", got, err, l.Fence())
+		}
+		if ttl, err := rdb.PTTL(ctx, fence).Result(); err != nil || ttl < 29*24*time.Hour {
+			t.Errorf("counter PTTL = %v, %v; want about 30 days", ttl, err)
+		}
+		if err := l.Unlock(ctx); err != nil {
+			t.Fatalf("Unlock: %v", err)
+		}
+		if n, err := rdb.Exists(ctx, lock, info).Result(); err != nil || n != 0 {
+			t.Errorf("after Unlock, EXISTS lock info = %d, %v; want 0", n, err)
+		}
+		in2, err := c.Inspect(ctx, name)
+		if err != nil || in2.Held || in2.Fence != l.Fence() {
+			t.Errorf("Inspect after Unlock = %+v, %v; want free with the last fence %d", in2, err, l.Fence())
+		}
+	}
+}
+
+// TestFenceAfterCounterLoss: fences keep increasing when the counter is
+// deleted or the whole database flushed (they follow the server's clock).
+func TestFenceAfterCounterLoss(t *testing.T) {
+	srv := testserver.StartRedis(t)
+	ctx := testCtx(t, 30*time.Second)
+	d, rdb := newDriver(t, srv.Addr(), redisdlock.Options{})
+	c := dlock.NewClient(d)
+	t.Cleanup(func() { _ = c.Close() })
+	_, fenceKey, _ := d.Keys("k")
+	losses := []struct {
+		name string
+		lose func() error
+	}{
+		{"none", func() error { return nil }},
+		{"DEL counter", func() error { return rdb.Del(ctx, fenceKey).Err() }},
+		{"FLUSHALL", func() error { return rdb.FlushAll(ctx).Err() }},
+		{"counter set low", func() error { return rdb.Set(ctx, fenceKey, "1", 0).Err() }},
+	}
+	var last uint64
+	for _, loss := range losses {
+		l, err := c.TryLock(ctx, "k")
+		if err != nil {
+			t.Fatalf("%s: TryLock: %v", loss.name, err)
+		}
+		if l.Fence() <= last {
+			t.Errorf("after %s: fence %d, want > %d", loss.name, l.Fence(), last)
+		}
+		last = l.Fence()
+		if err := l.Unlock(ctx); err != nil {
+			t.Fatalf("Unlock: %v", err)
+		}
+		if err := loss.lose(); err != nil {
+			t.Fatalf("%s: %v", loss.name, err)
+		}
+	}
+}
+
+// TestCompatibility: with no prefix a plain SET NX PX (redsync,
+// bsm/redislock, hand-written code) and dlock exclude each other.
+func TestCompatibility(t *testing.T) {
+	srv := testserver.StartRedis(t)
+	ctx := testCtx(t, 30*time.Second)
+	rdb := rawClient(t, srv.Addr())
+	byURL := openURL(t, srv.URL()+"/?prefix=")
+	d, _ := newDriver(t, srv.Addr(), redisdlock.Options{NoPrefix: true})
+	byClient := dlock.NewClient(d)
+	t.Cleanup(func() { _ = byClient.Close() })
+
+	for _, tc := range []struct {
+		name string
+		c    *dlock.Client
+	}{{"URL prefix=", byURL}, {"Options.NoPrefix", byClient}} {
+		t.Run(tc.name, func(t *testing.T) {
+			key := "job-" + strings.ReplaceAll(tc.name, " ", "-")
+			// A plain SET NX PX blocks dlock.
+			ok, err := rdb.SetNX(ctx, key, "plain-owner", 5*time.Second).Result()
+			if err != nil || !ok {
+				t.Fatalf("plain SET NX = %v, %v", ok, err)
+			}
+			if _, err := tc.c.TryLock(ctx, key); !errors.Is(err, dlock.ErrNotAcquired) {
+				t.Fatalf("dlock TryLock while a plain SET NX holds the key = %v, want ErrNotAcquired", err)
+			}
+			in, err := tc.c.Inspect(ctx, key)
+			if err != nil || !in.Held || in.Fence != 0 || in.TTL <= 0 || in.TTL > 5*time.Second {
+				t.Fatalf("Inspect of a plain lock = %+v, %v; want held, fence 0, TTL in (0, 5s]", in, err)
+			}
+			// The plain owner releases with compare-and-delete; dlock gets it.
+			const cad = `if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0`
+			if n, err := rdb.Eval(ctx, cad, []string{key}, "plain-owner").Int(); err != nil || n != 1 {
+				t.Fatalf("plain compare-and-delete = %d, %v", n, err)
+			}
+			l, err := tc.c.TryLock(ctx, key)
+			if err != nil {
+				t.Fatalf("dlock TryLock after the plain release: %v", err)
+			}
+			// dlock's lock blocks a plain SET NX, and holds exactly the token.
+			if ok, err := rdb.SetNX(ctx, key, "plain-owner", 5*time.Second).Result(); err != nil || ok {
+				t.Fatalf("plain SET NX while dlock holds the key = %v, %v; want false", ok, err)
+			}
+			if v, err := rdb.Get(ctx, key).Result(); err != nil || v != l.Token() {
+				t.Fatalf("GET %q = %q, %v; want the token %q", key, v, err, l.Token())
+			}
+			// A plain compare-and-delete with dlock's token releases it too.
+			if n, err := rdb.Eval(ctx, cad, []string{key}, l.Token()).Int(); err != nil || n != 1 {
+				t.Fatalf("plain compare-and-delete of dlock's lock = %d, %v", n, err)
+			}
+			if err := l.Unlock(ctx); !errors.Is(err, dlock.ErrNotHeld) {
+				t.Fatalf("Unlock after a plain release = %v, want ErrNotHeld", err)
+			}
+			// A waiter behind a plain lock (which publishes nothing) is
+			// bounded by the holder's TTL, not by its backoff.
+			if ok, err := rdb.SetNX(ctx, key, "plain-owner", 300*time.Millisecond).Result(); err != nil || !ok {
+				t.Fatalf("plain SET NX = %v, %v", ok, err)
+			}
+			wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			defer cancel()
+			l, err = tc.c.Lock(wctx, key, dlock.WithRetry(dlock.LinearBackoff(time.Hour)))
+			if err != nil {
+				t.Fatalf("Lock behind a plain lock with a 300ms TTL: %v", err)
+			}
+			if err := l.Unlock(ctx); err != nil {
+				t.Fatalf("Unlock: %v", err)
+			}
+		})
+	}
+}
+
+// TestHandOffNotified: a waiter whose backoff is an hour gets the key soon
+// after the release, so the wake-up is the release message, not a poll.
+func TestHandOffNotified(t *testing.T) {
+	srv := testserver.StartRedis(t)
+	ctx := testCtx(t, 60*time.Second)
+	holder, waiter := openURL(t, srv.URL()), openURL(t, srv.URL())
+	for i := 0; i < 3; i++ {
+		l, err := holder.TryLock(ctx, "k", dlock.WithTTL(time.Minute))
+		if err != nil {
+			t.Fatalf("TryLock: %v", err)
+		}
+		got := make(chan error, 1)
+		var handedAt time.Time
+		go func() {
+			wl, err := waiter.Lock(ctx, "k", dlock.WithRetry(dlock.LinearBackoff(time.Hour)))
+			if err == nil {
+				handedAt = time.Now()
+				err = wl.Unlock(ctx)
+			}
+			got <- err
+		}()
+		waitFor(t, 10*time.Second, "waiter subscribed", func() bool { return numSub(t, srv, "k") == 1 })
+		released := time.Now()
+		if err := l.Unlock(ctx); err != nil {
+			t.Fatalf("Unlock: %v", err)
+		}
+		select {
+		case err := <-got:
+			if err != nil {
+				t.Fatalf("waiter: %v", err)
+			}
+			t.Logf("hand-off %d: %v after Unlock began", i, handedAt.Sub(released))
+		case <-time.After(20 * time.Second):
+			t.Fatal("waiter with an hour's backoff not woken by the release")
+		}
+	}
+}
+
+// numSub returns the subscriber count of key's release channel (default
+// prefix).
+func numSub(t testing.TB, srv *testserver.Redis, key string) int {
+	t.Helper()
+	out, err := srv.Do(testCtx(t, 5*time.Second), "PUBSUB", "NUMSUB", layout().Channel(key))
+	if err != nil {
+		t.Fatalf("PUBSUB NUMSUB: %v", err)
+	}
+	parts := strings.Split(out, "\n")
+	n, _ := strconv.Atoi(parts[len(parts)-1])
+	return n
+}
+
+// layout is a driver with the default prefix that never connects, for its
+// key and channel names.
+var layout = sync.OnceValue(func() *redisdlock.Driver {
+	d, err := redisdlock.NewDriver(redis.NewClient(&redis.Options{Addr: "127.0.0.1:1"}), redisdlock.Options{})
+	if err != nil {
+		panic(err)
+	}
+	return d
+})
+
+// TestOneSubscriptionPerClient: many waiters on many keys share one pub/sub
+// connection, and each is woken when its key is released.
+func TestOneSubscriptionPerClient(t *testing.T) {
+	srv := testserver.StartRedis(t)
+	ctx := testCtx(t, 60*time.Second)
+	holder, waiters := openURL(t, srv.URL()), openURL(t, srv.URL())
+	const keys, perKey = 5, 4
+	var held []*dlock.Lock
+	for k := 0; k < keys; k++ {
+		l, err := holder.TryLock(ctx, fmt.Sprintf("k%d", k), dlock.WithTTL(time.Minute))
+		if err != nil {
+			t.Fatalf("TryLock: %v", err)
+		}
+		held = append(held, l)
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, keys*perKey)
+	for k := 0; k < keys; k++ {
+		for i := 0; i < perKey; i++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				l, err := waiters.Lock(ctx, fmt.Sprintf("k%d", k), dlock.WithRetry(dlock.LinearBackoff(time.Hour)))
+				if err != nil {
+					errs <- err
+					return
+				}
+				time.Sleep(time.Millisecond)
+				errs <- l.Unlock(ctx)
+			}()
+		}
+	}
+	waitFor(t, 10*time.Second, "every key's channel subscribed", func() bool {
+		for k := 0; k < keys; k++ {
+			if numSub(t, srv, fmt.Sprintf("k%d", k)) != 1 {
+				return false
+			}
+		}
+		return true
+	})
+	if n := pubsubClients(t, srv); n != 1 {
+		t.Errorf("%d pub/sub connections for %d waiters on one client, want 1", n, keys*perKey)
+	}
+	for _, l := range held {
+		if err := l.Unlock(ctx); err != nil {
+			t.Fatalf("Unlock: %v", err)
+		}
+	}
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("waiters with an hour's backoff not all granted after the releases")
+	}
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// TestWatchSurvivesReconnect: after the pub/sub connection is killed, the
+// driver subscribes again and a release still wakes the waiter.
+func TestWatchSurvivesReconnect(t *testing.T) {
+	srv := testserver.StartRedis(t)
+	ctx := testCtx(t, 60*time.Second)
+	holder, waiter := openURL(t, srv.URL()), openURL(t, srv.URL())
+	l, err := holder.TryLock(ctx, "k", dlock.WithTTL(time.Minute))
+	if err != nil {
+		t.Fatalf("TryLock: %v", err)
+	}
+	got := make(chan error, 1)
+	go func() {
+		wl, err := waiter.Lock(ctx, "k", dlock.WithRetry(dlock.LinearBackoff(time.Hour)))
+		if err == nil {
+			err = wl.Unlock(ctx)
+		}
+		got <- err
+	}()
+	waitFor(t, 10*time.Second, "waiter subscribed", func() bool { return numSub(t, srv, "k") == 1 })
+	before := pubsubIDs(t, srv)
+	if _, err := srv.Do(ctx, "CLIENT", "KILL", "TYPE", "pubsub"); err != nil {
+		t.Fatalf("CLIENT KILL: %v", err)
+	}
+	waitFor(t, 20*time.Second, "waiter subscribed again", func() bool {
+		ids := pubsubIDs(t, srv)
+		return len(ids) == 1 && ids[0] != before[0] && numSub(t, srv, "k") == 1
+	})
+	if err := l.Unlock(ctx); err != nil {
+		t.Fatalf("Unlock: %v", err)
+	}
+	select {
+	case err := <-got:
+		if err != nil {
+			t.Fatalf("waiter: %v", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("waiter not woken by a release after the reconnect")
+	}
+}
+
+// TestLingerThenUnsubscribe: a channel stays subscribed a little after its
+// last waiter leaves, then is dropped.
+func TestLingerThenUnsubscribe(t *testing.T) {
+	srv := testserver.StartRedis(t)
+	ctx := testCtx(t, 60*time.Second)
+	holder, waiter := openURL(t, srv.URL()), openURL(t, srv.URL())
+	l, err := holder.TryLock(ctx, "k", dlock.WithTTL(time.Minute))
+	if err != nil {
+		t.Fatalf("TryLock: %v", err)
+	}
+	wctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+	_, err = waiter.Lock(wctx, "k")
+	cancel()
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Lock = %v, want DeadlineExceeded", err)
+	}
+	if n := numSub(t, srv, "k"); n != 1 {
+		t.Fatalf("right after the waiter left: %d subscribers, want 1 (lingering)", n)
+	}
+	waitFor(t, 15*time.Second, "channel unsubscribed", func() bool { return numSub(t, srv, "k") == 0 })
+	_ = l.Unlock(ctx)
+}
+
+// TestTLS opens rediss:// with the server's CA, and fails cleanly without it.
+func TestTLS(t *testing.T) {
+	srv := testserver.StartRedis(t, testserver.RedisTLS(), testserver.RedisPassword("s3cret-tls"))
+	ctx := testCtx(t, 30*time.Second)
+	c := openURL(t, srv.URL()+"/?tls_ca_file="+srv.CAFile)
+	l, err := c.TryLock(ctx, "k")
+	if err != nil {
+		t.Fatalf("TryLock over TLS: %v", err)
+	}
+	if err := l.Unlock(ctx); err != nil {
+		t.Fatalf("Unlock over TLS: %v", err)
+	}
+	bad := openURL(t, srv.URL())
+	_, err = bad.TryLock(ctx, "k")
+	if !errors.Is(err, dlock.ErrUnavailable) || !strings.Contains(err.Error(), srv.Addr()) || strings.Contains(err.Error(), "s3cret") {
+		t.Fatalf("TryLock over TLS without the CA = %v; want ErrUnavailable naming %s without the password", err, srv.Addr())
+	}
+	skip := openURL(t, srv.URL()+"/?tls_insecure_skip_verify=true")
+	l, err = skip.TryLock(ctx, "k")
+	if err != nil {
+		t.Fatalf("TryLock with tls_insecure_skip_verify: %v", err)
+	}
+	_ = l.Unlock(ctx)
+}
+
+// TestPasswordAndDB: credentials and the database number from the URL are
+// used; a wrong password fails without showing it.
+func TestPasswordAndDB(t *testing.T) {
+	srv := testserver.StartRedis(t, testserver.RedisPassword("right-pw"))
+	ctx := testCtx(t, 30*time.Second)
+	c := openURL(t, "redis://:right-pw@"+srv.Addr()+"/3?prefix=p:")
+	l, err := c.TryLock(ctx, "k")
+	if err != nil {
+		t.Fatalf("TryLock: %v", err)
+	}
+	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr(), Password: "right-pw", DB: 3})
+	defer rdb.Close()
+	if v, err := rdb.Get(ctx, "p:k").Result(); err != nil || v != l.Token() {
+		t.Fatalf("GET p:k in DB 3 = %q, %v; want the token", v, err)
+	}
+	_ = l.Unlock(ctx)
+
+	wrong := openURL(t, "redis://:wrong-pw@"+srv.Addr())
+	_, err = wrong.TryLock(ctx, "k")
+	if err == nil || strings.Contains(err.Error(), "wrong-pw") || !strings.Contains(err.Error(), srv.Addr()) {
+		t.Fatalf("TryLock with a wrong password = %v; want an error naming %s, not the password", err, srv.Addr())
+	}
+}
+
+// TestSentinel finds the master through a Sentinel.
+func TestSentinel(t *testing.T) {
+	master := testserver.StartRedis(t, testserver.RedisPassword("master-pw"))
+	sentinel := testserver.StartRedisSentinel(t, master, "mymaster")
+	ctx := testCtx(t, 30*time.Second)
+	c := openURL(t, "redis+sentinel://:master-pw@"+sentinel.Addr()+"/mymaster/2")
+	l, err := c.TryLock(ctx, "k")
+	if err != nil {
+		t.Fatalf("TryLock through Sentinel: %v", err)
+	}
+	rdb := redis.NewClient(&redis.Options{Addr: master.Addr(), Password: "master-pw", DB: 2})
+	defer rdb.Close()
+	if v, err := rdb.Get(ctx, "dlock:k").Result(); err != nil || v != l.Token() {
+		t.Fatalf("GET dlock:k on the master's DB 2 = %q, %v; want the token", v, err)
+	}
+	if err := l.Unlock(ctx); err != nil {
+		t.Fatalf("Unlock: %v", err)
+	}
+}
+
+// TestACLPrefixOnly: a Redis ACL user allowed only the prefix's keys and
+// channels, and only the commands the documentation lists, can use dlock.
+func TestACLPrefixOnly(t *testing.T) {
+	srv := testserver.StartRedis(t)
+	ctx := testCtx(t, 30*time.Second)
+	_, err := srv.Do(ctx, "ACL", "SETUSER", "locker", "on", ">locker-pw", "resetkeys", "~app:*", "resetchannels", "&app:*",
+		"-@all", "+evalsha", "+eval", "+get", "+set", "+pexpire", "+pttl", "+del", "+time", "+publish",
+		"+subscribe", "+unsubscribe", "+ping", "+hello")
+	if err != nil {
+		t.Fatalf("ACL SETUSER: %v", err)
+	}
+	holder := openURL(t, "redis://locker:locker-pw@"+srv.Addr()+"?prefix=app:")
+	waiter := openURL(t, "redis://locker:locker-pw@"+srv.Addr()+"?prefix=app:")
+	for _, name := range []string{"job", "{tag}x", "a}b"} {
+		l, err := holder.TryLock(ctx, name, dlock.WithTTL(time.Minute))
+		if err != nil {
+			t.Fatalf("TryLock(%q) as the restricted user: %v", name, err)
+		}
+		got := make(chan error, 1)
+		go func() {
+			wl, err := waiter.Lock(ctx, name, dlock.WithRetry(dlock.LinearBackoff(time.Hour)))
+			if err == nil {
+				_, err = waiter.Inspect(ctx, name)
+			}
+			if err == nil {
+				err = wl.Refresh(ctx, 0)
+			}
+			if err == nil {
+				err = wl.Unlock(ctx)
+			}
+			got <- err
+		}()
+		time.Sleep(50 * time.Millisecond)
+		if err := l.Unlock(ctx); err != nil {
+			t.Fatalf("Unlock(%q): %v", name, err)
+		}
+		select {
+		case err := <-got:
+			if err != nil {
+				t.Fatalf("waiter on %q as the restricted user: %v", name, err)
+			}
+		case <-time.After(20 * time.Second):
+			t.Fatalf("waiter on %q not woken", name)
+		}
+	}
+	// Outside the prefix the user is refused, so the test above proves
+	// every key and channel dlock touched was under it.
+	other := openURL(t, "redis://locker:locker-pw@"+srv.Addr()+"?prefix=other:")
+	if _, err := other.TryLock(ctx, "job"); err == nil || !strings.Contains(err.Error(), "NOPERM") {
+		t.Fatalf("TryLock outside the allowed prefix = %v, want a NOPERM error", err)
+	}
+}

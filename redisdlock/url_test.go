@@ -1,0 +1,182 @@
+package redisdlock_test
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"errors"
+	"math/big"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/dlock-go/dlock"
+	"github.com/dlock-go/dlock/driver"
+	"github.com/dlock-go/dlock/redisdlock"
+)
+
+func TestSchemesRegistered(t *testing.T) {
+	for _, s := range []string{"redis", "rediss", "redis+cluster", "rediss+cluster", "redis+sentinel", "rediss+sentinel"} {
+		if !slices.Contains(dlock.Schemes(), s) {
+			t.Errorf("scheme %q not registered; have %v", s, dlock.Schemes())
+		}
+	}
+}
+
+// TestOpenURL opens URLs without contacting a server (Open is lazy) and
+// checks the options they produce.
+func TestOpenURL(t *testing.T) {
+	ca := writeTestCA(t)
+	tests := []struct {
+		url    string
+		prefix string
+	}{
+		{"redis://127.0.0.1:1", "dlock:"},
+		{"redis://", "dlock:"},
+		{"redis://localhost", "dlock:"},
+		{"redis://u:p@127.0.0.1:1/2?prefix=app:", "app:"},
+		{"redis://127.0.0.1:1/?prefix=", ""},
+		{"redis://127.0.0.1:1?prefix=%7Bapp%7D:", "{app}:"},
+		{"redis://[::1]:6379/0", "dlock:"},
+		{"redis://127.0.0.1:1?dial_timeout=1s&read_timeout=250ms&write_timeout=2&pool_size=3&fence_ttl=48h", "dlock:"},
+		{"rediss://127.0.0.1:1?tls_ca_file=" + ca + "&tls_server_name=redis.example&tls_insecure_skip_verify=false", "dlock:"},
+		{"redis+cluster://127.0.0.1:1,127.0.0.1:2,127.0.0.1:3?prefix=c:", "c:"},
+		{"redis+cluster://127.0.0.1:1/", "dlock:"},
+		{"rediss+cluster://127.0.0.1:1,127.0.0.1:2?tls_insecure_skip_verify=1", "dlock:"},
+		{"redis+sentinel://127.0.0.1:1,127.0.0.1:2/mymaster", "dlock:"},
+		{"redis+sentinel://:pw@127.0.0.1/mymaster/3?sentinel_password=spw&sentinel_username=su", "dlock:"},
+		{"rediss+sentinel://127.0.0.1:1/mymaster?tls_ca_file=" + ca, "dlock:"},
+	}
+	for _, tc := range tests {
+		u, err := driver.ParseURL(tc.url)
+		if err != nil {
+			t.Fatalf("ParseURL(%q): %v", tc.url, err)
+		}
+		l, err := redisdlock.OpenURL(context.Background(), u)
+		if err != nil {
+			t.Errorf("OpenURL(%q): %v", tc.url, err)
+			continue
+		}
+		if got := l.(*redisdlock.Driver).Prefix(); got != tc.prefix {
+			t.Errorf("OpenURL(%q): prefix %q, want %q", tc.url, got, tc.prefix)
+		}
+		_ = l.Close()
+	}
+}
+
+func TestOpenURLInvalid(t *testing.T) {
+	const pw = "pa55word-in-url"
+	tests := []string{
+		"redis://127.0.0.1:1?unknown=1",
+		"redis://127.0.0.1:1?prefix=a&prefix=b",
+		"redis://127.0.0.1:1?dial_timeout=soon",
+		"redis://127.0.0.1:1?read_timeout=0",
+		"redis://127.0.0.1:1?write_timeout=-1s",
+		"redis://127.0.0.1:1?pool_size=0",
+		"redis://127.0.0.1:1?pool_size=many",
+		"redis://127.0.0.1:1?fence_ttl=1ms",
+		"redis://127.0.0.1:1?prefix=%7B",
+		"redis://127.0.0.1:1?prefix=%7B%7D",
+		"redis://127.0.0.1:1?prefix=%FF",
+		"redis://127.0.0.1:1/x",
+		"redis://127.0.0.1:1/-1",
+		"redis://127.0.0.1:1/1/2",
+		"redis://127.0.0.1:99999",
+		"redis://127.0.0.1:1,127.0.0.1:2",
+		"redis://127.0.0.1:1?tls_ca_file=/x",
+		"redis://127.0.0.1:1?tls_insecure_skip_verify=true",
+		"redis://127.0.0.1:1?sentinel_password=x",
+		"rediss://127.0.0.1:1?tls_ca_file=/does/not/exist",
+		"rediss://127.0.0.1:1?tls_cert_file=/x",
+		"rediss://127.0.0.1:1?tls_insecure_skip_verify=maybe",
+		"redis+cluster://127.0.0.1:1/0",
+		"redis+cluster://127.0.0.1:1,,127.0.0.1:2",
+		"redis+cluster://127.0.0.1:1?sentinel_username=x",
+		"redis+sentinel://127.0.0.1:1",
+		"redis+sentinel://127.0.0.1:1/",
+		"redis+sentinel://127.0.0.1:1/m/x",
+		"redis+sentinel://127.0.0.1:1/m/1/2",
+		"redis+sentinel://:" + pw + "@127.0.0.1:1/m?bogus=1",
+		"redis://:" + pw + "@127.0.0.1:1?bogus=1",
+		"redis://:" + pw + "@127.0.0.1:1/nodb",
+	}
+	for _, raw := range tests {
+		c, err := dlock.Open(context.Background(), raw)
+		if err == nil {
+			_ = c.Close()
+			t.Errorf("Open(%q) succeeded, want ErrInvalidOption", raw)
+			continue
+		}
+		if !errors.Is(err, dlock.ErrInvalidOption) {
+			t.Errorf("Open(%q) = %v, want ErrInvalidOption", raw, err)
+		}
+		if strings.Contains(err.Error(), pw) {
+			t.Errorf("Open(%q) error %q shows the password", raw, err)
+		}
+	}
+}
+
+func TestNewDriverOptions(t *testing.T) {
+	tests := []struct {
+		name string
+		o    redisdlock.Options
+		ok   bool
+		want string
+	}{
+		{"zero", redisdlock.Options{}, true, "dlock:"},
+		{"prefix", redisdlock.Options{Prefix: "app:"}, true, "app:"},
+		{"no prefix", redisdlock.Options{NoPrefix: true}, true, ""},
+		{"both", redisdlock.Options{Prefix: "a", NoPrefix: true}, false, ""},
+		{"bad tag", redisdlock.Options{Prefix: "a{"}, false, ""},
+		{"short fence TTL", redisdlock.Options{FenceTTL: 1}, false, ""},
+	}
+	for _, tc := range tests {
+		d, err := redisdlock.NewDriver(rawClient(t, "127.0.0.1:1"), tc.o)
+		switch {
+		case tc.ok && err != nil:
+			t.Errorf("%s: NewDriver = %v", tc.name, err)
+		case tc.ok && d.Prefix() != tc.want:
+			t.Errorf("%s: prefix %q, want %q", tc.name, d.Prefix(), tc.want)
+		case !tc.ok && !errors.Is(err, dlock.ErrInvalidOption):
+			t.Errorf("%s: NewDriver = %v, want ErrInvalidOption", tc.name, err)
+		}
+	}
+	if _, err := redisdlock.NewDriver(nil, redisdlock.Options{}); !errors.Is(err, dlock.ErrInvalidOption) {
+		t.Errorf("NewDriver(nil) = %v, want ErrInvalidOption", err)
+	}
+}
+
+// writeTestCA writes a throw-away self-signed CA certificate and returns
+// its path.
+func writeTestCA(t *testing.T) string {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(1),
+		Subject:               pkix.Name{CommonName: "test CA"},
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().Add(time.Hour),
+		IsCA:                  true,
+		KeyUsage:              x509.KeyUsageCertSign,
+		BasicConstraintsValid: true,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "ca.pem")
+	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
