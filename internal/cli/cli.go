@@ -1,0 +1,243 @@
+// Package cli implements the dlock command: run a command while holding a
+// distributed lock (run), show who holds a lock (status), and show what a
+// lock is for (demo). cmd/dlock calls Main; docs/cli.md is the user's guide.
+package cli
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"runtime/debug"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Exit codes. Where one fits, they follow sysexits.h; a command run by
+// "dlock run" passes its own exit code through, so these can collide with
+// the child's — the message on stderr tells them apart.
+const (
+	// ExitOK: success.
+	ExitOK = 0
+	// ExitFailure: a demo worker or another unexpected failure.
+	ExitFailure = 1
+	// ExitUsage (EX_USAGE): bad flags or arguments, an invalid key, TTL or
+	// backend URL.
+	ExitUsage = 64
+	// ExitUnavailable (EX_UNAVAILABLE): the backend could not be opened or
+	// reached, or failed while dlock was talking to it.
+	ExitUnavailable = 69
+	// ExitLost (EX_SOFTWARE): the lock was lost while the command ran; the
+	// command was stopped.
+	ExitLost = 70
+	// ExitNotAcquired (EX_TEMPFAIL): the lock is held by another owner and
+	// --try was given or --wait ran out.
+	ExitNotAcquired = 75
+	// ExitCannotRun: the command was found but could not be started.
+	ExitCannotRun = 126
+	// ExitNotFound: the command was not found.
+	ExitNotFound = 127
+)
+
+// exitError carries an exit code and a one-line message for stderr.
+type exitError struct {
+	code int
+	msg  string
+}
+
+func (e *exitError) Error() string { return e.msg }
+
+func exitf(code int, format string, args ...any) *exitError {
+	return &exitError{code: code, msg: fmt.Sprintf(format, args...)}
+}
+
+// clean returns err's text on one line without the "dlock: " prefixes the
+// library's errors carry, ready to follow our own "dlock: ".
+func clean(err error) string {
+	s := err.Error()
+	for strings.HasPrefix(s, "dlock: ") {
+		s = strings.TrimPrefix(s, "dlock: ")
+	}
+	return strings.Map(func(r rune) rune {
+		if r == '\n' || r == '\r' || r == '\t' {
+			return ' '
+		}
+		return r
+	}, s)
+}
+
+const mainUsage = `dlock runs a command while holding a distributed lock.
+
+Usage:
+  dlock run [flags] KEY -- CMD [ARGS...]   run CMD while holding the lock KEY
+  dlock status [flags] KEY                 show who holds KEY
+  dlock demo coupons [flags]               the race a lock prevents, live
+  dlock version                            print the version
+  dlock help [COMMAND]                     show help for a command
+
+The backend is --backend URL, else $DLOCK_BACKEND, else an SQLite file in
+the state directory ($XDG_STATE_HOME/dlock/locks.db, or
+~/.local/state/dlock/locks.db), which locks across processes on this host.
+
+Exit codes: 0 ok (or CMD's own code), 64 usage, 69 backend unavailable,
+70 lock lost while CMD ran, 75 lock not acquired, 126/127 CMD cannot run /
+not found, 128+N CMD killed by signal N. See docs/cli.md.
+`
+
+// Main runs the dlock command with args (without the program name) and
+// returns the process exit code.
+func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	quietLibraries()
+	sio := stdio{in: stdin, out: stdout, err: stderr}
+	if len(args) == 0 {
+		fmt.Fprint(stderr, mainUsage)
+		return ExitUsage
+	}
+	var err error
+	switch cmd, rest := args[0], args[1:]; cmd {
+	case "run":
+		err = cmdRun(rest, sio)
+	case "status":
+		err = cmdStatus(rest, sio)
+	case "demo":
+		err = cmdDemo(rest, sio)
+	case "version", "-version", "--version":
+		fmt.Fprintln(stdout, "dlock", version())
+	case "help", "-h", "-help", "--help":
+		err = cmdHelp(rest, sio)
+	default:
+		fmt.Fprintf(stderr, "dlock: unknown command %q\n\n%s", cmd, mainUsage)
+		return ExitUsage
+	}
+	return report(err, stderr)
+}
+
+// report prints err's message, if any, and returns its exit code.
+func report(err error, stderr io.Writer) int {
+	if err == nil {
+		return ExitOK
+	}
+	var ee *exitError
+	if !errors.As(err, &ee) {
+		ee = &exitError{code: ExitFailure, msg: "dlock: " + clean(err)}
+	}
+	if ee.msg != "" {
+		fmt.Fprintln(stderr, ee.msg)
+	}
+	return ee.code
+}
+
+type stdio struct {
+	in       io.Reader
+	out, err io.Writer
+}
+
+func cmdHelp(args []string, io stdio) error {
+	if len(args) == 0 {
+		fmt.Fprint(io.out, mainUsage)
+		return nil
+	}
+	switch args[0] {
+	case "run":
+		return cmdRun([]string{"-h"}, io)
+	case "status":
+		return cmdStatus([]string{"-h"}, io)
+	case "demo":
+		return cmdDemo([]string{"-h"}, io)
+	}
+	return exitf(ExitUsage, "dlock: no help for unknown command %q", args[0])
+}
+
+func version() string {
+	bi, ok := debug.ReadBuildInfo()
+	if !ok || bi.Main.Version == "" {
+		return "(devel)"
+	}
+	return bi.Main.Version
+}
+
+// newFlagSet returns a FlagSet that prints usage (to stdout for -h, to
+// stderr for errors) and never exits by itself.
+func newFlagSet(name, usage string, io stdio) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(io.err)
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), usage)
+		fmt.Fprintln(fs.Output(), "\nFlags:")
+		fs.PrintDefaults()
+	}
+	return fs
+}
+
+// parseFlags parses args; -h prints usage to stdout and ends the command
+// with success, a bad flag ends it with ExitUsage (the flag package has
+// already printed the error and the usage).
+func parseFlags(fs *flag.FlagSet, args []string, io stdio) (done bool, err error) {
+	for _, a := range args {
+		if a == "--" {
+			break
+		}
+		if a == "-h" || a == "-help" || a == "--help" || a == "--h" {
+			fs.SetOutput(io.out)
+			fs.Usage()
+			return true, nil
+		}
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return true, nil
+		}
+		return true, &exitError{code: ExitUsage}
+	}
+	return false, nil
+}
+
+// usageError reports a usage problem in one line plus a pointer to -h.
+func usageError(cmd, format string, args ...any) error {
+	return exitf(ExitUsage, "dlock %s: %s (see 'dlock %s -h')", cmd, fmt.Sprintf(format, args...), cmd)
+}
+
+// durationValue is a flag.Value for a duration that also accepts a bare
+// number of seconds ("10" = 10s).
+type durationValue struct{ d *time.Duration }
+
+func (v durationValue) String() string {
+	if v.d == nil {
+		return ""
+	}
+	return v.d.String()
+}
+
+func (v durationValue) Set(s string) error {
+	if n, err := strconv.ParseFloat(s, 64); err == nil {
+		if n < 0 || n > float64(1<<62)/float64(time.Second) {
+			return fmt.Errorf("%q out of range", s)
+		}
+		*v.d = time.Duration(n * float64(time.Second))
+		return nil
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		return fmt.Errorf("%q is not a duration (e.g. 10s, 1m30s, 500ms)", s)
+	}
+	if d < 0 {
+		return fmt.Errorf("%q is negative", s)
+	}
+	*v.d = d
+	return nil
+}
+
+// durationFlag defines a duration flag that accepts "10s" or "10".
+func durationFlag(fs *flag.FlagSet, name string, def time.Duration, usage string) *time.Duration {
+	d := def
+	fs.Var(durationValue{&d}, name, usage)
+	return &d
+}
+
+// setFlags reports which flags were given on the command line.
+func setFlags(fs *flag.FlagSet) map[string]bool {
+	m := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { m[f.Name] = true })
+	return m
+}

@@ -1,0 +1,98 @@
+package cli
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/dlock-go/dlock"
+)
+
+func TestDurationValue(t *testing.T) {
+	tests := []struct {
+		in      string
+		want    time.Duration
+		wantErr bool
+	}{
+		{"10s", 10 * time.Second, false},
+		{"1m30s", 90 * time.Second, false},
+		{"250ms", 250 * time.Millisecond, false},
+		{"10", 10 * time.Second, false},
+		{"0.5", 500 * time.Millisecond, false},
+		{"0", 0, false},
+		{"-1s", 0, true},
+		{"-3", 0, true},
+		{"soon", 0, true},
+		{"1e300", 0, true},
+	}
+	for _, tt := range tests {
+		var d time.Duration
+		err := durationValue{&d}.Set(tt.in)
+		if (err != nil) != tt.wantErr || d != tt.want {
+			t.Errorf("Set(%q): got %v, %v; want %v, error %v", tt.in, d, err, tt.want, tt.wantErr)
+		}
+	}
+}
+
+func TestRedact(t *testing.T) {
+	tests := []struct{ in, want string }{
+		{"redis://127.0.0.1:6379", "redis://127.0.0.1:6379"},
+		{"redis://user:pw@host:1/0", "redis://user:xxxxx@host:1/0"},
+		{"postgres://h/db?password=pw&sslmode=disable", "postgres://h/db?password=xxxxx&sslmode=disable"},
+		{"mysql://h/db?auth_token=pw", "mysql://h/db?auth_token=xxxxx"},
+		{"sqlite:///var/lib/x.db", "sqlite:///var/lib/x.db"},
+		{"::bad", "(invalid URL)"},
+	}
+	for _, tt := range tests {
+		if got := redact(tt.in); got != tt.want {
+			t.Errorf("redact(%q): got %q, want %q", tt.in, got, tt.want)
+		}
+	}
+}
+
+func TestFormatStatus(t *testing.T) {
+	tests := []struct {
+		name string
+		in   dlock.Info
+		want string
+	}{
+		{"free, never granted", dlock.Info{Key: "k", Waiters: -1}, "key:     k\nstate:   free\n"},
+		{"free", dlock.Info{Key: "k", Fence: 4, Waiters: -1}, "key:     k\nstate:   free\nfence:   4 (last granted)\n"},
+		{"held", dlock.Info{Key: "k", Held: true, Fence: 5, TTL: 2345 * time.Millisecond, Metadata: "host=a pid=1", Waiters: 2},
+			"key:     k\nstate:   held\nholder:  host=a pid=1\nfence:   5\nexpires: in 2.3s unless refreshed\nwaiters: 2\n"},
+		{"control characters", dlock.Info{Key: "a\nb", Held: true, Metadata: "x\ny", Waiters: -1},
+			"key:     a\\nb\nstate:   held\nholder:  x\\ny\n"},
+	}
+	for _, tt := range tests {
+		if got := formatStatus(tt.in); got != tt.want {
+			t.Errorf("%s: got %q, want %q", tt.name, got, tt.want)
+		}
+	}
+}
+
+func TestHelp(t *testing.T) {
+	tests := []struct {
+		args     []string
+		wantCode int
+		want     string
+	}{
+		{[]string{"--help"}, 0, "dlock run [flags] KEY -- CMD"},
+		{[]string{"help", "run"}, 0, "-grace"},
+		{[]string{"run", "--help"}, 0, "DLOCK_FENCE"},
+		{[]string{"status", "-h"}, 0, "Usage: dlock status"},
+		{[]string{"demo", "coupons", "--help"}, 0, "-workers"},
+		{[]string{"version"}, 0, "dlock "},
+	}
+	for _, tt := range tests {
+		var stdout, stderr bytes.Buffer
+		code := Main(tt.args, strings.NewReader(""), &stdout, &stderr)
+		if code != tt.wantCode || !strings.Contains(stdout.String(), tt.want) {
+			t.Errorf("dlock %q: got exit %d, stdout %q; want %d and %q", tt.args, code, stdout.String(), tt.wantCode, tt.want)
+		}
+	}
+	var stdout, stderr bytes.Buffer
+	if code := Main([]string{"frobnicate"}, strings.NewReader(""), &stdout, &stderr); code != ExitUsage {
+		t.Errorf("unknown command: got exit %d, want %d", code, ExitUsage)
+	}
+}

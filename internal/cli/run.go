@@ -1,0 +1,395 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/dlock-go/dlock"
+)
+
+// Environment variables set for the command.
+const (
+	EnvKey   = "DLOCK_KEY"
+	EnvFence = "DLOCK_FENCE"
+	EnvToken = "DLOCK_TOKEN"
+)
+
+const defaultGrace = 10 * time.Second
+
+const runUsage = `Usage: dlock run [flags] KEY -- CMD [ARGS...]
+
+Takes the lock KEY, runs CMD while holding it, and releases it when CMD
+exits. Flags come before KEY; "--" separates CMD. CMD gets DLOCK_KEY,
+DLOCK_FENCE (the fencing token: check it at the resource) and DLOCK_TOKEN.
+The lease is refreshed every TTL/3 while CMD runs.
+
+Without --try or --wait, dlock waits until the lock is free (Ctrl-C or
+SIGTERM stop the wait). Not acquired (--try, or --wait ran out): exit 75.
+
+If the lock is lost while CMD runs (the backend could not be reached for a
+whole TTL, or another owner took the key), CMD gets SIGTERM, then SIGKILL
+after --grace, and dlock exits 70. SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1
+and SIGUSR2 sent to dlock are passed on to CMD (Ctrl-C from the terminal
+already reaches CMD and is not sent twice); dlock releases the lock when CMD
+exits and exits with CMD's code (128+N when signal N killed it).
+`
+
+func cmdRun(args []string, sio stdio) error {
+	fs := newFlagSet("run", runUsage, sio)
+	bf := addBackendFlags(fs)
+	ttl := durationFlag(fs, "ttl", dlock.DefaultTTL, "lease length `D`; refreshed every D/3 while CMD runs; if dlock dies, others wait at most D")
+	wait := durationFlag(fs, "wait", 0, "wait at most `D` for the lock, then exit 75 (default: wait until acquired; 0 = --try)")
+	try := fs.Bool("try", false, "make one attempt; exit 75 at once if the lock is held")
+	grace := durationFlag(fs, "grace", defaultGrace, "after losing the lock, send SIGKILL `D` after SIGTERM if CMD is still running")
+	pgroup := fs.Bool("pgroup", false, "run CMD in its own process group and signal the whole group (for scripts; CMD cannot read the terminal)")
+	verbose := fs.Bool("v", false, "report waiting, acquisition and release on stderr")
+	if done, err := parseFlags(fs, args, sio); done {
+		return err
+	}
+	set := setFlags(fs)
+	rest := fs.Args()
+	switch {
+	case len(rest) == 0:
+		return usageError("run", "missing KEY")
+	case len(rest) == 1:
+		return usageError("run", "missing -- CMD after KEY")
+	case rest[1] != "--":
+		return usageError("run", "expected -- after KEY, got %q (flags go before KEY)", rest[1])
+	case len(rest) == 2:
+		return usageError("run", "missing CMD after --")
+	}
+	key, argv := rest[0], rest[2:]
+	if *try && set["wait"] {
+		return usageError("run", "--try and --wait exclude each other")
+	}
+	if set["wait"] && *wait == 0 {
+		*try = true
+	}
+	if err := dlock.ValidateKey(key); err != nil {
+		return usageError("run", "%s", clean(err))
+	}
+	r := &runner{
+		key: key, argv: argv, bf: bf, ttl: *ttl, wait: *wait, try: *try,
+		grace: *grace, pgroup: *pgroup, verbose: *verbose, sio: sio,
+	}
+	return r.run()
+}
+
+type runner struct {
+	key     string
+	argv    []string
+	bf      *backendFlags
+	ttl     time.Duration
+	wait    time.Duration
+	try     bool
+	grace   time.Duration
+	pgroup  bool
+	verbose bool
+	sio     stdio
+}
+
+func (r *runner) logf(format string, args ...any) {
+	fmt.Fprintf(r.sio.err, "dlock: "+format+"\n", args...)
+}
+
+func (r *runner) vlogf(format string, args ...any) {
+	if r.verbose {
+		r.logf(format, args...)
+	}
+}
+
+type acquired struct {
+	c   *dlock.Client
+	l   *dlock.Lock
+	err error
+}
+
+func (r *runner) run() error {
+	// Signals stop the connection and the wait; once CMD runs they are
+	// passed on to it.
+	sigs, stopSigs := notify(forwardSignals...)
+	defer stopSigs()
+	ctx, cancel := context.WithCancelCause(context.Background())
+	defer cancel(nil)
+
+	res := make(chan acquired, 1)
+	go func() {
+		c, l, err := r.acquire(ctx)
+		res <- acquired{c, l, err}
+	}()
+	var a acquired
+wait:
+	for {
+		select {
+		case a = <-res:
+			break wait
+		case s := <-sigs:
+			if !isWaitSignal(s) {
+				continue
+			}
+			cancel(&signalError{sig: s})
+			a = <-res
+			if a.err == nil {
+				// Granted just as the signal came: give it back.
+				_ = r.release(a.l)
+				a.err = exitf(128+signalNum(s), "dlock: interrupted by %s before running the command", signalName(s))
+			}
+			break wait
+		}
+	}
+	if a.c != nil {
+		defer a.c.Close()
+	}
+	if a.err != nil {
+		return a.err
+	}
+	return r.runLocked(a.l, sigs)
+}
+
+func isWaitSignal(s os.Signal) bool {
+	for _, w := range waitSignals {
+		if s == w {
+			return true
+		}
+	}
+	return false
+}
+
+// acquire opens the backend and takes the lock as --try / --wait say.
+func (r *runner) acquire(ctx context.Context) (*dlock.Client, *dlock.Lock, error) {
+	hook := func(e dlock.Event) {
+		if e.Kind == dlock.EventRefreshFailed {
+			r.logf("warning: could not refresh lock %q: %s", e.Key, clean(e.Err))
+		}
+	}
+	c, shown, err := r.bf.open(ctx, dlock.WithEventHook(hook))
+	if err != nil {
+		return nil, nil, err
+	}
+	opts := []dlock.LockOption{dlock.WithTTL(r.ttl), dlock.WithMetadata(r.metadata())}
+	start := time.Now()
+	var (
+		l     *dlock.Lock
+		opctx context.Context
+	)
+	switch {
+	case r.try:
+		var cancel context.CancelFunc
+		opctx, cancel = context.WithTimeout(ctx, *r.bf.timeout)
+		defer cancel()
+		l, err = c.TryLock(opctx, r.key, opts...)
+	case r.wait > 0:
+		var cancel context.CancelFunc
+		opctx, cancel = context.WithTimeout(ctx, r.wait)
+		defer cancel()
+		r.vlogf("waiting up to %v for lock %q on %s", r.wait, r.key, shown)
+		l, err = c.Lock(opctx, r.key, opts...)
+	default:
+		opctx = ctx
+		r.vlogf("waiting for lock %q on %s", r.key, shown)
+		l, err = c.Lock(opctx, r.key, opts...)
+	}
+	if err == nil {
+		r.vlogf("acquired lock %q (fence %d) after %v", r.key, l.Fence(), time.Since(start).Round(time.Millisecond))
+		return c, l, nil
+	}
+	if se := signalCause(ctx); se != nil {
+		return c, nil, exitf(se.code(), "dlock: interrupted by %s while waiting for lock %q", signalName(se.sig), r.key)
+	}
+	notAcquired := errors.Is(err, dlock.ErrNotAcquired) ||
+		(r.wait > 0 && !r.try && errors.Is(err, context.DeadlineExceeded) && errors.Is(opctx.Err(), context.DeadlineExceeded))
+	if notAcquired {
+		holder := r.holder(ctx, c)
+		if r.try {
+			return c, nil, exitf(ExitNotAcquired, "dlock: lock %q is held%s; not acquired (--try)", r.key, holder)
+		}
+		return c, nil, exitf(ExitNotAcquired, "dlock: lock %q still held%s after waiting %v; not acquired", r.key, holder, r.wait)
+	}
+	return c, nil, backendError(ctx, opctx, err, fmt.Sprintf("lock %q", r.key))
+}
+
+// holder describes who holds the key, as " by META (fence N, expires in D)",
+// or "" when that cannot be told quickly.
+func (r *runner) holder(ctx context.Context, c *dlock.Client) string {
+	ictx, cancel := context.WithTimeout(ctx, min(*r.bf.timeout, 2*time.Second))
+	defer cancel()
+	in, err := c.Inspect(ictx, r.key)
+	if err != nil || !in.Held {
+		return " by another owner"
+	}
+	return " by " + describeHolder(in)
+}
+
+// describeHolder returns "META (fence N, expires in D)".
+func describeHolder(in dlock.Info) string {
+	who := oneLine(in.Metadata)
+	if who == "" {
+		who = "another owner"
+	}
+	var extra []string
+	if in.Fence > 0 {
+		extra = append(extra, "fence "+strconv.FormatUint(in.Fence, 10))
+	}
+	if in.TTL > 0 {
+		extra = append(extra, "expires in "+roundDuration(in.TTL).String())
+	}
+	if len(extra) == 0 {
+		return who
+	}
+	return who + " (" + strings.Join(extra, ", ") + ")"
+}
+
+// metadata describes this owner for Inspect and dlock status.
+func (r *runner) metadata() string {
+	m := dlock.DefaultMetadata()
+	if u := os.Getenv("USER"); u != "" {
+		m += " user=" + u
+	}
+	return m + " cmd=" + filepath.Base(r.argv[0])
+}
+
+// release unlocks l, bounded by the connect timeout.
+func (r *runner) release(l *dlock.Lock) error {
+	ctx, cancel := context.WithTimeout(context.Background(), *r.bf.timeout)
+	defer cancel()
+	return l.Unlock(ctx)
+}
+
+// runLocked runs the command while l is held and returns how dlock exits.
+func (r *runner) runLocked(l *dlock.Lock, sigs <-chan os.Signal) error {
+	cmd := exec.Command(r.argv[0], r.argv[1:]...)
+	cmd.Env = childEnv(os.Environ(), r.key, l)
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = r.sio.in, r.sio.out, r.sio.err
+	cmd.SysProcAttr = procAttr(r.pgroup)
+
+	started := make(chan error, 1)
+	exited := make(chan error, 1)
+	go func() {
+		// The parent-death signal is tied to the thread that started the
+		// child: keep that thread until the child has exited.
+		runtime.LockOSThread()
+		if err := cmd.Start(); err != nil {
+			started <- err
+			return
+		}
+		started <- nil
+		exited <- cmd.Wait()
+	}()
+	if err := <-started; err != nil {
+		if uerr := r.release(l); uerr != nil && !errors.Is(uerr, dlock.ErrNotHeld) {
+			r.logf("warning: could not release lock %q: %s; it frees itself within %v", r.key, clean(uerr), r.ttl)
+		}
+		code := ExitCannotRun
+		if errors.Is(err, exec.ErrNotFound) || errors.Is(err, fs.ErrNotExist) {
+			code = ExitNotFound
+		}
+		return exitf(code, "dlock: cannot run %s: %s", r.argv[0], clean(err))
+	}
+
+	done := l.Done()
+	var (
+		lost bool
+		kill <-chan time.Time
+	)
+running:
+	for {
+		select {
+		case <-exited:
+			break running
+		case s := <-sigs:
+			if keyboardSignal(s) && !r.pgroup && inForeground() {
+				// The terminal sent it to the whole foreground group,
+				// CMD included.
+				continue
+			}
+			if err := sendSignal(cmd, s, r.pgroup); err != nil {
+				r.vlogf("could not pass %s on to %s: %v", signalName(s), r.argv[0], err)
+			}
+		case <-done:
+			done = nil
+			lerr := l.Err()
+			if !errors.Is(lerr, dlock.ErrLost) {
+				continue
+			}
+			lost = true
+			r.logf("lost lock %q (fence %d): %s; sending SIGTERM to %s (pid %d)", r.key, l.Fence(), r.lossCause(lerr), r.argv[0], cmd.Process.Pid)
+			_ = sendSignal(cmd, termSignal, r.pgroup)
+			kill = time.After(r.grace)
+		case <-kill:
+			kill = nil
+			r.logf("%s still running %v after SIGTERM; sending SIGKILL", r.argv[0], r.grace)
+			_ = sendSignal(cmd, killSignal, r.pgroup)
+		}
+	}
+	code := exitCode(cmd.ProcessState)
+	if !lost && errors.Is(l.Err(), dlock.ErrLost) {
+		// Lost as CMD exited: it may have run part of its time unprotected.
+		lost = true
+		r.logf("lost lock %q (fence %d): %s", r.key, l.Fence(), r.lossCause(l.Err()))
+	}
+	if lost {
+		_ = r.release(l) // the lock is gone; this only tidies up
+		if r.pgroup {
+			_ = sendSignal(cmd, killSignal, true) // leftovers of CMD's group
+		}
+		return exitf(ExitLost, "dlock: %s ended (status %d) after lock %q was lost; exit %d", r.argv[0], code, r.key, ExitLost)
+	}
+	if err := r.release(l); err != nil {
+		r.logf("warning: could not release lock %q: %s; it frees itself within %v", r.key, clean(err), r.ttl)
+	} else {
+		r.vlogf("released lock %q; %s exited with status %d", r.key, r.argv[0], code)
+	}
+	return &exitError{code: code}
+}
+
+// lossCause returns why the lock was lost, without repeating the key.
+func (r *runner) lossCause(err error) string {
+	return strings.TrimPrefix(clean(err), fmt.Sprintf("lock lost: %q: ", r.key))
+}
+
+// childEnv returns env with DLOCK_KEY, DLOCK_FENCE and DLOCK_TOKEN set for l.
+func childEnv(env []string, key string, l *dlock.Lock) []string {
+	out := make([]string, 0, len(env)+3)
+	for _, kv := range env {
+		name, _, _ := strings.Cut(kv, "=")
+		if name == EnvKey || name == EnvFence || name == EnvToken {
+			continue
+		}
+		out = append(out, kv)
+	}
+	return append(out,
+		EnvKey+"="+key,
+		EnvFence+"="+strconv.FormatUint(l.Fence(), 10),
+		EnvToken+"="+l.Token(),
+	)
+}
+
+// oneLine returns s with control characters escaped, so that a value stored
+// by someone else cannot break our output lines.
+func oneLine(s string) string {
+	if strings.IndexFunc(s, func(r rune) bool { return r < ' ' || r == 0x7f }) < 0 {
+		return s
+	}
+	q := strconv.Quote(s)
+	return q[1 : len(q)-1]
+}
+
+// roundDuration rounds d for display.
+func roundDuration(d time.Duration) time.Duration {
+	switch {
+	case d >= 10*time.Second:
+		return d.Round(time.Second)
+	case d >= time.Second:
+		return d.Round(100 * time.Millisecond)
+	}
+	return d.Round(time.Millisecond)
+}

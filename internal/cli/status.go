@@ -1,0 +1,94 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"strings"
+
+	"github.com/dlock-go/dlock"
+)
+
+const statusUsage = `Usage: dlock status [flags] KEY
+
+Shows whether the lock KEY is held and, if so, by whom (host, pid, user and
+command of a "dlock run"), with which fencing token and for how much longer;
+or "free", with the last fence granted when the backend keeps it. Exits 0
+either way.
+`
+
+func cmdStatus(args []string, sio stdio) error {
+	fs := newFlagSet("status", statusUsage, sio)
+	bf := addBackendFlags(fs)
+	if done, err := parseFlags(fs, args, sio); done {
+		return err
+	}
+	switch fs.NArg() {
+	case 0:
+		return usageError("status", "missing KEY")
+	case 1:
+	default:
+		return usageError("status", "expected one KEY, got %d arguments (flags go before KEY)", fs.NArg())
+	}
+	key := fs.Arg(0)
+	if err := dlock.ValidateKey(key); err != nil {
+		return usageError("status", "%s", clean(err))
+	}
+
+	ctx, cancel := context.WithCancelCause(context.Background())
+	defer cancel(nil)
+	sigs, stop := notify(waitSignals...)
+	defer stop()
+	go func() {
+		select {
+		case s := <-sigs:
+			cancel(&signalError{sig: s})
+		case <-ctx.Done():
+		}
+	}()
+
+	c, shown, err := bf.open(ctx)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	ictx, icancel := context.WithTimeout(ctx, *bf.timeout)
+	defer icancel()
+	in, err := c.Inspect(ictx, key)
+	if err != nil {
+		return backendError(ctx, ictx, err, fmt.Sprintf("status of %q on %s", key, shown))
+	}
+	fmt.Fprint(sio.out, formatStatus(in))
+	return nil
+}
+
+// formatStatus renders Inspect's answer as "name: value" lines.
+func formatStatus(in dlock.Info) string {
+	var b strings.Builder
+	line := func(name, format string, args ...any) {
+		fmt.Fprintf(&b, "%-8s %s\n", name+":", fmt.Sprintf(format, args...))
+	}
+	line("key", "%s", oneLine(in.Key))
+	if !in.Held {
+		line("state", "free")
+		if in.Fence > 0 {
+			line("fence", "%d (last granted)", in.Fence)
+		}
+		return b.String()
+	}
+	line("state", "held")
+	if in.Metadata != "" {
+		line("holder", "%s", oneLine(in.Metadata))
+	} else {
+		line("holder", "(unknown)")
+	}
+	if in.Fence > 0 {
+		line("fence", "%d", in.Fence)
+	}
+	if in.TTL > 0 {
+		line("expires", "in %v unless refreshed", roundDuration(in.TTL))
+	}
+	if in.Waiters >= 0 {
+		line("waiters", "%d", in.Waiters)
+	}
+	return b.String()
+}
