@@ -136,6 +136,10 @@ func StartPostgres(t testing.TB, opts ...PostgresOption) *Postgres {
 // postmaster's process group), and waits until they are gone so that the
 // data directory can be started again. Safe to call on a stopped server.
 func (p *Postgres) Kill() {
+	if p.Exited() {
+		p.Process.Kill()
+		return
+	}
 	p.Pause() // no new backends from here on
 	kids := childPids(p.Pid())
 	p.Process.Kill()
