@@ -37,8 +37,12 @@ func (d *zkDriver) scheduleCleanup(keyPath string) {
 	})
 }
 
-// runCleanups runs the pending clean-ups now (at Close), within ctx.
+// runCleanups runs the pending clean-ups now (at Close), within ctx, when
+// the session is up.
 func (d *zkDriver) runCleanups(ctx context.Context) {
+	if d.conn.State() != zk.StateHasSession {
+		return
+	}
 	d.mu.Lock()
 	var paths []string
 	for p, t := range d.cleanups {

@@ -30,6 +30,9 @@ const (
 	abandonWait = time.Second
 	// maxCreateAttempts bounds protected creation's retries.
 	maxCreateAttempts = 6
+	// maxRejoins bounds how often a waiter joins the queue again after its
+	// session expired.
+	maxRejoins = 3
 )
 
 // node is one lock node of this driver.
@@ -398,7 +401,6 @@ func (d *zkDriver) AcquireQueued(ctx context.Context, req driver.Request) (drive
 	if err != nil {
 		return driver.Result{}, err
 	}
-	lastOK := time.Now()
 	poll := time.NewTimer(fallbackPoll)
 	defer poll.Stop()
 	retry := 10 * time.Millisecond
@@ -411,10 +413,11 @@ func (d *zkDriver) AcquireQueued(ctx context.Context, req driver.Request) (drive
 		return driver.Result{}, d.wrap(ctx, op, err)
 	}
 	// again decides whether a failed request is worth repeating: the
-	// connection failed but the session may still be alive.
+	// connection failed, not the request. Once queued, a waiter rides out
+	// connection loss until its ctx ends; after a session expiry the next
+	// listing shows its node gone, and it joins again.
 	again := func(err error) bool {
-		if ctx.Err() != nil || d.isClosed() || !transient(err) ||
-			d.conn.SessionID() != n.session || time.Since(lastOK) > d.sessionTimeout() {
+		if ctx.Err() != nil || d.isClosed() || !transient(err) {
 			return false
 		}
 		if d.sleepCtx(ctx, retry) != nil {
@@ -423,19 +426,27 @@ func (d *zkDriver) AcquireQueued(ctx context.Context, req driver.Request) (drive
 		retry = min(2*retry, 500*time.Millisecond)
 		return true
 	}
-	for {
+	for rejoins := 0; ; {
 		sent := time.Now()
 		kids, err := d.childrenAndFence(ctx, n)
-		if err != nil {
+		if err != nil && !errors.Is(err, zk.ErrNoNode) {
 			if again(err) {
 				continue
 			}
 			return fail("listing "+n.keyPath, err)
 		}
-		lastOK = sent
+		retry = 10 * time.Millisecond
 		pos := position(kids.names, n.name, n.seq)
 		if !pos.found {
-			return driver.Result{}, fmt.Errorf("%w: zookeeper %s: lock node %s vanished while waiting (session expired?)", driver.ErrUnavailable, d.servers, n.path)
+			// Our node is gone: its session expired while we waited. Our
+			// place is lost; join again at the tail.
+			if rejoins++; rejoins > maxRejoins || ctx.Err() != nil {
+				return driver.Result{}, fmt.Errorf("%w: zookeeper %s: lock node %s vanished while waiting (session expired)", driver.ErrUnavailable, d.servers, n.path)
+			}
+			if n, err = d.create(ctx, n.keyPath, encodeData(req.Token, req.TTL, req.Metadata)); err != nil {
+				return driver.Result{}, err
+			}
+			continue
 		}
 		if pos.lowest == n.name {
 			return d.grant(ctx, req, n, sent)
