@@ -246,6 +246,7 @@ func (c *Client) acquire(ctx context.Context, key string, opts []LockOption, try
 	}
 
 	var (
+		lastErr   error
 		watch     <-chan struct{}
 		stopWatch = func() {}
 		waited    time.Duration
@@ -256,7 +257,16 @@ func (c *Client) acquire(ctx context.Context, key string, opts []LockOption, try
 		sent := time.Now()
 		res, err := c.d.Acquire(ctx, req)
 		if err != nil {
-			return nil, c.waitEnded(key, attempt, waited, ctxErr(ctx, err))
+			if try || attempt == 1 || !transient(ctx, err) {
+				return nil, c.waitEnded(key, attempt, waited, ctxErr(ctx, err))
+			}
+			// A waiter that reached the backend before rides out a
+			// passing failure (a server restart, a stale pooled
+			// connection) on its backoff, until its ctx ends.
+			c.log.Warn("dlock: attempt failed while waiting; retrying", "key", key, "err", err)
+			lastErr, res = err, driver.Result{}
+		} else {
+			lastErr = nil
 		}
 		if res.Acquired {
 			if l := c.grant(req, cfg, res, sent, start, attempt, waited); l != nil {
@@ -298,7 +308,11 @@ func (c *Client) acquire(ctx context.Context, key string, opts []LockOption, try
 		t0 := time.Now()
 		select {
 		case <-ctx.Done():
-			return nil, c.waitEnded(key, attempt, waited+time.Since(t0), ctx.Err())
+			err := ctx.Err()
+			if lastErr != nil {
+				err = fmt.Errorf("%w (last attempt: %w)", err, lastErr)
+			}
+			return nil, c.waitEnded(key, attempt, waited+time.Since(t0), err)
 		case <-c.closeCh:
 			return nil, c.waitEnded(key, attempt, waited+time.Since(t0), ErrClosed)
 		case <-watch:
@@ -387,6 +401,20 @@ func (c *Client) emit(e Event) {
 	if c.cfg.hook != nil {
 		c.cfg.hook(e)
 	}
+}
+
+// transient reports whether err, met while waiting, may pass: anything but
+// the end of ctx, invalid input and a closed client.
+func transient(ctx context.Context, err error) bool {
+	if ctx.Err() != nil {
+		return false
+	}
+	for _, permanent := range []error{ErrInvalidKey, ErrInvalidTTL, ErrInvalidOption, ErrClosed, context.Canceled, context.DeadlineExceeded} {
+		if errors.Is(err, permanent) {
+			return false
+		}
+	}
+	return true
 }
 
 // ctxErr makes sure an error caused by the end of ctx matches ctx.Err().
