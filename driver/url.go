@@ -22,13 +22,37 @@ type URL struct {
 func ParseURL(s string) (*URL, error) {
 	u, err := url.Parse(s)
 	if err != nil {
-		// url.Error repeats the input, which may hold a password.
-		return nil, fmt.Errorf("%w: cannot parse backend URL: %v", ErrInvalidOption, unwrapURLError(err))
+		// url.Error and its reasons repeat parts of the input, which may
+		// hold a password: explain with the user information removed.
+		reason := "invalid user information"
+		if _, rerr := url.Parse(stripUserinfo(s)); rerr != nil {
+			reason = unwrapURLError(rerr).Error()
+		}
+		return nil, fmt.Errorf("%w: cannot parse backend URL: %s", ErrInvalidOption, reason)
 	}
 	if u.Scheme == "" {
 		return nil, fmt.Errorf("%w: backend URL %q has no scheme", ErrInvalidOption, u.Redacted())
 	}
 	return &URL{URL: u, query: u.Query()}, nil
+}
+
+// stripUserinfo replaces the user information of scheme://userinfo@host/...
+// with "redacted".
+func stripUserinfo(s string) string {
+	i := strings.Index(s, "://")
+	if i < 0 {
+		return s
+	}
+	rest := s[i+3:]
+	end := strings.IndexAny(rest, "/?#")
+	if end < 0 {
+		end = len(rest)
+	}
+	at := strings.LastIndex(rest[:end], "@")
+	if at < 0 {
+		return s
+	}
+	return s[:i+3] + "redacted" + rest[at:]
 }
 
 func unwrapURLError(err error) error {
