@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -119,6 +120,85 @@ func TestOneWakeupPerRelease(t *testing.T) {
 	}
 	if wakeups != waiters {
 		t.Errorf("waiter wake-ups = %d, want %d", wakeups, waiters)
+	}
+}
+
+// serverRequests returns the number of requests the server has received
+// (srvr's "Received"), pings included.
+func serverRequests(t *testing.T, z *testserver.ZooKeeper) int {
+	t.Helper()
+	out, err := testserver.FourLetterWord(t.Context(), z.Addr(), "srvr")
+	if err != nil {
+		t.Fatalf("srvr: %v", err)
+	}
+	for _, line := range strings.Split(out, "\n") {
+		if v, ok := strings.CutPrefix(line, "Received: "); ok {
+			n, err := strconv.Atoi(strings.TrimSpace(v))
+			if err != nil {
+				t.Fatalf("srvr: %q", line)
+			}
+			return n
+		}
+	}
+	t.Fatalf("srvr reply without Received: %q", out)
+	return 0
+}
+
+// TestRequestsPerCycle: an uncontended lock–unlock cycle costs dlock no more
+// requests than zk.Lock (create, list, delete), although it also gets a
+// fence.
+func TestRequestsPerCycle(t *testing.T) {
+	z := startStandalone(t)
+	const base, cycles = "/requests", 200
+	w := &deleteWatches{}
+	c, err := NewClient(countingConn(t, z.Addrs(), w), Options{Base: base, SessionTimeout: 10 * time.Second},
+		dlock.WithLockDefaults(dlock.WithTTL(10*time.Second)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	zl := zk.NewLock(countingConn(t, z.Addrs(), w), Path(base, "zk"), zk.WorldACL(zk.PermAll))
+	ctx := t.Context()
+	// The first cycles create the key nodes.
+	for i := 0; i < 2; i++ {
+		l, err := c.Lock(ctx, "dlock")
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = l.Unlock(ctx)
+		if err := zl.Lock(); err != nil {
+			t.Fatal(err)
+		}
+		_ = zl.Unlock()
+	}
+	r0 := serverRequests(t, z)
+	for i := 0; i < cycles; i++ {
+		l, err := c.Lock(ctx, "dlock")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if l.Fence() == 0 {
+			t.Fatal("no fence")
+		}
+		if err := l.Unlock(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r1 := serverRequests(t, z)
+	for i := 0; i < cycles; i++ {
+		if err := zl.Lock(); err != nil {
+			t.Fatal(err)
+		}
+		if err := zl.Unlock(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r2 := serverRequests(t, z)
+	// srvr itself and the sessions' pings count too: allow a few.
+	dl, zl2 := float64(r1-r0-1)/cycles, float64(r2-r1-1)/cycles
+	t.Logf("requests per cycle: dlock %.2f, zk.Lock %.2f", dl, zl2)
+	if dl > 3.05 || dl > zl2+0.05 {
+		t.Errorf("dlock sends %.2f requests per uncontended cycle, want 3 like zk.Lock (%.2f)", dl, zl2)
 	}
 }
 

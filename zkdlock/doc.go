@@ -44,10 +44,17 @@
 // creation: after a connection loss during the create, the driver finds its
 // node again by the guid, so no orphan blocks the queue). The lowest sequence
 // holds the lock. A waiter watches only the node just before its own, so a
-// release wakes exactly one waiter. A waiter whose ctx ends deletes its node
-// before Lock returns. TryLock creates its node and, when it is not the
-// lowest, deletes it again. The key's node is deleted when its last lock node
-// goes, so idle keys leave nothing behind.
+// release wakes exactly one waiter; it also re-reads the queue every 2s in
+// case a notification is lost. A waiter whose ctx ends deletes its node
+// before Lock returns. Once queued, a waiter rides out connection loss until
+// its ctx ends, and joins the queue again (at the tail) if its session
+// expired meanwhile. TryLock creates its node and, when it is not the lowest,
+// deletes it again.
+//
+// The key node is the lock's own: the driver keeps its data empty (it
+// writes it, empty, in the transaction that creates each lock node, to learn
+// the fence without another request) and deletes it once it has been empty
+// for a second, or when the Client closes.
 //
 // # TTL and the session
 //
@@ -76,5 +83,13 @@
 //
 // The fence is the lock node's czxid, the ZooKeeper transaction id of its
 // creation: strictly increasing across grants of a key, across sessions and
-// leader changes, for as long as the ensemble keeps its data.
+// leader changes, for as long as the ensemble keeps its data. Inspect
+// reports the same number for the holder, whichever client it is.
+//
+// # Re-acquiring with a token
+//
+// An Acquire with a token that holds the key on the same driver keeps the
+// node and its fence. Another driver (another process) cannot adopt a lock
+// node, since the node lives and dies with its creator's session, so
+// Capabilities().ReacquireWithToken is false.
 package zkdlock

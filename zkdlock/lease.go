@@ -16,13 +16,13 @@ import (
 type holding struct {
 	key, token string
 	n          *node
-	metadata   string
 
 	// Guarded by zkDriver.mu.
-	ttl     time.Duration
-	expires time.Time // local clock: the node is deleted at this moment
-	timer   *time.Timer
-	done    bool // released or expired: no longer in held
+	metadata string
+	ttl      time.Duration
+	expires  time.Time // local clock: the node is deleted at this moment
+	timer    *time.Timer
+	done     bool // released or expired: no longer in held
 }
 
 // drift is the portable layer's clock drift allowance (1% + 2 ms), taken
@@ -142,7 +142,10 @@ func (d *zkDriver) Refresh(ctx context.Context, key, token string, ttl time.Dura
 	if h == nil {
 		return fmt.Errorf("%w: %q is not held by this token", driver.ErrNotHeld, key)
 	}
-	return d.refresh(ctx, h, ttl, h.metadata)
+	d.mu.Lock()
+	metadata := h.metadata
+	d.mu.Unlock()
+	return d.refresh(ctx, h, ttl, metadata)
 }
 
 func (d *zkDriver) refresh(ctx context.Context, h *holding, ttl time.Duration, metadata string) error {
