@@ -96,7 +96,10 @@
 // Release deletes the entry. The entry's name carries the ID of a lease of
 // this driver, and a lease backs a new entry only after the previous one's
 // deletion was confirmed, so a late or repeated release can never delete a
-// newer lock.
+// newer lock. When the delete fails, or etcd takes more than a second to
+// answer it (a leader just died), the driver also revokes the lock's lease in
+// the background, so that the key is free as soon as etcd is back rather
+// than when the lease runs out.
 //
 // Re-acquiring a held key with the same token (dlock.WithToken) is not
 // supported: Refresh and Release act on locks taken through the same driver.

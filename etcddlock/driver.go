@@ -20,6 +20,10 @@ import (
 // context ended, and other best-effort clean-up.
 const cleanupTimeout = 3 * time.Second
 
+// hedgeAfter is how long Release waits for etcd before it also revokes the
+// lock's lease in the background.
+const hedgeAfter = time.Second
+
 // maxLeaseTTL is etcd's largest lease TTL (9e9 seconds).
 const maxLeaseTTL = 9_000_000_000 * time.Second
 
@@ -115,15 +119,18 @@ func (d *etcdDriver) rpcCtx(ctx context.Context) (context.Context, context.Cance
 }
 
 // fail wraps an error from etcd. Errors that say the cluster could not be
-// reached or did not answer match driver.ErrUnavailable and name the
-// endpoints; an error caused by the end of ctx matches ctx.Err().
+// reached or did not answer (in time) match driver.ErrUnavailable; all name
+// the endpoints; an error caused by the end of ctx matches ctx.Err().
 func (d *etcdDriver) fail(ctx context.Context, op string, err error) error {
 	if cerr := ctx.Err(); cerr != nil {
 		if errors.Is(cerr, context.Canceled) && d.ctx.Err() != nil {
 			return driver.ErrClosed
 		}
-		if d.connDown() {
-			return fmt.Errorf("%w: etcd %s: %s: %w (%v)", driver.ErrUnavailable, d.addr, op, cerr, err)
+		// The caller's deadline passed while etcd had not answered: that
+		// is unavailability too, as is a request cut short on a
+		// connection that is down.
+		if errors.Is(cerr, context.DeadlineExceeded) || d.connDown() {
+			return fmt.Errorf("%w: etcd %s: %s: no answer: %w", driver.ErrUnavailable, d.addr, op, cerr)
 		}
 		return fmt.Errorf("etcd %s: %s: %w", d.addr, op, cerr)
 	}
@@ -310,7 +317,10 @@ func (d *etcdDriver) Refresh(ctx context.Context, key, token string, ttl time.Du
 	}
 	renewed := d.renewAsync(ctx, l)
 	rctx, cancel := d.rpcCtx(ctx)
-	resp, err := d.cli.Txn(rctx).If(e.owned(l)...).Commit()
+	// The Get makes the check linearizable: etcd serves a transaction
+	// without operations as a serializable read, from a member that may
+	// not have applied our own latest write yet.
+	resp, err := d.cli.Txn(rctx).If(e.owned(l)...).Then(clientv3.OpGet(e.name, clientv3.WithCountOnly())).Commit()
 	cancel()
 	rerr := <-renewed
 	if errors.Is(rerr, errLeaseGone) {
@@ -384,12 +394,25 @@ func (d *etcdDriver) Release(ctx context.Context, key, token string) error {
 	// under the entry's lock). So the name can only be this lock's entry,
 	// or gone. It costs one write, like the Mutex; a transaction comparing
 	// the create revision costs noticeably more in etcd.
+	//
+	// When etcd is slow to answer — typically a write proposed just as
+	// the leader died, which etcd reports only after its own request
+	// timeout of about 5 s — revoking the lease in the background as
+	// well frees the key as soon as a new leader is up, instead of when
+	// the lease runs out.
+	hedge := time.AfterFunc(hedgeAfter, func() { d.revokeAsync(l, func() { d.forget(key, token, e) }) })
 	rctx, cancel := d.rpcCtx(ctx)
 	resp, err := d.cli.Delete(rctx, e.name)
 	cancel()
+	hedged := !hedge.Stop()
 	if err != nil {
-		// Kept: a later Unlock tries again. Nobody keeps the lease alive,
-		// so the key goes when it expires.
+		// The delete may or may not have happened. Revoking the lease
+		// frees the key either way; it is tried in the background until
+		// the lease would have expired anyway (nobody keeps it alive). A
+		// later Unlock finds the lease gone.
+		if !hedged {
+			d.revokeAsync(l, func() { d.forget(key, token, e) })
+		}
 		return d.fail(ctx, "release", err)
 	}
 	d.forget(key, token, e)

@@ -188,14 +188,44 @@ func (o *owners) count(key string) int {
 	return o.grants[key]
 }
 
-// TestClusterMemberKill kills -9 the leader of a 3-member cluster while
-// locks are held and waited on: no double grant, and grants go on.
-func TestClusterMemberKill(t *testing.T) {
+// TestCluster runs on a 3-member cluster, whose members the client uses in
+// turn.
+func TestCluster(t *testing.T) {
 	if testing.Short() {
 		t.Skip("3-member cluster: skipped with -short")
 	}
 	srv := testserver.StartEtcdCluster(t, 3)
 	url := "etcd://" + srv.Addr()
+	t.Run("RefreshRightAfterGrant", func(t *testing.T) { testRefreshRightAfterGrant(t, url) })
+	t.Run("LeaderKill", func(t *testing.T) { testLeaderKill(t, srv, url) })
+}
+
+// testRefreshRightAfterGrant: a refresh sent to another member right after
+// the grant must see the grant (the check is a linearizable read).
+func testRefreshRightAfterGrant(t *testing.T, url string) {
+	ctx := testCtx(t, 30*time.Second)
+	a, b := openClient(t, url), openClient(t, url)
+	for i := 0; i < 60; i++ {
+		c := a
+		if i%2 == 1 {
+			c = b
+		}
+		l, err := c.TryLock(ctx, "refresh-after-grant")
+		if err != nil {
+			t.Fatalf("round %d: TryLock: %v", i, err)
+		}
+		if err := l.Refresh(ctx, 0); err != nil {
+			t.Fatalf("round %d: Refresh right after the grant: %v", i, err)
+		}
+		if err := l.Unlock(ctx); err != nil {
+			t.Fatalf("round %d: Unlock: %v", i, err)
+		}
+	}
+}
+
+// testLeaderKill kills -9 the leader while locks are held and waited on:
+// no double grant, and grants go on.
+func testLeaderKill(t *testing.T, srv *testserver.Etcd, url string) {
 	keys := []string{"kill-a", "kill-b"}
 	o := newOwners()
 	ctx, stop := context.WithCancel(testCtx(t, 60*time.Second))
@@ -222,7 +252,9 @@ func TestClusterMemberKill(t *testing.T) {
 				time.Sleep(2 * time.Millisecond)
 				o.leave(key, l)
 				uctx, ucancel := context.WithTimeout(context.Background(), 5*time.Second)
-				_ = l.Unlock(uctx)
+				if err := l.Unlock(uctx); err != nil {
+					t.Logf("Unlock: %v", err)
+				}
 				ucancel()
 			}
 		}()
@@ -233,7 +265,8 @@ func TestClusterMemberKill(t *testing.T) {
 		for _, k := range keys {
 			base[k] = o.count(k)
 		}
-		deadline := time.Now().Add(within)
+		start := time.Now()
+		deadline := start.Add(within)
 		for _, k := range keys {
 			for o.count(k) < base[k]+n {
 				if time.Now().After(deadline) {
@@ -242,6 +275,7 @@ func TestClusterMemberKill(t *testing.T) {
 				time.Sleep(10 * time.Millisecond)
 			}
 		}
+		t.Logf("%s: %d grants of each key after %v", phase, n, time.Since(start).Round(time.Millisecond))
 	}
 	waitGrants("before the kill", 20, 20*time.Second)
 

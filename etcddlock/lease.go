@@ -187,9 +187,12 @@ func (d *etcdDriver) keepAlive(ctx context.Context, l *lease, interval time.Dura
 	}
 }
 
-// revokeAsync revokes a lease nobody uses any more, in the background and
-// best effort (it expires on its own otherwise).
-func (d *etcdDriver) revokeAsync(l *lease) {
+// revokeAsync revokes a lease nobody uses any more, in the background, which
+// also deletes any entry still attached to it. While etcd cannot be reached
+// it tries again, with a growing pause, until the lease would have run out
+// on its own (nobody keeps it alive) or the driver is closed. then, if not
+// nil, runs when it is done.
+func (d *etcdDriver) revokeAsync(l *lease, then ...func()) {
 	l.markLost()
 	d.mu.Lock()
 	closed := d.closed
@@ -202,8 +205,28 @@ func (d *etcdDriver) revokeAsync(l *lease) {
 	}
 	go func() {
 		defer d.bg.Done()
-		ctx, cancel := context.WithTimeout(context.Background(), cleanupTimeout)
-		defer cancel()
-		_, _ = d.cli.Revoke(ctx, l.id)
+		defer func() {
+			for _, f := range then {
+				f()
+			}
+		}()
+		end := l.confirmedAt().Add(time.Duration(l.sec)*time.Second + time.Second)
+		pause := 50 * time.Millisecond
+		for {
+			left := time.Until(end)
+			if left <= 0 {
+				return
+			}
+			// Short attempts: a request proposed while the cluster elects
+			// a new leader can be lost, and etcd reports that only after
+			// its own request timeout (about 5 s).
+			ctx, cancel := context.WithTimeout(d.ctx, min(time.Second, left))
+			_, err := d.cli.Revoke(ctx, l.id)
+			cancel()
+			if err == nil || isLeaseNotFound(err) || !unavailable(err) || !sleepCtx(d.ctx, pause) {
+				return
+			}
+			pause = min(2*pause, time.Second)
+		}
 	}()
 }

@@ -76,7 +76,9 @@ func StartEtcd(t testing.TB, opts ...EtcdOption) *Etcd {
 
 // StartEtcdCluster starts an n-member etcd cluster on loopback and waits
 // until every member reports itself healthy (it has a leader and serves
-// linearizable reads).
+// linearizable reads). A member that exits during start-up (a port taken
+// meanwhile by another process) makes it start the whole cluster again on
+// new ports, up to three times.
 func StartEtcdCluster(t testing.TB, n int, opts ...EtcdOption) *Etcd {
 	t.Helper()
 	bin := LookPath(t, "etcd", "etcd-server")
@@ -84,6 +86,18 @@ func StartEtcdCluster(t testing.TB, n int, opts ...EtcdOption) *Etcd {
 	for _, o := range opts {
 		o(&cfg)
 	}
+	var err error
+	for attempt := 0; attempt < 3; attempt++ {
+		var e *Etcd
+		if e, err = startEtcdCluster(t, bin, n, cfg); err == nil {
+			return e
+		}
+	}
+	t.Fatalf("etcd cluster of %d: %v", n, err)
+	return nil
+}
+
+func startEtcdCluster(t testing.TB, bin string, n int, cfg etcdConfig) (*Etcd, error) {
 	e := &Etcd{tls: cfg.tls}
 	token := fmt.Sprintf("dlock-test-%d-%d", os.Getpid(), time.Now().UnixNano())
 	var initial []string
@@ -104,6 +118,7 @@ func StartEtcdCluster(t testing.TB, n int, opts ...EtcdOption) *Etcd {
 	// each ready once it listens, then wait for cluster health.
 	var wg sync.WaitGroup
 	procs := make([]*Process, n)
+	errs := make([]error, n)
 	for i, m := range e.Members {
 		dir := fastTempDir(t)
 		args := []string{
@@ -141,13 +156,21 @@ func StartEtcdCluster(t testing.TB, n int, opts ...EtcdOption) *Etcd {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			procs[i] = startNoFatal(t, spec)
+			procs[i], errs[i] = startProcess(t, spec)
 		}()
 	}
 	wg.Wait()
+	fail := func(err error) (*Etcd, error) {
+		for _, p := range procs {
+			if p != nil {
+				p.Kill()
+			}
+		}
+		return nil, err
+	}
 	for i, p := range procs {
-		if p == nil {
-			t.Fatalf("etcd member %s did not start", e.Members[i].MemberName)
+		if errs[i] != nil {
+			return fail(errs[i])
 		}
 		e.Members[i].Process = p
 	}
@@ -155,25 +178,24 @@ func StartEtcdCluster(t testing.TB, n int, opts ...EtcdOption) *Etcd {
 	defer cancel()
 	for _, m := range e.Members {
 		if err := e.WaitHealthy(ctx, m); err != nil {
-			t.Fatalf("%s: %v; log tail:\n%s", m.Name(), err, m.tail())
+			return fail(fmt.Errorf("%s: %v; log tail:\n%s", m.Name(), err, m.tail()))
 		}
 	}
-	return e
+	return e, nil
 }
 
-// startNoFatal is Start for use off the test goroutine: it reports a failure
-// with Errorf and returns nil.
-func startNoFatal(t testing.TB, spec Spec) *Process {
+// startProcess is Start without failing the test, for use off the test
+// goroutine and for retries.
+func startProcess(t testing.TB, spec Spec) (*Process, error) {
 	if spec.StartTimeout == 0 {
 		spec.StartTimeout = 30 * time.Second
 	}
 	p := &Process{t: t, spec: spec, log: filepath.Join(spec.Dir, "server.log")}
 	t.Cleanup(p.Kill)
 	if err := p.start(); err != nil {
-		t.Errorf("%v", err)
-		return nil
+		return nil, err
 	}
-	return p
+	return p, nil
 }
 
 // fastTempDir returns a temporary directory on a memory file system when the
