@@ -32,7 +32,7 @@ func TestCluster(t *testing.T) {
 		ctx := testCtx(t, 30*time.Second)
 		node := cluster.Nodes[0]
 		for _, prefix := range []string{"", "dlock:", "{app}:", "a}b"} {
-			d, _ := newDriver(t, cluster.Nodes[0].Addr(), redisdlock.Options{Prefix: prefix, NoPrefix: prefix == ""})
+			d, _ := newDriver(t, cluster.Nodes[0].Addr(), redisdlock.Options{Prefix: prefix})
 			for _, k := range clusterKeys {
 				lock, fence, info := d.Keys(k)
 				want, err := node.Do(ctx, "CLUSTER", "KEYSLOT", lock)
@@ -54,7 +54,7 @@ func TestCluster(t *testing.T) {
 
 	t.Run("LocksInEverySlotRange", func(t *testing.T) {
 		ctx := testCtx(t, 60*time.Second)
-		a, b := openURL(t, cluster.URL()), openURL(t, cluster.URL()+"?prefix=")
+		a, b := openURL(t, cluster.URL()), openURL(t, cluster.URL()+"?prefix=dlock:")
 		for _, c := range []*dlock.Client{a, b} {
 			for _, k := range clusterKeys {
 				l, err := c.TryLock(ctx, k)
@@ -141,7 +141,7 @@ func TestCluster(t *testing.T) {
 		ctx := testCtx(t, 30*time.Second)
 		rdb := redis.NewClusterClient(&redis.ClusterOptions{Addrs: cluster.Addrs()})
 		defer rdb.Close()
-		c, err := redisdlock.NewClient(rdb, redisdlock.Options{NoPrefix: true})
+		c, err := redisdlock.NewClient(rdb, redisdlock.Options{})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -3,8 +3,9 @@
 //
 // A lock is one Redis string, Prefix+key, holding the owner token with a PX
 // expiry: the same shape as redsync, bsm/redislock and hand-written
-// SET NX PX code, so with an empty prefix those and dlock exclude each other
-// on the same key. Each operation is one script call, one round trip:
+// SET NX PX code. The prefix is empty unless set, so by default the lock on
+// K is the Redis key K, and those libraries and dlock exclude each other on
+// the same key. Each operation is one script call, one round trip:
 // acquire (SET NX PX, fence bump, holder info; or the holder's PTTL),
 // refresh and release (compare the token, then PEXPIRE or DEL; release also
 // PUBLISHes a wake-up).
@@ -28,8 +29,9 @@
 //
 // Query parameters, all optional:
 //
-//	prefix=P                    key prefix (default "dlock:"); "prefix=" (empty) makes the Redis
-//	                            key exactly the lock name, for redsync/bsm/SET NX compatibility
+//	prefix=P                    key prefix (default none: the Redis key is exactly the lock name,
+//	                            as in redsync/bsm/SET NX code); e.g. "app:" to namespace dlock's
+//	                            keys, or to scope them with a Redis ACL
 //	fence_ttl=D                 lifetime of a key's fence counter after its last grant (default 720h)
 //	dial_timeout=D              connect timeout (default 5s)
 //	read_timeout=D              socket read timeout (default 3s)

@@ -124,7 +124,7 @@ func TestPartitionDuringRefresh(t *testing.T) {
 			time.Sleep(ttl/3 + ttl/6)
 			tc.fault(proxy)
 			// The server's own expiry time of the key, in Unix ms.
-			expireAt, err := rdb.Do(ctx, "PEXPIRETIME", "dlock:"+key).Int64()
+			expireAt, err := rdb.Do(ctx, "PEXPIRETIME", key).Int64()
 			if err != nil || expireAt <= 0 {
 				t.Fatalf("PEXPIRETIME = %d, %v", expireAt, err)
 			}

@@ -17,9 +17,10 @@ import (
 	"github.com/dlock-go/dlock/driver"
 )
 
-// DefaultPrefix is the prefix put before every lock key unless Options say
-// otherwise.
-const DefaultPrefix = "dlock:"
+// DefaultPrefix is the prefix put before every lock key unless Options or
+// the URL say otherwise: none, so the Redis key of the lock on K is K itself,
+// the key redsync, bsm/redislock and hand-written SET NX code use for K.
+const DefaultPrefix = ""
 
 // DefaultFenceTTL is how long a key's fence counter lives after its last
 // grant unless Options say otherwise.
@@ -48,16 +49,14 @@ var (
 // Options configure the driver. The zero value gives the defaults.
 type Options struct {
 	// Prefix goes before every key to make the Redis key of the lock: the
-	// lock on "job" is the Redis key Prefix+"job". Empty means
-	// DefaultPrefix ("dlock:"), unless NoPrefix is set. A prefix must be
-	// valid UTF-8; a '{' in it must open a hash tag closed in the prefix
-	// ("{app}:" puts every lock in one Cluster slot).
-	Prefix string
-	// NoPrefix makes the Redis key of a lock exactly its name, as in
+	// lock on "job" is the Redis key Prefix+"job". It is used as given; the
+	// default, empty, makes the Redis key exactly the lock's name, as in
 	// redsync, bsm/redislock and hand-written SET NX code, so that locks
-	// taken by them and by dlock on the same name exclude each other.
-	// Setting both Prefix and NoPrefix is an error.
-	NoPrefix bool
+	// taken by them and by dlock on the same name exclude each other. A
+	// prefix ("app:") keeps dlock's keys apart and lets a Redis ACL scope
+	// them. A prefix must be valid UTF-8; a '{' in it must open a hash tag
+	// closed in the prefix ("{app}:" puts every lock in one Cluster slot).
+	Prefix string
 	// FenceTTL is how long a key's fence counter lives after the key's last
 	// grant. Default DefaultFenceTTL (30 days). See the package
 	// documentation for what it guarantees.
@@ -94,14 +93,7 @@ func NewDriver(rdb redis.UniversalClient, opts Options) (*Driver, error) {
 	if rdb == nil {
 		return nil, fmt.Errorf("%w: nil redis client", driver.ErrInvalidOption)
 	}
-	prefix := opts.Prefix
-	switch {
-	case opts.NoPrefix && prefix != "":
-		return nil, fmt.Errorf("%w: redis Options set both Prefix and NoPrefix", driver.ErrInvalidOption)
-	case !opts.NoPrefix && prefix == "":
-		prefix = DefaultPrefix
-	}
-	ks, err := newKeyspace(prefix)
+	ks, err := newKeyspace(opts.Prefix)
 	if err != nil {
 		return nil, err
 	}

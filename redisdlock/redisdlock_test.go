@@ -51,7 +51,7 @@ func TestLayout(t *testing.T) {
 			t.Fatalf("TryLock(%q): %v", name, err)
 		}
 		lock, fence, info := d.Keys(name)
-		if want := "dlock:" + name; lock != want {
+		if want := name; lock != want {
 			t.Errorf("lock key = %q, want %q", lock, want)
 		}
 		if got, err := rdb.Get(ctx, lock).Result(); err != nil || got != l.Token() {
@@ -127,21 +127,22 @@ func TestFenceAfterCounterLoss(t *testing.T) {
 	}
 }
 
-// TestCompatibility: with no prefix a plain SET NX PX (redsync,
-// bsm/redislock, hand-written code) and dlock exclude each other.
+// TestCompatibility: with the default (empty) prefix a plain SET NX PX
+// (redsync, bsm/redislock, hand-written code) and dlock exclude each other.
 func TestCompatibility(t *testing.T) {
 	srv := testserver.StartRedis(t)
 	ctx := testCtx(t, 30*time.Second)
 	rdb := rawClient(t, srv.Addr())
-	byURL := openURL(t, srv.URL()+"/?prefix=")
-	d, _ := newDriver(t, srv.Addr(), redisdlock.Options{NoPrefix: true})
+	plainURL := openURL(t, srv.URL())
+	emptyPrefixURL := openURL(t, srv.URL()+"/?prefix=")
+	d, _ := newDriver(t, srv.Addr(), redisdlock.Options{})
 	byClient := dlock.NewClient(d)
 	t.Cleanup(func() { _ = byClient.Close() })
 
 	for _, tc := range []struct {
 		name string
 		c    *dlock.Client
-	}{{"URL prefix=", byURL}, {"Options.NoPrefix", byClient}} {
+	}{{"URL", plainURL}, {"URL prefix=", emptyPrefixURL}, {"Options{}", byClient}} {
 		t.Run(tc.name, func(t *testing.T) {
 			key := "job-" + strings.ReplaceAll(tc.name, " ", "-")
 			// A plain SET NX PX blocks dlock.
@@ -258,8 +259,8 @@ func TestSentinel(t *testing.T) {
 	}
 	rdb := redis.NewClient(&redis.Options{Addr: master.Addr(), Password: "master-pw", DB: 2})
 	defer rdb.Close()
-	if v, err := rdb.Get(ctx, "dlock:k").Result(); err != nil || v != l.Token() {
-		t.Fatalf("GET dlock:k on the master's DB 2 = %q, %v; want the token", v, err)
+	if v, err := rdb.Get(ctx, "k").Result(); err != nil || v != l.Token() {
+		t.Fatalf("GET k on the master's DB 2 = %q, %v; want the token", v, err)
 	}
 	if err := l.Unlock(ctx); err != nil {
 		t.Fatalf("Unlock: %v", err)

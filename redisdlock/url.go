@@ -172,10 +172,7 @@ func readParams(u *driver.URL, scheme string) *connParams {
 		p.user = u.User.Username()
 		p.password, _ = u.User.Password()
 	}
-	if u.Has("prefix") {
-		p.opts.Prefix = u.String("prefix", "")
-		p.opts.NoPrefix = p.opts.Prefix == ""
-	}
+	p.opts.Prefix = u.String("prefix", DefaultPrefix)
 	p.opts.FenceTTL = u.Duration("fence_ttl", DefaultFenceTTL)
 	p.dialTimeout = positive(u, "dial_timeout", defaultDialTimeout)
 	p.readTimeout = positive(u, "read_timeout", defaultReadWriteTimeout)

@@ -38,21 +38,22 @@ func TestOpenURL(t *testing.T) {
 		url    string
 		prefix string
 	}{
-		{"redis://127.0.0.1:1", "dlock:"},
-		{"redis://", "dlock:"},
-		{"redis://localhost", "dlock:"},
+		{"redis://127.0.0.1:1", ""},
+		{"redis://", ""},
+		{"redis://localhost", ""},
+		{"redis://127.0.0.1:1?prefix=dlock:", "dlock:"},
 		{"redis://u:p@127.0.0.1:1/2?prefix=app:", "app:"},
 		{"redis://127.0.0.1:1/?prefix=", ""},
 		{"redis://127.0.0.1:1?prefix=%7Bapp%7D:", "{app}:"},
-		{"redis://[::1]:6379/0", "dlock:"},
-		{"redis://127.0.0.1:1?dial_timeout=1s&read_timeout=250ms&write_timeout=2&pool_size=3&fence_ttl=48h", "dlock:"},
-		{"rediss://127.0.0.1:1?tls_ca_file=" + ca + "&tls_server_name=redis.example&tls_insecure_skip_verify=false", "dlock:"},
+		{"redis://[::1]:6379/0", ""},
+		{"redis://127.0.0.1:1?dial_timeout=1s&read_timeout=250ms&write_timeout=2&pool_size=3&fence_ttl=48h", ""},
+		{"rediss://127.0.0.1:1?tls_ca_file=" + ca + "&tls_server_name=redis.example&tls_insecure_skip_verify=false", ""},
 		{"redis+cluster://127.0.0.1:1,127.0.0.1:2,127.0.0.1:3?prefix=c:", "c:"},
-		{"redis+cluster://127.0.0.1:1/", "dlock:"},
-		{"rediss+cluster://127.0.0.1:1,127.0.0.1:2?tls_insecure_skip_verify=1", "dlock:"},
-		{"redis+sentinel://127.0.0.1:1,127.0.0.1:2/mymaster", "dlock:"},
-		{"redis+sentinel://:pw@127.0.0.1/mymaster/3?sentinel_password=spw&sentinel_username=su", "dlock:"},
-		{"rediss+sentinel://127.0.0.1:1/mymaster?tls_ca_file=" + ca, "dlock:"},
+		{"redis+cluster://127.0.0.1:1/", ""},
+		{"rediss+cluster://127.0.0.1:1,127.0.0.1:2?tls_insecure_skip_verify=1", ""},
+		{"redis+sentinel://127.0.0.1:1,127.0.0.1:2/mymaster", ""},
+		{"redis+sentinel://:pw@127.0.0.1/mymaster/3?sentinel_password=spw&sentinel_username=su", ""},
+		{"rediss+sentinel://127.0.0.1:1/mymaster?tls_ca_file=" + ca, ""},
 	}
 	for _, tc := range tests {
 		u, err := driver.ParseURL(tc.url)
@@ -130,10 +131,9 @@ func TestNewDriverOptions(t *testing.T) {
 		ok   bool
 		want string
 	}{
-		{"zero", redisdlock.Options{}, true, "dlock:"},
+		{"zero", redisdlock.Options{}, true, ""},
 		{"prefix", redisdlock.Options{Prefix: "app:"}, true, "app:"},
-		{"no prefix", redisdlock.Options{NoPrefix: true}, true, ""},
-		{"both", redisdlock.Options{Prefix: "a", NoPrefix: true}, false, ""},
+		{"braced prefix", redisdlock.Options{Prefix: "{app}:"}, true, "{app}:"},
 		{"bad tag", redisdlock.Options{Prefix: "a{"}, false, ""},
 		{"short fence TTL", redisdlock.Options{FenceTTL: 1}, false, ""},
 	}
