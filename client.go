@@ -27,6 +27,7 @@ type Client struct {
 	closed  bool
 	closeCh chan struct{}
 	held    map[*Lock]struct{}
+	turns   map[string]*keyTurn
 }
 
 // NewClient returns a Client over a driver. Driver packages call it from
@@ -38,6 +39,7 @@ func NewClient(d driver.Locker, opts ...Option) *Client {
 		caps:    d.Capabilities(),
 		closeCh: make(chan struct{}),
 		held:    map[*Lock]struct{}{},
+		turns:   map[string]*keyTurn{},
 		cfg:     clientConfig{tokens: RandomToken},
 		meta:    defaultMetadata(),
 	}
@@ -246,13 +248,29 @@ func (c *Client) acquire(ctx context.Context, key string, opts []LockOption, try
 	}
 
 	var (
-		lastErr   error
-		watch     <-chan struct{}
-		stopWatch = func() {}
-		waited    time.Duration
-		timer     *time.Timer
+		kt     *keyTurn
+		waited time.Duration
 	)
-	defer func() { stopWatch() }()
+	if !try {
+		var (
+			giveUp func()
+			queued bool
+			err    error
+		)
+		kt, giveUp, queued, err = c.takeTurn(ctx, key)
+		if err != nil {
+			return nil, c.waitEnded(key, 0, time.Since(start), err)
+		}
+		defer giveUp()
+		if queued {
+			waited = time.Since(start)
+		}
+	}
+
+	var (
+		lastErr error
+		timer   *time.Timer
+	)
 	for attempt := 1; ; attempt++ {
 		sent := time.Now()
 		res, err := c.d.Acquire(ctx, req)
@@ -281,16 +299,17 @@ func (c *Client) acquire(ctx context.Context, key string, opts []LockOption, try
 		if try {
 			return nil, fmt.Errorf("%w: %q is held by another owner", ErrNotAcquired, key)
 		}
-		if watch == nil && c.notifier != nil {
+		if kt.watch == nil && c.notifier != nil {
+			// One subscription per client and key, kept by the key's turn
+			// for every local waiter after this one.
 			ch, stop, err := c.notifier.WatchReleases(ctx, key)
 			if err == nil {
-				watch, stopWatch = ch, stop
+				kt.watch, kt.stopWatch = ch, stop
 				// The key may have been released between the attempt
 				// and the subscription: try again at once.
 				continue
 			}
 			c.log.Warn("dlock: release notifications unavailable; polling", "key", key, "err", err)
-			watch = make(chan struct{}) // never fires; poll only
 		}
 		backoff := cfg.retry.NextBackoff(attempt)
 		if backoff < 0 {
@@ -315,7 +334,8 @@ func (c *Client) acquire(ctx context.Context, key string, opts []LockOption, try
 			return nil, c.waitEnded(key, attempt, waited+time.Since(t0), err)
 		case <-c.closeCh:
 			return nil, c.waitEnded(key, attempt, waited+time.Since(t0), ErrClosed)
-		case <-watch:
+		case <-kt.watch:
+		case <-kt.wake:
 		case <-timer.C:
 		}
 		waited += time.Since(t0)

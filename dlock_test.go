@@ -358,3 +358,62 @@ func TestLateGrantIsNotAGrant(t *testing.T) {
 	}
 	_ = l.Unlock(ctx)
 }
+
+type counting struct {
+	driver.Locker
+	mu       sync.Mutex
+	attempts int
+}
+
+func (c *counting) Acquire(ctx context.Context, req driver.Request) (driver.Result, error) {
+	c.mu.Lock()
+	c.attempts++
+	c.mu.Unlock()
+	return c.Locker.Acquire(ctx, req)
+}
+
+func (c *counting) WatchReleases(ctx context.Context, key string) (<-chan struct{}, func(), error) {
+	return c.Locker.(driver.Notifier).WatchReleases(ctx, key)
+}
+
+// Goroutines of one client queue locally: the backend sees one contender per
+// client, and a local release hands the key on without a poll.
+func TestLocalQueue(t *testing.T) {
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+	d := &counting{Locker: memdlock.NewStore().Driver()}
+	c := dlock.NewClient(d)
+	defer c.Close()
+	const goroutines, rounds = 16, 20
+	var wg sync.WaitGroup
+	errs := make(chan error, goroutines)
+	for g := 0; g < goroutines; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for r := 0; r < rounds; r++ {
+				// Only a release can wake a waiter in time.
+				l, err := c.Lock(ctx, "hot", dlock.WithRetry(dlock.LinearBackoff(time.Hour)))
+				if err != nil {
+					errs <- err
+					return
+				}
+				time.Sleep(100 * time.Microsecond)
+				if err := l.Unlock(ctx); err != nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if perGrant := float64(d.attempts) / (goroutines * rounds); perGrant > 2.5 {
+		t.Errorf("%d backend attempts for %d grants (%.1f each), want at most 2.5 each", d.attempts, goroutines*rounds, perGrant)
+	}
+}

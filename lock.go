@@ -196,6 +196,7 @@ func (l *Lock) unlock(ctx context.Context, why error) error {
 	case err != nil:
 		return err
 	}
+	l.c.releasedLocally(l.key)
 	held := time.Since(l.acquiredAt)
 	l.c.log.Debug("dlock: released", "key", l.key, "fence", l.fence, "held", held)
 	l.c.emit(Event{Kind: EventReleased, Key: l.key, Fence: l.fence, Duration: held})

@@ -165,7 +165,8 @@ type Notifier interface {
 	// released, and a function that stops the watch. Notifications may be
 	// spurious or lost; waiters always re-try and keep a bounded fallback
 	// poll. The driver should share one subscription (connection) among all
-	// watches of the client, not open one per waiter.
+	// watches of the client, not open one per waiter. ctx bounds this call
+	// only; the watch lasts until the stop function is called.
 	WatchReleases(ctx context.Context, key string) (<-chan struct{}, func(), error)
 }
 
