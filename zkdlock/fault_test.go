@@ -1,24 +1,16 @@
 package zkdlock
 
 import (
-	"bufio"
 	"context"
 	"encoding/binary"
 	"errors"
-	"fmt"
 	"net"
-	"os"
-	"os/exec"
-	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/dlock-go/dlock"
-	"github.com/dlock-go/dlock/internal/testserver"
 )
 
 // faultDialer wraps the connections of a real go-zookeeper client: it can
@@ -348,177 +340,5 @@ func TestDisconnectRecovers(t *testing.T) {
 	}
 	if err := l.Unlock(ctx); err != nil {
 		t.Fatalf("Unlock: %v", err)
-	}
-}
-
-// holderEnv makes the test binary, started by TestHolderKilled, a lock
-// holder process.
-const holderEnv = "ZKDLOCK_TEST_HOLDER_URL"
-
-// TestHolderProcess is the body of the child process of TestHolderKilled.
-func TestHolderProcess(t *testing.T) {
-	url := os.Getenv(holderEnv)
-	if url == "" {
-		t.Skip("runs only as TestHolderKilled's child process")
-	}
-	c, err := dlock.Open(t.Context(), url)
-	if err != nil {
-		t.Fatalf("Open: %v", err)
-	}
-	l, err := c.TryLock(t.Context(), "k", dlock.WithTTL(2*time.Second))
-	if err != nil {
-		t.Fatalf("TryLock: %v", err)
-	}
-	fmt.Printf("held %d\n", l.Fence())
-	time.Sleep(30 * time.Second) // until killed
-}
-
-// TestHolderKilled: kill -9 of the holder's process frees the key after its
-// session timeout; the next waiter gets it.
-func TestHolderKilled(t *testing.T) {
-	z := startStandalone(t)
-	url := "zk://" + z.Addr() + "/killed?session_timeout=2s"
-	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, os.Args[0], "-test.run=^TestHolderProcess$", "-test.count=1")
-	cmd.Env = append(os.Environ(), holderEnv+"="+url)
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd.Stderr = os.Stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("starting the holder process: %v", err)
-	}
-	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
-	var fence uint64
-	sc := bufio.NewScanner(out)
-	for sc.Scan() {
-		if f, ok := strings.CutPrefix(sc.Text(), "held "); ok {
-			fence, _ = strconv.ParseUint(f, 10, 64)
-			break
-		}
-	}
-	if fence == 0 {
-		t.Fatalf("holder process did not report a lock (%v)", sc.Err())
-	}
-	go func() { // drain
-		for sc.Scan() {
-		}
-	}()
-
-	c := openClient(t, url, dlock.WithLockDefaults(dlock.WithTTL(2*time.Second)))
-	got := make(chan *dlock.Lock, 1)
-	go func() {
-		l, err := c.Lock(ctx, "k")
-		if err != nil {
-			t.Errorf("waiter: %v", err)
-		}
-		got <- l
-	}()
-	select {
-	case <-got:
-		t.Fatal("waiter granted while the holder process lives")
-	case <-time.After(500 * time.Millisecond):
-	}
-	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
-		t.Fatalf("kill -9: %v", err)
-	}
-	killed := time.Now()
-	select {
-	case l := <-got:
-		if l == nil {
-			t.FailNow()
-		}
-		t.Logf("waiter granted %v after kill -9 (session timeout 2s)", time.Since(killed).Round(time.Millisecond))
-		if l.Fence() <= fence {
-			t.Errorf("waiter fence %d, want > the killed holder's %d", l.Fence(), fence)
-		}
-		_ = l.Unlock(ctx)
-	case <-time.After(15 * time.Second):
-		t.Fatal("waiter not granted within 15s of the holder's kill -9")
-	}
-}
-
-// TestKillOneOfThree: kill -9 of the ensemble member the holder is connected
-// to loses no lock; locks keep working on the remaining two.
-func TestKillOneOfThree(t *testing.T) {
-	z := testserver.StartZooKeeperEnsemble(t, testserver.ZooKeeperConfig{}, 3)
-	url := "zk://" + z.Addr() + "/kill3?session_timeout=10s"
-	d := openDriver(t, url)
-	c := dlock.NewClient(d, dlock.WithLockDefaults(dlock.WithTTL(10*time.Second)))
-	t.Cleanup(func() { _ = c.Close() })
-	other := openClient(t, url, dlock.WithLockDefaults(dlock.WithTTL(10*time.Second)))
-	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
-	defer cancel()
-
-	l, err := c.TryLock(ctx, "k")
-	if err != nil {
-		t.Fatalf("TryLock: %v", err)
-	}
-	victim := -1
-	for i, a := range z.Addrs() {
-		if a == d.conn.Server() {
-			victim = i
-		}
-	}
-	if victim < 0 {
-		t.Fatalf("holder's server %q not in %v", d.conn.Server(), z.Addrs())
-	}
-	t.Logf("killing server %d (%s), the holder's, a %s", victim+1, z.Addrs()[victim], z.Mode(ctx, victim))
-	z.Server(victim).Kill()
-
-	// The holder's connection moves to another member, same session.
-	var refreshErr error
-	for i := 0; i < 100; i++ {
-		rctx, rcancel := context.WithTimeout(ctx, 2*time.Second)
-		refreshErr = l.Refresh(rctx, 0)
-		rcancel()
-		if refreshErr == nil || errors.Is(refreshErr, dlock.ErrNotHeld) {
-			break
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	if refreshErr != nil {
-		t.Fatalf("Refresh after losing a server: %v", refreshErr)
-	}
-	if err := l.Err(); err != nil {
-		t.Fatalf("Err after losing a server = %v, want nil", err)
-	}
-	if _, err := other.TryLock(ctx, "k"); !errors.Is(err, dlock.ErrNotAcquired) {
-		t.Fatalf("other TryLock = %v, want ErrNotAcquired", err)
-	}
-	// A hand-off on two of three members.
-	got := make(chan *dlock.Lock, 1)
-	go func() {
-		l, err := other.Lock(ctx, "k")
-		if err != nil {
-			t.Errorf("waiter: %v", err)
-		}
-		got <- l
-	}()
-	time.Sleep(200 * time.Millisecond)
-	if err := l.Unlock(ctx); err != nil {
-		t.Fatalf("Unlock: %v", err)
-	}
-	select {
-	case l2 := <-got:
-		if l2 == nil {
-			t.FailNow()
-		}
-		if l2.Fence() <= l.Fence() {
-			t.Errorf("fence after hand-off %d, want > %d", l2.Fence(), l.Fence())
-		}
-		_ = l2.Unlock(ctx)
-	case <-time.After(20 * time.Second):
-		t.Fatal("hand-off not done within 20s")
-	}
-	// New keys work too.
-	for i := 0; i < 10; i++ {
-		l, err := c.TryLock(ctx, fmt.Sprint("after-", i))
-		if err != nil {
-			t.Fatalf("TryLock on two of three members: %v", err)
-		}
-		_ = l.Unlock(ctx)
 	}
 }
