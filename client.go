@@ -188,12 +188,19 @@ func (c *Client) isClosed() bool {
 }
 
 func (c *Client) lockConfig(opts []LockOption) (lockConfig, error) {
-	cfg := lockConfig{ttl: DefaultTTL, retry: DefaultRetry, autoRefresh: true}
+	cfg := lockConfig{retry: DefaultRetry, autoRefresh: true}
 	for _, o := range c.cfg.defaults {
 		o(&cfg)
 	}
 	for _, o := range opts {
 		o(&cfg)
+	}
+	if !cfg.hasTTL {
+		// The default fits the backend; a TTL asked for is checked as is.
+		cfg.ttl = DefaultTTL
+		if c.caps.MaxTTL > 0 && cfg.ttl > c.caps.MaxTTL {
+			cfg.ttl = c.caps.MaxTTL
+		}
 	}
 	if err := c.checkTTL(cfg.ttl); err != nil {
 		return cfg, err

@@ -33,6 +33,7 @@ type clientConfig struct {
 
 type lockConfig struct {
 	ttl         time.Duration
+	hasTTL      bool
 	retry       RetryStrategy
 	token       string
 	autoRefresh bool
@@ -75,10 +76,11 @@ func WithLockDefaults(opts ...LockOption) Option {
 }
 
 // WithTTL sets the lease length. The backend frees the key when the lease
-// runs out without a refresh. Default: DefaultTTL (30 s). A TTL below MinTTL,
-// or one the backend cannot honour, is an error matching ErrInvalidTTL.
+// runs out without a refresh. Default: DefaultTTL (30 s), or the backend's
+// maximum TTL when that is shorter. A TTL below MinTTL, or one the backend
+// cannot honour, is an error matching ErrInvalidTTL.
 func WithTTL(d time.Duration) LockOption {
-	return func(c *lockConfig) { c.ttl = d }
+	return func(c *lockConfig) { c.ttl, c.hasTTL = d, true }
 }
 
 // WithRetry sets how Lock waits while the key is held by another owner.
