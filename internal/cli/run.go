@@ -78,7 +78,7 @@ func cmdRun(args []string, sio stdio) error {
 		return usageError("run", "%s", clean(err))
 	}
 	r := &runner{
-		key: key, argv: argv, bf: bf, ttl: *ttl, wait: *wait, try: *try,
+		key: key, argv: argv, bf: bf, ttl: ttlOrDefault(set["ttl"], *ttl), wait: *wait, try: *try,
 		grace: *grace, pgroup: *pgroup, verbose: *verbose, sio: sio,
 	}
 	return r.run()
@@ -175,7 +175,10 @@ func (r *runner) acquire(ctx context.Context) (*dlock.Client, *dlock.Lock, error
 	if err != nil {
 		return nil, nil, err
 	}
-	opts := []dlock.LockOption{dlock.WithTTL(r.ttl), dlock.WithMetadata(r.metadata())}
+	opts := []dlock.LockOption{dlock.WithMetadata(r.metadata())}
+	if r.ttl > 0 {
+		opts = append(opts, dlock.WithTTL(r.ttl))
+	}
 	start := time.Now()
 	var (
 		l     *dlock.Lock
@@ -286,7 +289,7 @@ func (r *runner) runLocked(l *dlock.Lock, sigs <-chan os.Signal) error {
 	}()
 	if err := <-started; err != nil {
 		if uerr := r.release(l); uerr != nil && !errors.Is(uerr, dlock.ErrNotHeld) {
-			r.logf("warning: could not release lock %q: %s; it frees itself within %v", r.key, clean(uerr), r.ttl)
+			r.logf("warning: could not release lock %q: %s; it frees itself when its TTL runs out", r.key, clean(uerr))
 		}
 		code := ExitCannotRun
 		if errors.Is(err, exec.ErrNotFound) || errors.Is(err, fs.ErrNotExist) {
@@ -344,7 +347,7 @@ running:
 		return exitf(ExitLost, "dlock: %s ended (status %d) after lock %q was lost; exit %d", r.argv[0], code, r.key, ExitLost)
 	}
 	if err := r.release(l); err != nil {
-		r.logf("warning: could not release lock %q: %s; it frees itself within %v", r.key, clean(err), r.ttl)
+		r.logf("warning: could not release lock %q: %s; it frees itself when its TTL runs out", r.key, clean(err))
 	} else {
 		r.vlogf("released lock %q; %s exited with status %d", r.key, r.argv[0], code)
 	}
@@ -392,4 +395,13 @@ func roundDuration(d time.Duration) time.Duration {
 		return d.Round(100 * time.Millisecond)
 	}
 	return d.Round(time.Millisecond)
+}
+
+// ttlOrDefault returns the --ttl value when it was given, else 0: the
+// library's default then applies, which fits the backend's maximum TTL.
+func ttlOrDefault(given bool, ttl time.Duration) time.Duration {
+	if given {
+		return ttl
+	}
+	return 0
 }
