@@ -43,6 +43,7 @@ type etcdDriver struct {
 	mu      sync.Mutex
 	closed  bool
 	entries map[entryID]*entry
+	sweepAt int // len(entries) at which remember sweeps
 	pool    map[int64][]*lease
 }
 
@@ -99,6 +100,7 @@ func newDriver(cli *clientv3.Client, own bool, addr string, cfg Config) (*etcdDr
 		ctx:        ctx,
 		cancel:     cancel,
 		entries:    map[entryID]*entry{},
+		sweepAt:    minSweep,
 		pool:       map[int64][]*lease{},
 	}, nil
 }
@@ -252,9 +254,23 @@ func needsRenew(l *lease, ttl time.Duration) bool {
 
 func (d *etcdDriver) remember(key, token string, e *entry) {
 	d.mu.Lock()
+	defer d.mu.Unlock()
 	d.entries[entryID{key, token}] = e
-	d.mu.Unlock()
+	if len(d.entries) >= d.sweepAt {
+		// Locks lost without a later Unlock would stay here forever:
+		// drop those whose lease has certainly run out on the server.
+		for id, e := range d.entries {
+			if time.Since(e.lease.confirmedAt()) > time.Duration(e.lease.sec)*time.Second+time.Minute {
+				delete(d.entries, id)
+			}
+		}
+		d.sweepAt = max(minSweep, 2*len(d.entries))
+	}
 }
+
+// minSweep is the number of remembered locks from which remember looks for
+// long-expired ones.
+const minSweep = 256
 
 func (d *etcdDriver) lookup(key, token string) *entry {
 	d.mu.Lock()
