@@ -357,8 +357,21 @@ func (c *Client) waitEnded(key string, attempts int, waited time.Duration, err e
 }
 
 func (c *Client) acquireQueued(ctx context.Context, req driver.Request, cfg lockConfig, start time.Time) (*Lock, error) {
-	res, err := c.queuer.AcquireQueued(ctx, req)
+	// Close wakes queued waiters too, whatever the driver does on Close.
+	qctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	go func() {
+		select {
+		case <-c.closeCh:
+			cancel(ErrClosed)
+		case <-qctx.Done():
+		}
+	}()
+	res, err := c.queuer.AcquireQueued(qctx, req)
 	if err != nil {
+		if ctx.Err() == nil && errors.Is(context.Cause(qctx), ErrClosed) {
+			err = ErrClosed
+		}
 		return nil, c.waitEnded(req.Key, 1, time.Since(start), ctxErr(ctx, err))
 	}
 	if !res.Acquired || res.ValidUntil.IsZero() {

@@ -417,3 +417,34 @@ func TestLocalQueue(t *testing.T) {
 		t.Errorf("%d backend attempts for %d grants (%.1f each), want at most 2.5 each", d.attempts, goroutines*rounds, perGrant)
 	}
 }
+
+// queuer is a Queuer whose queue never grants and ignores Close.
+type queuer struct{ driver.Locker }
+
+func (q queuer) AcquireQueued(ctx context.Context, req driver.Request) (driver.Result, error) {
+	<-ctx.Done()
+	return driver.Result{}, ctx.Err()
+}
+
+func (q queuer) Close() error { return nil }
+
+func TestCloseWakesQueuedWaiters(t *testing.T) {
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	c := dlock.NewClient(queuer{memdlock.NewStore().Driver()})
+	errc := make(chan error, 1)
+	go func() {
+		_, err := c.Lock(ctx, "k")
+		errc <- err
+	}()
+	time.Sleep(50 * time.Millisecond)
+	_ = c.Close()
+	select {
+	case err := <-errc:
+		if !errors.Is(err, dlock.ErrClosed) {
+			t.Fatalf("queued waiter after Close = %v, want ErrClosed", err)
+		}
+	case <-ctx.Done():
+		t.Fatal("queued waiter not woken by Close")
+	}
+}
