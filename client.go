@@ -18,6 +18,7 @@ type Client struct {
 	d        driver.Locker
 	notifier driver.Notifier
 	queuer   driver.Queuer
+	batch    *batchRefresher
 	caps     driver.Capabilities
 	cfg      clientConfig
 	log      *slog.Logger
@@ -52,6 +53,9 @@ func NewClient(d driver.Locker, opts ...Option) *Client {
 	}
 	c.notifier, _ = d.(driver.Notifier)
 	c.queuer, _ = d.(driver.Queuer)
+	if br, ok := d.(driver.BatchRefresher); ok {
+		c.batch = newBatchRefresher(c, br)
+	}
 	return c
 }
 

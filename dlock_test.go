@@ -448,3 +448,78 @@ func TestCloseWakesQueuedWaiters(t *testing.T) {
 		t.Fatal("queued waiter not woken by Close")
 	}
 }
+
+// batching counts RefreshBatch calls and can fail them.
+type batching struct {
+	driver.Locker
+	mu    sync.Mutex
+	calls int
+	locks int
+	fail  error
+}
+
+func (b *batching) RefreshBatch(ctx context.Context, reqs []driver.RefreshRequest) []error {
+	b.mu.Lock()
+	b.calls++
+	b.locks += len(reqs)
+	fail := b.fail
+	b.mu.Unlock()
+	errs := b.Locker.(driver.BatchRefresher).RefreshBatch(ctx, reqs)
+	if fail != nil {
+		for i := range errs {
+			errs[i] = fail
+		}
+	}
+	return errs
+}
+
+func TestBatchedRefresh(t *testing.T) {
+	ctx := t.Context()
+	d := &batching{Locker: memdlock.NewStore().Driver()}
+	c := dlock.NewClient(d)
+	defer c.Close()
+	const n = 50
+	const ttl = 300 * time.Millisecond
+	locks := make([]*dlock.Lock, n)
+	for i := range locks {
+		l, err := c.TryLock(ctx, fmt.Sprintf("k%d", i), dlock.WithTTL(ttl))
+		if err != nil {
+			t.Fatal(err)
+		}
+		locks[i] = l
+		time.Sleep(2 * time.Millisecond) // taken at different moments
+	}
+	time.Sleep(time.Second)
+	for _, l := range locks {
+		if err := l.Err(); err != nil {
+			t.Fatalf("batch-refreshed lock lost: %v", err)
+		}
+	}
+	d.mu.Lock()
+	calls, refreshed := d.calls, d.locks
+	d.mu.Unlock()
+	// One refresh per lock every TTL/3 would be 50 × 10 = 500 round trips.
+	if calls > 60 || refreshed < n*3 {
+		t.Errorf("%d RefreshBatch calls refreshing %d locks in 1s; want few calls (<= 60, not 500) refreshing every lock several times", calls, refreshed)
+	}
+
+	// Transient failures: retried with a delay (no busy loop), lost at the deadline.
+	d.mu.Lock()
+	d.fail, d.calls = driver.ErrUnavailable, 0
+	d.mu.Unlock()
+	for _, l := range locks {
+		select {
+		case <-l.Done():
+		case <-time.After(5 * time.Second):
+			t.Fatal("lock not lost at its deadline while refreshes fail")
+		}
+		if !errors.Is(l.Err(), dlock.ErrLost) {
+			t.Fatalf("Err = %v, want ErrLost", l.Err())
+		}
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.calls > 60 {
+		t.Errorf("%d RefreshBatch calls while failing for one TTL; want retries spaced by TTL/20", d.calls)
+	}
+}

@@ -104,19 +104,29 @@ func (l *Lock) Refresh(ctx context.Context, ttl time.Duration) error {
 }
 
 func (l *Lock) refresh(ctx context.Context, ttl time.Duration) error {
-	l.mu.Lock()
-	l.checkDeadlineLocked()
-	if l.state != stateHeld {
-		err := l.notHeldLocked()
-		l.mu.Unlock()
+	if err := l.beginRefresh(); err != nil {
 		return err
 	}
-	l.mu.Unlock()
-
 	sent := time.Now()
 	err := l.c.d.Refresh(ctx, l.key, l.token, ttl)
-	rtt := time.Since(sent)
+	return l.finishRefresh(ctx, sent, ttl, err)
+}
 
+// beginRefresh returns an error matching ErrNotHeld when the lock can no
+// longer be refreshed.
+func (l *Lock) beginRefresh() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.checkDeadlineLocked()
+	if l.state != stateHeld {
+		return l.notHeldLocked()
+	}
+	return nil
+}
+
+// finishRefresh applies the outcome err of a refresh to ttl sent at sent.
+func (l *Lock) finishRefresh(ctx context.Context, sent time.Time, ttl time.Duration, err error) error {
+	rtt := time.Since(sent)
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.state != stateHeld {
@@ -219,7 +229,11 @@ func (l *Lock) start() {
 	l.expiry = time.AfterFunc(time.Until(l.deadline), l.expire)
 	l.mu.Unlock()
 	if l.autoRefresh {
-		go l.watchdog()
+		if l.c.batch != nil {
+			l.c.batch.add(l)
+		} else {
+			go l.watchdog()
+		}
 	}
 }
 

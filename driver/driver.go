@@ -32,8 +32,9 @@
 // # Optional capabilities
 //
 // A driver may also implement [Notifier] (release notifications, so waiters
-// wake on release instead of polling) and [Queuer] (a native FIFO queue, so a
-// release wakes exactly one waiter). Fencing support is declared in
+// wake on release instead of polling), [Queuer] (a native FIFO queue, so a
+// release wakes exactly one waiter) and [BatchRefresher] (many refreshes in
+// one round trip). Fencing support is declared in
 // [Capabilities].
 package driver
 
@@ -168,6 +169,24 @@ type Notifier interface {
 	// watches of the client, not open one per waiter. ctx bounds this call
 	// only; the watch lasts until the stop function is called.
 	WatchReleases(ctx context.Context, key string) (<-chan struct{}, func(), error)
+}
+
+// RefreshRequest is one lock of a RefreshBatch call.
+type RefreshRequest struct {
+	Key, Token string
+	TTL        time.Duration
+}
+
+// BatchRefresher is implemented by drivers that can refresh many locks in
+// one round trip (a pipeline, one statement). A client holding many locks
+// with auto-refresh then refreshes them in batches instead of one round trip
+// per lock.
+type BatchRefresher interface {
+	// RefreshBatch refreshes each lock as Refresh would and returns one
+	// error per request, in order: nil, an error wrapping ErrNotHeld, or
+	// another error. It should make one round trip (or one per server) for
+	// the whole batch.
+	RefreshBatch(ctx context.Context, reqs []RefreshRequest) []error
 }
 
 // Queuer is implemented by drivers with a native FIFO queue (etcd revisions,

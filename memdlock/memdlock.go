@@ -156,6 +156,15 @@ func (d *memDriver) Refresh(ctx context.Context, key, token string, ttl time.Dur
 	return nil
 }
 
+// RefreshBatch implements driver.BatchRefresher.
+func (d *memDriver) RefreshBatch(ctx context.Context, reqs []driver.RefreshRequest) []error {
+	errs := make([]error, len(reqs))
+	for i, r := range reqs {
+		errs[i] = d.Refresh(ctx, r.Key, r.Token, r.TTL)
+	}
+	return errs
+}
+
 func (d *memDriver) Release(ctx context.Context, key, token string) error {
 	if err := d.check(ctx); err != nil {
 		return err
