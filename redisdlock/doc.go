@@ -98,4 +98,10 @@
 // (a reconnect, a lock that expired instead of being released) only delays
 // a waiter until its backoff or the holder's remaining TTL, which the
 // acquire reply reports.
+//
+// # For quorum drivers
+//
+// Driver.AcquireCounted, GiveBack, RaiseFence and InspectHolder, and
+// ClientOptions, are the single-server steps and URL parameters that
+// package redlock builds on; applications do not need them.
 package redisdlock

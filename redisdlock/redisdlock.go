@@ -39,11 +39,14 @@ var (
 	releaseLua string
 	//go:embed lua/inspect.lua
 	inspectLua string
+	//go:embed lua/fence.lua
+	fenceLua string
 
 	acquireScript = redis.NewScript(acquireLua)
 	refreshScript = redis.NewScript(refreshLua)
 	releaseScript = redis.NewScript(releaseLua)
 	inspectScript = redis.NewScript(inspectLua)
+	fenceScript   = redis.NewScript(fenceLua)
 )
 
 // Options configure the driver. The zero value gives the defaults.
@@ -176,12 +179,21 @@ func millis(d time.Duration) int64 {
 // Acquire implements driver.Locker with one script call: SET NX PX, the
 // fence bump and the info write on success; the holder's PTTL otherwise.
 func (d *Driver) Acquire(ctx context.Context, req driver.Request) (driver.Result, error) {
+	return d.acquire(ctx, req, 0)
+}
+
+// acquire makes one attempt; a non-zero attempt makes it a counted attempt
+// (see AcquireCounted).
+func (d *Driver) acquire(ctx context.Context, req driver.Request, attempt uint64) (driver.Result, error) {
 	if req.TTL < MinTTL {
 		return driver.Result{}, fmt.Errorf("%w: %v is below the redis minimum of %v", driver.ErrInvalidTTL, req.TTL, MinTTL)
 	}
 	lock, fence, info := d.ks.keys(req.Key)
 	keys := []string{lock, fence, info}
 	args := []any{req.Token, millis(req.TTL), req.Metadata, d.fenceTTLms}
+	if attempt != 0 {
+		args = append(args, "counted", strconv.FormatUint(attempt, 10))
+	}
 	abandoned := func(v any, err error) {
 		// The caller left before the reply. If the attempt was granted,
 		// or may have been, give the key back so that nothing is left
@@ -192,6 +204,10 @@ func (d *Driver) Acquire(ctx context.Context, req driver.Request) (driver.Result
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
 		_ = d.Release(ctx, req.Key, req.Token)
+	}
+	if attempt != 0 {
+		// The caller gives its attempts back itself, by attempt number.
+		abandoned = nil
 	}
 	v, err := d.run(ctx, acquireScript, keys, args, abandoned)
 	if err != nil {
@@ -248,8 +264,19 @@ func (d *Driver) Refresh(ctx context.Context, key, token string, ttl time.Durati
 // Release implements driver.Locker. On success it publishes a wake-up on
 // the key's release channel, in the same script.
 func (d *Driver) Release(ctx context.Context, key, token string) error {
+	return d.release(ctx, key, token, d.ks.channel(key), 0)
+}
+
+// release frees key if token owns it (and, when attempt is not zero, took
+// it in that counted attempt) and, unless channel is empty, publishes a
+// wake-up on channel.
+func (d *Driver) release(ctx context.Context, key, token, channel string, attempt uint64) error {
 	lock, _, info := d.ks.keys(key)
-	v, err := d.run(ctx, releaseScript, []string{lock, info}, []any{token, d.ks.channel(key)}, nil)
+	args := []any{token, channel}
+	if attempt != 0 {
+		args = append(args, strconv.FormatUint(attempt, 10))
+	}
+	v, err := d.run(ctx, releaseScript, []string{lock, info}, args, nil)
 	if err != nil {
 		return err
 	}
@@ -262,25 +289,32 @@ func (d *Driver) Release(ctx context.Context, key, token string) error {
 // Inspect implements driver.Locker. For a key held by a client other than
 // dlock (a plain SET NX), it reports Held with fence 0 and no metadata.
 func (d *Driver) Inspect(ctx context.Context, key string) (driver.Info, error) {
+	in, _, err := d.inspect(ctx, key)
+	return in, err
+}
+
+// inspect reports the state of key and the holder's token ("" when free).
+func (d *Driver) inspect(ctx context.Context, key string) (driver.Info, string, error) {
 	lock, fence, info := d.ks.keys(key)
 	v, err := d.run(ctx, inspectScript, []string{lock, info, fence}, nil, nil)
 	if err != nil {
-		return driver.Info{}, err
+		return driver.Info{}, "", err
 	}
 	a, ok := v.([]any)
-	if !ok || len(a) != 4 {
-		return driver.Info{}, d.unavailable(fmt.Errorf("unexpected inspect reply %v", v))
+	if !ok || len(a) != 5 {
+		return driver.Info{}, "", d.unavailable(fmt.Errorf("unexpected inspect reply %v", v))
 	}
 	held, _ := a[0].(int64)
 	pttl, _ := a[1].(int64)
 	fs, _ := a[2].(string)
 	meta, _ := a[3].(string)
+	token, _ := a[4].(string)
 	in := driver.Info{Held: held == 1, Metadata: meta, Waiters: -1}
 	in.Fence, _ = strconv.ParseUint(fs, 10, 64)
 	if pttl > 0 {
 		in.TTL = time.Duration(pttl) * time.Millisecond
 	}
-	return in, nil
+	return in, token, nil
 }
 
 // WatchReleases implements driver.Notifier over one pub/sub connection

@@ -57,7 +57,7 @@ type connParams struct {
 // parameters.
 func OpenURL(_ context.Context, u *driver.URL) (driver.Locker, error) {
 	scheme := strings.ToLower(u.Scheme)
-	p := readParams(u, scheme)
+	p := readParams(u, strings.Contains(scheme, "sentinel"), strings.HasPrefix(scheme, "rediss"))
 	var (
 		rdb  redis.UniversalClient
 		addr string
@@ -164,9 +164,35 @@ func OpenURL(_ context.Context, u *driver.URL) (driver.Locker, error) {
 	return d, nil
 }
 
+// ClientOptions reads from u what a redis:// URL gives one server: the user
+// and password of its user information, the parameters dial_timeout,
+// read_timeout, write_timeout and pool_size, with tlsOn the tls_*
+// parameters, and the driver parameters prefix and fence_ttl (see the
+// package documentation for each and its default). It returns them as a
+// template for redis.NewClient, with context deadlines on sockets and
+// go-redis's retries off as for the clients OpenURL makes, leaving Addr and
+// DB to the caller, and as driver Options. Errors are recorded in u; the
+// caller consumes its own parameters and then calls u.Finish. It is for
+// drivers built on this one, such as package redlock.
+func ClientOptions(u *driver.URL, tlsOn bool) (*redis.Options, Options) {
+	p := readParams(u, false, tlsOn)
+	return &redis.Options{
+		Username:              p.user,
+		Password:              p.password,
+		DialTimeout:           p.dialTimeout,
+		ReadTimeout:           p.readTimeout,
+		WriteTimeout:          p.writeTimeout,
+		PoolSize:              p.poolSize,
+		TLSConfig:             p.tls,
+		ContextTimeoutEnabled: true,
+		MaxRetries:            -1,
+		DialerRetries:         1,
+	}, p.opts
+}
+
 // readParams consumes every query parameter the scheme accepts. Errors are
 // recorded in u and come out of u.Finish.
-func readParams(u *driver.URL, scheme string) *connParams {
+func readParams(u *driver.URL, sentinel, tlsOn bool) *connParams {
 	p := &connParams{}
 	if u.User != nil {
 		p.user = u.User.Username()
@@ -183,11 +209,11 @@ func readParams(u *driver.URL, scheme string) *connParams {
 			u.Fail(fmt.Errorf("%w: parameter \"pool_size\" must be at least 1", driver.ErrInvalidOption))
 		}
 	}
-	if strings.Contains(scheme, "sentinel") {
+	if sentinel {
 		p.sentinelUser = u.String("sentinel_username", "")
 		p.sentinelPassword = u.String("sentinel_password", "")
 	}
-	if strings.HasPrefix(scheme, "rediss") {
+	if tlsOn {
 		p.tls = readTLS(u)
 	}
 	return p

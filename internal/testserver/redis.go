@@ -488,3 +488,32 @@ func StartRedisSentinel(t testing.TB, master *Redis, masterName string) *Redis {
 	})
 	return s
 }
+
+// StartRedisNodes starts n independent redis-servers with StartRedis (no
+// replication between them, no persistence): the nodes of a Redlock test.
+func StartRedisNodes(t testing.TB, n int, opts ...RedisOption) []*Redis {
+	t.Helper()
+	nodes := make([]*Redis, n)
+	for i := range nodes {
+		nodes[i] = StartRedis(t, opts...)
+	}
+	return nodes
+}
+
+// RedlockURL returns a redlock:// URL naming nodes (redlocks:// when they
+// speak TLS), with the first node's password when it has one. TLS URLs do
+// not name the CA file; add tls_ca_file=CAFile.
+func RedlockURL(nodes ...*Redis) string {
+	addrs := make([]string, len(nodes))
+	for i, n := range nodes {
+		addrs[i] = n.Addr()
+	}
+	u := url.URL{Scheme: "redlock", Host: strings.Join(addrs, ",")}
+	if len(nodes) > 0 && nodes[0].TLS != nil {
+		u.Scheme = "redlocks"
+	}
+	if len(nodes) > 0 && nodes[0].Password != "" {
+		u.User = url.UserPassword("", nodes[0].Password)
+	}
+	return u.String()
+}

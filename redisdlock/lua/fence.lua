@@ -1,0 +1,31 @@
+-- Raises a key's fence counter to at least a given fence and, when the token
+-- holds the lock, records that fence as the holder's.
+-- KEYS[1] lock key, KEYS[2] fence counter, KEYS[3] info key (same slot)
+-- ARGV[1] owner token, ARGV[2] fence (decimal string), ARGV[3] counter TTL in ms
+-- Returns 1 when the token holds the lock (its fence is now ARGV[2]), else 0.
+local lock, counter, info = KEYS[1], KEYS[2], KEYS[3]
+local token, fence, counterTTL = ARGV[1], ARGV[2], ARGV[3]
+local want = tonumber(fence)
+local last = tonumber(redis.call('GET', counter) or '')
+if last and last > want then
+  redis.call('PEXPIRE', counter, counterTTL)
+else
+  redis.call('SET', counter, fence, 'PX', counterTTL)
+end
+if redis.pcall('GET', lock) ~= token then
+  return 0
+end
+local meta, attempt = '', nil
+local raw = redis.call('GET', info)
+if raw then
+  local ok, d = pcall(cjson.decode, raw)
+  if ok and type(d) == 'table' and d.token == token then
+    if type(d.meta) == 'string' then meta = d.meta end
+    if type(d.attempt) == 'string' then attempt = d.attempt end
+  end
+end
+local pttl = redis.call('PTTL', lock)
+if pttl > 0 then
+  redis.call('SET', info, cjson.encode({fence = fence, token = token, meta = meta, attempt = attempt}), 'PX', pttl)
+end
+return 1
