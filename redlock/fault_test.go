@@ -1,0 +1,284 @@
+package redlock_test
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/dlock-go/dlock"
+	"github.com/dlock-go/dlock/internal/testserver"
+)
+
+// proxied starts a TCP proxy in front of each node and returns them with a
+// redlock URL through the proxies.
+func proxied(t testing.TB, nodes []*testserver.Redis, params string) ([]*testserver.Proxy, string) {
+	t.Helper()
+	ps := make([]*testserver.Proxy, len(nodes))
+	addrs := make([]string, len(nodes))
+	for i, n := range nodes {
+		ps[i] = testserver.StartProxy(t, n.Addr())
+		addrs[i] = ps[i].Addr()
+	}
+	u := "redlock://" + strings.Join(addrs, ",")
+	if params != "" {
+		u += "?" + params
+	}
+	return ps, u
+}
+
+// exclusive runs a few goroutines on clients taking key in turn and fails
+// the test if two critical sections overlap.
+func exclusive(t *testing.T, ctx context.Context, key string, clients ...*dlock.Client) {
+	t.Helper()
+	var (
+		inside, overlap atomic.Int32
+		wg              sync.WaitGroup
+		errs            = make(chan error, 4*len(clients))
+	)
+	for g := 0; g < 4*len(clients); g++ {
+		wg.Add(1)
+		go func(c *dlock.Client) {
+			defer wg.Done()
+			for r := 0; r < 10; r++ {
+				l, err := c.Lock(ctx, key, dlock.WithRetry(dlock.ExponentialBackoff(time.Millisecond, 20*time.Millisecond)))
+				if err != nil {
+					errs <- err
+					return
+				}
+				if inside.Add(1) != 1 {
+					overlap.Add(1)
+				}
+				time.Sleep(100 * time.Microsecond)
+				inside.Add(-1)
+				if err := l.Unlock(ctx); err != nil {
+					errs <- err
+					return
+				}
+			}
+		}(clients[g%len(clients)])
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatalf("exclusion run: %v", err)
+	}
+	if n := overlap.Load(); n != 0 {
+		t.Fatalf("critical sections overlapped %d times", n)
+	}
+}
+
+// TestNodesDown: with 2 of 5 nodes down locks are still granted and
+// exclusive; with 3 down Lock and TryLock fail at once with an error saying
+// the quorum was not reached; with the nodes back it works again.
+func TestNodesDown(t *testing.T) {
+	nodes := startNodes(t, 5)
+	ctx := testCtx(t, 60*time.Second)
+	url := testserver.RedlockURL(nodes...)
+	a, b := openURL(t, url), openURL(t, url)
+
+	nodes[3].Kill()
+	nodes[4].Kill()
+	la, err := a.TryLock(ctx, "k")
+	if err != nil {
+		t.Fatalf("TryLock with 2 of 5 nodes down: %v", err)
+	}
+	if _, err := b.TryLock(ctx, "k"); !errors.Is(err, dlock.ErrNotAcquired) {
+		t.Fatalf("second TryLock with 2 of 5 nodes down = %v, want ErrNotAcquired", err)
+	}
+	if err := la.Unlock(ctx); err != nil {
+		t.Fatalf("Unlock with 2 of 5 nodes down: %v", err)
+	}
+	exclusive(t, ctx, "shared", a, b)
+
+	nodes[2].Kill()
+	for _, tc := range []struct {
+		name string
+		try  bool
+	}{{"TryLock", true}, {"Lock", false}} {
+		lctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		var err error
+		if tc.try {
+			_, err = a.TryLock(lctx, "k")
+		} else {
+			_, err = a.Lock(lctx, "k")
+		}
+		ended := lctx.Err()
+		cancel()
+		if !errors.Is(err, dlock.ErrUnavailable) || !strings.Contains(err.Error(), "quorum of 3 of 5 nodes not reached") || !strings.Contains(err.Error(), nodes[2].Addr()) {
+			t.Fatalf("%s with 3 of 5 nodes down = %v; want ErrUnavailable saying the quorum was not reached and naming %s", tc.name, err, nodes[2].Addr())
+		}
+		if ended != nil {
+			t.Fatalf("%s with 3 of 5 nodes down returned only when its 5s deadline ended: %v", tc.name, err)
+		}
+	}
+
+	for _, n := range nodes[2:] {
+		n.Restart()
+	}
+	wctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	l, err := a.Lock(wctx, "k")
+	if err != nil {
+		t.Fatalf("Lock with the nodes back: %v", err)
+	}
+	if _, err := b.TryLock(ctx, "k"); !errors.Is(err, dlock.ErrNotAcquired) {
+		t.Fatalf("second TryLock with the nodes back = %v, want ErrNotAcquired", err)
+	}
+	if err := l.Unlock(ctx); err != nil {
+		t.Fatalf("Unlock: %v", err)
+	}
+}
+
+// TestMajorityUnresponsive: with 3 of 5 nodes blackholed (requests go
+// unanswered), TryLock and Lock fail within the node timeout, not the
+// caller's deadline, and nothing is granted.
+func TestMajorityUnresponsive(t *testing.T) {
+	nodes := startNodes(t, 5)
+	ctx := testCtx(t, 60*time.Second)
+	ps, url := proxied(t, nodes, "node_timeout=100ms")
+	a := openURL(t, url)
+	for _, p := range ps[:3] {
+		p.Blackhole(true)
+	}
+	for _, try := range []bool{true, false} {
+		lctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		var err error
+		if try {
+			_, err = a.TryLock(lctx, "k")
+		} else {
+			_, err = a.Lock(lctx, "k")
+		}
+		ended := lctx.Err()
+		cancel()
+		if !errors.Is(err, dlock.ErrUnavailable) || !strings.Contains(err.Error(), "quorum") {
+			t.Fatalf("lock (try %v) with 3 of 5 nodes blackholed = %v; want ErrUnavailable about the quorum", try, err)
+		}
+		if ended != nil {
+			t.Fatalf("lock (try %v) with 3 of 5 nodes blackholed ran into its deadline: %v", try, err)
+		}
+	}
+	for _, p := range ps[:3] {
+		p.ResetAll()
+		p.Blackhole(false)
+	}
+	wctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	l, err := a.Lock(wctx, "k")
+	if err != nil {
+		t.Fatalf("Lock after the partition healed: %v", err)
+	}
+	_ = l.Unlock(ctx)
+}
+
+// TestLatencyPastTTL: when the replies of a majority come later than the
+// lease, the acquire is not reported as a grant, whether the node timeout
+// cuts the slow nodes off or lets them answer too late.
+func TestLatencyPastTTL(t *testing.T) {
+	const ttl = 200 * time.Millisecond
+	for _, tc := range []struct {
+		name, params string
+		want         string
+	}{
+		{"node timeout", "", "quorum"},
+		{"validity", "node_timeout=5s", "past the validity"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			nodes := startNodes(t, 5)
+			ctx := testCtx(t, 60*time.Second)
+			ps, url := proxied(t, nodes, tc.params)
+			a, b := openURL(t, url), openURL(t, url)
+			// Warm the connections so the delay is the reply's alone.
+			if l, err := a.TryLock(ctx, "warm"); err != nil {
+				t.Fatalf("TryLock: %v", err)
+			} else {
+				_ = l.Unlock(ctx)
+			}
+			for _, p := range ps[:3] {
+				p.SetLatency(ttl * 3 / 4) // each way: a round trip is 1.5 TTL
+			}
+			l, err := a.TryLock(ctx, "k", dlock.WithTTL(ttl))
+			if err == nil {
+				_ = l.Unlock(ctx)
+				t.Fatalf("TryLock answered by a majority after %v granted the lock (deadline %v)", ttl*3/2, l.Deadline())
+			}
+			if !errors.Is(err, dlock.ErrUnavailable) || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("TryLock with slow replies = %v; want ErrUnavailable containing %q", err, tc.want)
+			}
+			for _, p := range ps[:3] {
+				p.SetLatency(0)
+			}
+			// Whatever the slow attempt took is given back or expires:
+			// another client gets the key.
+			wctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+			defer cancel()
+			lb, err := b.Lock(wctx, "k", dlock.WithTTL(time.Second))
+			if err != nil {
+				t.Fatalf("Lock after the latency is gone: %v", err)
+			}
+			_ = lb.Unlock(ctx)
+		})
+	}
+}
+
+// TestDelayedRestart: nodes restarted without persistence, each kept down
+// longer than the TTL, never let a second client in while the holder keeps
+// a majority; when the holder loses its majority its Done closes before
+// anyone else is granted the key.
+func TestDelayedRestart(t *testing.T) {
+	const ttl = 600 * time.Millisecond
+	nodes := startNodes(t, 5)
+	ctx := testCtx(t, 60*time.Second)
+	url := testserver.RedlockURL(nodes...)
+	a, b := openURL(t, url), openURL(t, url)
+	l, err := a.TryLock(ctx, "k", dlock.WithTTL(ttl))
+	if err != nil {
+		t.Fatalf("TryLock: %v", err)
+	}
+	for i := 0; i < 2; i++ {
+		nodes[i].Kill()
+		time.Sleep(ttl + ttl/4) // delayed restart: down longer than the TTL
+		nodes[i].Restart()
+		if lb, err := b.TryLock(ctx, "k", dlock.WithTTL(ttl)); err == nil {
+			t.Fatalf("after restarting node %d: second client granted the key (fence %d) while the first holds it (done %v)", i, lb.Fence(), isDone(l))
+		}
+		if isDone(l) {
+			t.Fatalf("after restarting node %d: holder lost the lock with a majority still up: %v", i, l.Err())
+		}
+	}
+	// A third node lost: the holder is left with 2 of 5.
+	nodes[2].Kill()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		lb, err := b.TryLock(ctx, "k", dlock.WithTTL(ttl))
+		if err == nil {
+			if !isDone(l) {
+				t.Fatalf("second client granted the key (fence %d) while the first one's Done is open", lb.Fence())
+			}
+			if lb.Fence() <= l.Fence() {
+				t.Errorf("fence after takeover = %d, want > %d", lb.Fence(), l.Fence())
+			}
+			_ = lb.Unlock(ctx)
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("second client never granted the key after the holder lost its majority: %v", err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if !errors.Is(l.Err(), dlock.ErrLost) {
+		t.Fatalf("holder Err = %v, want ErrLost", l.Err())
+	}
+}
+
+func isDone(l *dlock.Lock) bool {
+	select {
+	case <-l.Done():
+		return true
+	default:
+		return false
+	}
+}

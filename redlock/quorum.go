@@ -1,0 +1,96 @@
+package redlock
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/dlock-go/dlock/driver"
+	"github.com/dlock-go/dlock/redisdlock"
+)
+
+// reply is one node's answer to a fanned-out call.
+type reply[T any] struct {
+	node int
+	val  T
+	err  error
+}
+
+// fanout runs one call on every node in parallel. Each call has its own
+// context, which ends after the node timeout but not with the caller's: a
+// call under way completes even when the caller stops listening (a release
+// reaches every node it can).
+type fanout[T any] struct {
+	replies chan reply[T]
+	done    []chan struct{} // done[i] is closed when node i's call returned
+	pending int
+}
+
+func startFanout[T any](ctx context.Context, nodes []*redisdlock.Driver, timeout time.Duration, call func(context.Context, *redisdlock.Driver) (T, error)) *fanout[T] {
+	f := &fanout[T]{replies: make(chan reply[T], len(nodes)), done: make([]chan struct{}, len(nodes)), pending: len(nodes)}
+	base := context.WithoutCancel(ctx)
+	for i, n := range nodes {
+		f.done[i] = make(chan struct{})
+		go func() {
+			nctx, cancel := context.WithTimeout(base, timeout)
+			defer cancel()
+			v, err := call(nctx, n)
+			close(f.done[i])
+			f.replies <- reply[T]{node: i, val: v, err: err}
+		}()
+	}
+	return f
+}
+
+// collect passes replies to take as they arrive, until take returns true
+// (the outcome is decided), every node has replied, or ctx ends, in which
+// case it returns an error wrapping ctx.Err().
+func (f *fanout[T]) collect(ctx context.Context, take func(reply[T]) bool) error {
+	for f.pending > 0 {
+		select {
+		case r := <-f.replies:
+			f.pending--
+			if take(r) {
+				return nil
+			}
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return nil
+}
+
+// tally counts the nodes' answers to one operation.
+type tally struct {
+	n, quorum int
+	ok        int      // the operation took effect
+	refused   int      // the node answered no: held by another owner, or not ours
+	failed    []string // nodes that did not answer, with why
+}
+
+func (t *tally) fail(err error) {
+	t.failed = append(t.failed, nodeError(err))
+}
+
+// decided reports whether the outcome is known: a majority said yes, or so
+// many said no or failed that a majority cannot say yes.
+func (t *tally) decided() bool {
+	return t.ok >= t.quorum || t.refused+len(t.failed) > t.n-t.quorum
+}
+
+// unavailable returns the error for an operation that did not reach a
+// quorum of nodes able to answer.
+func (t *tally) unavailable(op string) error {
+	return fmt.Errorf("%w: redlock: %s: quorum of %d of %d nodes not reached (%d failed: %s)",
+		driver.ErrUnavailable, op, t.quorum, t.n, len(t.failed), strings.Join(t.failed, "; "))
+}
+
+// nodeError returns a node's error as text, without the repeated sentinel
+// prefix. The text is kept apart from the error chain on purpose: a node's
+// own timeout must not look like the caller's context ending.
+func nodeError(err error) string {
+	s := err.Error()
+	s = strings.TrimPrefix(s, driver.ErrUnavailable.Error()+": ")
+	return s
+}

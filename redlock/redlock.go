@@ -1,0 +1,422 @@
+package redlock
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"reflect"
+	"slices"
+	"sync/atomic"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/dlock-go/dlock"
+	"github.com/dlock-go/dlock/driver"
+	"github.com/dlock-go/dlock/redisdlock"
+)
+
+// MinTTL is the shortest lease the driver accepts, as for one Redis server.
+const MinTTL = redisdlock.MinTTL
+
+// Node timeouts, when Options.NodeTimeout is zero: an acquire or refresh
+// waits for a node at most its TTL/10, but at least MinNodeTimeout and at
+// most MaxNodeTimeout; a release or an inspect waits MaxNodeTimeout.
+const (
+	MinNodeTimeout = 50 * time.Millisecond
+	MaxNodeTimeout = 500 * time.Millisecond
+)
+
+// Options configure the driver. The zero value gives the defaults.
+type Options struct {
+	// Prefix goes before every lock name to make its Redis key on each
+	// node, as in redisdlock.Options; the default, empty, makes the key
+	// exactly the lock's name, as redsync does.
+	Prefix string
+	// FenceTTL is how long a key's fence counter lives on a node after the
+	// key's last grant. Default redisdlock.DefaultFenceTTL (30 days).
+	FenceTTL time.Duration
+	// NodeTimeout bounds how long one operation waits for one node. Zero
+	// means: TTL/10 between MinNodeTimeout and MaxNodeTimeout for acquire
+	// and refresh, MaxNodeTimeout for release and inspect. An operation
+	// returns as soon as a majority has decided it, whatever the timeout.
+	NodeTimeout time.Duration
+}
+
+// Driver is the Redlock driver.Locker over independent Redis masters. It
+// also implements driver.Notifier. Create one with NewDriver, or with Open
+// and a redlock:// URL.
+type Driver struct {
+	nodes   []*redisdlock.Driver
+	clients []redis.UniversalClient // closed by Close when opened from a URL
+	quorum  int
+	timeout time.Duration // Options.NodeTimeout
+	attempt atomic.Uint64 // the last attempt number
+	closed  atomic.Bool
+}
+
+var (
+	_ driver.Locker   = (*Driver)(nil)
+	_ driver.Notifier = (*Driver)(nil)
+)
+
+// NewDriver returns a driver over go-redis clients the application already
+// has, one per Redis node; each node should be an independent master
+// (a *redis.Client; not a cluster, and not replicas of each other). Accepts
+// []*redis.Client and []redis.UniversalClient alike. The driver does not
+// close the clients. Options that are not valid give an error matching
+// ErrInvalidOption.
+func NewDriver[C redis.UniversalClient](clients []C, opts Options) (*Driver, error) {
+	if len(clients) == 0 {
+		return nil, fmt.Errorf("%w: redlock needs at least one redis client", driver.ErrInvalidOption)
+	}
+	if opts.NodeTimeout < 0 {
+		return nil, fmt.Errorf("%w: redlock node timeout %v is negative", driver.ErrInvalidOption, opts.NodeTimeout)
+	}
+	d := &Driver{quorum: len(clients)/2 + 1, timeout: opts.NodeTimeout}
+	for i, c := range clients {
+		if v := reflect.ValueOf(c); !v.IsValid() || (v.Kind() == reflect.Pointer && v.IsNil()) {
+			return nil, fmt.Errorf("%w: redlock redis client %d is nil", driver.ErrInvalidOption, i)
+		}
+		n, err := redisdlock.NewDriver(c, redisdlock.Options{Prefix: opts.Prefix, FenceTTL: opts.FenceTTL})
+		if err != nil {
+			for _, n := range d.nodes {
+				_ = n.Close()
+			}
+			return nil, err
+		}
+		d.nodes = append(d.nodes, n)
+	}
+	return d, nil
+}
+
+// NewClient returns a dlock Client over go-redis clients the application
+// already has, one per node; see NewDriver. The Client's Close does not
+// close them.
+func NewClient[C redis.UniversalClient](clients []C, opts Options, clientOpts ...dlock.Option) (*dlock.Client, error) {
+	d, err := NewDriver(clients, opts)
+	if err != nil {
+		return nil, err
+	}
+	return dlock.NewClient(d, clientOpts...), nil
+}
+
+// Nodes returns the per-node drivers, in the order the clients were given.
+// They share the driver's key layout; see redisdlock.Driver.Keys.
+func (d *Driver) Nodes() []*redisdlock.Driver { return slices.Clone(d.nodes) }
+
+// Quorum returns the number of nodes that make a majority: N/2+1.
+func (d *Driver) Quorum() int { return d.quorum }
+
+// Capabilities implements driver.Locker.
+func (d *Driver) Capabilities() driver.Capabilities {
+	return driver.Capabilities{Fencing: true, MinTTL: MinTTL}
+}
+
+// drift is the clock drift allowance of the Redlock algorithm (and of the
+// portable layer): TTL/100 + 2 ms.
+func drift(ttl time.Duration) time.Duration { return ttl/100 + 2*time.Millisecond }
+
+// nodeTimeout returns the per-node timeout of an operation with ttl (zero:
+// an operation without one).
+func (d *Driver) nodeTimeout(ttl time.Duration) time.Duration {
+	switch {
+	case d.timeout > 0:
+		return d.timeout
+	case ttl == 0:
+		return MaxNodeTimeout
+	}
+	return min(max(ttl/10, MinNodeTimeout), MaxNodeTimeout)
+}
+
+type grant struct {
+	node  int
+	fence uint64
+}
+
+// Acquire implements driver.Locker with the Redlock algorithm: one attempt
+// on every node at once; granted when a majority grants it within the
+// lease's validity, with a fence that a second round records on a majority
+// unless the granting nodes already agree on it. Otherwise whatever was
+// granted is given back on every node.
+func (d *Driver) Acquire(ctx context.Context, req driver.Request) (driver.Result, error) {
+	if d.closed.Load() {
+		return driver.Result{}, driver.ErrClosed
+	}
+	if req.TTL < MinTTL {
+		return driver.Result{}, fmt.Errorf("%w: %v is below the redlock minimum of %v", driver.ErrInvalidTTL, req.TTL, MinTTL)
+	}
+	if err := ctx.Err(); err != nil {
+		return driver.Result{}, err
+	}
+	attempt := d.nextAttempt()
+	start := time.Now()
+	validUntil := start.Add(req.TTL - drift(req.TTL))
+	timeout := d.nodeTimeout(req.TTL)
+
+	t := tally{n: len(d.nodes), quorum: d.quorum}
+	var (
+		granted []grant
+		holders []time.Duration
+	)
+	f := startFanout(ctx, d.nodes, timeout, func(ctx context.Context, n *redisdlock.Driver) (driver.Result, error) {
+		return n.AcquireCounted(ctx, req, attempt)
+	})
+	take := func(r reply[driver.Result]) bool {
+		switch {
+		case r.err != nil:
+			t.fail(r.err)
+		case r.val.Acquired:
+			t.ok++
+			granted = append(granted, grant{r.node, r.val.Fence})
+		default:
+			t.refused++
+			holders = append(holders, r.val.HolderTTL)
+		}
+		return t.decided()
+	}
+	err := f.collect(ctx, take)
+	if err == nil && t.ok < t.quorum && t.ok+t.refused < t.quorum {
+		// Not granted, and too few nodes answered yet to tell contention
+		// from unavailability: hear the rest (within the node timeout).
+		err = f.collect(ctx, func(r reply[driver.Result]) bool { take(r); return false })
+	}
+	if err != nil || t.ok < t.quorum {
+		d.giveBack(f.done, req.Key, req.Token, attempt)
+		switch {
+		case err != nil:
+			return driver.Result{}, fmt.Errorf("redlock: acquire %q: %w", req.Key, err)
+		case t.ok+t.refused < t.quorum:
+			return driver.Result{}, t.unavailable(fmt.Sprintf("acquire %q", req.Key))
+		}
+		return driver.Result{HolderTTL: holderTTL(holders, t)}, nil
+	}
+
+	fence := granted[0].fence
+	agree := true
+	for _, g := range granted[1:] {
+		agree = agree && g.fence == fence
+		fence = max(fence, g.fence)
+	}
+	if !agree {
+		if err := d.recordFence(ctx, req, fence, timeout); err != nil {
+			d.giveBack(f.done, req.Key, req.Token, attempt)
+			return driver.Result{}, err
+		}
+	}
+	if elapsed := time.Since(start); !time.Now().Before(validUntil) {
+		d.giveBack(f.done, req.Key, req.Token, attempt)
+		return driver.Result{}, fmt.Errorf("%w: redlock: acquire %q: a majority granted it after %v, past the validity of its %v TTL; given back",
+			driver.ErrUnavailable, req.Key, elapsed.Round(time.Millisecond), req.TTL)
+	}
+	return driver.Result{Acquired: true, Fence: fence, ValidUntil: validUntil}, nil
+}
+
+// recordFence is the second round of an acquire: it raises the key's fence
+// counter to fence on a majority of nodes, so that every later majority
+// includes a node that knows it.
+func (d *Driver) recordFence(ctx context.Context, req driver.Request, fence uint64, timeout time.Duration) error {
+	t := tally{n: len(d.nodes), quorum: d.quorum}
+	f := startFanout(ctx, d.nodes, timeout, func(ctx context.Context, n *redisdlock.Driver) (bool, error) {
+		return n.RaiseFence(ctx, req.Key, req.Token, fence)
+	})
+	err := f.collect(ctx, func(r reply[bool]) bool {
+		if r.err != nil {
+			t.fail(r.err)
+		} else {
+			t.ok++
+		}
+		return t.decided()
+	})
+	switch {
+	case err != nil:
+		return fmt.Errorf("redlock: acquire %q: recording the fence: %w", req.Key, err)
+	case t.ok < t.quorum:
+		return t.unavailable(fmt.Sprintf("acquire %q: recording the fence", req.Key))
+	}
+	return nil
+}
+
+// holderTTL estimates when the key may be free: the holder's lease counts
+// as long as so many nodes hold it that the rest cannot form a majority,
+// that is, until the (refused-(N-quorum))-th shortest holder TTL runs out.
+// Zero when unknown.
+func holderTTL(ttls []time.Duration, t tally) time.Duration {
+	slices.Sort(ttls)
+	k := max(t.refused-(t.n-t.quorum), 1)
+	if k > len(ttls) {
+		return 0
+	}
+	return ttls[k-1]
+}
+
+// giveBack undoes what an attempt took, on every node, in the background
+// and without waking waiters: on each node, once the attempt's request has
+// returned (done[i]), it frees the key if this attempt holds it there.
+func (d *Driver) giveBack(done []chan struct{}, key, token string, attempt uint64) {
+	for i, n := range d.nodes {
+		go func() {
+			<-done[i]
+			ctx, cancel := context.WithTimeout(context.Background(), max(d.nodeTimeout(0), time.Second))
+			defer cancel()
+			_ = n.GiveBack(ctx, key, token, attempt)
+		}()
+	}
+}
+
+// nextAttempt returns a new attempt number: increasing within the process
+// and, being the time in microseconds when possible, across restarts.
+func (d *Driver) nextAttempt() uint64 {
+	for {
+		last := d.attempt.Load()
+		next := max(last+1, uint64(time.Now().UnixMicro()))
+		if d.attempt.CompareAndSwap(last, next) {
+			return next
+		}
+	}
+}
+
+// Refresh implements driver.Locker: it extends the lease on every node that
+// token still holds, and succeeds when a majority did. When so many nodes
+// say the key is not token's that no majority can, the lock is lost and the
+// error wraps ErrNotHeld.
+func (d *Driver) Refresh(ctx context.Context, key, token string, ttl time.Duration) error {
+	if d.closed.Load() {
+		return driver.ErrClosed
+	}
+	if ttl < MinTTL {
+		return fmt.Errorf("%w: %v is below the redlock minimum of %v", driver.ErrInvalidTTL, ttl, MinTTL)
+	}
+	t := tally{n: len(d.nodes), quorum: d.quorum}
+	f := startFanout(ctx, d.nodes, d.nodeTimeout(ttl), func(ctx context.Context, n *redisdlock.Driver) (struct{}, error) {
+		return struct{}{}, n.Refresh(ctx, key, token, ttl)
+	})
+	if err := f.collect(ctx, t.count); err != nil {
+		return fmt.Errorf("redlock: refresh %q: %w", key, err)
+	}
+	return t.result("refresh", key)
+}
+
+// Release implements driver.Locker: it frees key on every node token holds
+// (waking waiters there), and succeeds when a majority did. When so many
+// nodes say the key is not token's that no majority could, the error wraps
+// ErrNotHeld. Nodes that answer after the majority are released all the
+// same.
+func (d *Driver) Release(ctx context.Context, key, token string) error {
+	if d.closed.Load() {
+		return driver.ErrClosed
+	}
+	t := tally{n: len(d.nodes), quorum: d.quorum}
+	f := startFanout(ctx, d.nodes, d.nodeTimeout(0), func(ctx context.Context, n *redisdlock.Driver) (struct{}, error) {
+		return struct{}{}, n.Release(ctx, key, token)
+	})
+	if err := f.collect(ctx, t.count); err != nil {
+		return fmt.Errorf("redlock: release %q: %w", key, err)
+	}
+	return t.result("release", key)
+}
+
+// count tallies a refresh or release reply.
+func (t *tally) count(r reply[struct{}]) bool {
+	switch {
+	case r.err == nil:
+		t.ok++
+	case errors.Is(r.err, driver.ErrNotHeld):
+		t.refused++
+	default:
+		t.fail(r.err)
+	}
+	return t.decided()
+}
+
+func (t *tally) result(op, key string) error {
+	switch {
+	case t.ok >= t.quorum:
+		return nil
+	case t.refused > t.n-t.quorum:
+		return fmt.Errorf("%w: redlock: %s %q: %d of %d nodes say the key is not ours (a majority is %d)", driver.ErrNotHeld, op, key, t.refused, t.n, t.quorum)
+	}
+	return t.unavailable(fmt.Sprintf("%s %q", op, key))
+}
+
+type holding struct {
+	info  driver.Info
+	token string
+}
+
+// Inspect implements driver.Locker. The key is held when a majority of
+// nodes hold it for the same token; its TTL is then how long a majority
+// still holds it, and its fence the one most of them report. A free key
+// reports fence 0. It needs a majority of nodes to answer.
+func (d *Driver) Inspect(ctx context.Context, key string) (driver.Info, error) {
+	if d.closed.Load() {
+		return driver.Info{}, driver.ErrClosed
+	}
+	t := tally{n: len(d.nodes), quorum: d.quorum}
+	var seen []holding
+	f := startFanout(ctx, d.nodes, d.nodeTimeout(0), func(ctx context.Context, n *redisdlock.Driver) (holding, error) {
+		in, token, err := n.InspectHolder(ctx, key)
+		return holding{in, token}, err
+	})
+	err := f.collect(ctx, func(r reply[holding]) bool {
+		if r.err != nil {
+			t.fail(r.err)
+		} else {
+			t.ok++
+			seen = append(seen, r.val)
+		}
+		return false // hear every node that answers in time
+	})
+	if err != nil {
+		return driver.Info{}, fmt.Errorf("redlock: inspect %q: %w", key, err)
+	}
+	if t.ok < t.quorum {
+		return driver.Info{}, t.unavailable(fmt.Sprintf("inspect %q", key))
+	}
+	byToken := map[string][]driver.Info{}
+	for _, h := range seen {
+		if h.info.Held {
+			byToken[h.token] = append(byToken[h.token], h.info)
+		}
+	}
+	for _, ins := range byToken {
+		if len(ins) < d.quorum {
+			continue
+		}
+		// Longest first: the quorum-th is how long a majority holds it.
+		slices.SortFunc(ins, func(a, b driver.Info) int { return cmp.Compare(b.TTL, a.TTL) })
+		return driver.Info{Held: true, TTL: ins[d.quorum-1].TTL, Fence: commonFence(ins), Metadata: ins[0].Metadata, Waiters: -1}, nil
+	}
+	return driver.Info{Waiters: -1}, nil
+}
+
+// commonFence returns the fence most nodes report (the highest on a tie).
+func commonFence(ins []driver.Info) uint64 {
+	counts := map[uint64]int{}
+	var best uint64
+	for _, in := range ins {
+		counts[in.Fence]++
+		if c, b := counts[in.Fence], counts[best]; c > b || (c == b && in.Fence > best) {
+			best = in.Fence
+		}
+	}
+	return best
+}
+
+// Close implements driver.Locker: it closes the per-node drivers (their
+// pub/sub connections) and, when the driver was opened from a URL, the
+// go-redis clients. Locks still held expire on the nodes.
+func (d *Driver) Close() error {
+	if d.closed.Swap(true) {
+		return nil
+	}
+	var errs []error
+	for _, n := range d.nodes {
+		errs = append(errs, n.Close())
+	}
+	for _, c := range d.clients {
+		errs = append(errs, c.Close())
+	}
+	return errors.Join(errs...)
+}
