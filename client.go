@@ -212,17 +212,24 @@ func (c *Client) lockConfig(opts []LockOption) (lockConfig, error) {
 	if !cfg.hasMeta {
 		cfg.metadata = c.meta
 	}
-	if cfg.token == "" {
-		t, err := c.cfg.tokens()
-		if err != nil {
-			return cfg, err
-		}
-		if t == "" {
-			return cfg, fmt.Errorf("%w: token generator returned an empty token", ErrInvalidOption)
-		}
-		cfg.token = t
+	if cfg.token != "" {
+		cfg.tokenGiven = true
+		return cfg, nil
 	}
-	return cfg, nil
+	t, err := c.newToken()
+	cfg.token = t
+	return cfg, err
+}
+
+func (c *Client) newToken() (string, error) {
+	t, err := c.cfg.tokens()
+	if err != nil {
+		return "", err
+	}
+	if t == "" {
+		return "", fmt.Errorf("%w: token generator returned an empty token", ErrInvalidOption)
+	}
+	return t, nil
 }
 
 func (c *Client) checkTTL(ttl time.Duration) error {
@@ -305,6 +312,16 @@ func (c *Client) acquire(ctx context.Context, key string, opts []LockOption, try
 			// the client was closed meanwhile.
 			if c.isClosed() {
 				return nil, ErrClosed
+			}
+			if !cfg.tokenGiven {
+				// The late grant's release may still be on its way (to some
+				// nodes of a quorum): the next attempt must not share its
+				// token.
+				t, err := c.newToken()
+				if err != nil {
+					return nil, err
+				}
+				req.Token, cfg.token = t, t
 			}
 		}
 		if try {

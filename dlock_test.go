@@ -523,3 +523,39 @@ func TestBatchedRefresh(t *testing.T) {
 		t.Errorf("%d RefreshBatch calls while failing for one TTL; want retries spaced by TTL/20", d.calls)
 	}
 }
+
+// slowFirst delays its first Acquire past the TTL and records every token.
+type slowFirst struct {
+	driver.Locker
+	mu     sync.Mutex
+	tokens []string
+}
+
+func (s *slowFirst) Acquire(ctx context.Context, req driver.Request) (driver.Result, error) {
+	s.mu.Lock()
+	s.tokens = append(s.tokens, req.Token)
+	first := len(s.tokens) == 1
+	s.mu.Unlock()
+	if first {
+		time.Sleep(req.TTL + 10*time.Millisecond)
+	}
+	return s.Locker.Acquire(ctx, req)
+}
+
+func TestLateGrantRetriesWithFreshToken(t *testing.T) {
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	d := &slowFirst{Locker: memdlock.NewStore().Driver()}
+	c := dlock.NewClient(d)
+	defer c.Close()
+	l, err := c.Lock(ctx, "k", dlock.WithTTL(50*time.Millisecond), dlock.WithRetry(dlock.LinearBackoff(time.Millisecond)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Unlock(ctx)
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if len(d.tokens) < 2 || d.tokens[0] == d.tokens[1] || l.Token() == d.tokens[0] {
+		t.Fatalf("attempt tokens %q, lock token %q: want a fresh token after the late grant", d.tokens, l.Token())
+	}
+}

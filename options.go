@@ -36,6 +36,7 @@ type lockConfig struct {
 	hasTTL      bool
 	retry       RetryStrategy
 	token       string
+	tokenGiven  bool
 	autoRefresh bool
 	metadata    string
 	hasMeta     bool

@@ -7,6 +7,7 @@ import (
 	_ "github.com/dlock-go/dlock/mysqldlock"
 	_ "github.com/dlock-go/dlock/pgdlock"
 	_ "github.com/dlock-go/dlock/redisdlock"
+	_ "github.com/dlock-go/dlock/redlock"
 	_ "github.com/dlock-go/dlock/sqlitedlock"
 	_ "github.com/dlock-go/dlock/zkdlock"
 )
