@@ -1,0 +1,102 @@
+package redisdlock_test
+
+import (
+	"context"
+	"errors"
+	"strconv"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/dlock-go/dlock"
+	"github.com/dlock-go/dlock/driver"
+	"github.com/dlock-go/dlock/internal/testserver"
+	"github.com/dlock-go/dlock/redisdlock"
+)
+
+func TestRefreshBatch(t *testing.T) {
+	srv := testserver.StartRedis(t)
+	ctx := testCtx(t, 30*time.Second)
+	d, rdb := newDriver(t, srv.Addr(), redisdlock.Options{})
+	take := func(key, token string) {
+		t.Helper()
+		res, err := d.Acquire(ctx, driver.Request{Key: key, Token: token, TTL: time.Minute})
+		if err != nil || !res.Acquired {
+			t.Fatalf("Acquire(%q) = %+v, %v", key, res, err)
+		}
+	}
+	take("held", "t1")
+	take("stolen", "other")
+	take("dup", "t3")
+	// Evict cached scripts: the batch must fall back to sending the text.
+	if err := rdb.ScriptFlush(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	reqs := []driver.RefreshRequest{
+		{Key: "held", Token: "t1", TTL: 2 * time.Minute},
+		{Key: "stolen", Token: "t2", TTL: time.Minute},
+		{Key: "free", Token: "t4", TTL: time.Minute},
+		{Key: "dup", Token: "nope", TTL: time.Minute},
+		{Key: "dup", Token: "t3", TTL: time.Minute},
+		{Key: "short", Token: "t5", TTL: time.Microsecond},
+	}
+	errs := d.RefreshBatch(ctx, reqs)
+	want := []error{nil, driver.ErrNotHeld, driver.ErrNotHeld, driver.ErrNotHeld, nil, driver.ErrInvalidTTL}
+	for i := range reqs {
+		if (want[i] == nil) != (errs[i] == nil) || (want[i] != nil && !errors.Is(errs[i], want[i])) {
+			t.Errorf("RefreshBatch[%d] (%s/%s) = %v, want %v", i, reqs[i].Key, reqs[i].Token, errs[i], want[i])
+		}
+	}
+	if pttl := rdb.PTTL(ctx, "held").Val(); pttl < time.Minute+50*time.Second {
+		t.Errorf("PTTL of the refreshed lock = %v, want about 2m", pttl)
+	}
+	// Server gone: every request fails with ErrUnavailable, within ctx.
+	srv.Kill()
+	errs = d.RefreshBatch(testCtx(t, time.Second), reqs[:2])
+	for i, err := range errs {
+		if !errors.Is(err, driver.ErrUnavailable) {
+			t.Errorf("RefreshBatch[%d] with the server down = %v, want ErrUnavailable", i, err)
+		}
+	}
+}
+
+// countingBatch counts RefreshBatch round trips of a driver.
+type countingBatch struct {
+	driver.Locker
+	calls atomic.Int64
+}
+
+func (c *countingBatch) RefreshBatch(ctx context.Context, reqs []driver.RefreshRequest) []error {
+	c.calls.Add(1)
+	return c.Locker.(driver.BatchRefresher).RefreshBatch(ctx, reqs)
+}
+
+func TestManyLocksRefreshInBatches(t *testing.T) {
+	srv := testserver.StartRedis(t)
+	ctx := testCtx(t, 30*time.Second)
+	d, _ := newDriver(t, srv.Addr(), redisdlock.Options{})
+	cd := &countingBatch{Locker: d}
+	c := dlock.NewClient(cd)
+	defer c.Close()
+	const n, ttl = 300, 600 * time.Millisecond
+	locks := make([]*dlock.Lock, n)
+	for i := range locks {
+		l, err := c.TryLock(ctx, "many/"+strconv.Itoa(i), dlock.WithTTL(ttl))
+		if err != nil {
+			t.Fatal(err)
+		}
+		locks[i] = l
+	}
+	time.Sleep(2 * time.Second)
+	for _, l := range locks {
+		if err := l.Err(); err != nil {
+			t.Fatalf("lock lost while refreshed in batches: %v", err)
+		}
+	}
+	// One round trip per lock per TTL/3 would be 300 × 10 = 3000.
+	if calls := cd.calls.Load(); calls == 0 || calls > 100 {
+		t.Errorf("%d RefreshBatch round trips for %d locks over 2s, want a few dozen at most", calls, n)
+	} else {
+		t.Logf("%d RefreshBatch round trips for %d locks over 2s", calls, n)
+	}
+}
