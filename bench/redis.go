@@ -1,0 +1,399 @@
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/bsm/redislock"
+	"github.com/go-redsync/redsync/v4"
+	redsyncredis "github.com/go-redsync/redsync/v4/redis"
+	redsyncgoredis "github.com/go-redsync/redsync/v4/redis/goredis/v9"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/dlock-go/dlock"
+	"github.com/dlock-go/dlock/internal/testserver"
+	"github.com/dlock-go/dlock/redisdlock"
+)
+
+// Peer settings. "defaults" is what a library does when given nothing; the
+// tuned setting is the same for every polling peer: exponential backoff
+// from 16 ms (bsm/redislock's recommended minimum) doubling to 128 ms,
+// retrying until the caller's context ends.
+const (
+	tunedMin = 16 * time.Millisecond
+	tunedMax = 128 * time.Millisecond
+	// lockTTL is the lease every library gets in the uncontended and hot-key
+	// scenarios: redsync's default expiry.
+	lockTTL = 8 * time.Second
+)
+
+var tunedSetting = fmt.Sprintf("tuned: exponential backoff %v→%v", tunedMin, tunedMax)
+
+// tunedDelay is the tuned backoff before retry number try (1, 2, ...).
+func tunedDelay(try int) time.Duration {
+	d := tunedMax
+	if try >= 1 && try < 8 {
+		d = min(tunedMin<<(try-1), tunedMax)
+	}
+	return d
+}
+
+// cmdCounter is a go-redis hook counting the commands a client sends (a
+// pipeline counts each of its commands): round trips, whatever the server
+// runs inside scripts.
+type cmdCounter struct{ n atomic.Int64 }
+
+func (c *cmdCounter) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (c *cmdCounter) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		c.n.Add(1)
+		return next(ctx, cmd)
+	}
+}
+
+func (c *cmdCounter) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		c.n.Add(int64(len(cmds)))
+		return next(ctx, cmds)
+	}
+}
+
+// redisNodes is one or more independent redis-servers.
+type redisNodes struct {
+	srv  []*testserver.Redis
+	sent *cmdCounter
+}
+
+// peerClient is a go-redis client as a peer's documentation makes one:
+// go-redis's defaults.
+func (r *redisNodes) peerClient(i int) *redis.Client {
+	c := redis.NewClient(&redis.Options{Addr: r.srv[i].Addr()})
+	c.AddHook(r.sent)
+	return c
+}
+
+// dlockClient is a go-redis client configured as dlock configures the one
+// it makes for a redis:// URL: context deadlines on sockets, go-redis's own
+// retries off (dlock retries).
+func (r *redisNodes) dlockClient(i int) *redis.Client {
+	c := redis.NewClient(&redis.Options{
+		Addr:                  r.srv[i].Addr(),
+		ContextTimeoutEnabled: true,
+		MaxRetries:            -1,
+		DialerRetries:         1,
+	})
+	c.AddHook(r.sent)
+	return c
+}
+
+func (r *redisNodes) peerClients() []*redis.Client {
+	cs := make([]*redis.Client, len(r.srv))
+	for i := range cs {
+		cs[i] = r.peerClient(i)
+	}
+	return cs
+}
+
+func closeRedis(cs []*redis.Client) {
+	for _, c := range cs {
+		_ = c.Close()
+	}
+}
+
+// counts sums INFO commandstats over the nodes, less the INFO commands of
+// the readings (each reading's INFO shows in the next one).
+func (r *redisNodes) counts(ctx context.Context) (counts, error) {
+	var total int64
+	for _, s := range r.srv {
+		out, err := s.Do(ctx, "INFO", "commandstats")
+		if err != nil {
+			return counts{}, fmt.Errorf("%s: INFO commandstats: %w", s.Addr(), err)
+		}
+		for _, line := range strings.Split(out, "\n") {
+			name, rest, ok := strings.Cut(strings.TrimSpace(line), ":")
+			if !ok || !strings.HasPrefix(name, "cmdstat_") {
+				continue
+			}
+			for _, f := range strings.Split(rest, ",") {
+				if v, ok := strings.CutPrefix(f, "calls="); ok {
+					n, _ := strconv.ParseInt(v, 10, 64)
+					if name == "cmdstat_info" {
+						continue // our readings
+					}
+					total += n
+				}
+			}
+		}
+	}
+	return counts{server: total, roundTrips: r.sent.n.Load()}, nil
+}
+
+func startRedisBackend(t *serverT, nodes int) *redisNodes {
+	r := &redisNodes{sent: &cmdCounter{}}
+	r.srv = testserver.StartRedisNodes(t, nodes)
+	return r
+}
+
+func redisVersion(ctx context.Context, s *testserver.Redis) string {
+	v, err := s.Info(ctx, "server", "redis_version")
+	if err != nil || v == "" {
+		return "?"
+	}
+	return v
+}
+
+// newRedisBackend starts one redis-server and lists its subjects.
+func newRedisBackend(ctx context.Context, t *serverT) (*backend, error) {
+	var r *redisNodes
+	if err := startBackend(t, func(t *serverT) { r = startRedisBackend(t, 1) }); err != nil {
+		return nil, err
+	}
+	b := &backend{
+		name:       "redis",
+		title:      "Redis, one server",
+		version:    "Redis " + redisVersion(ctx, r.srv[0]),
+		serverUnit: "Redis commands (INFO commandstats, including those run inside scripts)",
+		counter:    r.counts,
+	}
+	b.subjects = []*subject{
+		redisDlock(r, false),
+		redisDlock(r, true),
+		redsyncSubject(r, "redis", false),
+		redsyncSubject(r, "redis", true),
+		redislockSubject(r, false),
+		redislockSubject(r, true),
+		redisFloor(r, "redis"),
+	}
+	return b, nil
+}
+
+// redisDlock is dlock over one server, each contender its own Client, or
+// with shared all contenders on one Client.
+func redisDlock(r *redisNodes, shared bool) *subject {
+	s := &subject{id: "dlock", backend: "redis", name: "dlock", setting: "defaults", role: roleDlock, uncontended: !shared, hotKey: true}
+	open := func() (*dlock.Client, func(), error) {
+		rdb := r.dlockClient(0)
+		c, err := redisdlock.NewClient(rdb, redisdlock.Options{})
+		if err != nil {
+			_ = rdb.Close()
+			return nil, nil, err
+		}
+		return c, func() { _ = c.Close(); _ = rdb.Close() }, nil
+	}
+	if shared {
+		s.id, s.name = "dlock-shared", "dlock, one Client"
+		s.contenders = sharedDlockContenders(open)
+	} else {
+		s.contenders = dlockContenders(open)
+		s.hold = dlockHold(open)
+	}
+	return s
+}
+
+// redsyncSubject is go-redsync/redsync v4 over r's nodes (one pool per
+// node: with 5 nodes, Redlock).
+func redsyncSubject(r *redisNodes, backend string, tuned bool) *subject {
+	s := &subject{id: "redsync", backend: backend, name: "redsync", setting: "defaults", role: rolePeer, uncontended: !tuned, hotKey: true}
+	var opts []redsync.Option
+	if tuned {
+		s.id, s.setting = "redsync-tuned", tunedSetting
+		opts = []redsync.Option{
+			redsync.WithTries(math.MaxInt32),
+			redsync.WithRetryDelayFunc(tunedDelay),
+		}
+	}
+	s.contenders = func(ctx context.Context, key string, n int) ([]lockFunc, func(), error) {
+		return openN(n, func(int) (lockFunc, func(), error) {
+			cs := r.peerClients()
+			pools := make([]redsyncredis.Pool, len(cs))
+			for i, c := range cs {
+				pools[i] = redsyncgoredis.NewPool(c)
+			}
+			m := redsync.New(pools...).NewMutex(key, opts...)
+			lock := func(ctx context.Context) (func(context.Context) error, error) {
+				if err := m.LockContext(ctx); err != nil {
+					return nil, err
+				}
+				return func(ctx context.Context) error {
+					ok, err := m.UnlockContext(ctx)
+					if err == nil && !ok {
+						err = errors.New("redsync: unlock: not held")
+					}
+					return err
+				}, nil
+			}
+			return lock, func() { closeRedis(cs) }, nil
+		})
+	}
+	if !tuned {
+		s.hold = redsyncHold(r)
+	}
+	return s
+}
+
+// redislockSubject is bsm/redislock. Its default is not to retry at all (an
+// Obtain on a held key fails at once), which cannot wait for a lock; the
+// "defaults" row uses the retry its documentation shows,
+// LinearBackoff(100ms).
+func redislockSubject(r *redisNodes, tuned bool) *subject {
+	s := &subject{id: "redislock", backend: "redis", name: "bsm/redislock", setting: "documented: LinearBackoff(100ms)", role: rolePeer, uncontended: !tuned, hotKey: true}
+	strategy := func() redislock.RetryStrategy { return redislock.LinearBackoff(100 * time.Millisecond) }
+	if tuned {
+		s.id, s.setting = "redislock-tuned", fmt.Sprintf("tuned: ExponentialBackoff(%v, %v)", tunedMin, tunedMax)
+		strategy = func() redislock.RetryStrategy { return redislock.ExponentialBackoff(tunedMin, tunedMax) }
+	}
+	s.contenders = func(ctx context.Context, key string, n int) ([]lockFunc, func(), error) {
+		return openN(n, func(int) (lockFunc, func(), error) {
+			c := r.peerClient(0)
+			rl := redislock.New(c)
+			lock := func(ctx context.Context) (func(context.Context) error, error) {
+				l, err := rl.Obtain(ctx, key, lockTTL, &redislock.Options{RetryStrategy: strategy()})
+				if err != nil {
+					return nil, err
+				}
+				return l.Release, nil
+			}
+			return lock, func() { _ = c.Close() }, nil
+		})
+	}
+	if !tuned {
+		s.hold = redislockHold(r)
+	}
+	return s
+}
+
+// redisCAD is the compare-and-delete every Redis lock releases with.
+var redisCAD = redis.NewScript(`if redis.call("get", KEYS[1]) == ARGV[1] then return redis.call("del", KEYS[1]) else return 0 end`)
+
+// redisFloor is the bare commands of a Redis lock: SET NX PX, then an
+// EVALSHA compare-and-delete, on every node in parallel (one node: one
+// round trip each).
+func redisFloor(r *redisNodes, backend string) *subject {
+	s := &subject{id: "floor", backend: backend, name: "raw floor", setting: "SET NX PX + EVALSHA compare-and-delete", role: roleFloor, uncontended: true}
+	s.contenders = func(ctx context.Context, key string, n int) ([]lockFunc, func(), error) {
+		return openN(n, func(int) (lockFunc, func(), error) {
+			cs := r.peerClients()
+			var token atomic.Int64
+			lock := func(ctx context.Context) (func(context.Context) error, error) {
+				tok := strconv.FormatInt(token.Add(1), 10)
+				err := onAll(cs, func(c *redis.Client) error {
+					ok, err := c.SetNX(ctx, key, tok, lockTTL).Result()
+					if err == nil && !ok {
+						err = errors.New("SET NX: key held")
+					}
+					return err
+				})
+				if err != nil {
+					return nil, err
+				}
+				return func(ctx context.Context) error {
+					return onAll(cs, func(c *redis.Client) error {
+						n, err := redisCAD.Run(ctx, c, []string{key}, tok).Int()
+						if err == nil && n != 1 {
+							err = errors.New("compare-and-delete: not held")
+						}
+						return err
+					})
+				}, nil
+			}
+			return lock, func() { closeRedis(cs) }, nil
+		})
+	}
+	return s
+}
+
+// onAll runs f on every client, in parallel when there are several.
+func onAll(cs []*redis.Client, f func(c *redis.Client) error) error {
+	if len(cs) == 1 {
+		return f(cs[0])
+	}
+	errs := make([]error, len(cs))
+	var wg sync.WaitGroup
+	for i, c := range cs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = f(c)
+		}()
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+// redislockHold holds keys with bsm/redislock and refreshes each lock
+// from its own goroutine every TTL/3, as its documentation leaves to the
+// application.
+func redislockHold(r *redisNodes) func(ctx context.Context, keys []string, ttl time.Duration) (heldSet, error) {
+	return func(ctx context.Context, keys []string, ttl time.Duration) (heldSet, error) {
+		c := r.peerClient(0)
+		rl := redislock.New(c)
+		locks := make([]*redislock.Lock, len(keys))
+		err := parallel(len(keys), holdWorkers, func(i int) error {
+			l, err := rl.Obtain(ctx, keys[i], ttl, nil)
+			locks[i] = l
+			return err
+		})
+		h := newLoopHeld(func(ctx context.Context) error { return c.Close() })
+		for _, l := range locks {
+			if l == nil {
+				continue
+			}
+			h.add(ttl, func(ctx context.Context) error { return l.Refresh(ctx, ttl, nil) }, l.Release)
+		}
+		if err != nil {
+			_ = h.release(ctx)
+			return nil, err
+		}
+		return h, nil
+	}
+}
+
+// redsyncHold holds keys with redsync mutexes (expiry = ttl), each
+// extended from its own goroutine every TTL/3.
+func redsyncHold(r *redisNodes) func(ctx context.Context, keys []string, ttl time.Duration) (heldSet, error) {
+	return func(ctx context.Context, keys []string, ttl time.Duration) (heldSet, error) {
+		cs := r.peerClients()
+		pools := make([]redsyncredis.Pool, len(cs))
+		for i, c := range cs {
+			pools[i] = redsyncgoredis.NewPool(c)
+		}
+		rs := redsync.New(pools...)
+		ms := make([]*redsync.Mutex, len(keys))
+		err := parallel(len(keys), holdWorkers, func(i int) error {
+			m := rs.NewMutex(keys[i], redsync.WithExpiry(ttl))
+			if err := m.LockContext(ctx); err != nil {
+				return err
+			}
+			ms[i] = m
+			return nil
+		})
+		h := newLoopHeld(func(context.Context) error { closeRedis(cs); return nil })
+		for _, m := range ms {
+			if m == nil {
+				continue
+			}
+			h.add(ttl,
+				func(ctx context.Context) error {
+					ok, err := m.ExtendContext(ctx)
+					if err == nil && !ok {
+						err = errors.New("redsync: extend failed")
+					}
+					return err
+				},
+				func(ctx context.Context) error { _, err := m.UnlockContext(ctx); return err })
+		}
+		if err != nil {
+			_ = h.release(ctx)
+			return nil, err
+		}
+		return h, nil
+	}
+}
