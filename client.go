@@ -481,7 +481,7 @@ func transient(ctx context.Context, err error) bool {
 // ctxErr makes sure an error caused by the end of ctx matches ctx.Err().
 func ctxErr(ctx context.Context, err error) error {
 	if cerr := ctx.Err(); cerr != nil && !errors.Is(err, cerr) {
-		return fmt.Errorf("%w (%v)", cerr, err)
+		return fmt.Errorf("%w (%w)", cerr, err)
 	}
 	return err
 }
