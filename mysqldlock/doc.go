@@ -64,6 +64,12 @@
 // client sends only the TTL, in microseconds, so neither the client's clock
 // nor any session or server time_zone matters.
 //
+// The driver implements driver.BatchRefresher: a client's auto-refreshed
+// locks are refreshed together, up to 500 per multi-table UPDATE, each with
+// the same owner and liveness check as Refresh. When the UPDATE changed
+// fewer rows than it carried locks, a SELECT of the keys tells which were
+// refreshed.
+//
 // A side effect: after an acquire on a pooled connection, LAST_INSERT_ID()
 // on that connection returns the fence until the next insert.
 //

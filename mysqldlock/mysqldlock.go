@@ -76,6 +76,9 @@ type myDriver struct {
 	secret string // the password, kept out of messages
 	hub    sqllease.Hub
 
+	// batchStatements counts the statements RefreshBatch has sent.
+	batchStatements atomic.Int64
+
 	closeOnce sync.Once
 	closed    atomic.Bool
 	closeFn   func() error

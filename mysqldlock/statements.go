@@ -66,6 +66,19 @@ WHERE table_schema = COALESCE(?, DATABASE()) AND table_name = ?`
 	sqlRefresh = "UPDATE {T} SET expires_at = {NOW} + INTERVAL ? MICROSECOND\n" +
 		"WHERE `key` = ? AND token = ? AND expires_at > {NOW}"
 
+	// sqlRefreshBatch is sqlRefresh for many locks at once: the same owner
+	// and liveness check and the same expiry on the server's clock, per
+	// row. {ROWS} stands for a derived table with one row per lock, (key,
+	// token, ttl µs), built by refreshBatchSQL. MySQL updates each row of
+	// the table at most once; the fence is not touched.
+	sqlRefreshBatch = "UPDATE {T} AS l JOIN (\n\t{ROWS}\n) AS v ON l.`key` = v.k AND l.token = v.t\n" +
+		"SET l.expires_at = {NOW} + INTERVAL v.us MICROSECOND\n" +
+		"WHERE l.expires_at > {NOW}"
+
+	// sqlStates reads the holder and remaining lease in µs of several keys;
+	// the caller appends the list "(?, ?, ...)".
+	sqlStates = "SELECT `key`, token, TIMESTAMPDIFF(MICROSECOND, {NOW}, expires_at) FROM {T} WHERE `key` IN "
+
 	// sqlRelease frees a live lease of the token, keeping the row and its
 	// fence; expires_at records the release time. Parameters: key, token.
 	sqlRelease = "UPDATE {T} SET token = '', expires_at = {NOW}, metadata = ''\n" +
@@ -74,17 +87,19 @@ WHERE table_schema = COALESCE(?, DATABASE()) AND table_name = ?`
 
 // statements holds the SQL for one table.
 type statements struct {
-	create, check, acquire, state, refresh, release string
+	create, check, acquire, state, refresh, refreshBatch, states, release string
 }
 
 func newStatements(quoted string) statements {
 	r := strings.NewReplacer("{T}", quoted, "{NOW}", now)
 	return statements{
-		create:  r.Replace(sqlCreateTable),
-		check:   r.Replace(sqlCheckTable),
-		acquire: r.Replace(sqlAcquire),
-		state:   r.Replace(sqlState),
-		refresh: r.Replace(sqlRefresh),
-		release: r.Replace(sqlRelease),
+		create:       r.Replace(sqlCreateTable),
+		check:        r.Replace(sqlCheckTable),
+		acquire:      r.Replace(sqlAcquire),
+		state:        r.Replace(sqlState),
+		refresh:      r.Replace(sqlRefresh),
+		refreshBatch: r.Replace(sqlRefreshBatch),
+		states:       r.Replace(sqlStates),
+		release:      r.Replace(sqlRelease),
 	}
 }

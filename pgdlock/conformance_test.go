@@ -42,7 +42,7 @@ func (h *harness) MakeDriver(ctx context.Context) (driver.Locker, error) {
 func (h *harness) Close() {}
 
 // closeAlso closes an extra resource after the driver. It keeps the
-// driver's Notifier.
+// driver's Notifier and BatchRefresher.
 type closeAlso struct {
 	driver.Locker
 	also func() error
@@ -56,6 +56,10 @@ func (c closeAlso) Close() error {
 
 func (c closeAlso) WatchReleases(ctx context.Context, key string) (<-chan struct{}, func(), error) {
 	return c.Locker.(driver.Notifier).WatchReleases(ctx, key)
+}
+
+func (c closeAlso) RefreshBatch(ctx context.Context, reqs []driver.RefreshRequest) []error {
+	return c.Locker.(driver.BatchRefresher).RefreshBatch(ctx, reqs)
 }
 
 func TestConformance(t *testing.T) {

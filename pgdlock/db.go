@@ -21,6 +21,9 @@ type querier interface {
 	queryRow(ctx context.Context, query string, args []any, dest ...any) (found bool, err error)
 	// exec runs query and returns the number of rows it changed.
 	exec(ctx context.Context, query string, args ...any) (int64, error)
+	// query runs query and calls each with a scan function for every row
+	// it returns, stopping at the first error.
+	query(ctx context.Context, query string, args []any, each func(scan func(dest ...any) error) error) error
 	// canListen reports whether listen can give a pgx connection.
 	canListen() bool
 	// listen runs fn on a connection of its own, outside the statement
@@ -49,6 +52,20 @@ func (q poolQuerier) exec(ctx context.Context, query string, args ...any) (int64
 		return 0, err
 	}
 	return tag.RowsAffected(), nil
+}
+
+func (q poolQuerier) query(ctx context.Context, query string, args []any, each func(scan func(dest ...any) error) error) error {
+	rows, err := q.pool.Query(ctx, query, args...)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		if err := each(rows.Scan); err != nil {
+			return err
+		}
+	}
+	return rows.Err()
 }
 
 func (q poolQuerier) canListen() bool { return true }
@@ -84,6 +101,23 @@ func (q dbQuerier) exec(ctx context.Context, query string, args ...any) (int64, 
 		return 0, err
 	}
 	return res.RowsAffected()
+}
+
+func (q dbQuerier) query(ctx context.Context, query string, args []any, each func(scan func(dest ...any) error) error) error {
+	rows, err := q.db.QueryContext(ctx, query, args...)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		if err := each(rows.Scan); err != nil {
+			return err
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	return rows.Close()
 }
 
 func (q dbQuerier) canListen() bool {

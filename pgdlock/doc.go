@@ -81,6 +81,10 @@
 // server; the client sends only the TTL, in microseconds. Nothing depends
 // on the client's clock or time zone.
 //
+// The driver implements driver.BatchRefresher: a client's auto-refreshed
+// locks are refreshed together, up to 1000 per UPDATE statement, each with
+// the same owner and liveness check as Refresh.
+//
 // # Waiting
 //
 // Release sends NOTIFY on a channel fixed per table (payload: a digest of

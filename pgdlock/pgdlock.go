@@ -97,6 +97,9 @@ type pgDriver struct {
 	secret string // the password, kept out of messages
 	lis    *listener
 
+	// batchStatements counts the statements RefreshBatch has sent.
+	batchStatements atomic.Int64
+
 	closeOnce sync.Once
 	closed    atomic.Bool
 	closeFn   func()

@@ -60,6 +60,27 @@ FROM {T} WHERE "key" = $1 AND NOT EXISTS (SELECT FROM a)`
 	sqlRefresh = `UPDATE {T} SET expires_at = clock_timestamp() + $3::bigint * interval '1 microsecond'
 WHERE "key" = $1 AND token = $2 AND expires_at > clock_timestamp()`
 
+	// sqlRefreshBatch is sqlRefresh for many locks at once: the same owner
+	// and liveness check and the same expiry on the server's clock, per
+	// row. The locks arrive as three comma-separated lists of equal length,
+	// so that the statement has three text parameters whatever the batch
+	// size: $1 keys and $2 tokens, each element "x" and the bytes in hex;
+	// $3 TTLs in µs. The "key" = ANY (...) condition steers the planner to
+	// index lookups of the batch's keys: without it a large batch is
+	// hash-joined with a scan of the whole table. (v, used twice, is
+	// computed once.) Returns the 1-based position in the lists of every
+	// lock it refreshed. The fence is not touched.
+	sqlRefreshBatch = `WITH v AS (
+	SELECT decode(substr(x.k, 2), 'hex') AS k, decode(substr(x.t, 2), 'hex') AS t, x.us::bigint AS us, x.i
+	FROM unnest(string_to_array($1::text, ','), string_to_array($2::text, ','), string_to_array($3::text, ','))
+		WITH ORDINALITY AS x(k, t, us, i)
+)
+UPDATE {T} AS l SET expires_at = clock_timestamp() + v.us * interval '1 microsecond'
+FROM v
+WHERE l."key" = ANY (ARRAY(SELECT k FROM v))
+	AND l."key" = v.k AND l.token = v.t AND l.expires_at > clock_timestamp()
+RETURNING v.i`
+
 	// sqlRelease frees a live lease of the token, keeping the row and its
 	// fence; expires_at records the release time.
 	sqlRelease = `UPDATE {T} SET token = ''::bytea, expires_at = clock_timestamp(), metadata = ''
@@ -83,7 +104,7 @@ FROM {T} WHERE "key" = $1`
 
 // statements holds the SQL for one table.
 type statements struct {
-	create, check, acquire, refresh, release, releaseNotify, inspect string
+	create, check, acquire, refresh, refreshBatch, release, releaseNotify, inspect string
 }
 
 func newStatements(quoted string, lockID int64) statements {
@@ -93,6 +114,7 @@ func newStatements(quoted string, lockID int64) statements {
 		check:         r.Replace(sqlCheckTable),
 		acquire:       r.Replace(sqlAcquire),
 		refresh:       r.Replace(sqlRefresh),
+		refreshBatch:  r.Replace(sqlRefreshBatch),
 		release:       r.Replace(sqlRelease),
 		releaseNotify: r.Replace(sqlReleaseNotify),
 		inspect:       r.Replace(sqlInspect),

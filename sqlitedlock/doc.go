@@ -59,7 +59,9 @@
 // it takes the key if it is free, expired or already held by the same token,
 // and bumps the key's fence counter in the same statement. The row of a key
 // is kept after release, so fences keep increasing for as long as the file
-// exists. Refresh and release are single UPDATEs that compare the token.
+// exists. Refresh and release are single UPDATEs that compare the token. A
+// client's auto-refreshed locks are refreshed together (driver.BatchRefresher),
+// up to 512 per UPDATE ... FROM ... RETURNING statement.
 //
 // SQLite has no notifications between processes. A release wakes one
 // waiter for the key in the same process (any client on the same file and

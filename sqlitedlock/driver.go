@@ -28,6 +28,13 @@ type sqliteDriver struct {
 
 	acquire, refresh, release, inspect *sql.Stmt
 
+	// batchStmts are the prepared refresh statements for 1, 2, 4, ...
+	// locks, made when first needed.
+	batchMu    sync.Mutex
+	batchStmts [batchSizes]*sql.Stmt
+	// batchStatements counts the statements RefreshBatch has sent.
+	batchStatements atomic.Int64
+
 	mu       sync.Mutex // guards adding to cleanups against Close
 	closed   atomic.Bool
 	cleanups sync.WaitGroup
@@ -312,7 +319,10 @@ func (d *sqliteDriver) Close() error {
 }
 
 func (d *sqliteDriver) closeStatements() {
-	for _, s := range []*sql.Stmt{d.acquire, d.refresh, d.release, d.inspect} {
+	d.batchMu.Lock()
+	stmts := append([]*sql.Stmt{d.acquire, d.refresh, d.release, d.inspect}, d.batchStmts[:]...)
+	d.batchMu.Unlock()
+	for _, s := range stmts {
 		if s != nil {
 			_ = s.Close()
 		}

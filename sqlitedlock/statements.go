@@ -42,6 +42,18 @@ RETURNING fence`
 	sqlRefresh = `UPDATE {T} SET expires_at = {NOW} + ?3
 WHERE key = ?1 AND token = ?2 AND token <> '' AND expires_at > {NOW}`
 
+	// sqlRefreshBatch is sqlRefresh for many locks at once: the same owner
+	// and liveness check and the same expiry on the engine's clock, per row.
+	// {ROWS} stands for the VALUES rows of v, (key, token, TTL in ms), one
+	// per lock, built by refreshBatchSQL. SQLite updates each row at most
+	// once; the fence is not touched. Returns the key and token of every
+	// row refreshed.
+	sqlRefreshBatch = `WITH v(k, t, ms) AS (VALUES {ROWS})
+UPDATE {T} SET expires_at = {NOW} + v.ms
+FROM v
+WHERE {T}.key = v.k AND {T}.token = v.t AND {T}.token <> '' AND {T}.expires_at > {NOW}
+RETURNING key, token`
+
 	// sqlRelease frees a live lease of the token, keeping the row and its
 	// fence.
 	sqlRelease = `UPDATE {T} SET token = '', expires_at = 0, metadata = ''

@@ -1,6 +1,7 @@
-// Package sqllease holds what the PostgreSQL and MySQL lock drivers share:
-// the lock table's name rules, TTL arithmetic, in-process release fan-out
-// and error helpers that keep passwords out of messages.
+// Package sqllease holds what the SQL lock drivers share: the lock table's
+// name rules, TTL arithmetic, in-process release fan-out, error helpers
+// that keep passwords out of messages (PostgreSQL and MySQL), and the
+// bookkeeping of batched refreshes (all three, SQLite included).
 package sqllease
 
 import (
