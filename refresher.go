@@ -86,11 +86,13 @@ func (b *batchRefresher) run() {
 }
 
 // collect returns the locks to refresh now and the earliest due time of the
-// others, dropping locks that ended.
+// others, dropping locks that ended. A batch forms only when some lock is
+// due; then every lock due within TTL/6 more joins it.
 func (b *batchRefresher) collect() (batch []*Lock, next time.Time) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	now := time.Now()
+	anyDue := false
 	for l, due := range b.due {
 		select {
 		case <-l.stop:
@@ -98,15 +100,22 @@ func (b *batchRefresher) collect() (batch []*Lock, next time.Time) {
 			continue
 		default:
 		}
+		if !due.at.After(now) {
+			anyDue = true
+		}
 		early := l.currentTTL() / 6
 		if due.retry {
 			early = 0
 		}
 		if !due.at.After(now.Add(early)) {
 			batch = append(batch, l)
-		} else if next.IsZero() || due.at.Before(next) {
+		}
+		if due.at.After(now) && (next.IsZero() || due.at.Before(next)) {
 			next = due.at
 		}
+	}
+	if !anyDue {
+		return nil, next
 	}
 	return batch, next
 }
