@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -99,7 +100,11 @@ func (h *dlockHeld) release(ctx context.Context) error {
 	var first firstErr
 	_ = parallel(len(h.locks), holdWorkers, func(i int) error {
 		if l := h.locks[i]; l != nil {
-			first.set(l.Unlock(ctx))
+			err := l.Unlock(ctx)
+			if l.Err() != nil && errors.Is(err, dlock.ErrNotHeld) {
+				err = nil // lost during the window: counted by lost
+			}
+			first.set(err)
 		}
 		return nil
 	})
@@ -114,6 +119,7 @@ type loopHeld struct {
 	wg       sync.WaitGroup
 	failed   atomic.Int64
 	releases []func(context.Context) error
+	lostOne  []*atomic.Bool // per lock: its refresh failed
 	close    func(context.Context) error
 }
 
@@ -125,6 +131,8 @@ func newLoopHeld(closeFn func(context.Context) error) *loopHeld {
 // and is not refreshed again.
 func (h *loopHeld) add(ttl time.Duration, refresh, release func(context.Context) error) {
 	h.releases = append(h.releases, release)
+	lost := new(atomic.Bool)
+	h.lostOne = append(h.lostOne, lost)
 	h.wg.Add(1)
 	go func() {
 		defer h.wg.Done()
@@ -140,6 +148,7 @@ func (h *loopHeld) add(ttl time.Duration, refresh, release func(context.Context)
 			err := refresh(ctx)
 			cancel()
 			if err != nil {
+				lost.Store(true)
 				h.failed.Add(1)
 				return
 			}
@@ -154,7 +163,9 @@ func (h *loopHeld) release(ctx context.Context) error {
 	h.wg.Wait()
 	var first firstErr
 	_ = parallel(len(h.releases), holdWorkers, func(i int) error {
-		first.set(h.releases[i](ctx))
+		if !h.lostOne[i].Load() { // a lost lock is counted by lost
+			first.set(h.releases[i](ctx))
+		}
 		return nil
 	})
 	first.set(h.close(ctx))

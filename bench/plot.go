@@ -46,7 +46,7 @@ func writePlots(r *Results, dir string) error {
 			"ms (log scale)", true,
 			func(h *hotResult) (float64, bool) {
 				ms := float64(h.handoffP50) / float64(time.Millisecond)
-				return max(ms, 0.001), h.err == nil && h.handoffs > 0
+				return ms, h.err == nil && h.handoffs > 0 && ms > 0
 			})
 		if err != nil {
 			return err
@@ -140,7 +140,7 @@ func linePlot(path string, b *BackendResults, title, ylabel string, logY bool, v
 	switch {
 	case hi < lo: // nothing to draw
 	case logY:
-		p.Y.Min, p.Y.Max = lo/2, hi*2
+		p.Y.Min, p.Y.Max = lo/3, hi*3
 	default:
 		p.Y.Min, p.Y.Max = 0, hi*1.1
 	}

@@ -151,8 +151,8 @@ type hotResult struct {
 	// grants counts the acquisitions within the window; all counts the
 	// ones after it too (contenders finishing their last wait).
 	grants, all int
-	// handoff: from one holder's unlock returning to another contender's
-	// lock returning.
+	// handoff: from one holder calling unlock to another contender's lock
+	// returning.
 	handoffP50, handoffP99 time.Duration
 	// handoffs counts grants in the window that went to another contender
 	// than the one before.
@@ -185,9 +185,10 @@ func (r *hotResult) handoffsPerSec() float64 {
 }
 
 type grant struct {
-	who                int
-	acquired, released time.Time
-	inWindow           bool
+	who int
+	// acquired: the lock call returned; unlocking: the unlock call began.
+	acquired, unlocking time.Time
+	inWindow            bool
 }
 
 // maxGiveUps ends a contender whose lock keeps failing.
@@ -259,16 +260,16 @@ func runHotKey(ctx context.Context, b *backend, s *subject, key string, n int, w
 					time.Sleep(hold)
 				}
 				holders.Add(-1)
+				unlocking := time.Now()
 				uctx, ucancel := context.WithTimeout(ctx, 10*time.Second)
 				err = unlock(uctx)
 				ucancel()
-				released := time.Now()
 				if err != nil {
 					firstErr.set(fmt.Errorf("contender %d: unlock: %w", i, err))
 					return
 				}
 				mu.Lock()
-				grants = append(grants, grant{who: i, acquired: acquired, released: released, inWindow: in})
+				grants = append(grants, grant{who: i, acquired: acquired, unlocking: unlocking, inWindow: in})
 				mu.Unlock()
 			}
 		}()
@@ -295,7 +296,7 @@ func runHotKey(ctx context.Context, b *backend, s *subject, key string, n int, w
 		res.grants++
 		per[g.who]++
 		if i > 0 && grants[i-1].who != g.who {
-			handoffs = append(handoffs, max(g.acquired.Sub(grants[i-1].released), 0))
+			handoffs = append(handoffs, max(g.acquired.Sub(grants[i-1].unlocking), 0))
 		}
 	}
 	res.fairMax, res.fairMin = slices.Max(per), slices.Min(per)
