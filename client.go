@@ -24,11 +24,12 @@ type Client struct {
 	log      *slog.Logger
 	meta     string
 
-	mu      sync.Mutex
-	closed  bool
-	closeCh chan struct{}
-	held    map[*Lock]struct{}
-	turns   map[string]*keyTurn
+	mu       sync.Mutex
+	closed   bool
+	closeCh  chan struct{}
+	held     map[*Lock]struct{}
+	heldKeys map[string]int
+	turns    map[string]*keyTurn
 }
 
 // NewClient returns a Client over a driver. Driver packages call it from
@@ -36,13 +37,14 @@ type Client struct {
 // The Client owns d and closes it on Close.
 func NewClient(d driver.Locker, opts ...Option) *Client {
 	c := &Client{
-		d:       d,
-		caps:    d.Capabilities(),
-		closeCh: make(chan struct{}),
-		held:    map[*Lock]struct{}{},
-		turns:   map[string]*keyTurn{},
-		cfg:     clientConfig{tokens: RandomToken},
-		meta:    defaultMetadata(),
+		d:        d,
+		caps:     d.Capabilities(),
+		closeCh:  make(chan struct{}),
+		held:     map[*Lock]struct{}{},
+		heldKeys: map[string]int{},
+		turns:    map[string]*keyTurn{},
+		cfg:      clientConfig{tokens: RandomToken},
+		meta:     defaultMetadata(),
 	}
 	for _, o := range opts {
 		o(&c.cfg)
@@ -281,6 +283,23 @@ func (c *Client) acquire(ctx context.Context, key string, opts []LockOption, try
 		}
 		defer giveUp()
 		if queued {
+			// The previous turn holder got the key: while this client
+			// still holds it an attempt is bound to fail, so wait for its
+			// release (or the strategy's first backoff) first.
+			if backoff := cfg.retry.NextBackoff(1); backoff >= 0 && c.holdsKey(key) {
+				t := time.NewTimer(backoff)
+				select {
+				case <-kt.wake:
+				case <-t.C:
+				case <-ctx.Done():
+					t.Stop()
+					return nil, c.waitEnded(key, 0, time.Since(start), ctx.Err())
+				case <-c.closeCh:
+					t.Stop()
+					return nil, c.waitEnded(key, 0, time.Since(start), ErrClosed)
+				}
+				t.Stop()
+			}
 			waited = time.Since(start)
 		}
 	}
@@ -442,6 +461,7 @@ func (c *Client) grant(req driver.Request, cfg lockConfig, res driver.Result, se
 		return nil
 	}
 	c.held[l] = struct{}{}
+	c.heldKeys[l.key]++
 	c.mu.Unlock()
 	l.start()
 	if waited > 0 {
@@ -454,8 +474,20 @@ func (c *Client) grant(req driver.Request, cfg lockConfig, res driver.Result, se
 
 func (c *Client) forget(l *Lock) {
 	c.mu.Lock()
-	delete(c.held, l)
+	if _, ok := c.held[l]; ok {
+		delete(c.held, l)
+		if c.heldKeys[l.key]--; c.heldKeys[l.key] <= 0 {
+			delete(c.heldKeys, l.key)
+		}
+	}
 	c.mu.Unlock()
+}
+
+// holdsKey reports whether one of the client's own locks holds key.
+func (c *Client) holdsKey(key string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.heldKeys[key] > 0
 }
 
 func (c *Client) emit(e Event) {

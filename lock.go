@@ -261,6 +261,9 @@ func (l *Lock) loseLocked(cause error) {
 	l.c.log.Error("dlock: lock lost", "key", l.key, "fence", l.fence, "held", held, "err", cause)
 	l.c.emit(Event{Kind: EventLost, Key: l.key, Fence: l.fence, Duration: held, Err: l.err})
 	l.finishLocked()
+	// A local waiter held back by this lock tries now (the backend tells
+	// it how long the lease has left).
+	l.c.releasedLocally(l.key)
 }
 
 func (l *Lock) finishLocked() {
