@@ -77,8 +77,11 @@ type Driver struct {
 	fenceTTLms string
 	addr       string
 	ownsClient bool
-	closed     atomic.Bool
-	notify     *notifier
+	// ctxDeadlines: the client applies context deadlines to its sockets
+	// (ContextTimeoutEnabled), so a call cannot outlive ctx's deadline.
+	ctxDeadlines bool
+	closed       atomic.Bool
+	notify       *notifier
 }
 
 var (
@@ -117,6 +120,7 @@ func NewDriver(rdb redis.UniversalClient, opts Options) (*Driver, error) {
 		fenceTTLms: strconv.FormatInt(millis(fenceTTL), 10),
 		addr:       addr,
 	}
+	d.ctxDeadlines = contextDeadlines(rdb)
 	d.notify = newNotifier(d)
 	return d, nil
 }
@@ -349,8 +353,13 @@ func (d *Driver) run(ctx context.Context, s *redis.Script, keys []string, args [
 	if d.closed.Load() {
 		return nil, driver.ErrClosed
 	}
-	if ctx.Done() == nil {
+	if _, ok := ctx.Deadline(); ctx.Done() == nil || ok && d.ctxDeadlines {
+		// The client bounds the call by ctx's deadline itself (or there is
+		// none): no goroutine needed.
 		v, err := s.Run(ctx, d.rdb, keys, args...).Result()
+		if err != nil && ctx.Err() != nil && abandoned != nil {
+			go abandoned(v, err)
+		}
 		return v, d.unavailable(err)
 	}
 	if err := ctx.Err(); err != nil {
@@ -397,4 +406,16 @@ func (d *Driver) unavailable(err error) error {
 		return fmt.Errorf("redis %s: %w", d.addr, err)
 	}
 	return fmt.Errorf("%w: redis %s: %w", driver.ErrUnavailable, d.addr, err)
+}
+
+// contextDeadlines reports whether rdb applies context deadlines to its
+// sockets (go-redis's ContextTimeoutEnabled).
+func contextDeadlines(rdb redis.UniversalClient) bool {
+	switch c := rdb.(type) {
+	case *redis.Client:
+		return c.Options().ContextTimeoutEnabled
+	case *redis.ClusterClient:
+		return c.Options().ContextTimeoutEnabled
+	}
+	return false
 }
