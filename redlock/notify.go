@@ -15,9 +15,19 @@ import (
 // slower ones join the watch when they are ready.
 const watchWait = 1500 * time.Millisecond
 
-// watch fans the release notifications of every node in to one channel.
+// releaseGrace is how long a watch waits, after a node's release message,
+// for the messages of a majority of nodes before it wakes the waiter anyway.
+const releaseGrace = 5 * time.Millisecond
+
+// watch fans the release notifications of every node in to one channel. A
+// release publishes on every node that freed the key, at about the same
+// time; a waiter woken by the first message would try while the key is
+// still held on other nodes, split the vote with its rivals and give back.
+// So the watch wakes the waiter when a majority of nodes have announced the
+// release, or releaseGrace after the first announcement.
 type watch struct {
 	out  chan struct{}
+	in   chan struct{}
 	done chan struct{}
 
 	mu      sync.Mutex
@@ -40,14 +50,54 @@ func (w *watch) add(ch <-chan struct{}, stop func()) {
 			select {
 			case <-ch:
 				select {
-				case w.out <- struct{}{}:
-				default:
+				case w.in <- struct{}{}:
+				case <-w.done:
+					return
 				}
 			case <-w.done:
 				return
 			}
 		}
 	}()
+}
+
+// gather wakes the waiter once quorum release messages came in, or
+// releaseGrace after the first one.
+func (w *watch) gather(quorum int) {
+	var (
+		count int
+		grace *time.Timer
+		fire  <-chan time.Time
+	)
+	wake := func() {
+		count, fire = 0, nil
+		if grace != nil {
+			grace.Stop()
+		}
+		select {
+		case w.out <- struct{}{}:
+		default:
+		}
+	}
+	for {
+		select {
+		case <-w.in:
+			if count++; count == 1 {
+				grace = time.NewTimer(releaseGrace)
+				fire = grace.C
+			}
+			if count >= quorum {
+				wake()
+			}
+		case <-fire:
+			wake()
+		case <-w.done:
+			if grace != nil {
+				grace.Stop()
+			}
+			return
+		}
+	}
 }
 
 func (w *watch) stop() {
@@ -77,7 +127,8 @@ func (d *Driver) WatchReleases(ctx context.Context, key string) (<-chan struct{}
 	if d.closed.Load() {
 		return nil, nil, driver.ErrClosed
 	}
-	w := &watch{out: make(chan struct{}, 1), done: make(chan struct{})}
+	w := &watch{out: make(chan struct{}, 1), in: make(chan struct{}), done: make(chan struct{})}
+	go w.gather(d.quorum)
 	type result struct {
 		ch   <-chan struct{}
 		stop func()
