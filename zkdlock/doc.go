@@ -73,7 +73,10 @@
 //     session timeout after the server last heard from it, and ZooKeeper
 //     deletes the node: the key is free after at most the session timeout.
 //   - Refresh checks that the session is the one that created the node and
-//     that the node still exists (one read). After a session expiry every
+//     that the node still exists (one read). A client's auto-refreshed
+//     locks are refreshed together (driver.BatchRefresher): one multi
+//     request of version checks for up to 1000 locks, a small write
+//     transaction (see RefreshBatch). After a session expiry every
 //     lock of the old session reports dlock.ErrLost; a disconnect that
 //     recovers within the session timeout (and before the client's validity
 //     deadline) loses nothing. The connection then opens a new session for
