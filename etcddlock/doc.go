@@ -64,7 +64,11 @@
 // that confirmed the lease (its grant or a keep-alive): etcd ends a lease no
 // earlier than that plus its TTL. Refresh sends a keep-alive and checks the
 // entry, in parallel; when the lease is gone or the entry was deleted it
-// reports dlock.ErrNotHeld, and the lock is lost. A Refresh with a longer
+// reports dlock.ErrNotHeld, and the lock is lost. Keep-alives go over a few
+// long-lived streams of the driver, and the driver implements
+// driver.BatchRefresher: a client's auto-refreshed locks are refreshed
+// together, their keep-alives back to back on those streams and their
+// checks in transactions of up to 128 reads. A Refresh with a longer
 // TTL than the lease moves the entry to a new lease; its create revision,
 // and so its fence and queue position, stay.
 //

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
@@ -39,6 +40,8 @@ type etcdDriver struct {
 	cancel context.CancelFunc
 	active sync.WaitGroup // AcquireQueued calls in progress
 	bg     sync.WaitGroup // background revokes
+	ka     keepAliver
+	txnOps atomic.Int64 // operations per transaction of RefreshBatch's checks
 
 	mu      sync.Mutex
 	closed  bool
@@ -90,7 +93,7 @@ func newDriver(cli *clientv3.Client, own bool, addr string, cfg Config) (*etcdDr
 		cfg.Prefix = DefaultPrefix
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	return &etcdDriver{
+	d := &etcdDriver{
 		cli:        cli,
 		ownCli:     own,
 		addr:       addr,
@@ -102,7 +105,10 @@ func newDriver(cli *clientv3.Client, own bool, addr string, cfg Config) (*etcdDr
 		entries:    map[entryID]*entry{},
 		sweepAt:    minSweep,
 		pool:       map[int64][]*lease{},
-	}, nil
+	}
+	d.ka.d = d
+	d.txnOps.Store(defaultTxnOps)
+	return d, nil
 }
 
 func (d *etcdDriver) check(ctx context.Context) error {

@@ -132,24 +132,14 @@ func (d *etcdDriver) putBack(l *lease) {
 	d.pool[l.sec] = append(d.pool[l.sec], l)
 }
 
-// renew sends one keep-alive for l. On success the lease is confirmed from
-// the send time; when the server no longer knows the lease it is marked lost
-// and the error matches errLeaseGone.
+// renew sends one keep-alive for l, over the driver's shared keep-alive
+// stream. On success the lease is confirmed from the send time; when the
+// server no longer knows the lease it is marked lost and the error matches
+// errLeaseGone.
 func (d *etcdDriver) renew(ctx context.Context, l *lease) error {
-	if l.isLost() {
-		return errLeaseGone
-	}
-	rctx, cancel := d.rpcCtx(ctx)
-	defer cancel()
-	sent := time.Now()
-	_, err := d.cli.KeepAliveOnce(rctx, l.id)
-	if err == nil {
-		l.confirm(sent)
-		return nil
-	}
-	if isLeaseNotFound(err) {
-		l.markLost()
-		return errLeaseGone
+	err := d.ka.keepAlive(ctx, []*lease{l})[0]
+	if err == nil || errors.Is(err, errLeaseGone) {
+		return err
 	}
 	return d.fail(ctx, "keep lease alive", err)
 }

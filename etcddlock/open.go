@@ -73,7 +73,8 @@ func NewClient(cli *clientv3.Client, cfg Config, opts ...dlock.Option) (*dlock.C
 }
 
 // NewDriver returns the driver over cli, for dlock.NewClient, tests and
-// advanced use. It implements driver.Locker and driver.Queuer. Closing the
+// advanced use. It implements driver.Locker, driver.Queuer and
+// driver.BatchRefresher. Closing the
 // driver does not close cli.
 func NewDriver(cli *clientv3.Client, cfg Config) (driver.Locker, error) {
 	if cli == nil {
