@@ -58,11 +58,19 @@ func (b *batchRefresher) run() {
 	for {
 		batch, next := b.collect()
 		if len(batch) > 0 {
+			// A round's batches go out together, so the last of many
+			// does not start near its locks' deadlines.
+			var wg sync.WaitGroup
 			for len(batch) > 0 {
 				n := min(len(batch), maxBatch)
-				b.refresh(batch[:n])
+				wg.Add(1)
+				go func(part []*Lock) {
+					defer wg.Done()
+					b.refresh(part)
+				}(batch[:n])
 				batch = batch[n:]
 			}
+			wg.Wait()
 			continue // collect again: new due times, and locks that came due meanwhile
 		}
 		wait := time.Hour
