@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -13,31 +12,9 @@ import (
 
 	"github.com/dlock-go/dlock"
 	"github.com/dlock-go/dlock/driver"
+	"github.com/dlock-go/dlock/drivertest"
 	"github.com/dlock-go/dlock/internal/testserver"
 )
-
-// counting wraps a driver and counts the refresh calls the client makes.
-type counting struct {
-	driver.Locker
-	single, batches, locks, failed atomic.Int64
-}
-
-func (c *counting) Refresh(ctx context.Context, key, token string, ttl time.Duration) error {
-	c.single.Add(1)
-	return c.Locker.Refresh(ctx, key, token, ttl)
-}
-
-func (c *counting) RefreshBatch(ctx context.Context, reqs []driver.RefreshRequest) []error {
-	c.batches.Add(1)
-	c.locks.Add(int64(len(reqs)))
-	errs := c.Locker.(driver.BatchRefresher).RefreshBatch(ctx, reqs)
-	for _, err := range errs {
-		if err != nil {
-			c.failed.Add(1)
-		}
-	}
-	return errs
-}
 
 // base returns the *myDriver under the tests' wrappers.
 func base(d driver.Locker) *myDriver {
@@ -67,7 +44,7 @@ func TestAutoRefreshBatched(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			cd := &counting{Locker: d}
+			cd := &drivertest.RefreshCounter{Locker: d}
 			c := dlock.NewClient(cd)
 			defer c.Close()
 			const (
@@ -86,17 +63,17 @@ func TestAutoRefreshBatched(t *testing.T) {
 			// Let the refresh schedule settle: while the locks were being
 			// taken each refresh could find only the few taken so far due.
 			time.Sleep(ttl)
-			stmts0, batches0, locks0 := base(d).batchStatements.Load(), cd.batches.Load(), cd.locks.Load()
+			stmts0, batches0, locks0 := base(d).batchStatements.Load(), cd.Batches.Load(), cd.Locks.Load()
 			time.Sleep(hold - ttl)
 			for i, l := range locks {
 				if err := l.Err(); err != nil {
 					t.Fatalf("lock %d lost after %v: %v", i, hold, err)
 				}
 			}
-			single, batches, refreshed := cd.single.Load(), cd.batches.Load()-batches0, cd.locks.Load()-locks0
+			single, batches, refreshed := cd.Single.Load(), cd.Batches.Load()-batches0, cd.Locks.Load()-locks0
 			stmts := base(d).batchStatements.Load() - stmts0
 			t.Logf("%d locks, TTL %v, over %v: %d RefreshBatch calls refreshed %d locks in %d statements (%d failed results in all); %d single Refresh calls in all",
-				n, ttl, hold-ttl, batches, refreshed, stmts, cd.failed.Load(), single)
+				n, ttl, hold-ttl, batches, refreshed, stmts, cd.Failed.Load(), single)
 			if single != 0 {
 				t.Errorf("single Refresh calls = %d, want 0", single)
 			}

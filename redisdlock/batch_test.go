@@ -1,15 +1,14 @@
 package redisdlock_test
 
 import (
-	"context"
 	"errors"
 	"strconv"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/dlock-go/dlock"
 	"github.com/dlock-go/dlock/driver"
+	"github.com/dlock-go/dlock/drivertest"
 	"github.com/dlock-go/dlock/internal/testserver"
 	"github.com/dlock-go/dlock/redisdlock"
 )
@@ -60,22 +59,11 @@ func TestRefreshBatch(t *testing.T) {
 	}
 }
 
-// countingBatch counts RefreshBatch round trips of a driver.
-type countingBatch struct {
-	driver.Locker
-	calls atomic.Int64
-}
-
-func (c *countingBatch) RefreshBatch(ctx context.Context, reqs []driver.RefreshRequest) []error {
-	c.calls.Add(1)
-	return c.Locker.(driver.BatchRefresher).RefreshBatch(ctx, reqs)
-}
-
 func TestManyLocksRefreshInBatches(t *testing.T) {
 	srv := testserver.StartRedis(t)
 	ctx := testCtx(t, 30*time.Second)
 	d, _ := newDriver(t, srv.Addr(), redisdlock.Options{})
-	cd := &countingBatch{Locker: d}
+	cd := &drivertest.RefreshCounter{Locker: d}
 	c := dlock.NewClient(cd)
 	defer c.Close()
 	const n, ttl = 300, 600 * time.Millisecond
@@ -94,7 +82,7 @@ func TestManyLocksRefreshInBatches(t *testing.T) {
 		}
 	}
 	// One round trip per lock per TTL/3 would be 300 × 10 = 3000.
-	if calls := cd.calls.Load(); calls == 0 || calls > 100 {
+	if calls := cd.Batches.Load(); calls == 0 || calls > 100 {
 		t.Errorf("%d RefreshBatch round trips for %d locks over 2s, want a few dozen at most", calls, n)
 	} else {
 		t.Logf("%d RefreshBatch round trips for %d locks over 2s", calls, n)

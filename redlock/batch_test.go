@@ -1,28 +1,16 @@
 package redlock_test
 
 import (
-	"context"
 	"errors"
 	"strconv"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/dlock-go/dlock"
 	"github.com/dlock-go/dlock/driver"
+	"github.com/dlock-go/dlock/drivertest"
 	"github.com/dlock-go/dlock/redlock"
 )
-
-// countingBatch counts RefreshBatch calls of a driver.
-type countingBatch struct {
-	driver.Locker
-	calls atomic.Int64
-}
-
-func (c *countingBatch) RefreshBatch(ctx context.Context, reqs []driver.RefreshRequest) []error {
-	c.calls.Add(1)
-	return c.Locker.(driver.BatchRefresher).RefreshBatch(ctx, reqs)
-}
 
 func TestRefreshBatch(t *testing.T) {
 	nodes := startNodes(t, 5)
@@ -30,7 +18,7 @@ func TestRefreshBatch(t *testing.T) {
 	_, d := newClient(t, nodes, redlock.Options{})
 
 	// Many locks held with auto-refresh: batched, none lost.
-	cd := &countingBatch{Locker: d}
+	cd := &drivertest.RefreshCounter{Locker: d}
 	c := dlock.NewClient(cd)
 	defer c.Close()
 	const n, ttl = 200, 600 * time.Millisecond
@@ -48,7 +36,7 @@ func TestRefreshBatch(t *testing.T) {
 			t.Fatalf("lock lost while refreshed in batches: %v", err)
 		}
 	}
-	if calls := cd.calls.Load(); calls == 0 || calls > 100 {
+	if calls := cd.Batches.Load(); calls == 0 || calls > 100 {
 		t.Errorf("%d RefreshBatch calls for %d locks over 2s, want a few dozen at most (not %d)", calls, n, n*10)
 	}
 
