@@ -272,36 +272,12 @@ func (c *Client) acquire(ctx context.Context, key string, opts []LockOption, try
 		waited time.Duration
 	)
 	if !try {
-		var (
-			giveUp func()
-			queued bool
-			err    error
-		)
-		kt, giveUp, queued, err = c.takeTurn(ctx, key)
+		var giveUp func()
+		kt, giveUp, waited, err = c.waitTurn(ctx, key, cfg.retry, start)
 		if err != nil {
 			return nil, c.waitEnded(key, 0, time.Since(start), err)
 		}
 		defer giveUp()
-		if queued {
-			// The previous turn holder got the key: while this client
-			// still holds it an attempt is bound to fail, so wait for its
-			// release (or the strategy's first backoff) first.
-			if backoff := cfg.retry.NextBackoff(1); backoff >= 0 && c.holdsKey(key) {
-				t := time.NewTimer(backoff)
-				select {
-				case <-kt.wake:
-				case <-t.C:
-				case <-ctx.Done():
-					t.Stop()
-					return nil, c.waitEnded(key, 0, time.Since(start), ctx.Err())
-				case <-c.closeCh:
-					t.Stop()
-					return nil, c.waitEnded(key, 0, time.Since(start), ErrClosed)
-				}
-				t.Stop()
-			}
-			waited = time.Since(start)
-		}
 	}
 
 	var (

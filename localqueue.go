@@ -1,6 +1,9 @@
 package dlock
 
-import "context"
+import (
+	"context"
+	"time"
+)
 
 // keyTurn orders the waiters of one client on one key. Only the waiter that
 // holds the turn makes attempts at the backend; the others queue behind it
@@ -63,6 +66,33 @@ func (c *Client) takeTurn(ctx context.Context, key string) (kt *keyTurn, giveUp 
 		leave()
 		return nil, nil, true, ErrClosed
 	}
+}
+
+// waitTurn takes the client's turn on key for a Lock call that started at
+// start, and returns how long the call has waited so far. A caller that had
+// to queue comes after a local waiter that got the key: while this client
+// still holds it an attempt is bound to fail, so waitTurn also waits for
+// that release (or the strategy's first backoff).
+func (c *Client) waitTurn(ctx context.Context, key string, retry RetryStrategy, start time.Time) (kt *keyTurn, giveUp func(), waited time.Duration, err error) {
+	kt, giveUp, queued, err := c.takeTurn(ctx, key)
+	if err != nil || !queued {
+		return kt, giveUp, 0, err
+	}
+	if backoff := retry.NextBackoff(1); backoff >= 0 && c.holdsKey(key) {
+		t := time.NewTimer(backoff)
+		defer t.Stop()
+		select {
+		case <-kt.wake:
+		case <-t.C:
+		case <-ctx.Done():
+			giveUp()
+			return nil, nil, 0, ctx.Err()
+		case <-c.closeCh:
+			giveUp()
+			return nil, nil, 0, ErrClosed
+		}
+	}
+	return kt, giveUp, time.Since(start), nil
 }
 
 // releasedLocally wakes this client's turn holder on key, if any, after one
