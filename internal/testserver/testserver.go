@@ -58,16 +58,34 @@ func LookPath(t testing.TB, name, debPackage string, extraDirs ...string) string
 	return ""
 }
 
-// FreePort returns a TCP port on 127.0.0.1 that was free a moment ago.
+// FreePort returns a TCP port on 127.0.0.1 that was free a moment ago and
+// that no earlier call in this test process returned. The kernel may hand
+// out a port again as soon as its probe listener closes, so without the
+// bookkeeping two servers of one ensemble could be given the same port.
 func FreePort(t testing.TB) int {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("finding a free port: %v", err)
+	givenMu.Lock()
+	defer givenMu.Unlock()
+	for range 100 {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatalf("finding a free port: %v", err)
+		}
+		port := l.Addr().(*net.TCPAddr).Port
+		l.Close()
+		if !given[port] {
+			given[port] = true
+			return port
+		}
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	t.Fatalf("finding a free port: 100 probes returned ports already in use by this test process")
+	return 0
 }
+
+var (
+	givenMu sync.Mutex
+	given   = map[int]bool{}
+)
 
 // Spec describes how to run one server process.
 type Spec struct {
