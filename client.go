@@ -261,7 +261,7 @@ func (c *Client) acquire(ctx context.Context, key string, opts []LockOption, try
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	req := driver.Request{Key: key, Token: cfg.token, TTL: cfg.ttl, Metadata: cfg.metadata}
+	req := driver.Request{Key: key, Token: cfg.token, TTL: cfg.ttl, Metadata: cfg.metadata, AutoRefresh: cfg.autoRefresh}
 	start := time.Now()
 	if !try && c.queuer != nil && cfg.retry.NextBackoff(1) >= 0 {
 		return c.acquireQueued(ctx, req, cfg, start)

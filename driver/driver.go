@@ -72,6 +72,13 @@ type Request struct {
 	// Metadata is a short free-form description of the owner (host, pid),
 	// stored beside the lock where the backend can and shown by Inspect.
 	Metadata string
+	// AutoRefresh reports that the portable layer keeps refreshing this
+	// lock (RefreshBatch or Refresh, every TTL/3) until it is released or
+	// lost. A driver may then tie the lock to a lease it shares with other
+	// such locks of the client, provided every lock on a shared lease gets
+	// the same outcome from a refresh of that lease. Without AutoRefresh
+	// the lock must end on the server when its own TTL runs out.
+	AutoRefresh bool
 }
 
 // Result is what one acquisition attempt saw.
