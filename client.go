@@ -338,6 +338,10 @@ func (c *Client) acquire(ctx context.Context, key string, opts []LockOption, try
 		if backoff < 0 {
 			return nil, c.waitEnded(key, attempt, waited, fmt.Errorf("%w: %q is held by another owner (gave up after %d attempts)", ErrNotAcquired, key, attempt))
 		}
+		if res.QueuedWait > backoff && kt.watch != nil {
+			// Queued on the server: the release names this client.
+			backoff = res.QueuedWait
+		}
 		if res.HolderTTL > 0 && res.HolderTTL+time.Millisecond < backoff {
 			backoff = res.HolderTTL + time.Millisecond
 		}

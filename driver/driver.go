@@ -93,6 +93,14 @@ type Result struct {
 	// backend sees it, or zero when unknown. Waiters use it to bound their
 	// sleep.
 	HolderTTL time.Duration
+	// QueuedWait, when not zero on an attempt that was not granted, says
+	// the attempt put the caller in a queue on the server, and that the
+	// driver's release notification (Notifier) will name this client when
+	// its turn comes. A waiter with a watch then waits up to QueuedWait
+	// (or HolderTTL, when shorter) for it instead of its backoff, so that
+	// queued waiters do not poll. Notifications can still be lost; the
+	// driver picks QueuedWait to bound what a lost one costs.
+	QueuedWait time.Duration
 	// ValidUntil, when not zero, is a deadline on the local monotonic clock
 	// (from time.Now) after which the grant must be treated as lost unless
 	// refreshed. Drivers whose grant is not tied to the moment the request

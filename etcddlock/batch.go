@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -33,15 +34,19 @@ type batchItem struct {
 // RefreshBatch implements driver.BatchRefresher. For every lock it does what
 // Refresh does — a keep-alive of the lock's lease and a check that its entry
 // still exists with its create revision on that lease — but for the whole
-// batch at once: the keep-alives go back to back over the driver's one
-// keep-alive stream, and the checks are reads in as few transactions as
-// etcd's limit on operations per transaction allows (128 by default), sent
-// in parallel with the keep-alives and with each other. A lock's result is
-// nil only when its keep-alive succeeded and its entry is still ours.
+// batch at once: one keep-alive per distinct lease (so one for all the
+// locks on a shared lease, joined by concurrent calls where possible; the
+// leases of their own back to back over the driver's keep-alive streams),
+// and the checks are reads in as few transactions as etcd's limit on
+// operations per transaction allows (128 by default), sent in parallel with
+// the keep-alives and with each other. A lock's result is nil only when its
+// lease's keep-alive succeeded and its entry is still ours; every lock on a
+// lease that is gone gets ErrNotHeld.
 //
 // A lock whose Refresh or Release is in progress, or whose TTL needs a
 // longer lease, is refreshed on its own, in parallel.
 func (d *etcdDriver) RefreshBatch(ctx context.Context, reqs []driver.RefreshRequest) []error {
+	start := time.Now()
 	errs := make([]error, len(reqs))
 	if err := d.check(ctx); err != nil {
 		for i := range errs {
@@ -100,7 +105,7 @@ func (d *etcdDriver) RefreshBatch(ctx context.Context, reqs []driver.RefreshRequ
 		items = append(items, &batchItem{i: i, e: e, l: l})
 	}
 	if len(items) > 0 {
-		d.refreshItems(ctx, reqs, items, errs)
+		d.refreshItems(ctx, start, reqs, items, errs)
 	}
 	single.Wait()
 	for _, p := range dups {
@@ -110,19 +115,47 @@ func (d *etcdDriver) RefreshBatch(ctx context.Context, reqs []driver.RefreshRequ
 }
 
 // refreshItems keeps the items' leases alive and checks their entries, in
-// parallel, then sets their results and unlocks their entries.
-func (d *etcdDriver) refreshItems(ctx context.Context, reqs []driver.RefreshRequest, items []*batchItem, errs []error) {
-	checked := make(chan struct{})
+// parallel, then sets their results and unlocks their entries. A shared
+// lease gets one keep-alive sent after start, whatever the number of its
+// locks (joined by concurrent calls), and its result is every such lock's.
+func (d *etcdDriver) refreshItems(ctx context.Context, start time.Time, reqs []driver.RefreshRequest, items []*batchItem, errs []error) {
+	var wg sync.WaitGroup
+	wg.Add(1)
 	go func() {
-		defer close(checked)
+		defer wg.Done()
 		d.checkOwned(ctx, items)
 	}()
-	leases := make([]*lease, len(items))
+	var (
+		own    []*lease // leases of their own, one per item
+		ownIdx []int
+		shared = map[*lease]*error{}
+	)
 	for j, it := range items {
-		leases[j] = it.l
+		if !it.l.shared {
+			own = append(own, it.l)
+			ownIdx = append(ownIdx, j)
+		} else if shared[it.l] == nil {
+			res := new(error)
+			shared[it.l] = res
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				*res = d.renewShared(ctx, it.l, start)
+			}()
+		}
 	}
-	kerrs := d.ka.keepAlive(ctx, leases)
-	<-checked
+	kerrs := make([]error, len(items))
+	if len(own) > 0 {
+		for k, err := range d.ka.keepAlive(ctx, own) {
+			kerrs[ownIdx[k]] = err
+		}
+	}
+	wg.Wait()
+	for j, it := range items {
+		if res := shared[it.l]; res != nil {
+			kerrs[j] = *res
+		}
+	}
 	for j, it := range items {
 		r := reqs[it.i]
 		switch kerr := kerrs[j]; {

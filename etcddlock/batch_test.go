@@ -307,7 +307,8 @@ func diff(after, before map[string]int) map[string]int {
 
 // TestManyHeldLocks holds 2000 locks with auto-refresh on one client, TTL
 // 2 s, for about 5 s: none may be lost, and the refreshes must cost far
-// fewer calls than one per lock per refresh interval.
+// fewer calls and keep-alive messages than one per lock per refresh
+// interval.
 func TestManyHeldLocks(t *testing.T) {
 	srv := testserver.StartEtcd(t)
 	ctx := testCtx(t, 120*time.Second)
@@ -364,8 +365,10 @@ func TestManyHeldLocks(t *testing.T) {
 	if calls > perLock/20 {
 		t.Errorf("%d calls while holding, want far fewer than one per lock per TTL/3 (%d)", calls, perLock)
 	}
-	if msgs := msgs1 - msgs0; msgs < int64(n) {
-		t.Errorf("%d keep-alives sent while holding %d locks for %v, want at least one per lock", msgs, n, hold)
+	// The locks share one lease: a keep-alive per refresh round (per
+	// RefreshBatch call at most), not one per lock.
+	if msgs := msgs1 - msgs0; msgs > int64(perLock/20) {
+		t.Errorf("%d keep-alives sent while holding %d locks for %v, want far fewer than one per lock per TTL/3 (%d)", msgs, n, hold, perLock)
 	}
 
 	parallel(t, n, workers, func(i int) error { return locks[i].Unlock(ctx) })

@@ -46,8 +46,8 @@
 // the prefix and escape replaces "%" by "%25" and "/" by "%2F". Escaping is
 // one-to-one and leaves no "/", so "a/b" and "a%2Fb" are different locks and
 // no key reaches outside its own queue. Each waiter or holder has one entry
-// Q + "/" + hex(lease ID) attached to its own lease; the entry with the
-// lowest create revision holds the lock. This is concurrency.Mutex's layout
+// Q + "/" + hex(lease ID) attached to a lease (see below); the entry with
+// the lowest create revision holds the lock. This is concurrency.Mutex's layout
 // with pfx = Q. With an empty prefix (Config.RawKeys) Q = K, verbatim, which
 // interoperation with the etcd tools requires; keys containing "/" can then
 // nest ("a" sees the entries of "a/b" as waiters ahead of it). The entry's
@@ -55,22 +55,34 @@
 //
 // # Leases, validity and fences
 //
-// Every queue entry has a lease of its own, of the lock's TTL rounded up to
-// whole seconds, so a lock whose process dies or stops refreshing is freed
-// by etcd when its lease runs out, exactly as with any other dlock backend.
-// Leases are reused (an idle lease goes back to a small pool on release), so
-// an uncontended lock costs one transaction to take and one to release.
+// Leases have the lock's TTL rounded up to whole seconds, so a lock whose
+// process dies is freed by etcd when its lease runs out, exactly as with
+// any other dlock backend. A lock with auto-refresh (the default) is
+// attached to a lease shared with the client's other auto-refreshed locks
+// of the same lease TTL, as concurrency.Session shares its lease among its
+// mutexes: one keep-alive per shared lease and refresh round covers them
+// all. A second lock on the same key from the same client needs another
+// entry name, so it gets the next shared lease of a short list. A lock
+// without auto-refresh (dlock.WithAutoRefresh(false)) has a lease of its
+// own, so it ends on the server when its own TTL runs out while the
+// client's other locks stay refreshed. Losing a shared lease (it expired or
+// was revoked) loses every lock on it. Leases are reused (a shared lease
+// stays while it is fresh; an idle lease of its own goes back to a small
+// pool on release), so an uncontended lock costs one transaction to take
+// and one to release.
+//
 // The grant's validity is measured from the send time of the last request
 // that confirmed the lease (its grant or a keep-alive): etcd ends a lease no
-// earlier than that plus its TTL. Refresh sends a keep-alive and checks the
-// entry, in parallel; when the lease is gone or the entry was deleted it
-// reports dlock.ErrNotHeld, and the lock is lost. Keep-alives go over a few
+// earlier than that plus its TTL. Refresh sends a keep-alive (or joins one
+// of the shared lease sent after the Refresh began) and checks the entry,
+// in parallel; when the lease is gone or the entry was deleted it reports
+// dlock.ErrNotHeld, and the lock is lost. Keep-alives go over a few
 // long-lived streams of the driver, and the driver implements
 // driver.BatchRefresher: a client's auto-refreshed locks are refreshed
-// together, their keep-alives back to back on those streams and their
-// checks in transactions of up to 128 reads. A Refresh with a longer
-// TTL than the lease moves the entry to a new lease; its create revision,
-// and so its fence and queue position, stay.
+// together, one keep-alive per lease and their entries checked in
+// transactions of up to 128 reads. A Refresh with a longer TTL than the
+// lease moves the entry to a new lease of its own; its create revision, and
+// so its fence and queue position, stay.
 //
 // The fence is the entry's create revision: strictly increasing across the
 // whole cluster, so across the grants of each key, for as long as the
@@ -98,12 +110,15 @@
 // queue is empty, in one transaction; it never enters the queue.
 //
 // Release deletes the entry. The entry's name carries the ID of a lease of
-// this driver, and a lease backs a new entry only after the previous one's
-// deletion was confirmed, so a late or repeated release can never delete a
-// newer lock. When the delete fails, or etcd takes more than a second to
-// answer it (a leader just died), the driver also revokes the lock's lease in
-// the background, so that the key is free as soon as etcd is back rather
-// than when the lease runs out.
+// this driver, and a name is used for a new entry only after the previous
+// one's deletion was confirmed (never again on that lease when a delete of
+// it had an unknown outcome), so a late or repeated release can never delete
+// a newer lock. When the delete fails, or etcd takes more than a second to
+// answer it (a leader just died), the driver also revokes the lock's lease
+// in the background — or, on a shared lease, deletes the entry, comparing
+// its create revision — so that the key is free as soon as etcd is back
+// rather than when the lease runs out. A shared lease no lock uses any more
+// is revoked once it is too old to reuse (or runs out), and by Close.
 //
 // Re-acquiring a held key with the same token (dlock.WithToken) is not
 // supported: Refresh and Release act on locks taken through the same driver.

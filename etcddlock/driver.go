@@ -43,11 +43,13 @@ type etcdDriver struct {
 	ka     keepAliver
 	txnOps atomic.Int64 // operations per transaction of RefreshBatch's checks
 
-	mu      sync.Mutex
-	closed  bool
-	entries map[entryID]*entry
-	sweepAt int // len(entries) at which remember sweeps
-	pool    map[int64][]*lease
+	mu       sync.Mutex
+	closed   bool
+	entries  map[entryID]*entry
+	sweepAt  int                     // len(entries) at which remember sweeps
+	pool     map[int64][]*lease      // idle leases of their own, by TTL
+	shared   map[int64][]*lease      // shared leases, by TTL (shared.go)
+	granting map[int64]chan struct{} // a shared lease being granted, by TTL
 }
 
 // entryID names a lock held through this driver.
@@ -62,13 +64,20 @@ type entry struct {
 	// lease is the lease the key is attached to. After a Refresh that
 	// needed a longer lease it is not the one whose ID the name carries.
 	lease *lease
+	// shared is the shared lease whose ID the name carries, for a lock
+	// taken on a shared lease; nil for a lock taken on a lease of its own.
+	shared *lease
 	// busy serialises Refresh and Release of the entry (a watchdog refresh
 	// may run while Unlock releases).
 	busy chan struct{}
 }
 
 func newEntry(name string, rev int64, value string, l *lease) *entry {
-	return &entry{name: name, rev: rev, value: value, lease: l, busy: make(chan struct{}, 1)}
+	e := &entry{name: name, rev: rev, value: value, lease: l, busy: make(chan struct{}, 1)}
+	if l.shared {
+		e.shared = l
+	}
+	return e
 }
 
 func (e *entry) lock(ctx context.Context) error {
@@ -105,6 +114,8 @@ func newDriver(cli *clientv3.Client, own bool, addr string, cfg Config) (*etcdDr
 		entries:    map[entryID]*entry{},
 		sweepAt:    minSweep,
 		pool:       map[int64][]*lease{},
+		shared:     map[int64][]*lease{},
+		granting:   map[int64]chan struct{}{},
 	}
 	d.ka.d = d
 	d.txnOps.Store(defaultTxnOps)
@@ -198,16 +209,14 @@ func (d *etcdDriver) Acquire(ctx context.Context, req driver.Request) (driver.Re
 		return driver.Result{}, err
 	}
 	pfx := d.queuePrefix(req.Key)
-	sec := leaseSeconds(req.TTL)
 	for attempt := 0; ; attempt++ {
-		l, pooled, err := d.takeLease(ctx, sec)
+		l, name, reused, err := d.leaseFor(ctx, req, pfx)
 		if err != nil {
 			return driver.Result{}, err
 		}
-		name := entryName(pfx, l.id)
 		var renewed <-chan error
-		if pooled && needsRenew(l, req.TTL) {
-			renewed = d.renewAsync(ctx, l)
+		if reused && needsRenew(l, req.TTL) {
+			renewed = d.renewLeaseAsync(ctx, l, time.Now().Add(-req.TTL/50))
 		}
 		rctx, cancel := d.rpcCtx(ctx)
 		resp, err := d.cli.Txn(rctx).
@@ -220,29 +229,28 @@ func (d *etcdDriver) Acquire(ctx context.Context, req driver.Request) (driver.Re
 			rerr = <-renewed
 		}
 		if isLeaseNotFound(err) || isLeaseNotFound(rerr) {
-			// A pooled lease ran out: whatever it held is gone. Try
+			// A reused lease ran out: whatever it held is gone. Try
 			// once more with a new lease.
-			l.markLost()
+			d.leaseGone(l, name)
 			if attempt == 0 {
 				continue
 			}
 			return driver.Result{}, d.fail(ctx, "acquire", errLeaseGone)
 		}
 		if err != nil {
-			// The entry may or may not have been written: revoking the
-			// lease removes it either way.
-			d.revokeAsync(l)
+			// The entry may or may not have been written.
+			d.discard(l, name, 0)
 			return driver.Result{}, d.fail(ctx, "acquire", err)
 		}
 		if !resp.Succeeded {
-			if rerr == nil {
-				d.putBack(l)
+			if rerr == nil || l.shared {
+				d.giveBack(l, name)
 			}
 			return driver.Result{}, nil
 		}
 		if rerr != nil {
 			// The lease's validity is unknown: do not grant on it.
-			d.revokeAsync(l)
+			d.discard(l, name, resp.Header.Revision)
 			return driver.Result{}, rerr
 		}
 		e := newEntry(name, resp.Header.Revision, req.Metadata, l)
@@ -259,18 +267,29 @@ func needsRenew(l *lease, ttl time.Duration) bool {
 }
 
 func (d *etcdDriver) remember(key, token string, e *entry) {
+	var revoke []*lease
 	d.mu.Lock()
-	defer d.mu.Unlock()
-	d.entries[entryID{key, token}] = e
+	id := entryID{key, token}
+	if old := d.entries[id]; old != nil && old != e && d.dropLocked(old, false) {
+		revoke = append(revoke, old.shared)
+	}
+	d.entries[id] = e
 	if len(d.entries) >= d.sweepAt {
 		// Locks lost without a later Unlock would stay here forever:
 		// drop those whose lease has certainly run out on the server.
 		for id, e := range d.entries {
 			if time.Since(e.lease.confirmedAt()) > time.Duration(e.lease.sec)*time.Second+time.Minute {
 				delete(d.entries, id)
+				if d.dropLocked(e, false) {
+					revoke = append(revoke, e.shared)
+				}
 			}
 		}
 		d.sweepAt = max(minSweep, 2*len(d.entries))
+	}
+	d.mu.Unlock()
+	for _, l := range revoke {
+		d.revokeAsync(l)
 	}
 }
 
@@ -284,12 +303,70 @@ func (d *etcdDriver) lookup(key, token string) *entry {
 	return d.entries[entryID{key, token}]
 }
 
-func (d *etcdDriver) forget(key, token string, e *entry) {
+// forget drops a lock that was lost, or whose entry may be left behind,
+// from the driver's memory.
+func (d *etcdDriver) forget(key, token string, e *entry) { d.drop(key, token, e, false) }
+
+// drop drops a lock from the driver's memory. For a lock taken on a shared
+// lease it gives back the lock's reference to that lease (while the entry
+// is still attached to it) and frees the entry name when deleted is set
+// (its deletion was confirmed), else burns it.
+func (d *etcdDriver) drop(key, token string, e *entry, deleted bool) {
+	revoke := false
 	d.mu.Lock()
 	if d.entries[entryID{key, token}] == e {
 		delete(d.entries, entryID{key, token})
+		revoke = d.dropLocked(e, deleted)
 	}
 	d.mu.Unlock()
+	if revoke {
+		d.revokeAsync(e.shared)
+	}
+}
+
+// dropLocked does drop's work on the shared lease of e, which is no longer
+// remembered; d.mu is held. It reports whether that lease should be revoked.
+func (d *etcdDriver) dropLocked(e *entry, deleted bool) bool {
+	if e.shared == nil {
+		return false
+	}
+	if e.lease == e.shared {
+		return d.unshareLocked(e.shared, e.name, !deleted)
+	}
+	d.nameLocked(e.shared, e.name, !deleted)
+	return false
+}
+
+// giveBack returns the lease of an attempt that wrote no entry: to the
+// pool, or to the shared lease's list with the entry name freed.
+func (d *etcdDriver) giveBack(l *lease, name string) {
+	if l.shared {
+		d.unshare(l, name, false)
+		return
+	}
+	d.putBack(l)
+}
+
+// discard gives up the lease of an attempt that may have left an entry of
+// name (created at rev, when known) that nobody holds. A lease of its own
+// is revoked, which removes the entry; on a shared lease the name is burned
+// and the entry deleted in the background.
+func (d *etcdDriver) discard(l *lease, name string, rev int64) {
+	if !l.shared {
+		d.revokeAsync(l)
+		return
+	}
+	d.unshare(l, name, true)
+	d.deleteAsync(name, rev, l, nil)
+}
+
+// leaseGone records that the server no longer knows the lease l of an
+// attempt: every entry on it is gone.
+func (d *etcdDriver) leaseGone(l *lease, name string) {
+	l.markLost()
+	if l.shared {
+		d.unshare(l, name, true)
+	}
 }
 
 // leaseOf returns the lease e is attached to now.
@@ -314,6 +391,7 @@ func (e *entry) owned(l *lease) []clientv3.Cmp {
 // longer lease, the key moves to a new lease (its create revision, and so
 // its fence and queue position, stay).
 func (d *etcdDriver) Refresh(ctx context.Context, key, token string, ttl time.Duration) error {
+	start := time.Now()
 	if err := d.check(ctx); err != nil {
 		return err
 	}
@@ -337,7 +415,7 @@ func (d *etcdDriver) Refresh(ctx context.Context, key, token string, ttl time.Du
 	if sec := leaseSeconds(ttl); sec > l.sec {
 		return d.moveLease(ctx, key, token, e, l, sec)
 	}
-	renewed := d.renewAsync(ctx, l)
+	renewed := d.renewLeaseAsync(ctx, l, start)
 	rctx, cancel := d.rpcCtx(ctx)
 	// The Get makes the check linearizable: etcd serves a transaction
 	// without operations as a serializable read, from a member that may
@@ -378,10 +456,16 @@ func (d *etcdDriver) moveLease(ctx context.Context, key, token string, e *entry,
 		d.forget(key, token, e)
 		return fmt.Errorf("%w: %q: the key is gone or belongs to another lease", driver.ErrNotHeld, key)
 	}
+	revoke := !old.shared // it holds nothing now
 	d.mu.Lock()
 	e.lease = nl
+	if old.shared && d.unshareLocked(old, "", false) {
+		revoke = true
+	}
 	d.mu.Unlock()
-	d.revokeAsync(old) // it holds nothing now
+	if revoke {
+		d.revokeAsync(old)
+	}
 	return nil
 }
 
@@ -422,27 +506,51 @@ func (d *etcdDriver) Release(ctx context.Context, key, token string) error {
 	// timeout of about 5 s — revoking the lease in the background as
 	// well frees the key as soon as a new leader is up, instead of when
 	// the lease runs out.
-	hedge := time.AfterFunc(hedgeAfter, func() { d.revokeAsync(l, func() { d.forget(key, token, e) }) })
+	//
+	// On a shared lease the name is reused for a new entry of the same
+	// queue only after the deletion was confirmed, and never once a delete
+	// of it had an unknown outcome (the name is burned); the entry left
+	// behind is then deleted in the background, owner-checked by its
+	// create revision, instead of revoking the lease other locks use.
+	cleanup := func() { d.revokeAsync(l, func() { d.forget(key, token, e) }) }
+	if l.shared {
+		cleanup = func() { d.leftBehind(key, token, e, l) }
+	}
+	hedge := time.AfterFunc(hedgeAfter, cleanup)
 	rctx, cancel := d.rpcCtx(ctx)
 	resp, err := d.cli.Delete(rctx, e.name)
 	cancel()
 	hedged := !hedge.Stop()
 	if err != nil {
 		// The delete may or may not have happened. Revoking the lease
-		// frees the key either way; it is tried in the background until
-		// the lease would have expired anyway (nobody keeps it alive). A
-		// later Unlock finds the lease gone.
+		// (or, on a shared lease, deleting the entry) frees the key
+		// either way; it is tried in the background until the lease
+		// would have expired anyway (nobody keeps it alive), or is gone.
+		// A later Unlock finds the lease gone.
 		if !hedged {
-			d.revokeAsync(l, func() { d.forget(key, token, e) })
+			cleanup()
 		}
 		return d.fail(ctx, "release", err)
 	}
-	d.forget(key, token, e)
+	d.drop(key, token, e, !hedged)
 	if resp.Deleted == 0 {
 		return fmt.Errorf("%w: %q: the key is gone (expired, revoked or deleted)", driver.ErrNotHeld, key)
 	}
-	d.putBack(l)
+	if !l.shared {
+		d.putBack(l)
+	}
 	return nil
+}
+
+// leftBehind deals with the entry of a lock on the shared lease l whose
+// delete had an unknown outcome: its name is burned at once, and the entry,
+// if it is still there, deleted in the background (owner-checked by its
+// create revision); the lock is forgotten when that is done.
+func (d *etcdDriver) leftBehind(key, token string, e *entry, l *lease) {
+	d.mu.Lock()
+	d.nameLocked(e.shared, e.name, true)
+	d.mu.Unlock()
+	d.deleteAsync(e.name, e.rev, l, func() { d.forget(key, token, e) })
 }
 
 // Inspect reads the queue: its first entry is the holder.
@@ -497,6 +605,19 @@ func (d *etcdDriver) Close() error {
 	d.mu.Unlock()
 	d.cancel()
 	d.active.Wait()
+	// Shared leases no held lock uses any more (with a dlock.Client, all:
+	// it releases its locks first) are revoked too, which also removes
+	// entries left behind on them.
+	d.mu.Lock()
+	for _, list := range d.shared {
+		for _, l := range list {
+			if l.refs == 0 && !l.isLost() {
+				idle = append(idle, l)
+			}
+		}
+	}
+	d.shared = map[int64][]*lease{}
+	d.mu.Unlock()
 	ctx, cancel := context.WithTimeout(context.Background(), cleanupTimeout)
 	var wg sync.WaitGroup
 	for _, l := range idle {

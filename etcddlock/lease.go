@@ -10,17 +10,26 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
-// A lease backs exactly one queue entry at a time. Its validity on the
-// server is known from the send time of the last request that confirmed it
-// (its grant or a keep-alive): the server ends it no earlier than that plus
-// its TTL, because the server received the request after it was sent.
+// A lease of this driver. A lease of its own backs exactly one queue entry
+// at a time; a shared lease (see shared.go) backs the entries of many
+// auto-refreshed locks, each of another key. Its validity on the server is
+// known from the send time of the last request that confirmed it (its grant
+// or a keep-alive): the server ends it no earlier than that plus its TTL,
+// because the server received the request after it was sent.
 type lease struct {
 	id  clientv3.LeaseID
 	sec int64 // TTL in seconds, as requested in the grant
+	// shared is set, before the lease is published, for a shared lease.
+	shared bool
+
+	// Guarded by the driver's mu, for shared leases only.
+	refs  int             // locks attached, or being attached, to the lease
+	names map[string]bool // see sharedLease
 
 	mu        sync.Mutex
 	confirmed time.Time
 	lost      bool
+	ka        *kaCall // a keep-alive of a shared lease in flight
 }
 
 func (l *lease) confirm(sent time.Time) {
@@ -142,14 +151,6 @@ func (d *etcdDriver) renew(ctx context.Context, l *lease) error {
 		return err
 	}
 	return d.fail(ctx, "keep lease alive", err)
-}
-
-// renewAsync runs renew in the background; the result arrives on the
-// returned channel.
-func (d *etcdDriver) renewAsync(ctx context.Context, l *lease) <-chan error {
-	ch := make(chan error, 1)
-	go func() { ch <- d.renew(ctx, l) }()
-	return ch
 }
 
 // keepAlive renews l every interval until ctx ends, while its holder waits

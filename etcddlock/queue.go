@@ -48,10 +48,9 @@ func (d *etcdDriver) AcquireQueued(ctx context.Context, req driver.Request) (dri
 	defer context.AfterFunc(d.ctx, cancel)()
 
 	pfx := d.queuePrefix(req.Key)
-	sec := leaseSeconds(req.TTL)
 	pause := 10 * time.Millisecond
 	for {
-		res, again, err := d.queue(wctx, req, pfx, sec)
+		res, again, err := d.queue(wctx, req, pfx)
 		if !again {
 			if err != nil {
 				err = d.waitErr(ctx, err)
@@ -85,15 +84,14 @@ func (d *etcdDriver) waitErr(ctx context.Context, err error) error {
 
 // queue makes one pass: join, wait, and either return a grant or an error,
 // or report again when the entry was lost while waiting.
-func (d *etcdDriver) queue(ctx context.Context, req driver.Request, pfx string, sec int64) (res driver.Result, again bool, err error) {
-	l, pooled, err := d.takeLease(ctx, sec)
+func (d *etcdDriver) queue(ctx context.Context, req driver.Request, pfx string) (res driver.Result, again bool, err error) {
+	l, name, reused, err := d.leaseFor(ctx, req, pfx)
 	if err != nil {
 		return res, false, err
 	}
-	name := entryName(pfx, l.id)
 	var renewed <-chan error
-	if pooled && needsRenew(l, req.TTL) {
-		renewed = d.renewAsync(ctx, l)
+	if reused && needsRenew(l, req.TTL) {
+		renewed = d.renewLeaseAsync(ctx, l, time.Now().Add(-req.TTL/50))
 	}
 	rctx, cancel := d.rpcCtx(ctx)
 	resp, err := d.cli.Txn(rctx).
@@ -108,20 +106,22 @@ func (d *etcdDriver) queue(ctx context.Context, req driver.Request, pfx string, 
 		// A transport error here is settled by the validity check
 		// before the grant.
 		if rerr := <-renewed; errors.Is(rerr, errLeaseGone) {
+			d.leaseGone(l, name)
 			return res, true, nil
 		}
 	}
 	switch {
 	case isLeaseNotFound(err):
-		l.markLost()
+		d.leaseGone(l, name)
 		return res, true, nil
 	case err != nil:
-		// The entry may or may not exist: revoking the lease removes it.
-		d.revokeAsync(l)
+		// The entry may or may not exist: revoking the lease (or
+		// deleting the entry on a shared lease) removes it.
+		d.discard(l, name, 0)
 		return res, false, d.fail(ctx, "join queue", err)
 	case !resp.Succeeded:
 		// The name is taken, which only a stale entry of ours can do.
-		d.revokeAsync(l)
+		d.discard(l, name, 0)
 		return res, true, nil
 	}
 	myRev := resp.Header.Revision
@@ -133,7 +133,11 @@ func (d *etcdDriver) queue(ctx context.Context, req driver.Request, pfx string, 
 		kaDone := make(chan struct{})
 		go func() {
 			defer close(kaDone)
-			d.keepAlive(kctx, l, req.TTL/3, lost)
+			if l.shared {
+				d.keepAliveShared(kctx, l, req.TTL/3, lost)
+			} else {
+				d.keepAlive(kctx, l, req.TTL/3, lost)
+			}
 		}()
 		again, err = d.waitTurn(ctx, name, pfx, myRev, string(pred[0].Key), lost)
 		stopKA()
@@ -146,8 +150,14 @@ func (d *etcdDriver) queue(ctx context.Context, req driver.Request, pfx string, 
 			return res, false, err
 		}
 		if again {
-			// Our entry is gone; so may be the lease. Never reuse it.
-			d.revokeAsync(l)
+			// Our entry is gone; so may be the lease. Never reuse a
+			// lease of its own; a shared one, which other locks use,
+			// is dropped by them if it is gone.
+			if l.shared {
+				d.unshare(l, name, true)
+			} else {
+				d.revokeAsync(l)
+			}
 			return res, true, nil
 		}
 	}
@@ -156,8 +166,9 @@ func (d *etcdDriver) queue(ctx context.Context, req driver.Request, pfx string, 
 	// first when its last confirmation is too old to give a useful
 	// validity.
 	if time.Until(l.validUntil(req.TTL)) < req.TTL/2 {
-		if err := d.renew(ctx, l); err != nil {
+		if err := d.renewLease(ctx, l, time.Now()); err != nil {
 			if errors.Is(err, errLeaseGone) {
+				d.leaseGone(l, name)
 				return res, true, nil
 			}
 			d.abandon(name, myRev, l)
@@ -319,8 +330,25 @@ func deleted(wr clientv3.WatchResponse) bool {
 
 // abandon deletes our queue entry after the wait ended, so that the key is
 // free for others at once. When etcd cannot be reached it does not wait:
-// nobody keeps the lease alive, so the entry goes when the lease expires.
+// nobody keeps a lease of its own alive, so the entry goes when the lease
+// expires; an entry on a shared lease is deleted in the background.
 func (d *etcdDriver) abandon(name string, myRev int64, l *lease) {
+	if l.shared {
+		if !d.connDown() {
+			ctx, cancel := context.WithTimeout(context.Background(), cleanupTimeout)
+			resp, err := d.cli.Txn(ctx).
+				If(clientv3.Compare(clientv3.CreateRevision(name), "=", myRev)).
+				Then(clientv3.OpDelete(name)).
+				Commit()
+			cancel()
+			if err == nil && resp.Succeeded {
+				d.unshare(l, name, false)
+				return
+			}
+		}
+		d.discard(l, name, myRev)
+		return
+	}
 	del := func(ctx context.Context) bool {
 		resp, err := d.cli.Txn(ctx).
 			If(clientv3.Compare(clientv3.CreateRevision(name), "=", myRev)).

@@ -99,3 +99,37 @@ func fill(errs []error, idx []int, err error) {
 		errs[i] = err
 	}
 }
+
+// stayQueued renews the client's entries in the waiting queues of keys, in
+// one pipeline (a second, by script text, where a server had not cached
+// the script). Errors are ignored: an entry that runs out only costs the
+// client its place, and its next attempt joins again.
+func (d *Driver) stayQueued(ctx context.Context, keys []string) {
+	if d.closed.Load() {
+		return
+	}
+	send := func(keys []string, eval bool) []*redis.Cmd {
+		pipe := d.rdb.Pipeline()
+		cmds := make([]*redis.Cmd, len(keys))
+		for j, key := range keys {
+			all := d.ks.allKeys(key)
+			k, args := []string{all[3], all[4]}, []any{d.id, queueEntryTTLms}
+			if eval {
+				cmds[j] = stayScript.Eval(ctx, pipe, k, args...)
+			} else {
+				cmds[j] = stayScript.EvalSha(ctx, pipe, k, args...)
+			}
+		}
+		_, _ = pipe.Exec(ctx)
+		return cmds
+	}
+	var retry []string
+	for j, c := range send(keys, false) {
+		if c.Err() != nil && strings.HasPrefix(c.Err().Error(), "NOSCRIPT") {
+			retry = append(retry, keys[j])
+		}
+	}
+	if len(retry) > 0 {
+		send(retry, true)
+	}
+}

@@ -91,8 +91,13 @@
 //
 // The driver implements driver.Notifier with one pub/sub connection shared
 // by all waiters of the driver: a key's release channel is subscribed while
-// someone waits on it (and for two seconds after, to spare churn), and each
-// release message wakes that key's waiters, who then race for the key. In a
+// someone waits on it (and for two seconds after, to spare churn). Waiting
+// clients also queue on the server: a client's failed attempt, once it
+// watches the key, puts the driver's random id in the key's waiting queue
+// (a sorted set in the key's slot, entries living 3 s past the client's
+// last attempt or renewal), a free key is kept for the first live waiter,
+// and each release names that waiter in its message, so one client tries,
+// in arrival order. A waiter whose context ends leaves the queue. In a
 // Cluster the release is an ordinary PUBLISH, which the cluster forwards to
 // every node, so the one connection can sit on any node. A lost message
 // (a reconnect, a lock that expired instead of being released) only delays

@@ -14,6 +14,8 @@ import (
 //	P + K                               the lock: a string holding the owner token, with PX expiry
 //	P + "\xff{" + h + "}fence:" + K     the last fence granted for K (long expiry)
 //	P + "\xff{" + h + "}info:" + K      the holder's fence, token and metadata (same expiry as the lock)
+//	P + "\xff{" + h + "}queue:" + K     the waiting clients, in arrival order (sorted set)
+//	P + "\xff{" + h + "}waits:" + K     the waiting clients' deadlines (sorted set)
 //	P + "\xffreleased:" + K             the pub/sub channel announcing releases of K
 //
 // h is a hash tag that puts the companion keys in the lock key's Redis
@@ -21,7 +23,8 @@ import (
 // short tag chosen (from a table) to hash to the same slot. Byte 0xff never
 // occurs in valid UTF-8, and keys and the prefix are valid UTF-8, so no
 // companion key or channel can equal a lock key, and the layout is
-// injective: K is what follows the first "}fence:" or "}info:" after the
+// injective: K is what follows the first "}fence:", "}info:", "}queue:" or
+// "}waits:" after the
 // prefix (h contains no '}').
 //
 // A prefix must be valid UTF-8. If it contains '{', its first '{' must open a
@@ -31,6 +34,8 @@ import (
 const (
 	kindFence = "fence:"
 	kindInfo  = "info:"
+	kindQueue = "queue:"
+	kindWaits = "waits:"
 	numSlots  = 16384
 )
 
@@ -55,17 +60,30 @@ func (ks keyspace) lock(key string) string { return ks.prefix + key }
 
 // companion returns the key of one of the lock's companion keys.
 func (ks keyspace) companion(kind, key string) string {
+	return ks.prefix + "\xff{" + ks.tag(key) + "}" + kind + key
+}
+
+// tag returns the hash tag of key's companion keys.
+func (ks keyspace) tag(key string) string {
 	l := ks.prefix + key
 	h, ok := hashTag(l)
 	if !ok {
 		h = slotTag(slot(l))
 	}
-	return ks.prefix + "\xff{" + h + "}" + kind + key
+	return h
 }
 
 // keys returns the lock key, the fence counter key and the info key.
 func (ks keyspace) keys(key string) (lock, fence, info string) {
-	return ks.lock(key), ks.companion(kindFence, key), ks.companion(kindInfo, key)
+	c := ks.prefix + "\xff{" + ks.tag(key) + "}"
+	return ks.lock(key), c + kindFence + key, c + kindInfo + key
+}
+
+// allKeys returns the lock key and its four companions: fence counter,
+// info, waiting queue and waiters' deadlines.
+func (ks keyspace) allKeys(key string) []string {
+	c := ks.prefix + "\xff{" + ks.tag(key) + "}"
+	return []string{ks.lock(key), c + kindFence + key, c + kindInfo + key, c + kindQueue + key, c + kindWaits + key}
 }
 
 // channel returns the pub/sub channel announcing releases of key.

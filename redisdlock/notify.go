@@ -2,6 +2,7 @@ package redisdlock
 
 import (
 	"context"
+	"strconv"
 	"sync"
 	"time"
 
@@ -19,9 +20,18 @@ const (
 	// left, so that a process locking the same key again and again does not
 	// subscribe and unsubscribe each time.
 	linger = 2 * time.Second
-	// syncTimeout bounds a background SUBSCRIBE or UNSUBSCRIBE write.
+	// syncTimeout bounds a background SUBSCRIBE or UNSUBSCRIBE write, and
+	// a background queue update.
 	syncTimeout = 5 * time.Second
+	// queueEntryTTL is how long a client's entry in a key's waiting queue
+	// lives after its last attempt or renewal: a waiter that went away
+	// (crashed) keeps a free key from the others at most this long.
+	// queueKeepEvery is how often a waiting client renews it.
+	queueEntryTTL  = 3 * time.Second
+	queueKeepEvery = queueEntryTTL / 3
 )
+
+var queueEntryTTLms = strconv.FormatInt(queueEntryTTL.Milliseconds(), 10)
 
 // notifier shares one pub/sub connection among every watch of a driver. It
 // subscribes to a key's release channel when the first watcher of that key
@@ -39,12 +49,16 @@ type notifier struct {
 	chans    map[string]*watched
 	dirty    map[string]struct{} // channels whose subscription may need changing
 	janitor  *time.Timer
+	keeper   *time.Timer // renews queue entries while the client waits
 	closed   bool
 	loopDone chan struct{}
 }
 
 type watched struct {
+	key        string // the lock's name
 	waiters    map[chan struct{}]struct{}
+	queued     bool          // the driver's last attempt on the key left it in the key's queue
+	joined     time.Time     // when that attempt was sent
 	subscribed bool          // a SUBSCRIBE was sent and no UNSUBSCRIBE since
 	pending    int           // SUBSCRIBEs sent whose confirmation has not come
 	confirmed  bool          // the server confirmed the current subscription
@@ -61,8 +75,9 @@ func newNotifier(d *Driver) *notifier {
 	}
 }
 
-// watch registers a watcher of channel and makes sure it is subscribed.
-func (n *notifier) watch(ctx context.Context, channel string) (<-chan struct{}, func(), error) {
+// watch registers a watcher of key's release channel and makes sure it is
+// subscribed.
+func (n *notifier) watch(ctx context.Context, key, channel string) (<-chan struct{}, func(), error) {
 	ch := make(chan struct{}, 1)
 	n.mu.Lock()
 	if n.closed {
@@ -76,7 +91,7 @@ func (n *notifier) watch(ctx context.Context, channel string) (<-chan struct{}, 
 	}
 	w := n.chans[channel]
 	if w == nil {
-		w = &watched{waiters: map[chan struct{}]struct{}{}, ready: make(chan struct{})}
+		w = &watched{key: key, waiters: map[chan struct{}]struct{}{}, ready: make(chan struct{})}
 		n.chans[channel] = w
 	}
 	w.waiters[ch] = struct{}{}
@@ -117,6 +132,12 @@ func (n *notifier) unwatch(channel string, ch chan struct{}) {
 	delete(w.waiters, ch)
 	if len(w.waiters) > 0 || n.closed {
 		return
+	}
+	if w.queued {
+		// The last waiter gave up while the client is in the key's queue:
+		// leave it, so that the key is not kept for this client.
+		w.queued = false
+		go n.leave(w.key, channel)
 	}
 	w.idleSince = time.Now()
 	n.dirty[channel] = struct{}{}
@@ -213,6 +234,10 @@ func (n *notifier) loop(msgs <-chan any, done chan struct{}) {
 	for m := range msgs {
 		switch m := m.(type) {
 		case *redis.Message:
+			if m.Payload != "" && m.Payload != n.d.id {
+				// The release is for another client, first in the queue.
+				continue
+			}
 			n.mu.Lock()
 			if w := n.chans[m.Channel]; w != nil {
 				w.wake()
@@ -245,6 +270,78 @@ func (n *notifier) loop(msgs <-chan any, done chan struct{}) {
 	}
 }
 
+// waiting returns the watch of channel when it has watchers (the client
+// waits for the key), else nil.
+func (n *notifier) waiting(channel string) *watched {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if w := n.chans[channel]; w != nil && len(w.waiters) > 0 {
+		return w
+	}
+	return nil
+}
+
+// setQueued records whether the client is in the queue of w's key after an
+// attempt, and keeps its entry alive while it stays there.
+func (n *notifier) setQueued(w *watched, queued bool) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if queued && len(w.waiters) == 0 && !n.closed {
+		// The last waiter left while the attempt was on its way.
+		go n.leave(w.key, n.d.ks.channel(w.key))
+		queued = false
+	}
+	w.queued = queued && !n.closed
+	if w.queued {
+		w.joined = time.Now()
+		if n.keeper == nil {
+			n.keeper = time.AfterFunc(queueKeepEvery, n.keepQueued)
+		}
+	}
+}
+
+// keepQueued renews the queue entries of keys the client has waited for
+// longer than queueKeepEvery without an attempt, so that a waiter with a
+// long backoff keeps its place. It runs from the keeper timer while some
+// key is queued.
+func (n *notifier) keepQueued() {
+	n.mu.Lock()
+	var keys []string
+	now := time.Now()
+	for _, w := range n.chans {
+		if w.queued && len(w.waiters) > 0 && now.Sub(w.joined) >= queueKeepEvery {
+			keys = append(keys, w.key)
+			w.joined = now
+		}
+	}
+	n.mu.Unlock()
+	if len(keys) > 0 {
+		ctx, cancel := context.WithTimeout(context.Background(), syncTimeout)
+		n.d.stayQueued(ctx, keys)
+		cancel()
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.keeper = nil
+	if n.closed {
+		return
+	}
+	for _, w := range n.chans {
+		if w.queued && len(w.waiters) > 0 {
+			n.keeper = time.AfterFunc(queueKeepEvery, n.keepQueued)
+			return
+		}
+	}
+}
+
+// leave takes the client out of key's queue, in the background.
+func (n *notifier) leave(key, channel string) {
+	ctx, cancel := context.WithTimeout(context.Background(), syncTimeout)
+	defer cancel()
+	all := n.d.ks.allKeys(key)
+	_, _ = n.d.run(ctx, leaveScript, []string{all[0], all[3], all[4]}, []any{n.d.id, channel}, nil)
+}
+
 // wake signals every watcher, without blocking. n.mu must be held.
 func (w *watched) wake() {
 	for ch := range w.waiters {
@@ -264,6 +361,9 @@ func (n *notifier) close() error {
 	n.closed = true
 	if n.janitor != nil {
 		n.janitor.Stop()
+	}
+	if n.keeper != nil {
+		n.keeper.Stop()
 	}
 	ps, done := n.ps, n.loopDone
 	n.mu.Unlock()

@@ -2,7 +2,9 @@ package redisdlock
 
 import (
 	"context"
+	"crypto/rand"
 	_ "embed"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"sort"
@@ -41,12 +43,18 @@ var (
 	inspectLua string
 	//go:embed lua/fence.lua
 	fenceLua string
+	//go:embed lua/leave.lua
+	leaveLua string
+	//go:embed lua/stay.lua
+	stayLua string
 
 	acquireScript = redis.NewScript(acquireLua)
 	refreshScript = redis.NewScript(refreshLua)
 	releaseScript = redis.NewScript(releaseLua)
 	inspectScript = redis.NewScript(inspectLua)
 	fenceScript   = redis.NewScript(fenceLua)
+	leaveScript   = redis.NewScript(leaveLua)
+	stayScript    = redis.NewScript(stayLua)
 )
 
 // Options configure the driver. The zero value gives the defaults.
@@ -82,6 +90,9 @@ type Driver struct {
 	ctxDeadlines bool
 	closed       atomic.Bool
 	notify       *notifier
+	// id names this driver in the keys' waiting queues and in release
+	// wake-ups. It is random and says nothing about the owner tokens.
+	id string
 }
 
 var (
@@ -114,11 +125,16 @@ func NewDriver(rdb redis.UniversalClient, opts Options) (*Driver, error) {
 	if addr == "" {
 		addr = clientAddr(rdb)
 	}
+	id := make([]byte, 12)
+	if _, err := rand.Read(id); err != nil {
+		return nil, fmt.Errorf("redisdlock: waiter id: %w", err)
+	}
 	d := &Driver{
 		rdb:        rdb,
 		ks:         ks,
 		fenceTTLms: strconv.FormatInt(millis(fenceTTL), 10),
 		addr:       addr,
+		id:         hex.EncodeToString(id),
 	}
 	d.ctxDeadlines = contextDeadlines(rdb)
 	d.notify = newNotifier(d)
@@ -192,11 +208,26 @@ func (d *Driver) acquire(ctx context.Context, req driver.Request, attempt uint64
 	if req.TTL < MinTTL {
 		return driver.Result{}, fmt.Errorf("%w: %v is below the redis minimum of %v", driver.ErrInvalidTTL, req.TTL, MinTTL)
 	}
-	lock, fence, info := d.ks.keys(req.Key)
-	keys := []string{lock, fence, info}
-	args := []any{req.Token, millis(req.TTL), req.Metadata, d.fenceTTLms}
+	var (
+		keys []string
+		args = []any{req.Token, millis(req.TTL), req.Metadata, d.fenceTTLms}
+		w    *watched
+	)
 	if attempt != 0 {
+		lock, fence, info := d.ks.keys(req.Key)
+		keys = []string{lock, fence, info}
 		args = append(args, "counted", strconv.FormatUint(attempt, 10))
+	} else {
+		// The queue: a client waiting for the key (it watches the key's
+		// releases) joins it when this attempt fails; any attempt finds a
+		// free key kept for the first waiter.
+		keys = d.ks.allKeys(req.Key)
+		w = d.notify.waiting(d.ks.channel(req.Key))
+		join := "0"
+		if w != nil {
+			join = "1"
+		}
+		args = append(args, d.id, join, queueEntryTTLms)
 	}
 	abandoned := func(v any, err error) {
 		// The caller left before the reply. If the attempt was granted,
@@ -215,11 +246,21 @@ func (d *Driver) acquire(ctx context.Context, req driver.Request, attempt uint64
 	}
 	v, err := d.run(ctx, acquireScript, keys, args, abandoned)
 	if err != nil {
+		if w != nil {
+			// The attempt may have joined the queue.
+			d.notify.setQueued(w, true)
+		}
 		return driver.Result{}, err
 	}
 	res, err := parseAcquire(v)
 	if err != nil {
 		return driver.Result{}, d.unavailable(err)
+	}
+	if w != nil {
+		d.notify.setQueued(w, !res.Acquired)
+		if !res.Acquired {
+			res.QueuedWait = queueKeepEvery
+		}
 	}
 	return res, nil
 }
@@ -275,12 +316,15 @@ func (d *Driver) Release(ctx context.Context, key, token string) error {
 // it in that counted attempt) and, unless channel is empty, publishes a
 // wake-up on channel.
 func (d *Driver) release(ctx context.Context, key, token, channel string, attempt uint64) error {
-	lock, _, info := d.ks.keys(key)
+	all := d.ks.allKeys(key)
+	keys := []string{all[0], all[2]}
 	args := []any{token, channel}
 	if attempt != 0 {
 		args = append(args, strconv.FormatUint(attempt, 10))
+	} else {
+		keys = append(keys, all[3], all[4])
 	}
-	v, err := d.run(ctx, releaseScript, []string{lock, info}, args, nil)
+	v, err := d.run(ctx, releaseScript, keys, args, nil)
 	if err != nil {
 		return err
 	}
@@ -327,7 +371,7 @@ func (d *Driver) WatchReleases(ctx context.Context, key string) (<-chan struct{}
 	if d.closed.Load() {
 		return nil, nil, driver.ErrClosed
 	}
-	return d.notify.watch(ctx, d.ks.channel(key))
+	return d.notify.watch(ctx, key, d.ks.channel(key))
 }
 
 // Close implements driver.Locker: it closes the pub/sub connection, and the

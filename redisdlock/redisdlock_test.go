@@ -273,7 +273,8 @@ func TestACLPrefixOnly(t *testing.T) {
 	srv := testserver.StartRedis(t)
 	ctx := testCtx(t, 30*time.Second)
 	_, err := srv.Do(ctx, "ACL", "SETUSER", "locker", "on", ">locker-pw", "resetkeys", "~app:*", "resetchannels", "&app:*",
-		"-@all", "+evalsha", "+eval", "+get", "+set", "+pexpire", "+pttl", "+del", "+time", "+publish",
+		"-@all", "+evalsha", "+eval", "+get", "+set", "+pexpire", "+pttl", "+del", "+time", "+publish", "+exists",
+		"+zadd", "+zrange", "+zrangebyscore", "+zrem", "+zscore",
 		"+subscribe", "+unsubscribe", "+ping", "+hello")
 	if err != nil {
 		t.Fatalf("ACL SETUSER: %v", err)

@@ -1,15 +1,53 @@
 -- One acquisition attempt, in one round trip.
--- KEYS[1] lock key, KEYS[2] fence counter, KEYS[3] info key (same slot)
+-- KEYS[1] lock key, KEYS[2] fence counter, KEYS[3] info key, and with the
+-- waiting queue KEYS[4] queue, KEYS[5] waiters' deadlines (same slot)
 -- ARGV[1] owner token, ARGV[2] TTL in ms, ARGV[3] metadata, ARGV[4] counter TTL in ms,
--- ARGV[5] (optional) 'counted': see nextFence; then ARGV[6] is the attempt
--- number, recorded in the info key (see below)
+-- then either
+--   ARGV[5] 'counted', ARGV[6] the attempt number, recorded in the info key
+--   (see nextFence and below; no queue keys), or
+--   with the queue keys: ARGV[5] the client's waiter id, ARGV[6] '1' when
+--   the client waits for the key (it joins the queue if this attempt fails),
+--   ARGV[7] how long a queue entry lives without a new attempt, in ms.
 -- Returns {1, fence} when granted (fence as a decimal string),
--- or {0, pttl} when another owner holds the key (pttl -1: no expiry).
+-- or {0, ms} when not: the holder's PTTL (-1: no expiry), or, when the key
+-- is free but kept for the first waiter in the queue, how long that
+-- waiter's entry has left.
 local lock, counter, info = KEYS[1], KEYS[2], KEYS[3]
 local token, ttl, meta, counterTTL = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local counted = ARGV[5] == 'counted'
 local attempt = nil
 if counted then attempt = ARGV[6] end
+local queue, waits = KEYS[4], KEYS[5]
+local me, joins, entryTTL = ARGV[5], ARGV[6] == '1', tonumber(ARGV[7])
+
+local function nowMs()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+-- The first live waiter in the queue and its deadline, after dropping
+-- entries whose deadline has passed (a waiter that went away).
+local function head(now)
+  local dead = redis.call('ZRANGEBYSCORE', waits, '-inf', now, 'LIMIT', 0, 100)
+  if #dead > 0 then
+    redis.call('ZREM', queue, unpack(dead))
+    redis.call('ZREM', waits, unpack(dead))
+  end
+  local first = redis.call('ZRANGE', queue, 0, 0)[1]
+  if first then
+    return first, tonumber(redis.call('ZSCORE', waits, first))
+  end
+  return nil, nil
+end
+
+-- Puts this client in the queue (keeping its place when it is there
+-- already) with a fresh deadline.
+local function join(now)
+  redis.call('ZADD', queue, 'NX', now, me)
+  redis.call('ZADD', waits, now + entryTTL, me)
+  redis.call('PEXPIRE', queue, entryTTL)
+  redis.call('PEXPIRE', waits, entryTTL)
+end
 
 -- By default, a fence above both the last one granted for this key and the
 -- server's clock in microseconds, so fences keep increasing even after the
@@ -38,6 +76,19 @@ end
 
 local held = redis.pcall('GET', lock)
 if held == false then
+  if queue and redis.call('EXISTS', queue) == 1 then
+    -- Waiters are queued: the key goes to the first of them.
+    local now = nowMs()
+    local first, deadline = head(now)
+    if first and first ~= me then
+      if joins then join(now) end
+      return {0, deadline - now}
+    end
+    if first then
+      redis.call('ZREM', queue, me)
+      redis.call('ZREM', waits, me)
+    end
+  end
   local fence = nextFence()
   redis.call('SET', lock, token, 'PX', ttl)
   writeInfo(fence)
@@ -69,4 +120,5 @@ if held == token then
   return {1, fence}
 end
 -- Held by another owner (or the key holds something that is not a lock).
+if queue and joins then join(nowMs()) end
 return {0, redis.call('PTTL', lock)}

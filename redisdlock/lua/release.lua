@@ -1,8 +1,11 @@
 -- Frees the lock if the token owns it and announces the release.
--- KEYS[1] lock key, KEYS[2] info key; ARGV[1] owner token, ARGV[2] release
+-- KEYS[1] lock key, KEYS[2] info key, optionally KEYS[3] waiting queue and
+-- KEYS[4] waiters' deadlines (same slot); ARGV[1] owner token, ARGV[2] release
 -- channel, or '' to free the lock without announcing it; ARGV[3] (optional)
 -- an attempt number: free the lock only if that counted attempt took it
 -- (see acquire.lua).
+-- The wake-up names the first live waiter of the queue, so that only that
+-- client tries; it is empty (everyone may try) when the queue is empty.
 -- Returns 1 when released, 0 when the token does not own the lock.
 if redis.pcall('GET', KEYS[1]) ~= ARGV[1] then
   return 0
@@ -17,6 +20,17 @@ if ARGV[3] then
 end
 redis.call('DEL', KEYS[1], KEYS[2])
 if ARGV[2] ~= '' then
-  redis.call('PUBLISH', ARGV[2], '')
+  local first = ''
+  if KEYS[3] and redis.call('EXISTS', KEYS[3]) == 1 then
+    local t = redis.call('TIME')
+    local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+    local dead = redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', now, 'LIMIT', 0, 100)
+    if #dead > 0 then
+      redis.call('ZREM', KEYS[3], unpack(dead))
+      redis.call('ZREM', KEYS[4], unpack(dead))
+    end
+    first = redis.call('ZRANGE', KEYS[3], 0, 0)[1] or ''
+  end
+  redis.call('PUBLISH', ARGV[2], first)
 end
 return 1

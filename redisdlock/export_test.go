@@ -1,0 +1,8 @@
+package redisdlock
+
+// QueueKeys returns the Redis keys of key's waiting queue and its waiters'
+// deadlines, for tests.
+func (d *Driver) QueueKeys(key string) (queue, waits string) {
+	all := d.ks.allKeys(key)
+	return all[3], all[4]
+}

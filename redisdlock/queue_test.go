@@ -1,0 +1,184 @@
+package redisdlock_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/dlock-go/dlock"
+	"github.com/dlock-go/dlock/internal/testserver"
+	"github.com/dlock-go/dlock/redisdlock"
+)
+
+// TestQueueFIFO: waiters that are separate clients (as separate processes
+// would be) get the key in the order they started waiting, each woken by
+// the release before it, and no release wakes a waiter that is not first.
+func TestQueueFIFO(t *testing.T) {
+	srv := testserver.StartRedis(t)
+	ctx := testCtx(t, 60*time.Second)
+	d, rdb := newDriver(t, srv.Addr(), redisdlock.Options{})
+	queue, _ := d.QueueKeys("fifo")
+	holder := dlock.NewClient(d)
+	l, err := holder.TryLock(ctx, "fifo", dlock.WithTTL(time.Minute))
+	if err != nil {
+		t.Fatalf("TryLock: %v", err)
+	}
+
+	const n = 5
+	var (
+		mu    sync.Mutex
+		order []int
+		wg    sync.WaitGroup
+		errs  = make(chan error, n)
+	)
+	for i := range n {
+		c := openURL(t, srv.URL())
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			// A long backoff: only the release wake-ups can hand the key
+			// over within the test's deadline.
+			wl, err := c.Lock(ctx, "fifo", dlock.WithTTL(time.Minute), dlock.WithRetry(dlock.LinearBackoff(time.Hour)))
+			if err != nil {
+				errs <- fmt.Errorf("waiter %d: %w", i, err)
+				return
+			}
+			mu.Lock()
+			order = append(order, i)
+			mu.Unlock()
+			time.Sleep(5 * time.Millisecond)
+			if err := wl.Unlock(ctx); err != nil {
+				errs <- fmt.Errorf("waiter %d: Unlock: %w", i, err)
+			}
+		}()
+		// The next waiter starts once this one is in the queue.
+		waitFor(t, 10*time.Second, "waiter "+strconv.Itoa(i)+" queued", func() bool {
+			return rdb.ZCard(ctx, queue).Val() == int64(i+1)
+		})
+	}
+	if err := l.Unlock(ctx); err != nil {
+		t.Fatalf("Unlock: %v", err)
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	for i, got := range order {
+		if got != i {
+			t.Fatalf("grant order = %v, want 0..%d in order", order, n-1)
+		}
+	}
+	if len(order) != n {
+		t.Fatalf("grants = %v, want %d", order, n)
+	}
+	if got := rdb.Exists(ctx, queue).Val(); got != 0 {
+		t.Errorf("queue key still exists after every waiter got the key")
+	}
+}
+
+// TestQueueKeptForFirstWaiter: a free key is kept for the first live waiter
+// in its queue, so TryLock of another client fails meanwhile; a waiter that
+// went away without leaving (a crash) keeps it at most the queue entry's
+// lifetime, after which others get it.
+func TestQueueKeptForFirstWaiter(t *testing.T) {
+	srv := testserver.StartRedis(t)
+	ctx := testCtx(t, 60*time.Second)
+	d, rdb := newDriver(t, srv.Addr(), redisdlock.Options{})
+	queue, waits := d.QueueKeys("kept")
+	c := dlock.NewClient(d)
+
+	// A waiter of a crashed process: in the queue, with a deadline 2 s
+	// from now on the server's clock.
+	now, err := rdb.Time(ctx).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ms := now.UnixMilli()
+	rdb.ZAdd(ctx, queue, redisZ(float64(ms), "crashed"))
+	rdb.ZAdd(ctx, waits, redisZ(float64(ms+2000), "crashed"))
+	rdb.PExpire(ctx, queue, 10*time.Second)
+	rdb.PExpire(ctx, waits, 10*time.Second)
+
+	_, err = c.TryLock(ctx, "kept")
+	if !errors.Is(err, dlock.ErrNotAcquired) {
+		t.Fatalf("TryLock while the key is kept for the first waiter = %v, want ErrNotAcquired", err)
+	}
+	in, err := c.Inspect(ctx, "kept")
+	if err != nil || in.Held {
+		t.Fatalf("Inspect = %+v, %v; want not held", in, err)
+	}
+	// Lock waits for the crashed waiter's entry to run out, and no longer.
+	lctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	l, err := c.Lock(lctx, "kept", dlock.WithRetry(dlock.LinearBackoff(time.Hour)))
+	if err != nil {
+		t.Fatalf("Lock after the crashed waiter's entry ran out: %v", err)
+	}
+	if err := l.Unlock(ctx); err != nil {
+		t.Fatalf("Unlock: %v", err)
+	}
+	if n := rdb.ZCard(ctx, queue).Val(); n != 0 {
+		t.Errorf("queue holds %d entries after the grant, want 0", n)
+	}
+}
+
+// TestQueueLeave: a waiter whose context ends leaves the queue at once, so
+// the key is not kept for it, and the waiter behind it is woken when the
+// key is released.
+func TestQueueLeave(t *testing.T) {
+	srv := testserver.StartRedis(t)
+	ctx := testCtx(t, 60*time.Second)
+	d, rdb := newDriver(t, srv.Addr(), redisdlock.Options{})
+	queue, _ := d.QueueKeys("leave")
+	holder := dlock.NewClient(d)
+	l, err := holder.TryLock(ctx, "leave", dlock.WithTTL(time.Minute))
+	if err != nil {
+		t.Fatalf("TryLock: %v", err)
+	}
+	slow := openURL(t, srv.URL())
+	next := openURL(t, srv.URL())
+	long := dlock.WithRetry(dlock.LinearBackoff(time.Hour))
+
+	sctx, cancelSlow := context.WithCancel(ctx)
+	slowErr := make(chan error, 1)
+	go func() {
+		_, err := slow.Lock(sctx, "leave", long)
+		slowErr <- err
+	}()
+	waitFor(t, 10*time.Second, "first waiter queued", func() bool { return rdb.ZCard(ctx, queue).Val() == 1 })
+	got := make(chan error, 1)
+	go func() {
+		wl, err := next.Lock(ctx, "leave", long)
+		if err == nil {
+			err = wl.Unlock(ctx)
+		}
+		got <- err
+	}()
+	waitFor(t, 10*time.Second, "second waiter queued", func() bool { return rdb.ZCard(ctx, queue).Val() == 2 })
+
+	cancelSlow()
+	if err := <-slowErr; !errors.Is(err, context.Canceled) {
+		t.Fatalf("cancelled waiter: %v, want context.Canceled", err)
+	}
+	waitFor(t, 10*time.Second, "cancelled waiter out of the queue", func() bool { return rdb.ZCard(ctx, queue).Val() == 1 })
+	if err := l.Unlock(ctx); err != nil {
+		t.Fatalf("Unlock: %v", err)
+	}
+	select {
+	case err := <-got:
+		if err != nil {
+			t.Fatalf("second waiter: %v", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("second waiter not woken by the release")
+	}
+}
+
+func redisZ(score float64, member string) redis.Z { return redis.Z{Score: score, Member: member} }
