@@ -58,11 +58,6 @@ func newKeyspace(prefix string) (keyspace, error) {
 // lock returns the Redis key of the lock itself.
 func (ks keyspace) lock(key string) string { return ks.prefix + key }
 
-// companion returns the key of one of the lock's companion keys.
-func (ks keyspace) companion(kind, key string) string {
-	return ks.prefix + "\xff{" + ks.tag(key) + "}" + kind + key
-}
-
 // tag returns the hash tag of key's companion keys.
 func (ks keyspace) tag(key string) string {
 	l := ks.prefix + key
