@@ -12,8 +12,12 @@ import (
 // drivers that take a lock on several independent servers at once (package
 // redlock). Applications use the driver.Locker methods instead.
 
-// AcquireCounted makes one acquisition attempt like Acquire, with two
+// AcquireCounted makes one acquisition attempt like Acquire, with three
 // differences.
+//
+// A free key is not kept for the first client in the key's waiting queue
+// (servers of a quorum need not agree on who is first); a waiting client
+// still joins the queue when the attempt fails, so that releases name it.
 //
 // The fence is the key's fence counter plus one while the counter exists,
 // and the server's clock in microseconds only when it does not (a new key,

@@ -208,27 +208,20 @@ func (d *Driver) acquire(ctx context.Context, req driver.Request, attempt uint64
 	if req.TTL < MinTTL {
 		return driver.Result{}, fmt.Errorf("%w: %v is below the redis minimum of %v", driver.ErrInvalidTTL, req.TTL, MinTTL)
 	}
-	var (
-		keys []string
-		args = []any{req.Token, millis(req.TTL), req.Metadata, d.fenceTTLms}
-		w    *watched
-	)
+	args := []any{req.Token, millis(req.TTL), req.Metadata, d.fenceTTLms}
 	if attempt != 0 {
-		lock, fence, info := d.ks.keys(req.Key)
-		keys = []string{lock, fence, info}
 		args = append(args, "counted", strconv.FormatUint(attempt, 10))
-	} else {
-		// The queue: a client waiting for the key (it watches the key's
-		// releases) joins it when this attempt fails; any attempt finds a
-		// free key kept for the first waiter.
-		keys = d.ks.allKeys(req.Key)
-		w = d.notify.waiting(d.ks.channel(req.Key))
-		join := "0"
-		if w != nil {
-			join = "1"
-		}
-		args = append(args, d.id, join, queueEntryTTLms)
 	}
+	// The queue: a client waiting for the key (it watches the key's
+	// releases) joins it when this attempt fails; an uncounted attempt
+	// finds a free key kept for the first waiter.
+	keys := d.ks.allKeys(req.Key)
+	w := d.notify.waiting(d.ks.channel(req.Key))
+	join := "0"
+	if w != nil {
+		join = "1"
+	}
+	args = append(args, d.id, join, queueEntryTTLms)
 	abandoned := func(v any, err error) {
 		// The caller left before the reply. If the attempt was granted,
 		// or may have been, give the key back so that nothing is left

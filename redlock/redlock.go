@@ -159,6 +159,7 @@ func (d *Driver) Acquire(ctx context.Context, req driver.Request) (driver.Result
 	var (
 		granted []grant
 		holders []time.Duration
+		queued  []time.Duration
 	)
 	f := startFanout(ctx, d.nodes, timeout, func(ctx context.Context, n *redisdlock.Driver) (driver.Result, error) {
 		return n.AcquireCounted(ctx, req, attempt)
@@ -173,6 +174,9 @@ func (d *Driver) Acquire(ctx context.Context, req driver.Request) (driver.Result
 		default:
 			t.refused++
 			holders = append(holders, r.val.HolderTTL)
+			if r.val.QueuedWait > 0 {
+				queued = append(queued, r.val.QueuedWait)
+			}
 		}
 		return t.decided()
 	}
@@ -190,7 +194,15 @@ func (d *Driver) Acquire(ctx context.Context, req driver.Request) (driver.Result
 		case t.ok+t.refused < t.quorum:
 			return driver.Result{}, t.unavailable(fmt.Sprintf("acquire %q", req.Key))
 		}
-		return driver.Result{HolderTTL: holderTTL(holders, t)}, nil
+		res := driver.Result{HolderTTL: holderTTL(holders, t)}
+		if len(queued) >= d.quorum && len(granted) == 0 {
+			// Queued on a majority of nodes, which a holder has: their
+			// releases will name this client when it is first there.
+			// After a split vote nobody may hold the key, and a give-back
+			// announces nothing: then the backoff decides.
+			res.QueuedWait = slices.Min(queued)
+		}
+		return res, nil
 	}
 
 	fence := granted[0].fence

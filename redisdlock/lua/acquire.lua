@@ -2,12 +2,14 @@
 -- KEYS[1] lock key, KEYS[2] fence counter, KEYS[3] info key, and with the
 -- waiting queue KEYS[4] queue, KEYS[5] waiters' deadlines (same slot)
 -- ARGV[1] owner token, ARGV[2] TTL in ms, ARGV[3] metadata, ARGV[4] counter TTL in ms,
--- then either
---   ARGV[5] 'counted', ARGV[6] the attempt number, recorded in the info key
---   (see nextFence and below; no queue keys), or
---   with the queue keys: ARGV[5] the client's waiter id, ARGV[6] '1' when
---   the client waits for the key (it joins the queue if this attempt fails),
---   ARGV[7] how long a queue entry lives without a new attempt, in ms.
+-- then, for a counted attempt (see nextFence and below), ARGV[5] 'counted'
+-- and ARGV[6] the attempt number, recorded in the info key; then, with the
+-- queue keys, three more: the client's waiter id, '1' when the client waits
+-- for the key (it joins the queue if this attempt fails), and how long a
+-- queue entry lives without a new attempt, in ms.
+-- A free key is kept for the first live waiter in the queue, except from
+-- counted attempts: a quorum of servers need not agree on who is first, so
+-- there the queue only decides whom a release wakes.
 -- Returns {1, fence} when granted (fence as a decimal string),
 -- or {0, ms} when not: the holder's PTTL (-1: no expiry), or, when the key
 -- is free but kept for the first waiter in the queue, how long that
@@ -16,9 +18,13 @@ local lock, counter, info = KEYS[1], KEYS[2], KEYS[3]
 local token, ttl, meta, counterTTL = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local counted = ARGV[5] == 'counted'
 local attempt = nil
-if counted then attempt = ARGV[6] end
+local q = 5
+if counted then
+  attempt = ARGV[6]
+  q = 7
+end
 local queue, waits = KEYS[4], KEYS[5]
-local me, joins, entryTTL = ARGV[5], ARGV[6] == '1', tonumber(ARGV[7])
+local me, joins, entryTTL = ARGV[q], ARGV[q + 1] == '1', tonumber(ARGV[q + 2])
 
 local function nowMs()
   local t = redis.call('TIME')
@@ -77,16 +83,23 @@ end
 local held = redis.pcall('GET', lock)
 if held == false then
   if queue and redis.call('EXISTS', queue) == 1 then
-    -- Waiters are queued: the key goes to the first of them.
-    local now = nowMs()
-    local first, deadline = head(now)
-    if first and first ~= me then
-      if joins then join(now) end
-      return {0, deadline - now}
-    end
-    if first then
-      redis.call('ZREM', queue, me)
-      redis.call('ZREM', waits, me)
+    if counted then
+      -- Granted here: no longer waiting here.
+      if redis.call('ZREM', queue, me) == 1 then
+        redis.call('ZREM', waits, me)
+      end
+    else
+      -- Waiters are queued: the key goes to the first of them.
+      local now = nowMs()
+      local first, deadline = head(now)
+      if first and first ~= me then
+        if joins then join(now) end
+        return {0, deadline - now}
+      end
+      if first then
+        redis.call('ZREM', queue, me)
+        redis.call('ZREM', waits, me)
+      end
     end
   end
   local fence = nextFence()
