@@ -62,6 +62,9 @@ func TestQueueFIFO(t *testing.T) {
 			return rdb.ZCard(ctx, queue).Val() == int64(i+1)
 		})
 	}
+	if in, err := holder.Inspect(ctx, "fifo"); err != nil || !in.Held || in.Waiters != n {
+		t.Errorf("Inspect = %+v, %v; want held with %d waiters", in, err, n)
+	}
 	if err := l.Unlock(ctx); err != nil {
 		t.Fatalf("Unlock: %v", err)
 	}

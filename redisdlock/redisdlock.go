@@ -336,13 +336,13 @@ func (d *Driver) Inspect(ctx context.Context, key string) (driver.Info, error) {
 
 // inspect reports the state of key and the holder's token ("" when free).
 func (d *Driver) inspect(ctx context.Context, key string) (driver.Info, string, error) {
-	lock, fence, info := d.ks.keys(key)
-	v, err := d.run(ctx, inspectScript, []string{lock, info, fence}, nil, nil)
+	all := d.ks.allKeys(key)
+	v, err := d.run(ctx, inspectScript, []string{all[0], all[2], all[1], all[4]}, nil, nil)
 	if err != nil {
 		return driver.Info{}, "", err
 	}
 	a, ok := v.([]any)
-	if !ok || len(a) != 5 {
+	if !ok || len(a) != 6 {
 		return driver.Info{}, "", d.unavailable(fmt.Errorf("unexpected inspect reply %v", v))
 	}
 	held, _ := a[0].(int64)
@@ -350,7 +350,8 @@ func (d *Driver) inspect(ctx context.Context, key string) (driver.Info, string, 
 	fs, _ := a[2].(string)
 	meta, _ := a[3].(string)
 	token, _ := a[4].(string)
-	in := driver.Info{Held: held == 1, Metadata: meta, Waiters: -1}
+	waiting, _ := a[5].(int64)
+	in := driver.Info{Held: held == 1, Metadata: meta, Waiters: int(waiting)}
 	in.Fence, _ = strconv.ParseUint(fs, 10, 64)
 	if pttl > 0 {
 		in.TTL = time.Duration(pttl) * time.Millisecond

@@ -274,7 +274,7 @@ func TestACLPrefixOnly(t *testing.T) {
 	ctx := testCtx(t, 30*time.Second)
 	_, err := srv.Do(ctx, "ACL", "SETUSER", "locker", "on", ">locker-pw", "resetkeys", "~app:*", "resetchannels", "&app:*",
 		"-@all", "+evalsha", "+eval", "+get", "+set", "+pexpire", "+pttl", "+del", "+time", "+publish", "+exists",
-		"+zadd", "+zrange", "+zrangebyscore", "+zrem", "+zscore",
+		"+zadd", "+zrange", "+zrangebyscore", "+zrem", "+zscore", "+zcount",
 		"+subscribe", "+unsubscribe", "+ping", "+hello")
 	if err != nil {
 		t.Fatalf("ACL SETUSER: %v", err)

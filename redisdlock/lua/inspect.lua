@@ -1,14 +1,22 @@
 -- Reports a lock's state without changing it.
--- KEYS[1] lock key, KEYS[2] info key, KEYS[3] fence counter
--- Returns {held (0/1), pttl, fence (decimal string), metadata, holder's token}.
+-- KEYS[1] lock key, KEYS[2] info key, KEYS[3] fence counter, and
+-- optionally KEYS[4] the waiters' deadlines (same slot)
+-- Returns {held (0/1), pttl, fence (decimal string), metadata, holder's
+-- token, live queued waiters (-1 without KEYS[4])}.
 -- When the key is free, fence is the last one granted (or '0') and the token
 -- ''. When the holder is not a dlock client (a plain SET NX), fence is '0'
 -- and metadata empty; the token is the key's value ('' if not a string).
+local waiting = -1
+if KEYS[4] then
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  waiting = redis.call('ZCOUNT', KEYS[4], '(' .. now, '+inf')
+end
 local v = redis.pcall('GET', KEYS[1])
 if v == false then
   local last = redis.call('GET', KEYS[3])
   if not last or not tonumber(last) then last = '0' end
-  return {0, 0, last, '', ''}
+  return {0, 0, last, '', '', waiting}
 end
 local pttl = redis.call('PTTL', KEYS[1])
 if type(v) == 'string' then
@@ -18,9 +26,9 @@ if type(v) == 'string' then
     if ok and type(d) == 'table' and d.token == v and type(d.fence) == 'string' then
       local meta = d.meta
       if type(meta) ~= 'string' then meta = '' end
-      return {1, pttl, d.fence, meta, v}
+      return {1, pttl, d.fence, meta, v, waiting}
     end
   end
-  return {1, pttl, '0', '', v}
+  return {1, pttl, '0', '', v, waiting}
 end
-return {1, pttl, '0', '', ''}
+return {1, pttl, '0', '', '', waiting}
