@@ -51,10 +51,20 @@
 // expired meanwhile. TryLock creates its node and, when it is not the lowest,
 // deletes it again.
 //
+// The lock node is created in one transaction with an empty write to the
+// key node, whose reply is the key node's Stat right after the create: its
+// mzxid is the lock node's czxid (the fence), and when it counts one child
+// the new node is the only one, hence the holder, with no listing of the
+// queue. So a lock on a free key costs one request and its release one
+// more. A waiter whose listing showed only the holder before it takes the
+// lock when the holder's node is deleted, without listing again (nodes that
+// join later get higher sequence numbers). On a key that had a queue the
+// last time, the listing is sent together with the create.
+//
 // The key node is the lock's own: the driver keeps its data empty (it
-// writes it, empty, in the transaction that creates each lock node, to learn
-// the fence without another request) and deletes it once it has been empty
-// for a second, or when the Client closes.
+// writes it, empty, in the transaction that creates each lock node) and
+// deletes it once it has been empty for a second, or when the Client
+// closes.
 //
 // # TTL and the session
 //

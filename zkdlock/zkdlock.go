@@ -96,7 +96,7 @@ type zkDriver struct {
 	closed   bool
 	closeCh  chan struct{}
 	held     map[holdKey]*holding
-	hints    map[string]bool        // key node path → believed absent
+	keys     map[string]*keyHint    // key node path → what the driver remembers of it
 	cleanups map[string]*time.Timer // key node path → pending clean-up
 	bg       sync.WaitGroup         // background node clean-up
 
@@ -112,7 +112,7 @@ func newDriver(base string, acl []zk.ACL, servers string) *zkDriver {
 		acl:      acl,
 		closeCh:  make(chan struct{}),
 		held:     map[holdKey]*holding{},
-		hints:    map[string]bool{},
+		keys:     map[string]*keyHint{},
 		cleanups: map[string]*time.Timer{},
 	}
 }
