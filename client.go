@@ -24,12 +24,15 @@ type Client struct {
 	log      *slog.Logger
 	meta     string
 
-	mu       sync.Mutex
-	closed   bool
-	closeCh  chan struct{}
-	held     map[*Lock]struct{}
-	heldKeys map[string]int
-	turns    map[string]*keyTurn
+	mu      sync.Mutex
+	closed  bool
+	closeCh chan struct{}
+	// closeCtx is cancelled when closeCh closes, for context.AfterFunc.
+	closeCtx    context.Context
+	closeCancel context.CancelFunc
+	held        map[*Lock]struct{}
+	heldKeys    map[string]int
+	turns       map[string]*keyTurn
 }
 
 // NewClient returns a Client over a driver. Driver packages call it from
@@ -49,6 +52,7 @@ func NewClient(d driver.Locker, opts ...Option) *Client {
 	for _, o := range opts {
 		o(&c.cfg)
 	}
+	c.closeCtx, c.closeCancel = context.WithCancel(context.Background())
 	c.log = c.cfg.logger
 	if c.log == nil {
 		c.log = slog.New(slog.DiscardHandler)
@@ -166,6 +170,7 @@ func (c *Client) Close() error {
 	}
 	c.closed = true
 	close(c.closeCh)
+	c.closeCancel()
 	locks := make([]*Lock, 0, len(c.held))
 	for l := range c.held {
 		locks = append(locks, l)
@@ -380,13 +385,8 @@ func (c *Client) acquireQueued(ctx context.Context, req driver.Request, cfg lock
 	// Close wakes queued waiters too, whatever the driver does on Close.
 	qctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
-	go func() {
-		select {
-		case <-c.closeCh:
-			cancel(ErrClosed)
-		case <-qctx.Done():
-		}
-	}()
+	stop := context.AfterFunc(c.closeCtx, func() { cancel(ErrClosed) })
+	defer stop()
 	res, err := c.queuer.AcquireQueued(qctx, req)
 	if err != nil {
 		if ctx.Err() == nil && errors.Is(context.Cause(qctx), ErrClosed) {
