@@ -32,31 +32,15 @@ func (d *Driver) RefreshBatch(ctx context.Context, reqs []driver.RefreshRequest)
 		fill(errs, idx, driver.ErrClosed)
 		return errs
 	}
+	calls := make([]scriptCall, len(idx))
+	for j, i := range idx {
+		lock, _, info := d.ks.keys(reqs[i].Key)
+		calls[j] = scriptCall{[]string{lock, info}, []any{reqs[i].Token, millis(reqs[i].TTL)}}
+	}
 	// The pipeline runs in its own goroutine so that the call returns when
 	// ctx ends even if the client ignores context deadlines on sockets.
 	done := make(chan []*redis.Cmd, 1)
-	go func() {
-		cmds := d.pipelineRefresh(ctx, reqs, idx, false)
-		// Scripts not cached on a server (after a restart): send the
-		// script text for those, once.
-		var retry []int
-		for j, c := range cmds {
-			if c.Err() != nil && strings.HasPrefix(c.Err().Error(), "NOSCRIPT") {
-				retry = append(retry, idx[j])
-			}
-		}
-		if len(retry) > 0 {
-			again := d.pipelineRefresh(ctx, reqs, retry, true)
-			k := 0
-			for j := range cmds {
-				if k < len(retry) && idx[j] == retry[k] {
-					cmds[j] = again[k]
-					k++
-				}
-			}
-		}
-		done <- cmds
-	}()
+	go func() { done <- d.pipelineScript(ctx, refreshScript, calls) }()
 	var cmds []*redis.Cmd
 	select {
 	case cmds = <-done:
@@ -74,23 +58,47 @@ func (d *Driver) RefreshBatch(ctx context.Context, reqs []driver.RefreshRequest)
 	return errs
 }
 
-// pipelineRefresh sends the refresh script for reqs[idx...] in one pipeline,
-// by hash (EVALSHA) or, with eval, by text.
-func (d *Driver) pipelineRefresh(ctx context.Context, reqs []driver.RefreshRequest, idx []int, eval bool) []*redis.Cmd {
-	pipe := d.rdb.Pipeline()
-	cmds := make([]*redis.Cmd, len(idx))
-	for j, i := range idx {
-		lock, _, info := d.ks.keys(reqs[i].Key)
-		keys, args := []string{lock, info}, []any{reqs[i].Token, millis(reqs[i].TTL)}
-		if eval {
-			cmds[j] = refreshScript.Eval(ctx, pipe, keys, args...)
-		} else {
-			cmds[j] = refreshScript.EvalSha(ctx, pipe, keys, args...)
+// scriptCall is the keys and arguments of one script call in a pipeline.
+type scriptCall struct {
+	keys []string
+	args []any
+}
+
+// pipelineScript sends script once per call in one pipeline, by hash
+// (EVALSHA), then sends again by text, in a second pipeline, the calls a
+// server answered NOSCRIPT (it had not cached the script, as after a
+// restart). It returns the commands in the order of calls; every command
+// carries its own error, transport failures included.
+func (d *Driver) pipelineScript(ctx context.Context, script *redis.Script, calls []scriptCall) []*redis.Cmd {
+	send := func(idx []int, eval bool) []*redis.Cmd {
+		pipe := d.rdb.Pipeline()
+		cmds := make([]*redis.Cmd, len(idx))
+		for j, i := range idx {
+			if eval {
+				cmds[j] = script.Eval(ctx, pipe, calls[i].keys, calls[i].args...)
+			} else {
+				cmds[j] = script.EvalSha(ctx, pipe, calls[i].keys, calls[i].args...)
+			}
+		}
+		_, _ = pipe.Exec(ctx)
+		return cmds
+	}
+	all := make([]int, len(calls))
+	for i := range all {
+		all[i] = i
+	}
+	cmds := send(all, false)
+	var retry []int
+	for i, c := range cmds {
+		if c.Err() != nil && strings.HasPrefix(c.Err().Error(), "NOSCRIPT") {
+			retry = append(retry, i)
 		}
 	}
-	// Exec's error is the first command's error; every command carries
-	// its own, transport failures included.
-	_, _ = pipe.Exec(ctx)
+	if len(retry) > 0 {
+		for j, c := range send(retry, true) {
+			cmds[retry[j]] = c
+		}
+	}
 	return cmds
 }
 
@@ -101,35 +109,16 @@ func fill(errs []error, idx []int, err error) {
 }
 
 // stayQueued renews the client's entries in the waiting queues of keys, in
-// one pipeline (a second, by script text, where a server had not cached
-// the script). Errors are ignored: an entry that runs out only costs the
+// one pipeline (see pipelineScript). Errors are ignored: an entry that runs out only costs the
 // client its place, and its next attempt joins again.
 func (d *Driver) stayQueued(ctx context.Context, keys []string) {
 	if d.closed.Load() {
 		return
 	}
-	send := func(keys []string, eval bool) []*redis.Cmd {
-		pipe := d.rdb.Pipeline()
-		cmds := make([]*redis.Cmd, len(keys))
-		for j, key := range keys {
-			all := d.ks.allKeys(key)
-			k, args := []string{all[3], all[4]}, []any{d.id, queueEntryTTLms}
-			if eval {
-				cmds[j] = stayScript.Eval(ctx, pipe, k, args...)
-			} else {
-				cmds[j] = stayScript.EvalSha(ctx, pipe, k, args...)
-			}
-		}
-		_, _ = pipe.Exec(ctx)
-		return cmds
+	calls := make([]scriptCall, len(keys))
+	for j, key := range keys {
+		all := d.ks.allKeys(key)
+		calls[j] = scriptCall{[]string{all[3], all[4]}, []any{d.id, queueEntryTTLms}}
 	}
-	var retry []string
-	for j, c := range send(keys, false) {
-		if c.Err() != nil && strings.HasPrefix(c.Err().Error(), "NOSCRIPT") {
-			retry = append(retry, keys[j])
-		}
-	}
-	if len(retry) > 0 {
-		send(retry, true)
-	}
+	d.pipelineScript(ctx, stayScript, calls)
 }

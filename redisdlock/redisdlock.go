@@ -47,14 +47,17 @@ var (
 	leaveLua string
 	//go:embed lua/stay.lua
 	stayLua string
+	// queueLua defines the queue helpers of the scripts it is put before.
+	//go:embed lua/queue.lua
+	queueLua string
 
-	acquireScript = redis.NewScript(acquireLua)
+	acquireScript = redis.NewScript(queueLua + acquireLua)
 	refreshScript = redis.NewScript(refreshLua)
-	releaseScript = redis.NewScript(releaseLua)
-	inspectScript = redis.NewScript(inspectLua)
+	releaseScript = redis.NewScript(queueLua + releaseLua)
+	inspectScript = redis.NewScript(queueLua + inspectLua)
 	fenceScript   = redis.NewScript(fenceLua)
 	leaveScript   = redis.NewScript(leaveLua)
-	stayScript    = redis.NewScript(stayLua)
+	stayScript    = redis.NewScript(queueLua + stayLua)
 )
 
 // Options configure the driver. The zero value gives the defaults.

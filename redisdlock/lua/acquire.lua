@@ -26,26 +26,6 @@ end
 local queue, waits = KEYS[4], KEYS[5]
 local me, joins, entryTTL = ARGV[q], ARGV[q + 1] == '1', tonumber(ARGV[q + 2])
 
-local function nowMs()
-  local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-end
-
--- The first live waiter in the queue and its deadline, after dropping
--- entries whose deadline has passed (a waiter that went away).
-local function head(now)
-  local dead = redis.call('ZRANGEBYSCORE', waits, '-inf', now, 'LIMIT', 0, 100)
-  if #dead > 0 then
-    redis.call('ZREM', queue, unpack(dead))
-    redis.call('ZREM', waits, unpack(dead))
-  end
-  local first = redis.call('ZRANGE', queue, 0, 0)[1]
-  if first then
-    return first, tonumber(redis.call('ZSCORE', waits, first))
-  end
-  return nil, nil
-end
-
 -- Puts this client in the queue (keeping its place when it is there
 -- already) with a fresh deadline.
 local function join(now)
@@ -91,7 +71,7 @@ if held == false then
     else
       -- Waiters are queued: the key goes to the first of them.
       local now = nowMs()
-      local first, deadline = head(now)
+      local first, deadline = queueHead(queue, waits, now)
       if first and first ~= me then
         if joins then join(now) end
         return {0, deadline - now}

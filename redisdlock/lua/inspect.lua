@@ -8,9 +8,7 @@
 -- and metadata empty; the token is the key's value ('' if not a string).
 local waiting = -1
 if KEYS[4] then
-  local t = redis.call('TIME')
-  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-  waiting = redis.call('ZCOUNT', KEYS[4], '(' .. now, '+inf')
+  waiting = redis.call('ZCOUNT', KEYS[4], '(' .. nowMs(), '+inf')
 end
 local v = redis.pcall('GET', KEYS[1])
 if v == false then

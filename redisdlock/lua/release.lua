@@ -22,14 +22,7 @@ redis.call('DEL', KEYS[1], KEYS[2])
 if ARGV[2] ~= '' then
   local first = ''
   if KEYS[3] and redis.call('EXISTS', KEYS[3]) == 1 then
-    local t = redis.call('TIME')
-    local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-    local dead = redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', now, 'LIMIT', 0, 100)
-    if #dead > 0 then
-      redis.call('ZREM', KEYS[3], unpack(dead))
-      redis.call('ZREM', KEYS[4], unpack(dead))
-    end
-    first = redis.call('ZRANGE', KEYS[3], 0, 0)[1] or ''
+    first = queueHead(KEYS[3], KEYS[4], nowMs()) or ''
   end
   redis.call('PUBLISH', ARGV[2], first)
 end
