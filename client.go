@@ -24,10 +24,10 @@ type Client struct {
 	log      *slog.Logger
 	meta     string
 
-	mu      sync.Mutex
-	closed  bool
-	closeCh chan struct{}
-	// closeCtx is cancelled when closeCh closes, for context.AfterFunc.
+	mu     sync.Mutex
+	closed bool
+	// closeCtx is cancelled by Close: its Done channel wakes waiters, and
+	// context.AfterFunc ties contexts to it.
 	closeCtx    context.Context
 	closeCancel context.CancelFunc
 	held        map[*Lock]struct{}
@@ -42,7 +42,6 @@ func NewClient(d driver.Locker, opts ...Option) *Client {
 	c := &Client{
 		d:        d,
 		caps:     d.Capabilities(),
-		closeCh:  make(chan struct{}),
 		held:     map[*Lock]struct{}{},
 		heldKeys: map[string]int{},
 		turns:    map[string]*keyTurn{},
@@ -169,7 +168,6 @@ func (c *Client) Close() error {
 		return nil
 	}
 	c.closed = true
-	close(c.closeCh)
 	c.closeCancel()
 	locks := make([]*Lock, 0, len(c.held))
 	for l := range c.held {
@@ -364,7 +362,7 @@ func (c *Client) acquire(ctx context.Context, key string, opts []LockOption, try
 				err = fmt.Errorf("%w (last attempt: %w)", err, lastErr)
 			}
 			return nil, c.waitEnded(key, attempt, waited+time.Since(t0), err)
-		case <-c.closeCh:
+		case <-c.closeCtx.Done():
 			return nil, c.waitEnded(key, attempt, waited+time.Since(t0), ErrClosed)
 		case <-kt.watch:
 		case <-kt.wake:

@@ -62,7 +62,7 @@ func (c *Client) takeTurn(ctx context.Context, key string) (kt *keyTurn, giveUp 
 	case <-ctx.Done():
 		leave()
 		return nil, nil, true, ctx.Err()
-	case <-c.closeCh:
+	case <-c.closeCtx.Done():
 		leave()
 		return nil, nil, true, ErrClosed
 	}
@@ -87,7 +87,7 @@ func (c *Client) waitTurn(ctx context.Context, key string, retry RetryStrategy, 
 		case <-ctx.Done():
 			giveUp()
 			return nil, nil, 0, ctx.Err()
-		case <-c.closeCh:
+		case <-c.closeCtx.Done():
 			giveUp()
 			return nil, nil, 0, ErrClosed
 		}

@@ -79,7 +79,7 @@ func (b *batchRefresher) run() {
 		}
 		timer.Reset(wait)
 		select {
-		case <-b.c.closeCh:
+		case <-b.c.closeCtx.Done():
 			return
 		case <-b.poke:
 		case <-timer.C:
