@@ -155,7 +155,9 @@ func (d *etcdDriver) renew(ctx context.Context, l *lease) error {
 
 // keepAlive renews l every interval until ctx ends, while its holder waits
 // in a queue. When the server says the lease is gone it closes lost and
-// returns. Transport errors are retried sooner.
+// returns. Transport errors are retried sooner. A shared lease gets
+// nothing when it was confirmed within the last half interval (other locks
+// on it keep it alive), and joins a keep-alive of it already in flight.
 func (d *etcdDriver) keepAlive(ctx context.Context, l *lease, interval time.Duration, lost chan<- struct{}) {
 	t := time.NewTimer(interval)
 	defer t.Stop()
@@ -165,7 +167,17 @@ func (d *etcdDriver) keepAlive(ctx context.Context, l *lease, interval time.Dura
 			return
 		case <-t.C:
 		}
-		err := d.renew(ctx, l)
+		if l.shared {
+			if l.isLost() {
+				close(lost)
+				return
+			}
+			if time.Since(l.confirmedAt()) < interval/2 {
+				t.Reset(interval / 2)
+				continue
+			}
+		}
+		err := d.renewLease(ctx, l, time.Now().Add(-interval/4))
 		switch {
 		case err == nil:
 			t.Reset(interval)

@@ -133,11 +133,7 @@ func (d *etcdDriver) queue(ctx context.Context, req driver.Request, pfx string) 
 		kaDone := make(chan struct{})
 		go func() {
 			defer close(kaDone)
-			if l.shared {
-				d.keepAliveShared(kctx, l, req.TTL/3, lost)
-			} else {
-				d.keepAlive(kctx, l, req.TTL/3, lost)
-			}
+			d.keepAlive(kctx, l, req.TTL/3, lost)
 		}()
 		again, err = d.waitTurn(ctx, name, pfx, myRev, string(pred[0].Key), lost)
 		stopKA()

@@ -299,37 +299,3 @@ func (d *etcdDriver) deleteAsync(name string, rev int64, l *lease, then func()) 
 		}
 	}()
 }
-
-// keepAliveShared keeps the shared lease l alive while its holder waits in
-// a queue, like keepAlive, but sends nothing when the lease was confirmed
-// within the last half interval (other locks on it keep it alive) and joins
-// a keep-alive of it already in flight.
-func (d *etcdDriver) keepAliveShared(ctx context.Context, l *lease, interval time.Duration, lost chan<- struct{}) {
-	t := time.NewTimer(interval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		if l.isLost() {
-			close(lost)
-			return
-		}
-		if time.Since(l.confirmedAt()) < interval/2 {
-			t.Reset(interval / 2)
-			continue
-		}
-		err := d.renewLease(ctx, l, time.Now().Add(-interval/4))
-		switch {
-		case err == nil:
-			t.Reset(interval)
-		case errors.Is(err, errLeaseGone):
-			close(lost)
-			return
-		default:
-			t.Reset(max(interval/8, 10*time.Millisecond))
-		}
-	}
-}
