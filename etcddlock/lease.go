@@ -190,6 +190,18 @@ func (d *etcdDriver) keepAlive(ctx context.Context, l *lease, interval time.Dura
 	}
 }
 
+// startBackground counts a background task in d.bg and reports true,
+// unless the driver is closed (then the task must not start).
+func (d *etcdDriver) startBackground() bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.closed {
+		return false
+	}
+	d.bg.Add(1)
+	return true
+}
+
 // revokeAsync revokes a lease nobody uses any more, in the background, which
 // also deletes any entry still attached to it. While etcd cannot be reached
 // it tries again, with a growing pause, until the lease would have run out
@@ -197,13 +209,7 @@ func (d *etcdDriver) keepAlive(ctx context.Context, l *lease, interval time.Dura
 // nil, runs when it is done.
 func (d *etcdDriver) revokeAsync(l *lease, then ...func()) {
 	l.markLost()
-	d.mu.Lock()
-	closed := d.closed
-	if !closed {
-		d.bg.Add(1)
-	}
-	d.mu.Unlock()
-	if closed {
+	if !d.startBackground() {
 		return
 	}
 	go func() {

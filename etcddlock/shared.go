@@ -261,13 +261,7 @@ func (d *etcdDriver) nameLocked(l *lease, name string, burn bool) {
 // the lease is gone (it then took the entry along) or the driver is closed.
 // then, if not nil, runs when it is done.
 func (d *etcdDriver) deleteAsync(name string, rev int64, l *lease, then func()) {
-	d.mu.Lock()
-	closed := d.closed
-	if !closed {
-		d.bg.Add(1)
-	}
-	d.mu.Unlock()
-	if closed {
+	if !d.startBackground() {
 		if then != nil {
 			then()
 		}
