@@ -524,6 +524,37 @@ func TestBatchedRefresh(t *testing.T) {
 	}
 }
 
+// TestBatchedRefreshShorterTTL: a lock due sooner than every lock held
+// before it still gets its refreshes in time (the refresher, asleep until
+// the long lock is due, is woken for it).
+func TestBatchedRefreshShorterTTL(t *testing.T) {
+	ctx := t.Context()
+	d := &batching{Locker: memdlock.NewStore().Driver()}
+	c := dlock.NewClient(d)
+	defer c.Close()
+	long, err := c.TryLock(ctx, "long", dlock.WithTTL(time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer long.Unlock(ctx)
+	time.Sleep(20 * time.Millisecond) // the refresher sleeps until the long lock is due
+	short, err := c.TryLock(ctx, "short", dlock.WithTTL(300*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer short.Unlock(ctx)
+	select {
+	case <-short.Done():
+		t.Fatalf("short lock lost while the long one was held: %v", short.Err())
+	case <-time.After(time.Second):
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.locks < 3 {
+		t.Errorf("short lock refreshed %d times in 1s with TTL 300ms; want at least 3", d.locks)
+	}
+}
+
 // slowFirst delays its first Acquire past the TTL and records every token.
 type slowFirst struct {
 	driver.Locker

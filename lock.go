@@ -192,6 +192,12 @@ func (l *Lock) unlock(ctx context.Context, why error) error {
 		l.finishLocked()
 	}
 	l.mu.Unlock()
+	if l.autoRefresh && l.c.batch != nil {
+		// Not left for the refresher's next round: a client taking
+		// many short locks would pile them up until then. (A lost lock
+		// is dropped there; losses are rare.)
+		l.c.batch.remove(l)
+	}
 
 	err := l.c.d.Release(ctx, l.key, l.token)
 	if err != nil && !errors.Is(err, ErrNotHeld) {

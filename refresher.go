@@ -24,6 +24,10 @@ type batchRefresher struct {
 	mu      sync.Mutex
 	due     map[*Lock]dueAt
 	started bool
+	// wake is when the run loop will next look at the locks on its own
+	// (zero while it is busy or not sleeping): a new lock due later needs
+	// no poke, so taking a lock does not wake the loop each time.
+	wake time.Time
 }
 
 // dueAt is when a lock wants its next refresh. A retry after a failed
@@ -39,17 +43,28 @@ func newBatchRefresher(c *Client, d driver.BatchRefresher) *batchRefresher {
 }
 
 func (b *batchRefresher) add(l *Lock) {
+	at := time.Now().Add(l.currentTTL() / 3)
 	b.mu.Lock()
-	b.due[l] = dueAt{at: time.Now().Add(l.currentTTL() / 3)}
+	b.due[l] = dueAt{at: at}
 	if !b.started {
 		b.started = true
 		go b.run()
 	}
+	poke := b.wake.IsZero() || at.Before(b.wake)
 	b.mu.Unlock()
-	select {
-	case b.poke <- struct{}{}:
-	default:
+	if poke {
+		select {
+		case b.poke <- struct{}{}:
+		default:
+		}
 	}
+}
+
+// remove drops a lock that ended.
+func (b *batchRefresher) remove(l *Lock) {
+	b.mu.Lock()
+	delete(b.due, l)
+	b.mu.Unlock()
 }
 
 func (b *batchRefresher) run() {
@@ -77,6 +92,9 @@ func (b *batchRefresher) run() {
 		if !next.IsZero() {
 			wait = max(time.Until(next), 0)
 		}
+		b.mu.Lock()
+		b.wake = time.Now().Add(wait)
+		b.mu.Unlock()
 		timer.Reset(wait)
 		select {
 		case <-b.c.closeCtx.Done():
@@ -84,6 +102,9 @@ func (b *batchRefresher) run() {
 		case <-b.poke:
 		case <-timer.C:
 		}
+		b.mu.Lock()
+		b.wake = time.Time{}
+		b.mu.Unlock()
 		if !timer.Stop() {
 			select {
 			case <-timer.C:
