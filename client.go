@@ -264,7 +264,8 @@ func (c *Client) acquire(ctx context.Context, key string, opts []LockOption, try
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	req := driver.Request{Key: key, Token: cfg.token, TTL: cfg.ttl, Metadata: cfg.metadata, AutoRefresh: cfg.autoRefresh}
+	req := driver.Request{Key: key, Token: cfg.token, TTL: cfg.ttl, Metadata: cfg.metadata, AutoRefresh: cfg.autoRefresh,
+		Wait: !try && cfg.retry.NextBackoff(1) >= 0}
 	start := time.Now()
 	if !try && c.queuer != nil && cfg.retry.NextBackoff(1) >= 0 {
 		return c.acquireQueued(ctx, req, cfg, start)
@@ -331,11 +332,16 @@ func (c *Client) acquire(ctx context.Context, key string, opts []LockOption, try
 			ch, stop, err := c.notifier.WatchReleases(ctx, key)
 			if err == nil {
 				kt.watch, kt.stopWatch = ch, stop
-				// The key may have been released between the attempt
-				// and the subscription: try again at once.
-				continue
+				if res.QueuedWait == 0 {
+					// The key may have been released between the
+					// attempt and the subscription: try again at once.
+					// (A queued attempt was made under a subscription
+					// already up, whose announcements reach this watch.)
+					continue
+				}
+			} else {
+				c.log.Warn("dlock: release notifications unavailable; polling", "key", key, "err", err)
 			}
-			c.log.Warn("dlock: release notifications unavailable; polling", "key", key, "err", err)
 		}
 		backoff := cfg.retry.NextBackoff(attempt)
 		if backoff < 0 {

@@ -79,6 +79,13 @@ type Request struct {
 	// the same outcome from a refresh of that lease. Without AutoRefresh
 	// the lock must end on the server when its own TTL runs out.
 	AutoRefresh bool
+	// Wait reports that the caller waits for the key if this attempt is
+	// not granted: it then watches the key's releases (Notifier) and tries
+	// again when woken. A driver with a server-side queue may put such an
+	// attempt in the queue even before the caller's watch is in place
+	// (see Result.QueuedWait); it must take the caller out again if no
+	// watch follows. Attempts of TryLock leave it false.
+	Wait bool
 }
 
 // Result is what one acquisition attempt saw.
@@ -100,6 +107,14 @@ type Result struct {
 	// (or HolderTTL, when shorter) for it instead of its backoff, so that
 	// queued waiters do not poll. Notifications can still be lost; the
 	// driver picks QueuedWait to bound what a lost one costs.
+	//
+	// A driver sets it only when no release announced after the attempt
+	// can be missed: its subscription to the key's releases was confirmed
+	// before the attempt was sent, and an announcement that comes before
+	// the caller's next WatchReleases of the key reaches that watch at
+	// once. The caller then skips the immediate retry it otherwise makes
+	// right after subscribing (which covers a release between the attempt
+	// and the subscription).
 	QueuedWait time.Duration
 	// ValidUntil, when not zero, is a deadline on the local monotonic clock
 	// (from time.Now) after which the grant must be treated as lost unless

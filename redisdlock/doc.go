@@ -93,7 +93,9 @@
 // by all waiters of the driver: a key's release channel is subscribed while
 // someone waits on it (and for two seconds after, to spare churn). Waiting
 // clients also queue on the server: a client's failed attempt, once it
-// watches the key, puts the driver's random id in the key's waiting queue
+// watches the key (or, for a Lock whose subscription to the key lingers
+// from an earlier wait, its first attempt), puts the driver's random id in
+// the key's waiting queue
 // (a sorted set in the key's slot, entries living 3 s past the client's
 // last attempt or renewal), a free key is kept for the first live waiter,
 // and each release names that waiter in its message, so one client tries,

@@ -6,3 +6,6 @@ func (d *Driver) QueueKeys(key string) (queue, waits string) {
 	all := d.ks.allKeys(key)
 	return all[3], all[4]
 }
+
+// ID returns the driver's waiter id, as it appears in queues.
+func (d *Driver) ID() string { return d.id }

@@ -59,6 +59,8 @@ type watched struct {
 	waiters    map[chan struct{}]struct{}
 	queued     bool          // the driver's last attempt on the key left it in the key's queue
 	joined     time.Time     // when that attempt was sent
+	wakes      uint64        // wake-ups so far (releases that may be for this client, reconnects)
+	joinWakes  uint64        // wakes when the last queued attempt was sent
 	subscribed bool          // a SUBSCRIBE was sent and no UNSUBSCRIBE since
 	pending    int           // SUBSCRIBEs sent whose confirmation has not come
 	confirmed  bool          // the server confirmed the current subscription
@@ -95,6 +97,11 @@ func (n *notifier) watch(ctx context.Context, key, channel string) (<-chan struc
 		n.chans[channel] = w
 	}
 	w.waiters[ch] = struct{}{}
+	if w.queued && w.wakes != w.joinWakes {
+		// A release came after the client's queued attempt was sent,
+		// perhaps before any watcher was there to hear it.
+		ch <- struct{}{}
+	}
 	needSync := !w.subscribed
 	if needSync {
 		n.dirty[channel] = struct{}{}
@@ -270,34 +277,59 @@ func (n *notifier) loop(msgs <-chan any, done chan struct{}) {
 	}
 }
 
-// waiting returns the watch of channel when it has watchers (the client
-// waits for the key), else nil.
-func (n *notifier) waiting(channel string) *watched {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	if w := n.chans[channel]; w != nil && len(w.waiters) > 0 {
-		return w
-	}
-	return nil
+// queueAttempt is an attempt's view of the key's release channel: whether
+// the attempt joins the key's queue when it fails, and whether its caller
+// could be told it is queued (see driver.Result.QueuedWait).
+type queueAttempt struct {
+	w      *watched // nil: the attempt does not join
+	wakes  uint64   // w.wakes when the attempt was sent
+	sure   bool     // the subscription was confirmed when the attempt was sent
+	expect bool     // the caller watches next (driver.Request.Wait)
 }
 
-// setQueued records whether the client is in the queue of w's key after an
-// attempt, and keeps its entry alive while it stays there.
-func (n *notifier) setQueued(w *watched, queued bool) {
+// attempt returns how an attempt on channel deals with the queue. The
+// attempt joins when the client waits for the key: some watcher waits, or
+// the caller will watch next (wait) and the channel is subscribed already,
+// lingering since an earlier wait.
+func (n *notifier) attempt(channel string, wait bool) queueAttempt {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if queued && len(w.waiters) == 0 && !n.closed {
-		// The last waiter left while the attempt was on its way.
+	w := n.chans[channel]
+	if w == nil || n.closed {
+		return queueAttempt{}
+	}
+	sure := w.subscribed && w.confirmed
+	if len(w.waiters) == 0 && !(wait && sure) {
+		return queueAttempt{}
+	}
+	return queueAttempt{w: w, wakes: w.wakes, sure: sure, expect: wait}
+}
+
+// setQueued records whether the client is in the queue of the attempt's
+// key after the attempt (after a failed one it may be), and keeps its entry
+// alive while it stays there. It reports whether the caller may rely on
+// being woken (see driver.Result.QueuedWait): the subscription was
+// confirmed when the attempt was sent, is still current, and no wake-up
+// came since.
+func (n *notifier) setQueued(a queueAttempt, queued, failed bool) bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	w := a.w
+	if queued && len(w.waiters) == 0 && (failed || !a.expect) && !n.closed {
+		// The last waiter left while the attempt was on its way, or no
+		// watch follows the attempt.
 		go n.leave(w.key, n.d.ks.channel(w.key))
 		queued = false
 	}
 	w.queued = queued && !n.closed
-	if w.queued {
-		w.joined = time.Now()
-		if n.keeper == nil {
-			n.keeper = time.AfterFunc(queueKeepEvery, n.keepQueued)
-		}
+	if !w.queued {
+		return false
 	}
+	w.joined, w.joinWakes = time.Now(), a.wakes
+	if n.keeper == nil {
+		n.keeper = time.AfterFunc(queueKeepEvery, n.keepQueued)
+	}
+	return a.sure && n.chans[n.d.ks.channel(w.key)] == w && w.subscribed && w.wakes == a.wakes
 }
 
 // keepQueued renews the queue entries of keys the client has waited for
@@ -308,13 +340,24 @@ func (n *notifier) keepQueued() {
 	n.mu.Lock()
 	var keys []string
 	now := time.Now()
+	var orphans []string
 	for _, w := range n.chans {
-		if w.queued && len(w.waiters) > 0 && now.Sub(w.joined) >= queueKeepEvery {
+		switch {
+		case !w.queued || now.Sub(w.joined) < queueKeepEvery:
+		case len(w.waiters) > 0:
 			keys = append(keys, w.key)
 			w.joined = now
+		default:
+			// Queued by an attempt whose caller never watched (it gave
+			// up in between).
+			w.queued = false
+			orphans = append(orphans, w.key)
 		}
 	}
 	n.mu.Unlock()
+	for _, key := range orphans {
+		go n.leave(key, n.d.ks.channel(key))
+	}
 	if len(keys) > 0 {
 		ctx, cancel := context.WithTimeout(context.Background(), syncTimeout)
 		n.d.stayQueued(ctx, keys)
@@ -327,7 +370,7 @@ func (n *notifier) keepQueued() {
 		return
 	}
 	for _, w := range n.chans {
-		if w.queued && len(w.waiters) > 0 {
+		if w.queued {
 			n.keeper = time.AfterFunc(queueKeepEvery, n.keepQueued)
 			return
 		}
@@ -344,6 +387,7 @@ func (n *notifier) leave(key, channel string) {
 
 // wake signals every watcher, without blocking. n.mu must be held.
 func (w *watched) wake() {
+	w.wakes++
 	for ch := range w.waiters {
 		select {
 		case ch <- struct{}{}:

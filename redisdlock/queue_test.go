@@ -6,12 +6,14 @@ import (
 	"fmt"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 
 	"github.com/dlock-go/dlock"
+	"github.com/dlock-go/dlock/driver"
 	"github.com/dlock-go/dlock/internal/testserver"
 	"github.com/dlock-go/dlock/redisdlock"
 )
@@ -185,3 +187,142 @@ func TestQueueLeave(t *testing.T) {
 }
 
 func redisZ(score float64, member string) redis.Z { return redis.Z{Score: score, Member: member} }
+
+// scriptCounter counts the script calls a go-redis client sends.
+type scriptCounter struct{ n atomic.Int64 }
+
+func (c *scriptCounter) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (c *scriptCounter) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		if name := cmd.Name(); name == "evalsha" || name == "eval" {
+			c.n.Add(1)
+		}
+		return next(ctx, cmd)
+	}
+}
+
+func (c *scriptCounter) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
+
+// TestQueueWarmWaiter: a client that waits for a key again while its
+// subscription to the key's releases is still up (it lingers after a
+// wait) joins the queue with its first attempt and takes the key with its
+// second, when the release names it: two round trips per contended Lock.
+func TestQueueWarmWaiter(t *testing.T) {
+	srv := testserver.StartRedis(t)
+	ctx := testCtx(t, 60*time.Second)
+	hd, rdb := newDriver(t, srv.Addr(), redisdlock.Options{})
+	queue, _ := hd.QueueKeys("warm")
+	holder := dlock.NewClient(hd)
+	wd, wrdb := newDriver(t, srv.Addr(), redisdlock.Options{})
+	var count scriptCounter
+	wrdb.AddHook(&count)
+	waiter := dlock.NewClient(wd)
+	long := dlock.WithRetry(dlock.LinearBackoff(time.Hour))
+
+	for round := range 2 {
+		l, err := holder.TryLock(ctx, "warm", dlock.WithTTL(time.Minute))
+		if err != nil {
+			t.Fatalf("round %d: TryLock: %v", round, err)
+		}
+		count.n.Store(0)
+		got := make(chan error, 1)
+		go func() {
+			wl, err := waiter.Lock(ctx, "warm", long)
+			if err == nil {
+				err = wl.Unlock(ctx)
+			}
+			got <- err
+		}()
+		waitFor(t, 10*time.Second, "waiter queued", func() bool { return rdb.ZCard(ctx, queue).Val() == 1 })
+		if err := l.Unlock(ctx); err != nil {
+			t.Fatalf("round %d: Unlock: %v", round, err)
+		}
+		select {
+		case err := <-got:
+			if err != nil {
+				t.Fatalf("round %d: waiter: %v", round, err)
+			}
+		case <-ctx.Done():
+			t.Fatalf("round %d: waiter not woken by the release", round)
+		}
+		// Lock's attempts and the Unlock. The first round also makes
+		// the attempt that follows the new subscription.
+		want := int64(3)
+		if round == 0 {
+			want = 4
+		}
+		if n := count.n.Load(); n != want {
+			t.Errorf("round %d: waiter sent %d scripts for Lock and Unlock, want %d", round, n, want)
+		}
+	}
+}
+
+// TestQueueWarmAttempt: an attempt that joins the queue before its
+// caller's watch is in place (driver.Request.Wait, with the subscription
+// lingering) is told it is queued; a release that names it before the
+// watch reaches the watch at once; and when no watch follows, the client
+// leaves the queue by itself.
+func TestQueueWarmAttempt(t *testing.T) {
+	srv := testserver.StartRedis(t)
+	ctx := testCtx(t, 60*time.Second)
+	hd, rdb := newDriver(t, srv.Addr(), redisdlock.Options{})
+	queue, waits := hd.QueueKeys("attempt")
+	wd, _ := newDriver(t, srv.Addr(), redisdlock.Options{})
+	warm := func() {
+		// A watch, stopped: the subscription lingers.
+		_, stop, err := wd.WatchReleases(ctx, "attempt")
+		if err != nil {
+			t.Fatalf("WatchReleases: %v", err)
+		}
+		stop()
+	}
+	hold := driver.Request{Key: "attempt", Token: "holder", TTL: time.Minute}
+	try := driver.Request{Key: "attempt", Token: "waiter", TTL: time.Minute, Wait: true}
+
+	// A release between the queued attempt and the watch.
+	warm()
+	if res, err := hd.Acquire(ctx, hold); err != nil || !res.Acquired {
+		t.Fatalf("holder Acquire = %+v, %v", res, err)
+	}
+	res, err := wd.Acquire(ctx, try)
+	if err != nil || res.Acquired || res.QueuedWait == 0 {
+		t.Fatalf("waiter Acquire = %+v, %v; want queued (QueuedWait set)", res, err)
+	}
+	if err := hd.Release(ctx, "attempt", "holder"); err != nil {
+		t.Fatalf("Release: %v", err)
+	}
+	time.Sleep(100 * time.Millisecond) // the announcement arrives before any watch
+	ch, stop, err := wd.WatchReleases(ctx, "attempt")
+	if err != nil {
+		t.Fatalf("WatchReleases: %v", err)
+	}
+	select {
+	case <-ch:
+	case <-time.After(5 * time.Second):
+		t.Fatal("a release announced before the watch did not reach it")
+	}
+	if res, err := wd.Acquire(ctx, try); err != nil || !res.Acquired {
+		t.Fatalf("woken waiter Acquire = %+v, %v; want granted", res, err)
+	}
+	stop()
+	if err := wd.Release(ctx, "attempt", "waiter"); err != nil {
+		t.Fatalf("Release: %v", err)
+	}
+
+	// No watch follows the queued attempt: the client leaves.
+	warm()
+	if res, err := hd.Acquire(ctx, hold); err != nil || !res.Acquired {
+		t.Fatalf("holder Acquire = %+v, %v", res, err)
+	}
+	if res, err := wd.Acquire(ctx, try); err != nil || res.QueuedWait == 0 {
+		t.Fatalf("waiter Acquire = %+v, %v; want queued", res, err)
+	}
+	// Only leaving removes the entry now.
+	rdb.PExpire(ctx, queue, time.Minute)
+	rdb.PExpire(ctx, waits, time.Minute)
+	rdb.ZAdd(ctx, waits, redisZ(float64(time.Now().Add(time.Hour).UnixMilli()), wd.ID()))
+	waitFor(t, 10*time.Second, "unwatched waiter out of the queue", func() bool { return rdb.ZCard(ctx, queue).Val() == 0 })
+}

@@ -219,9 +219,9 @@ func (d *Driver) acquire(ctx context.Context, req driver.Request, attempt uint64
 	// releases) joins it when this attempt fails; an uncounted attempt
 	// finds a free key kept for the first waiter.
 	keys := d.ks.allKeys(req.Key)
-	w := d.notify.waiting(d.ks.channel(req.Key))
+	qa := d.notify.attempt(d.ks.channel(req.Key), req.Wait)
 	join := "0"
-	if w != nil {
+	if qa.w != nil {
 		join = "1"
 	}
 	args = append(args, d.id, join, queueEntryTTLms)
@@ -242,9 +242,9 @@ func (d *Driver) acquire(ctx context.Context, req driver.Request, attempt uint64
 	}
 	v, err := d.run(ctx, acquireScript, keys, args, abandoned)
 	if err != nil {
-		if w != nil {
+		if qa.w != nil {
 			// The attempt may have joined the queue.
-			d.notify.setQueued(w, true)
+			d.notify.setQueued(qa, true, true)
 		}
 		return driver.Result{}, err
 	}
@@ -252,11 +252,8 @@ func (d *Driver) acquire(ctx context.Context, req driver.Request, attempt uint64
 	if err != nil {
 		return driver.Result{}, d.unavailable(err)
 	}
-	if w != nil {
-		d.notify.setQueued(w, !res.Acquired)
-		if !res.Acquired {
-			res.QueuedWait = queueKeepEvery
-		}
+	if qa.w != nil && d.notify.setQueued(qa, !res.Acquired, false) {
+		res.QueuedWait = queueKeepEvery
 	}
 	return res, nil
 }
