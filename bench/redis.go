@@ -166,11 +166,13 @@ func newRedisBackend(ctx context.Context, t *serverT) (*backend, error) {
 	b.subjects = []*subject{
 		redisDlock(r, false),
 		redisDlock(r, true),
+		redisDlockNoDeadline(r),
 		redsyncSubject(r, "redis", false),
 		redsyncSubject(r, "redis", true),
 		redislockSubject(r, false),
 		redislockSubject(r, true),
 		redisFloor(r, "redis"),
+		redisFencedFloor(r),
 	}
 	return b, nil
 }
@@ -194,6 +196,37 @@ func redisDlock(r *redisNodes, shared bool) *subject {
 	} else {
 		s.contenders = dlockContenders(open)
 		s.hold = dlockHold(open)
+	}
+	return s
+}
+
+// redisDlockNoDeadline is dlock's uncontended cycle under a context that
+// can be cancelled but has no deadline. go-redis bounds a call by a
+// context's deadline, not by its cancellation, so dlock then makes each
+// call from a goroutine of its own, to return as soon as the context ends;
+// the peers do not honour cancellation during a call.
+func redisDlockNoDeadline(r *redisNodes) *subject {
+	s := redisDlock(r, false)
+	s.id, s.setting, s.hotKey, s.hold = "dlock-nodeadline", "defaults; a context with no deadline", false, nil
+	contenders := s.contenders
+	s.contenders = func(ctx context.Context, key string, n int) ([]lockFunc, func(), error) {
+		locks, closeFn, err := contenders(ctx, key, n)
+		for i, lock := range locks {
+			locks[i] = func(ctx context.Context) (func(context.Context) error, error) {
+				ctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+				defer cancel()
+				unlock, err := lock(ctx)
+				if err != nil {
+					return nil, err
+				}
+				return func(ctx context.Context) error {
+					ctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+					defer cancel()
+					return unlock(ctx)
+				}, nil
+			}
+		}
+		return locks, closeFn, err
 	}
 	return s
 }
@@ -305,6 +338,44 @@ func redisFloor(r *redisNodes, backend string) *subject {
 				}, nil
 			}
 			return lock, func() { closeRedis(cs) }, nil
+		})
+	}
+	return s
+}
+
+// redisFencedAcquire is SET NX PX and INCR of a fence counter, in one
+// script: the least a lock that hands out fencing tokens sends.
+var redisFencedAcquire = redis.NewScript(`if redis.call("set", KEYS[1], ARGV[1], "NX", "PX", ARGV[2]) then return redis.call("incr", KEYS[2]) end return 0`)
+
+// redisFencedFloor is the bare commands of a Redis lock with a fencing
+// token: redisFencedAcquire, then the compare-and-delete. It shows how much
+// of dlock's distance to the floor a fence alone accounts for; no target
+// refers to it.
+func redisFencedFloor(r *redisNodes) *subject {
+	s := &subject{id: "floor-fenced", backend: "redis", name: "raw floor with a fence", setting: "EVALSHA of SET NX PX + INCR + EVALSHA compare-and-delete", role: roleFloor, uncontended: true}
+	s.contenders = func(ctx context.Context, key string, n int) ([]lockFunc, func(), error) {
+		return openN(n, func(int) (lockFunc, func(), error) {
+			c := r.peerClient(0)
+			var token atomic.Int64
+			ttl := strconv.FormatInt(lockTTL.Milliseconds(), 10)
+			lock := func(ctx context.Context) (func(context.Context) error, error) {
+				tok := strconv.FormatInt(token.Add(1), 10)
+				fence, err := redisFencedAcquire.Run(ctx, c, []string{key, key + ":fence"}, tok, ttl).Int64()
+				if err == nil && fence == 0 {
+					err = errors.New("SET NX: key held")
+				}
+				if err != nil {
+					return nil, err
+				}
+				return func(ctx context.Context) error {
+					n, err := redisCAD.Run(ctx, c, []string{key}, tok).Int()
+					if err == nil && n != 1 {
+						err = errors.New("compare-and-delete: not held")
+					}
+					return err
+				}, nil
+			}
+			return lock, func() { _ = c.Close() }, nil
 		})
 	}
 	return s

@@ -222,6 +222,7 @@ func targets(r *Results) []target {
 	if b := r.backend("redis"); b != nil {
 		ts = append(ts,
 			ratioTarget("Redis uncontended ≥ 0.95× the raw floor", uncRate(b, "dlock"), uncRate(b, "floor"), 0.95),
+			ratioTarget("(same, against the raw floor with a fence: SET NX PX + INCR in one script)", uncRate(b, "dlock"), uncRate(b, "floor-fenced"), 0.95),
 			ratioTarget("Redis uncontended ≥ 1.0× bsm/redislock", uncRate(b, "dlock"), uncRate(b, "redislock"), 1),
 			ratioTarget("Redis uncontended ≥ 1.0× redsync", uncRate(b, "dlock"), uncRate(b, "redsync"), 1),
 			ratioTarget("Redis hot key, 16 contenders: ≥ 10× redsync (defaults), critical sections/s", hotRate(b, "dlock", 16), hotRate(b, "redsync", 16), 10),

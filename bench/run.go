@@ -13,6 +13,9 @@ import (
 	"time"
 )
 
+// runBound bounds a whole run; a full run takes under 10 minutes.
+const runBound = 30 * time.Minute
+
 // Config says what to run and for how long.
 type Config struct {
 	// Backends to run, by name (redis, redlock, etcd, zookeeper,
@@ -146,6 +149,10 @@ func cpuModel() string {
 // Run starts each backend's servers in turn, runs the scenarios against
 // them, stops them, and writes the report and plots to cfg.OutDir.
 func Run(ctx context.Context, cfg Config) (*Results, error) {
+	// Every call of the run has this deadline, as calls of a service
+	// usually have one (see also the dlock-nodeadline subject).
+	ctx, cancel := context.WithTimeout(ctx, runBound)
+	defer cancel()
 	logw := cfg.Log
 	if logw == nil {
 		logw = io.Discard
