@@ -284,7 +284,7 @@ type queueAttempt struct {
 	w      *watched // nil: the attempt does not join
 	wakes  uint64   // w.wakes when the attempt was sent
 	sure   bool     // the subscription was confirmed when the attempt was sent
-	expect bool     // the caller watches next (driver.Request.Wait)
+	expect bool     // the caller, not watching yet, watches next (driver.Request.Wait)
 }
 
 // attempt returns how an attempt on channel deals with the queue. The
@@ -302,7 +302,9 @@ func (n *notifier) attempt(channel string, wait bool) queueAttempt {
 	if len(w.waiters) == 0 && !(wait && sure) {
 		return queueAttempt{}
 	}
-	return queueAttempt{w: w, wakes: w.wakes, sure: sure, expect: wait}
+	// Only a caller not yet watching is expected to watch next; one whose
+	// watch is gone by the reply has left.
+	return queueAttempt{w: w, wakes: w.wakes, sure: sure, expect: wait && len(w.waiters) == 0}
 }
 
 // setQueued records whether the client is in the queue of the attempt's
