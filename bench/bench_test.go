@@ -18,6 +18,11 @@ func TestQuick(t *testing.T) {
 	defer cancel()
 	cfg := Quick()
 	cfg.OutDir = t.TempDir()
+	cfg.README = filepath.Join(t.TempDir(), "README.md")
+	readme := "# Title\n\n" + summaryStart + "\nold\n" + summaryEnd + "\n\nrest\n"
+	if err := os.WriteFile(cfg.README, []byte(readme), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	if testing.Verbose() {
 		cfg.Log = os.Stderr
 	}
@@ -47,9 +52,26 @@ func TestQuick(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"## Targets", "## 1. Uncontended", "## 2. Hot key", "## 3. Many locks"} {
+	for _, want := range []string{"## Summary", "## Targets", "## 1. Uncontended", "## 2. Hot key", "## 3. Many locks"} {
 		if !strings.Contains(string(md), want) {
 			t.Errorf("RESULTS.md lacks %q", want)
+		}
+	}
+	// The README's summary: replaced between the markers, the rest kept,
+	// a row for every peer of every backend that ran.
+	rb, err := os.ReadFile(cfg.README)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := string(rb)
+	if strings.Contains(got, "\nold\n") || !strings.HasPrefix(got, "# Title\n\n"+summaryStart) || !strings.HasSuffix(got, summaryEnd+"\n\nrest\n") {
+		t.Errorf("README after the run:\n%s", got)
+	}
+	for _, b := range res.Backends {
+		for _, s := range b.backend.subjects {
+			if s.role == rolePeer && !strings.Contains(got, "| "+b.backend.name+" | "+s.label()+" |") {
+				t.Errorf("README summary lacks %s / %s", b.backend.name, s.label())
+			}
 		}
 	}
 	for _, b := range res.Backends {

@@ -34,6 +34,11 @@ func report(r *Results) string {
 	}
 	p("\n")
 
+	p("## Summary\n\n")
+	p("dlock's value divided by each peer's (above 1: dlock is ahead), and the refresh\n")
+	p("traffic of 10,000 held locks side by side.\n\n")
+	p("%s\n", summary(r))
+
 	p("## Targets\n\n")
 	p("| target | measured | met |\n| --- | --- | --- |\n")
 	for _, t := range targets(r) {
@@ -253,10 +258,7 @@ func targets(r *Results) []target {
 			if h.subject.id != "dlock" || h.err != nil || h.keys < 10000 {
 				continue
 			}
-			req := h.rtPerSec
-			if req < 0 {
-				req = h.serverPerSec
-			}
+			req := h.requestsPerSec()
 			q := req / h.naivePerSec()
 			m := fmt.Sprintf("%s/s against %s/s (%.3f×)", fmtRate(req), fmtRate(h.naivePerSec()), q)
 			if h.lost > 0 {

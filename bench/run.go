@@ -42,6 +42,10 @@ type Config struct {
 
 	// OutDir receives RESULTS.md and the plots; empty writes nothing.
 	OutDir string
+	// README, when not empty, is a file whose summary section (between
+	// the dlockbench summary markers) the run replaces with its headline
+	// table.
+	README string
 	// Log receives progress lines; nil discards them.
 	Log io.Writer
 	// Mode names the configuration in the report ("full", "quick").
@@ -207,6 +211,11 @@ func Run(ctx context.Context, cfg Config) (*Results, error) {
 			return res, fmt.Errorf("plots: %w", err)
 		}
 		if err := os.WriteFile(filepath.Join(cfg.OutDir, "RESULTS.md"), []byte(report(res)), 0o644); err != nil {
+			return res, err
+		}
+	}
+	if cfg.README != "" {
+		if err := updateReadme(cfg.README, res); err != nil {
 			return res, err
 		}
 	}

@@ -19,24 +19,21 @@ import (
 	"github.com/dlock-go/dlock/bench"
 )
 
-// defaultOut is docs/bench of the repository, found from the bench module
-// (the working directory) or the repository's root.
-func defaultOut() (string, error) {
-	for _, c := range []struct{ mod, out string }{
-		{"go.mod", filepath.Join("..", "docs", "bench")},
-		{filepath.Join("bench", "go.mod"), filepath.Join("docs", "bench")},
-	} {
-		b, err := os.ReadFile(c.mod)
+// defaultOut is docs/bench of the repository, and its README, found from
+// the bench module (the working directory) or the repository's root.
+func defaultOut() (out, readme string, err error) {
+	for _, root := range []string{"..", "."} {
+		b, err := os.ReadFile(filepath.Join(root, "bench", "go.mod"))
 		if err == nil && strings.Contains(string(b), "module github.com/dlock-go/dlock/bench\n") {
-			return c.out, nil
+			return filepath.Join(root, "docs", "bench"), filepath.Join(root, "README.md"), nil
 		}
 	}
-	return "", errors.New("run from the bench directory (or the repository root), or give -out")
+	return "", "", errors.New("run from the bench directory (or the repository root), or give -out")
 }
 
 func main() {
 	quick := flag.Bool("quick", false, "smoke run: every scenario with tiny counts (seconds per backend)")
-	out := flag.String("out", "", "directory for RESULTS.md and the plots (default: ../docs/bench for a full run, none for -quick)")
+	out := flag.String("out", "", "directory for RESULTS.md and the plots (default: ../docs/bench for a full run, none for -quick); a full run of every backend to the default also updates the README's summary")
 	backends := flag.String("backends", "", "comma-separated backends to run (default all: "+strings.Join(bench.AllBackends, ",")+")")
 	only := flag.String("only", "", "run only measurements whose name (scenario/backend/subject) matches this regexp")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
@@ -48,12 +45,16 @@ func main() {
 	}
 	cfg.OutDir = *out
 	if cfg.OutDir == "" && !*quick {
-		dir, err := defaultOut()
+		dir, readme, err := defaultOut()
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "dlockbench:", err)
 			os.Exit(2)
 		}
 		cfg.OutDir = dir
+		if *backends == "" && *only == "" {
+			// A whole run: the README's summary shows it.
+			cfg.README = readme
+		}
 	}
 	if *backends != "" {
 		cfg.Backends = strings.Split(*backends, ",")
