@@ -98,14 +98,7 @@ func TestCluster(t *testing.T) {
 			if err != nil {
 				t.Fatalf("TryLock(%q): %v", key, err)
 			}
-			got := make(chan error, 1)
-			go func() {
-				wl, err := waiter.Lock(ctx, key, dlock.WithRetry(dlock.LinearBackoff(time.Hour)))
-				if err == nil {
-					err = wl.Unlock(ctx)
-				}
-				got <- err
-			}()
+			got := lockInBackground(ctx, waiter, key, dlock.WithRetry(dlock.LinearBackoff(time.Hour)))
 			waitFor(t, 10*time.Second, "waiter subscribed", func() bool {
 				// NUMSUB counts a node's own subscribers; ask them all.
 				total := 0

@@ -139,3 +139,17 @@ func isDone(l *dlock.Lock) bool {
 		return false
 	}
 }
+
+// lockInBackground calls c.Lock and, when granted, Unlock, in a goroutine;
+// the channel gets the first error (nil when both succeeded).
+func lockInBackground(ctx context.Context, c *dlock.Client, key string, opts ...dlock.LockOption) <-chan error {
+	got := make(chan error, 1)
+	go func() {
+		l, err := c.Lock(ctx, key, opts...)
+		if err == nil {
+			err = l.Unlock(ctx)
+		}
+		got <- err
+	}()
+	return got
+}

@@ -151,14 +151,7 @@ func TestWatchSurvivesReconnect(t *testing.T) {
 	if err != nil {
 		t.Fatalf("TryLock: %v", err)
 	}
-	got := make(chan error, 1)
-	go func() {
-		wl, err := waiter.Lock(ctx, "k", dlock.WithRetry(dlock.LinearBackoff(time.Hour)))
-		if err == nil {
-			err = wl.Unlock(ctx)
-		}
-		got <- err
-	}()
+	got := lockInBackground(ctx, waiter, "k", dlock.WithRetry(dlock.LinearBackoff(time.Hour)))
 	waitFor(t, 10*time.Second, "waiter subscribed", func() bool { return numSub(t, srv, "k") == 1 })
 	before := pubsubIDs(t, srv)
 	if _, err := srv.Do(ctx, "CLIENT", "KILL", "TYPE", "pubsub"); err != nil {

@@ -158,14 +158,7 @@ func TestQueueLeave(t *testing.T) {
 		slowErr <- err
 	}()
 	waitFor(t, 10*time.Second, "first waiter queued", func() bool { return rdb.ZCard(ctx, queue).Val() == 1 })
-	got := make(chan error, 1)
-	go func() {
-		wl, err := next.Lock(ctx, "leave", long)
-		if err == nil {
-			err = wl.Unlock(ctx)
-		}
-		got <- err
-	}()
+	got := lockInBackground(ctx, next, "leave", long)
 	waitFor(t, 10*time.Second, "second waiter queued", func() bool { return rdb.ZCard(ctx, queue).Val() == 2 })
 
 	cancelSlow()
@@ -228,14 +221,7 @@ func TestQueueWarmWaiter(t *testing.T) {
 			t.Fatalf("round %d: TryLock: %v", round, err)
 		}
 		count.n.Store(0)
-		got := make(chan error, 1)
-		go func() {
-			wl, err := waiter.Lock(ctx, "warm", long)
-			if err == nil {
-				err = wl.Unlock(ctx)
-			}
-			got <- err
-		}()
+		got := lockInBackground(ctx, waiter, "warm", long)
 		waitFor(t, 10*time.Second, "waiter queued", func() bool { return rdb.ZCard(ctx, queue).Val() == 1 })
 		if err := l.Unlock(ctx); err != nil {
 			t.Fatalf("round %d: Unlock: %v", round, err)
