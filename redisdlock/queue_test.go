@@ -312,3 +312,44 @@ func TestQueueWarmAttempt(t *testing.T) {
 	rdb.ZAdd(ctx, waits, redisZ(float64(time.Now().Add(time.Hour).UnixMilli()), wd.ID()))
 	waitFor(t, 10*time.Second, "unwatched waiter out of the queue", func() bool { return rdb.ZCard(ctx, queue).Val() == 0 })
 }
+
+// TestQueueArrivalOrder: a client joining the queue goes after every
+// entry already there, even one whose place is not behind the server's
+// clock (two joins within one millisecond): otherwise a newcomer whose id
+// sorts first could overtake the waiter a release has just named, which
+// then finds the key kept for the newcomer, who was not woken.
+func TestQueueArrivalOrder(t *testing.T) {
+	srv := testserver.StartRedis(t)
+	ctx := testCtx(t, 60*time.Second)
+	hd, rdb := newDriver(t, srv.Addr(), redisdlock.Options{})
+	queue, waits := hd.QueueKeys("order")
+	holder := dlock.NewClient(hd)
+	l, err := holder.TryLock(ctx, "order", dlock.WithTTL(time.Minute))
+	if err != nil {
+		t.Fatalf("TryLock: %v", err)
+	}
+	defer l.Unlock(ctx)
+
+	// A waiter whose place is a minute ahead of the server's clock, with
+	// the smallest possible id.
+	now, err := rdb.Time(ctx).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ahead := float64(now.Add(time.Minute).UnixMilli())
+	rdb.ZAdd(ctx, queue, redisZ(ahead, "0"))
+	rdb.ZAdd(ctx, waits, redisZ(ahead, "0"))
+	rdb.PExpire(ctx, queue, time.Minute)
+	rdb.PExpire(ctx, waits, time.Minute)
+
+	wd, _ := newDriver(t, srv.Addr(), redisdlock.Options{})
+	lctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	got := lockInBackground(lctx, dlock.NewClient(wd), "order", dlock.WithRetry(dlock.LinearBackoff(time.Hour)))
+	waitFor(t, 10*time.Second, "waiter queued", func() bool { return rdb.ZCard(ctx, queue).Val() == 2 })
+	if rank, err := rdb.ZRank(ctx, queue, wd.ID()).Result(); err != nil || rank != 1 {
+		t.Errorf("newcomer's rank = %d, %v; want 1, behind the entry already there", rank, err)
+	}
+	cancel()
+	<-got
+}

@@ -27,9 +27,19 @@ local queue, waits = KEYS[4], KEYS[5]
 local me, joins, entryTTL = ARGV[q], ARGV[q + 1] == '1', tonumber(ARGV[q + 2])
 
 -- Puts this client in the queue (keeping its place when it is there
--- already) with a fresh deadline.
+-- already) with a fresh deadline. A new entry goes after every entry there,
+-- even one that joined within the same millisecond (equal scores would
+-- order by id, and a newcomer could then overtake the waiter a release
+-- just named).
 local function join(now)
-  redis.call('ZADD', queue, 'NX', now, me)
+  if not redis.call('ZSCORE', queue, me) then
+    local place = now
+    local last = tonumber(redis.call('ZRANGE', queue, -1, -1, 'WITHSCORES')[2])
+    if last and last >= place then
+      place = last + 1
+    end
+    redis.call('ZADD', queue, place, me)
+  end
   redis.call('ZADD', waits, now + entryTTL, me)
   redis.call('PEXPIRE', queue, entryTTL)
   redis.call('PEXPIRE', waits, entryTTL)
