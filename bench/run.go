@@ -268,9 +268,9 @@ func runBackend(ctx context.Context, cfg Config, b *backend, want func(string) b
 			}
 			r := runHotKey(ctx, b, s, fmt.Sprintf("bench-h%d-%d", i, n), n, cfg.HotWindow, cfg.Hold)
 			br.hot = append(br.hot, r)
-			logf("%-62s %3d  %5.0f cs/s  %5.0f hand-offs/s  p50 %v p99 %v  fair %d/%d  %.1f cmds/acq  %.1f rt/acq  give-ups %d%s",
+			logf("%-62s %3d  %5.0f cs/s  %5.0f hand-offs/s  p50 %v p99 %v max %v  fair %d/%d  %.1f cmds/acq  %.1f rt/acq  give-ups %d%s",
 				name, n, r.perSec(), r.handoffsPerSec(), r.handoffP50.Round(time.Microsecond), r.handoffP99.Round(time.Microsecond),
-				r.fairMax, r.fairMin, r.serverPerAcq, r.rtPerAcq, r.giveUps, errNote(r.err))
+				r.handoffMax.Round(time.Microsecond), r.fairMax, r.fairMin, r.serverPerAcq, r.rtPerAcq, r.giveUps, errNote(r.err))
 		}
 	}
 	for i, s := range b.subjects {

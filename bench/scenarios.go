@@ -154,6 +154,8 @@ type hotResult struct {
 	// handoff: from one holder calling unlock to another contender's lock
 	// returning.
 	handoffP50, handoffP99 time.Duration
+	// handoffMax is the longest hand-off: a stall shows here.
+	handoffMax time.Duration
 	// handoffs counts grants in the window that went to another contender
 	// than the one before.
 	handoffs int
@@ -302,6 +304,9 @@ func runHotKey(ctx context.Context, b *backend, s *subject, key string, n int, w
 	res.fairMax, res.fairMin = slices.Max(per), slices.Min(per)
 	res.handoffs = len(handoffs)
 	res.handoffP50, res.handoffP99 = percentile(handoffs, 0.50), percentile(handoffs, 0.99)
+	if len(handoffs) > 0 {
+		res.handoffMax = slices.Max(handoffs)
+	}
 	delta := after.sub(before)
 	res.serverPerAcq = perUnit(delta.server, float64(res.all))
 	res.rtPerAcq = perUnit(delta.roundTrips, float64(res.all))
