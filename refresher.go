@@ -24,9 +24,11 @@ type batchRefresher struct {
 	mu      sync.Mutex
 	due     map[*Lock]dueAt
 	started bool
-	// wake is when the run loop will next look at the locks on its own
-	// (zero while it is busy or not sleeping): a new lock due later needs
-	// no poke, so taking a lock does not wake the loop each time.
+	// wake is the earliest due time the run loop saw in its last collect
+	// (zero: none), when it next looks at the locks on its own. A new lock
+	// due later needs no poke, so taking a lock does not wake the loop
+	// each time; one taken while the loop is busy is seen by its next
+	// collect.
 	wake time.Time
 }
 
@@ -92,9 +94,6 @@ func (b *batchRefresher) run() {
 		if !next.IsZero() {
 			wait = max(time.Until(next), 0)
 		}
-		b.mu.Lock()
-		b.wake = time.Now().Add(wait)
-		b.mu.Unlock()
 		timer.Reset(wait)
 		select {
 		case <-b.c.closeCtx.Done():
@@ -102,9 +101,6 @@ func (b *batchRefresher) run() {
 		case <-b.poke:
 		case <-timer.C:
 		}
-		b.mu.Lock()
-		b.wake = time.Time{}
-		b.mu.Unlock()
 		if !timer.Stop() {
 			select {
 			case <-timer.C:
@@ -143,6 +139,7 @@ func (b *batchRefresher) collect() (batch []*Lock, next time.Time) {
 			next = due.at
 		}
 	}
+	b.wake = next
 	if !anyDue {
 		return nil, next
 	}
