@@ -2,9 +2,12 @@ package drivertest
 
 import (
 	"context"
+	"strconv"
 	"sync/atomic"
+	"testing"
 	"time"
 
+	"github.com/dlock-go/dlock"
 	"github.com/dlock-go/dlock/driver"
 )
 
@@ -38,4 +41,31 @@ func (c *RefreshCounter) RefreshBatch(ctx context.Context, reqs []driver.Refresh
 		}
 	}
 	return errs
+}
+
+// HoldMany takes n free keys, prefix followed by 0 … n-1, on c with ttl
+// (TryLock, auto-refresh on), for a test of many held locks; it fails the
+// test if one cannot be taken.
+func HoldMany(ctx context.Context, t testing.TB, c *dlock.Client, prefix string, n int, ttl time.Duration) []*dlock.Lock {
+	t.Helper()
+	locks := make([]*dlock.Lock, n)
+	for i := range locks {
+		l, err := c.TryLock(ctx, prefix+strconv.Itoa(i), dlock.WithTTL(ttl))
+		if err != nil {
+			t.Fatalf("TryLock %d: %v", i, err)
+		}
+		locks[i] = l
+	}
+	return locks
+}
+
+// CheckHeld fails the test if one of locks is no longer held; when says
+// when (for the message, as in "after 2s").
+func CheckHeld(t testing.TB, locks []*dlock.Lock, when string) {
+	t.Helper()
+	for i, l := range locks {
+		if err := l.Err(); err != nil {
+			t.Fatalf("lock %d lost %s: %v", i, when, err)
+		}
+	}
 }

@@ -2,7 +2,6 @@ package redisdlock_test
 
 import (
 	"errors"
-	"strconv"
 	"testing"
 	"time"
 
@@ -67,20 +66,9 @@ func TestManyLocksRefreshInBatches(t *testing.T) {
 	c := dlock.NewClient(cd)
 	defer c.Close()
 	const n, ttl = 300, 600 * time.Millisecond
-	locks := make([]*dlock.Lock, n)
-	for i := range locks {
-		l, err := c.TryLock(ctx, "many/"+strconv.Itoa(i), dlock.WithTTL(ttl))
-		if err != nil {
-			t.Fatal(err)
-		}
-		locks[i] = l
-	}
+	locks := drivertest.HoldMany(ctx, t, c, "many/", n, ttl)
 	time.Sleep(2 * time.Second)
-	for _, l := range locks {
-		if err := l.Err(); err != nil {
-			t.Fatalf("lock lost while refreshed in batches: %v", err)
-		}
-	}
+	drivertest.CheckHeld(t, locks, "while refreshed in batches for 2s")
 	// One round trip per lock per TTL/3 would be 300 × 10 = 3000.
 	if calls := cd.Batches.Load(); calls == 0 || calls > 100 {
 		t.Errorf("%d RefreshBatch round trips for %d locks over 2s, want a few dozen at most", calls, n)

@@ -2,7 +2,6 @@ package redlock_test
 
 import (
 	"errors"
-	"strconv"
 	"testing"
 	"time"
 
@@ -22,20 +21,9 @@ func TestRefreshBatch(t *testing.T) {
 	c := dlock.NewClient(cd)
 	defer c.Close()
 	const n, ttl = 200, 600 * time.Millisecond
-	locks := make([]*dlock.Lock, n)
-	for i := range locks {
-		l, err := c.TryLock(ctx, "many/"+strconv.Itoa(i), dlock.WithTTL(ttl))
-		if err != nil {
-			t.Fatal(err)
-		}
-		locks[i] = l
-	}
+	locks := drivertest.HoldMany(ctx, t, c, "many/", n, ttl)
 	time.Sleep(2 * time.Second)
-	for _, l := range locks {
-		if err := l.Err(); err != nil {
-			t.Fatalf("lock lost while refreshed in batches: %v", err)
-		}
-	}
+	drivertest.CheckHeld(t, locks, "while refreshed in batches for 2s")
 	if calls := cd.Batches.Load(); calls == 0 || calls > 100 {
 		t.Errorf("%d RefreshBatch calls for %d locks over 2s, want a few dozen at most (not %d)", calls, n, n*10)
 	}

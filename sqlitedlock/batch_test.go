@@ -37,24 +37,13 @@ func TestAutoRefreshBatched(t *testing.T) {
 		ttl  = time.Second
 		hold = 3 * time.Second
 	)
-	locks := make([]*dlock.Lock, n)
-	for i := range locks {
-		l, err := c.TryLock(ctx, fmt.Sprint("auto-", i), dlock.WithTTL(ttl))
-		if err != nil {
-			t.Fatalf("TryLock %d: %v", i, err)
-		}
-		locks[i] = l
-	}
+	locks := drivertest.HoldMany(ctx, t, c, "auto-", n, ttl)
 	// Let the refresh schedule settle: while the locks were being taken
 	// each refresh could find only the few taken so far due.
 	time.Sleep(ttl)
 	stmts0, batches0, locks0 := sqlitedlock.BatchStatements(d), cd.Batches.Load(), cd.Locks.Load()
 	time.Sleep(hold - ttl)
-	for i, l := range locks {
-		if err := l.Err(); err != nil {
-			t.Fatalf("lock %d lost after %v: %v", i, hold, err)
-		}
-	}
+	drivertest.CheckHeld(t, locks, fmt.Sprint("after ", hold))
 	single, batches, refreshed := cd.Single.Load(), cd.Batches.Load()-batches0, cd.Locks.Load()-locks0
 	stmts := sqlitedlock.BatchStatements(d) - stmts0
 	t.Logf("%d locks, TTL %v, over %v: %d RefreshBatch calls refreshed %d locks in %d statements (%d failed results in all); %d single Refresh calls in all",
