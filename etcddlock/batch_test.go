@@ -243,6 +243,29 @@ type rpcCounter struct {
 	sent    atomic.Int64 // messages sent on streams
 }
 
+// countedClient opens a dlock Client over a clientv3 client of srv whose
+// calls and stream messages counter counts; both close when the test ends.
+func countedClient(t *testing.T, srv *testserver.Etcd) (*dlock.Client, *rpcCounter) {
+	t.Helper()
+	counter := newRPCCounter()
+	cli, err := clientv3.New(clientv3.Config{
+		Endpoints:   srv.Endpoints(),
+		DialTimeout: 5 * time.Second,
+		Logger:      zap.NewNop(),
+		DialOptions: counter.dialOptions(),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cli.Close() })
+	c, err := NewClient(cli, Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	return c, counter
+}
+
 func newRPCCounter() *rpcCounter {
 	return &rpcCounter{unary: map[string]int{}, streams: map[string]int{}}
 }
@@ -312,22 +335,7 @@ func diff(after, before map[string]int) map[string]int {
 func TestManyHeldLocks(t *testing.T) {
 	srv := testserver.StartEtcd(t)
 	ctx := testCtx(t, 120*time.Second)
-	counter := newRPCCounter()
-	cli, err := clientv3.New(clientv3.Config{
-		Endpoints:   srv.Endpoints(),
-		DialTimeout: 5 * time.Second,
-		Logger:      zap.NewNop(),
-		DialOptions: counter.dialOptions(),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = cli.Close() })
-	c, err := NewClient(cli, Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = c.Close() })
+	c, counter := countedClient(t, srv)
 
 	const (
 		n       = 2000

@@ -7,7 +7,6 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.uber.org/zap"
 
 	"github.com/dlock-go/dlock"
 	"github.com/dlock-go/dlock/internal/testserver"
@@ -23,22 +22,7 @@ func TestSharedLease(t *testing.T) {
 	srv := testserver.StartEtcd(t)
 	raw := rawClient(t, srv.Endpoints())
 	ctx := testCtx(t, 90*time.Second)
-	counter := newRPCCounter()
-	cli, err := clientv3.New(clientv3.Config{
-		Endpoints:   srv.Endpoints(),
-		DialTimeout: 5 * time.Second,
-		Logger:      zap.NewNop(),
-		DialOptions: counter.dialOptions(),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = cli.Close() })
-	c, err := NewClient(cli, Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = c.Close() })
+	c, counter := countedClient(t, srv)
 
 	const (
 		n    = 300
