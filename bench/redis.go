@@ -213,14 +213,14 @@ func redisDlockNoDeadline(r *redisNodes) *subject {
 		locks, closeFn, err := contenders(ctx, key, n)
 		for i, lock := range locks {
 			locks[i] = func(ctx context.Context) (func(context.Context) error, error) {
-				ctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+				ctx, cancel := noDeadline(ctx)
 				defer cancel()
 				unlock, err := lock(ctx)
 				if err != nil {
 					return nil, err
 				}
 				return func(ctx context.Context) error {
-					ctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+					ctx, cancel := noDeadline(ctx)
 					defer cancel()
 					return unlock(ctx)
 				}, nil
@@ -229,6 +229,12 @@ func redisDlockNoDeadline(r *redisNodes) *subject {
 		return locks, closeFn, err
 	}
 	return s
+}
+
+// noDeadline returns a context with ctx's values that can be cancelled
+// but has no deadline.
+func noDeadline(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithCancel(context.WithoutCancel(ctx))
 }
 
 // redsyncSubject is go-redsync/redsync v4 over r's nodes (one pool per
@@ -311,20 +317,48 @@ var redisCAD = redis.NewScript(`if redis.call("get", KEYS[1]) == ARGV[1] then re
 // round trip each).
 func redisFloor(r *redisNodes, backend string) *subject {
 	s := &subject{id: "floor", backend: backend, name: "raw floor", setting: "SET NX PX + EVALSHA compare-and-delete", role: roleFloor, uncontended: true}
-	s.contenders = func(ctx context.Context, key string, n int) ([]lockFunc, func(), error) {
+	s.contenders = floorContenders(r, func(ctx context.Context, c *redis.Client, key, tok string) error {
+		ok, err := c.SetNX(ctx, key, tok, lockTTL).Result()
+		if err == nil && !ok {
+			err = errors.New("SET NX: key held")
+		}
+		return err
+	})
+	return s
+}
+
+// redisFencedAcquire is SET NX PX and INCR of a fence counter, in one
+// script: the least a lock that hands out fencing tokens sends.
+var redisFencedAcquire = redis.NewScript(`if redis.call("set", KEYS[1], ARGV[1], "NX", "PX", ARGV[2]) then return redis.call("incr", KEYS[2]) end return 0`)
+
+// redisFencedFloor is the bare commands of a Redis lock with a fencing
+// token: redisFencedAcquire, then the compare-and-delete. It shows how much
+// of dlock's distance to the floor a fence alone accounts for; no target
+// refers to it.
+func redisFencedFloor(r *redisNodes) *subject {
+	s := &subject{id: "floor-fenced", backend: "redis", name: "raw floor with a fence", setting: "EVALSHA of SET NX PX + INCR + EVALSHA compare-and-delete", role: roleFloor, uncontended: true}
+	ttl := strconv.FormatInt(lockTTL.Milliseconds(), 10)
+	s.contenders = floorContenders(r, func(ctx context.Context, c *redis.Client, key, tok string) error {
+		fence, err := redisFencedAcquire.Run(ctx, c, []string{key, key + ":fence"}, tok, ttl).Int64()
+		if err == nil && fence == 0 {
+			err = errors.New("SET NX: key held")
+		}
+		return err
+	})
+	return s
+}
+
+// floorContenders gives each contender its own clients of r's nodes; a
+// contender takes the key with acquire on every node in parallel and
+// releases it with the compare-and-delete.
+func floorContenders(r *redisNodes, acquire func(ctx context.Context, c *redis.Client, key, tok string) error) func(ctx context.Context, key string, n int) ([]lockFunc, func(), error) {
+	return func(ctx context.Context, key string, n int) ([]lockFunc, func(), error) {
 		return openN(n, func(int) (lockFunc, func(), error) {
 			cs := r.peerClients()
 			var token atomic.Int64
 			lock := func(ctx context.Context) (func(context.Context) error, error) {
 				tok := strconv.FormatInt(token.Add(1), 10)
-				err := onAll(cs, func(c *redis.Client) error {
-					ok, err := c.SetNX(ctx, key, tok, lockTTL).Result()
-					if err == nil && !ok {
-						err = errors.New("SET NX: key held")
-					}
-					return err
-				})
-				if err != nil {
+				if err := onAll(cs, func(c *redis.Client) error { return acquire(ctx, c, key, tok) }); err != nil {
 					return nil, err
 				}
 				return func(ctx context.Context) error {
@@ -340,45 +374,6 @@ func redisFloor(r *redisNodes, backend string) *subject {
 			return lock, func() { closeRedis(cs) }, nil
 		})
 	}
-	return s
-}
-
-// redisFencedAcquire is SET NX PX and INCR of a fence counter, in one
-// script: the least a lock that hands out fencing tokens sends.
-var redisFencedAcquire = redis.NewScript(`if redis.call("set", KEYS[1], ARGV[1], "NX", "PX", ARGV[2]) then return redis.call("incr", KEYS[2]) end return 0`)
-
-// redisFencedFloor is the bare commands of a Redis lock with a fencing
-// token: redisFencedAcquire, then the compare-and-delete. It shows how much
-// of dlock's distance to the floor a fence alone accounts for; no target
-// refers to it.
-func redisFencedFloor(r *redisNodes) *subject {
-	s := &subject{id: "floor-fenced", backend: "redis", name: "raw floor with a fence", setting: "EVALSHA of SET NX PX + INCR + EVALSHA compare-and-delete", role: roleFloor, uncontended: true}
-	s.contenders = func(ctx context.Context, key string, n int) ([]lockFunc, func(), error) {
-		return openN(n, func(int) (lockFunc, func(), error) {
-			c := r.peerClient(0)
-			var token atomic.Int64
-			ttl := strconv.FormatInt(lockTTL.Milliseconds(), 10)
-			lock := func(ctx context.Context) (func(context.Context) error, error) {
-				tok := strconv.FormatInt(token.Add(1), 10)
-				fence, err := redisFencedAcquire.Run(ctx, c, []string{key, key + ":fence"}, tok, ttl).Int64()
-				if err == nil && fence == 0 {
-					err = errors.New("SET NX: key held")
-				}
-				if err != nil {
-					return nil, err
-				}
-				return func(ctx context.Context) error {
-					n, err := redisCAD.Run(ctx, c, []string{key}, tok).Int()
-					if err == nil && n != 1 {
-						err = errors.New("compare-and-delete: not held")
-					}
-					return err
-				}, nil
-			}
-			return lock, func() { _ = c.Close() }, nil
-		})
-	}
-	return s
 }
 
 // onAll runs f on every client, in parallel when there are several.
