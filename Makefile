@@ -16,8 +16,11 @@ build:
 	$(GO) build ./...
 
 # Static checks: vet, gofmt, staticcheck (installed from the Go proxy when
-# missing), for the library and the benchmark module.
+# missing) and go.mod/go.sum tidiness, for the library and the benchmark
+# module.
 check:
+	$(GO) mod tidy -diff
+	cd bench && $(GO) mod tidy -diff
 	$(GO) vet ./...
 	cd bench && $(GO) vet ./...
 	@unformatted="$$(gofmt -l .)"; if [ -n "$$unformatted" ]; then echo "gofmt needed:"; echo "$$unformatted"; exit 1; fi
