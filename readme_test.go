@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -87,4 +88,43 @@ func between(t *testing.T, s, start, end string, skipStart bool) string {
 		t.Fatalf("%q not found after %q", end, start)
 	}
 	return s[i : i+j]
+}
+
+// TestReadmeNamesDrivers checks that the README gives the import path of
+// every driver package (a directory whose code calls dlock.Register).
+func TestReadmeNamesDrivers(t *testing.T) {
+	readme, err := os.ReadFile("README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	entries, err := os.ReadDir(".")
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := 0
+	for _, e := range entries {
+		if !e.IsDir() {
+			continue
+		}
+		files, _ := filepath.Glob(filepath.Join(e.Name(), "*.go"))
+		for _, f := range files {
+			if strings.HasSuffix(f, "_test.go") {
+				continue
+			}
+			b, err := os.ReadFile(f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if strings.Contains(string(b), "dlock.Register(") {
+				found++
+				if path := "`github.com/dlock-go/dlock/" + e.Name() + "`"; !strings.Contains(string(readme), path) {
+					t.Errorf("README does not name the import path %s", path)
+				}
+				break
+			}
+		}
+	}
+	if found < 8 {
+		t.Errorf("found %d driver packages, want at least 8", found)
+	}
 }
