@@ -124,7 +124,18 @@ func (c *Client) Lock(ctx context.Context, key string, opts ...LockOption) (*Loc
 // the lock is lost (context.Cause then matches ErrLost), and unlocks. It
 // returns fn's error; or, when fn succeeded, the error that ended the lock
 // early (matching ErrLost) or Unlock's error.
+//
+// The unlock uses a context detached from ctx's cancellation, bounded by the
+// TTL (at least 1 s, at most 10 s). It also runs when fn panics (or calls
+// runtime.Goexit): fn's context is cancelled, the key is released, and the
+// panic then goes on up the stack with its own value, so a recover above Do
+// (net/http recovers every handler) never leaves the key held and
+// refreshed. A nil fn is an error matching ErrInvalidOption; nothing is
+// acquired.
 func (c *Client) Do(ctx context.Context, key string, fn func(ctx context.Context) error, opts ...LockOption) error {
+	if fn == nil {
+		return fmt.Errorf("%w: Do needs a non-nil fn", ErrInvalidOption)
+	}
 	l, err := c.Lock(ctx, key, opts...)
 	if err != nil {
 		return err
@@ -137,12 +148,25 @@ func (c *Client) Do(ctx context.Context, key string, fn func(ctx context.Context
 		case <-fctx.Done():
 		}
 	}()
+	unlock := func() error {
+		uctx, ucancel := context.WithTimeout(context.WithoutCancel(ctx), unlockTimeout(l.currentTTL()))
+		defer ucancel()
+		return l.Unlock(uctx)
+	}
+	returned := false
+	defer func() {
+		if !returned {
+			// fn panicked or called runtime.Goexit. Not recovered: the
+			// panic continues once the key is released.
+			cancel(errFnPanicked)
+			_ = unlock()
+		}
+	}()
 	ferr := fn(fctx)
+	returned = true
 	lostErr := l.Err()
 	cancel(context.Canceled)
-	uctx, ucancel := context.WithTimeout(context.WithoutCancel(ctx), unlockTimeout(l.ttl))
-	defer ucancel()
-	uerr := l.Unlock(uctx)
+	uerr := unlock()
 	switch {
 	case ferr != nil:
 		return ferr
@@ -153,6 +177,8 @@ func (c *Client) Do(ctx context.Context, key string, fn func(ctx context.Context
 	}
 	return nil
 }
+
+var errFnPanicked = errors.New("dlock: Do's fn panicked")
 
 func unlockTimeout(ttl time.Duration) time.Duration {
 	return min(max(ttl, time.Second), 10*time.Second)

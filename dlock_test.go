@@ -590,3 +590,51 @@ func TestLateGrantRetriesWithFreshToken(t *testing.T) {
 		t.Fatalf("attempt tokens %q, lock token %q: want a fresh token after the late grant", d.tokens, l.Token())
 	}
 }
+
+// A panic in Do's fn that is recovered up the stack (as net/http does for
+// every handler) must not leave the key held and refreshed.
+func TestDoPanicUnlocks(t *testing.T) {
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	store := memdlock.NewStore()
+	c := store.NewClient()
+	defer c.Close()
+	other := store.NewClient()
+	defer other.Close()
+	type boom struct{ n int }
+	var fnCtx context.Context
+	got := func() (v any) {
+		defer func() { v = recover() }()
+		_ = c.Do(ctx, "k", func(ctx context.Context) error {
+			fnCtx = ctx
+			panic(boom{7})
+		})
+		return nil
+	}()
+	if got != (boom{7}) {
+		t.Fatalf("recovered %v from Do, want fn's panic value %v", got, boom{7})
+	}
+	if fnCtx.Err() == nil {
+		t.Error("fn's context not cancelled after fn panicked")
+	}
+	l, err := other.TryLock(ctx, "k")
+	if err != nil {
+		t.Fatalf("TryLock after Do's fn panicked = %v, want the key free", err)
+	}
+	_ = l.Unlock(ctx)
+}
+
+func TestDoNilFn(t *testing.T) {
+	ctx := t.Context()
+	d := &counting{Locker: memdlock.NewStore().Driver()}
+	c := dlock.NewClient(d)
+	defer c.Close()
+	if err := c.Do(ctx, "k", nil); !errors.Is(err, dlock.ErrInvalidOption) {
+		t.Fatalf("Do with a nil fn = %v, want an error matching ErrInvalidOption", err)
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.attempts != 0 {
+		t.Errorf("Do with a nil fn made %d acquire attempts, want 0", d.attempts)
+	}
+}
