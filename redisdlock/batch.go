@@ -19,8 +19,8 @@ func (d *Driver) RefreshBatch(ctx context.Context, reqs []driver.RefreshRequest)
 	errs := make([]error, len(reqs))
 	var idx []int
 	for i, r := range reqs {
-		if r.TTL < MinTTL {
-			errs[i] = fmt.Errorf("%w: %v is below the redis minimum of %v", driver.ErrInvalidTTL, r.TTL, MinTTL)
+		if err := checkTTL(r.TTL); err != nil {
+			errs[i] = err
 			continue
 		}
 		idx = append(idx, i)

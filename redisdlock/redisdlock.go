@@ -32,6 +32,15 @@ const DefaultFenceTTL = 30 * 24 * time.Hour
 // milliseconds; TTLs are rounded up to the next millisecond.
 const MinTTL = 10 * time.Millisecond
 
+// MaxTTL is the longest lease the driver accepts (about 285 years); a longer
+// one is an error matching ErrInvalidTTL. Redis adds a PX or PEXPIRE
+// argument to its clock in milliseconds as a 64-bit integer, and the
+// scripts pass TTLs and PTTLs through as integers, so a server accepts far
+// longer expiries; the bound is the Go side's: the TTL in nanoseconds
+// (time.Duration) and the deadlines computed from it stay clear of
+// overflow. MaxTTL is a whole number of milliseconds.
+const MaxTTL = 9_000_000_000 * time.Second
+
 var (
 	//go:embed lua/acquire.lua
 	acquireLua string
@@ -186,7 +195,32 @@ func (d *Driver) Channel(key string) string { return d.ks.channel(key) }
 
 // Capabilities implements driver.Locker.
 func (d *Driver) Capabilities() driver.Capabilities {
-	return driver.Capabilities{Fencing: true, ReacquireWithToken: true, MinTTL: MinTTL}
+	return driver.Capabilities{Fencing: true, ReacquireWithToken: true, MinTTL: MinTTL, MaxTTL: MaxTTL}
+}
+
+// checkTTL returns an error matching ErrInvalidTTL when ttl is outside
+// [MinTTL, MaxTTL].
+func checkTTL(ttl time.Duration) error {
+	switch {
+	case ttl < MinTTL:
+		return fmt.Errorf("%w: %v is below the redis minimum of %v", driver.ErrInvalidTTL, ttl, MinTTL)
+	case ttl > MaxTTL:
+		return fmt.Errorf("%w: %v is above the redis maximum of %v", driver.ErrInvalidTTL, ttl, MaxTTL)
+	}
+	return nil
+}
+
+// pttl converts a PTTL in milliseconds from the server to a duration; a
+// key set by another client with an expiry beyond MaxTTL (which no
+// time.Duration may be able to hold) counts as MaxTTL.
+func pttl(ms int64) time.Duration {
+	if ms <= 0 {
+		return 0
+	}
+	if ms >= MaxTTL.Milliseconds() {
+		return MaxTTL
+	}
+	return time.Duration(ms) * time.Millisecond
 }
 
 // millis rounds d up to whole milliseconds, so the server-side lease is at
@@ -208,8 +242,8 @@ func (d *Driver) Acquire(ctx context.Context, req driver.Request) (driver.Result
 // acquire makes one attempt; a non-zero attempt makes it a counted attempt
 // (see AcquireCounted).
 func (d *Driver) acquire(ctx context.Context, req driver.Request, attempt uint64) (driver.Result, error) {
-	if req.TTL < MinTTL {
-		return driver.Result{}, fmt.Errorf("%w: %v is below the redis minimum of %v", driver.ErrInvalidTTL, req.TTL, MinTTL)
+	if err := checkTTL(req.TTL); err != nil {
+		return driver.Result{}, err
 	}
 	args := []any{req.Token, millis(req.TTL), req.Metadata, d.fenceTTLms}
 	if attempt != 0 {
@@ -275,18 +309,14 @@ func parseAcquire(v any) (driver.Result, error) {
 		}
 		return driver.Result{Acquired: true, Fence: fence}, nil
 	}
-	pttl, _ := a[1].(int64)
-	var res driver.Result
-	if pttl > 0 {
-		res.HolderTTL = time.Duration(pttl) * time.Millisecond
-	}
-	return res, nil
+	ms, _ := a[1].(int64)
+	return driver.Result{HolderTTL: pttl(ms)}, nil
 }
 
 // Refresh implements driver.Locker.
 func (d *Driver) Refresh(ctx context.Context, key, token string, ttl time.Duration) error {
-	if ttl < MinTTL {
-		return fmt.Errorf("%w: %v is below the redis minimum of %v", driver.ErrInvalidTTL, ttl, MinTTL)
+	if err := checkTTL(ttl); err != nil {
+		return err
 	}
 	lock, _, info := d.ks.keys(key)
 	v, err := d.run(ctx, refreshScript, []string{lock, info}, []any{token, millis(ttl)}, nil)
@@ -346,16 +376,14 @@ func (d *Driver) inspect(ctx context.Context, key string) (driver.Info, string, 
 		return driver.Info{}, "", d.unavailable(fmt.Errorf("unexpected inspect reply %v", v))
 	}
 	held, _ := a[0].(int64)
-	pttl, _ := a[1].(int64)
+	ms, _ := a[1].(int64)
 	fs, _ := a[2].(string)
 	meta, _ := a[3].(string)
 	token, _ := a[4].(string)
 	waiting, _ := a[5].(int64)
 	in := driver.Info{Held: held == 1, Metadata: meta, Waiters: int(waiting)}
 	in.Fence, _ = strconv.ParseUint(fs, 10, 64)
-	if pttl > 0 {
-		in.TTL = time.Duration(pttl) * time.Millisecond
-	}
+	in.TTL = pttl(ms)
 	return in, token, nil
 }
 

@@ -28,8 +28,8 @@ func (d *Driver) RefreshBatch(ctx context.Context, reqs []driver.RefreshRequest)
 		shortest = MaxNodeTimeout * 10
 	)
 	for i, r := range reqs {
-		if r.TTL < MinTTL {
-			errs[i] = fmt.Errorf("%w: %v is below the redlock minimum of %v", driver.ErrInvalidTTL, r.TTL, MinTTL)
+		if err := checkTTL(r.TTL); err != nil {
+			errs[i] = err
 			continue
 		}
 		valid = append(valid, r)

@@ -20,6 +20,10 @@ import (
 // MinTTL is the shortest lease the driver accepts, as for one Redis server.
 const MinTTL = redisdlock.MinTTL
 
+// MaxTTL is the longest lease the driver accepts, as for one Redis server
+// (see redisdlock.MaxTTL); a longer one is an error matching ErrInvalidTTL.
+const MaxTTL = redisdlock.MaxTTL
+
 // Node timeouts, when Options.NodeTimeout is zero: an acquire or refresh
 // waits for a node at most its TTL/10, but at least MinNodeTimeout and at
 // most MaxNodeTimeout; a release or an inspect waits MaxNodeTimeout.
@@ -111,7 +115,19 @@ func (d *Driver) Quorum() int { return d.quorum }
 
 // Capabilities implements driver.Locker.
 func (d *Driver) Capabilities() driver.Capabilities {
-	return driver.Capabilities{Fencing: true, MinTTL: MinTTL}
+	return driver.Capabilities{Fencing: true, MinTTL: MinTTL, MaxTTL: MaxTTL}
+}
+
+// checkTTL returns an error matching ErrInvalidTTL when ttl is outside
+// [MinTTL, MaxTTL].
+func checkTTL(ttl time.Duration) error {
+	switch {
+	case ttl < MinTTL:
+		return fmt.Errorf("%w: %v is below the redlock minimum of %v", driver.ErrInvalidTTL, ttl, MinTTL)
+	case ttl > MaxTTL:
+		return fmt.Errorf("%w: %v is above the redlock maximum of %v", driver.ErrInvalidTTL, ttl, MaxTTL)
+	}
+	return nil
 }
 
 // drift is the clock drift allowance of the Redlock algorithm (and of the
@@ -144,8 +160,8 @@ func (d *Driver) Acquire(ctx context.Context, req driver.Request) (driver.Result
 	if d.closed.Load() {
 		return driver.Result{}, driver.ErrClosed
 	}
-	if req.TTL < MinTTL {
-		return driver.Result{}, fmt.Errorf("%w: %v is below the redlock minimum of %v", driver.ErrInvalidTTL, req.TTL, MinTTL)
+	if err := checkTTL(req.TTL); err != nil {
+		return driver.Result{}, err
 	}
 	if err := ctx.Err(); err != nil {
 		return driver.Result{}, err
@@ -297,8 +313,8 @@ func (d *Driver) Refresh(ctx context.Context, key, token string, ttl time.Durati
 	if d.closed.Load() {
 		return driver.ErrClosed
 	}
-	if ttl < MinTTL {
-		return fmt.Errorf("%w: %v is below the redlock minimum of %v", driver.ErrInvalidTTL, ttl, MinTTL)
+	if err := checkTTL(ttl); err != nil {
+		return err
 	}
 	t := tally{n: len(d.nodes), quorum: d.quorum}
 	f := startFanout(ctx, d.nodes, d.nodeTimeout(ttl), func(ctx context.Context, n *redisdlock.Driver) (struct{}, error) {
