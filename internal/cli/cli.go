@@ -22,6 +22,9 @@ const (
 	ExitOK = 0
 	// ExitFailure: a demo worker or another unexpected failure.
 	ExitFailure = 1
+	// ExitFree: "dlock status" found the lock free (held is ExitOK), as an
+	// LSB init script's status action reports "not running".
+	ExitFree = 3
 	// ExitUsage (EX_USAGE): bad flags or arguments, an invalid key, TTL or
 	// backend URL.
 	ExitUsage = 64
@@ -71,7 +74,8 @@ const mainUsage = `dlock runs a command while holding a distributed lock.
 
 Usage:
   dlock run [flags] KEY -- CMD [ARGS...]   run CMD while holding the lock KEY
-  dlock status [flags] KEY                 show who holds KEY
+  dlock run [flags] -c 'SHELL CMD' KEY     the same, with /bin/sh -c
+  dlock status [flags] KEY                 show who holds KEY (exit 0 held, 3 free)
   dlock demo coupons [flags]               the race a lock prevents, live
   dlock version                            print the version
   dlock help [COMMAND]                     show help for a command
@@ -80,9 +84,21 @@ The backend is --backend URL, else $DLOCK_BACKEND, else an SQLite file in
 the state directory ($XDG_STATE_HOME/dlock/locks.db, or
 ~/.local/state/dlock/locks.db), which locks across processes on this host.
 
-Exit codes: 0 ok (or CMD's own code), 64 usage, 69 backend unavailable,
+Exit codes: 0 ok (or CMD's own code), 3 free (status), 64 usage, 69 backend unavailable,
 70 lock lost while CMD ran, 75 lock not acquired, 126/127 CMD cannot run /
 not found, 128+N CMD killed by signal N. See docs/cli.md.
+`
+
+const versionUsage = `Usage: dlock version
+
+Prints the module version dlock was built from ("(devel)" for a build from
+a source tree).
+`
+
+const helpUsage = `Usage: dlock help [COMMAND]
+
+Without COMMAND, prints the list of commands; with one, its usage and
+flags. "dlock COMMAND -h" does the same.
 `
 
 // Main runs the dlock command with args (without the program name) and
@@ -145,8 +161,14 @@ func cmdHelp(args []string, io stdio) error {
 		return cmdStatus([]string{"-h"}, io)
 	case "demo":
 		return cmdDemo([]string{"-h"}, io)
+	case "version":
+		fmt.Fprint(io.out, versionUsage)
+		return nil
+	case "help":
+		fmt.Fprint(io.out, helpUsage)
+		return nil
 	}
-	return exitf(ExitUsage, "dlock: no help for unknown command %q", args[0])
+	return exitf(ExitUsage, "dlock: no help for unknown command %q (see 'dlock help')", args[0])
 }
 
 func version() string {
@@ -171,24 +193,31 @@ func newFlagSet(name, usage string, io stdio) *flag.FlagSet {
 }
 
 // parseFlags parses args; -h prints usage to stdout and ends the command
-// with success, a bad flag ends it with ExitUsage (the flag package has
-// already printed the error and the usage).
-func parseFlags(fs *flag.FlagSet, args []string, io stdio) (done bool, err error) {
+// with success, a bad flag ends it with ExitUsage and a one-line message.
+func parseFlags(fs *flag.FlagSet, args []string, sio stdio) (done bool, err error) {
 	for _, a := range args {
 		if a == "--" {
 			break
 		}
 		if a == "-h" || a == "-help" || a == "--help" || a == "--h" {
-			fs.SetOutput(io.out)
+			fs.SetOutput(sio.out)
 			fs.Usage()
 			return true, nil
 		}
 	}
-	if err := fs.Parse(args); err != nil {
+	// The flag package would print the error and the whole usage: say it
+	// in one line instead, with a pointer to -h.
+	out, usage := fs.Output(), fs.Usage
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {}
+	err = fs.Parse(args)
+	fs.SetOutput(out)
+	fs.Usage = usage
+	if err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return true, nil
 		}
-		return true, &exitError{code: ExitUsage}
+		return true, usageError(fs.Name(), "%s", err)
 	}
 	return false, nil
 }

@@ -71,6 +71,26 @@ func TestFormatStatus(t *testing.T) {
 	}
 }
 
+func TestStatusJSON(t *testing.T) {
+	tests := []struct {
+		name string
+		in   dlock.Info
+		want string
+	}{
+		{"free, never granted", dlock.Info{Key: "k", Waiters: -1}, `{"key":"k","held":false}`},
+		{"free", dlock.Info{Key: "k", Fence: 4, Waiters: 0}, `{"key":"k","held":false,"fence":4}`},
+		{"held", dlock.Info{Key: "k", Held: true, Fence: 5, TTL: 2345 * time.Millisecond, Metadata: "host=a pid=1", Waiters: 2},
+			`{"key":"k","held":true,"fence":5,"expires_in_ms":2345,"holder":"host=a pid=1","waiters":2}`},
+		{"held, no queue", dlock.Info{Key: "a\nb", Held: true, Fence: 1, Waiters: -1}, `{"key":"a\nb","held":true,"fence":1}`},
+	}
+	for _, tt := range tests {
+		got, err := statusJSON(tt.in)
+		if err != nil || string(got) != tt.want {
+			t.Errorf("%s: got %s, %v; want %s", tt.name, got, err, tt.want)
+		}
+	}
+}
+
 func TestHelp(t *testing.T) {
 	tests := []struct {
 		args     []string
@@ -82,7 +102,11 @@ func TestHelp(t *testing.T) {
 		{[]string{"run", "--help"}, 0, "DLOCK_FENCE"},
 		{[]string{"status", "-h"}, 0, "Usage: dlock status"},
 		{[]string{"demo", "coupons", "--help"}, 0, "-workers"},
+		{[]string{"demo", "--help"}, 0, "-workers"},
+		{[]string{"help", "demo"}, 0, "-coupons"},
 		{[]string{"version"}, 0, "dlock "},
+		{[]string{"help", "version"}, 0, "Usage: dlock version"},
+		{[]string{"help", "help"}, 0, "Usage: dlock help"},
 	}
 	for _, tt := range tests {
 		var stdout, stderr bytes.Buffer
@@ -92,6 +116,9 @@ func TestHelp(t *testing.T) {
 		}
 	}
 	var stdout, stderr bytes.Buffer
+	if code := Main([]string{"help", "frobnicate"}, strings.NewReader(""), &stdout, &stderr); code != ExitUsage || strings.Count(strings.TrimSpace(stderr.String()), "\n") != 0 {
+		t.Errorf("help for an unknown command: got exit %d, stderr %q; want %d and one line", code, stderr.String(), ExitUsage)
+	}
 	if code := Main([]string{"frobnicate"}, strings.NewReader(""), &stdout, &stderr); code != ExitUsage {
 		t.Errorf("unknown command: got exit %d, want %d", code, ExitUsage)
 	}

@@ -45,8 +45,8 @@ func cmdDemo(args []string, sio stdio) error {
 	case "coupons-worker":
 		return cmdCouponsWorker(args[1:], sio)
 	case "-h", "-help", "--help":
-		fmt.Fprint(sio.out, demoUsage)
-		return nil
+		// The only demo: its usage and flags.
+		return cmdCoupons([]string{"-h"}, sio)
 	}
 	return usageError("demo", "unknown demo %q; there is: coupons", args[0])
 }

@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"os"
 	"os/exec"
+	"os/user"
 	"path/filepath"
 	"runtime"
 	"strconv"
@@ -26,6 +27,7 @@ const (
 const defaultGrace = 10 * time.Second
 
 const runUsage = `Usage: dlock run [flags] KEY -- CMD [ARGS...]
+       dlock run [flags] -c 'SHELL COMMAND' KEY
 
 Takes the lock KEY, runs CMD while holding it, and releases it when CMD
 exits. Flags come before KEY; "--" separates CMD. CMD gets DLOCK_KEY,
@@ -33,7 +35,8 @@ DLOCK_FENCE (the fencing token: check it at the resource) and DLOCK_TOKEN.
 The lease is refreshed every TTL/3 while CMD runs.
 
 Without --try or --wait, dlock waits until the lock is free (Ctrl-C or
-SIGTERM stop the wait). Not acquired (--try, or --wait ran out): exit 75.
+SIGTERM stop the wait). Not acquired (--try, or --wait ran out): exit 75,
+or --conflict-exit-code.
 
 If the lock is lost while CMD runs (the backend could not be reached for a
 whole TTL, or another owner took the key), CMD gets SIGTERM, then SIGKILL
@@ -51,25 +54,42 @@ func cmdRun(args []string, sio stdio) error {
 	try := fs.Bool("try", false, "make one attempt; exit 75 at once if the lock is held")
 	grace := durationFlag(fs, "grace", defaultGrace, "after losing the lock, send SIGKILL `D` after SIGTERM if CMD is still running")
 	pgroup := fs.Bool("pgroup", false, "run CMD in its own process group and signal the whole group (for scripts; CMD cannot read the terminal)")
+	conflict := fs.Int("conflict-exit-code", ExitNotAcquired, "exit with `N` (0-255) instead of 75 when the lock is held by another owner (--try, or --wait ran out), like flock -E")
+	shell := fs.String("c", "", "run the shell command `STRING` with /bin/sh -c instead of -- CMD, like flock -c")
 	verbose := fs.Bool("v", false, "report waiting, acquisition and release on stderr")
 	if done, err := parseFlags(fs, args, sio); done {
 		return err
 	}
 	set := setFlags(fs)
 	rest := fs.Args()
+	if len(rest) == 3 && rest[1] == "-c" && !set["c"] {
+		// flock's order: KEY -c STRING.
+		*shell, rest, set["c"] = rest[2], rest[:1], true
+	}
+	if set["c"] {
+		switch {
+		case len(rest) == 0:
+			return usageError("run", "missing KEY")
+		case len(rest) > 1:
+			return usageError("run", "-c STRING runs the shell command instead of -- CMD; got both (flags go before KEY)")
+		case *shell == "":
+			return usageError("run", "-c needs a shell command")
+		}
+		rest = []string{rest[0], "--", "/bin/sh", "-c", *shell}
+	}
 	switch {
 	case len(rest) == 0:
 		return usageError("run", "missing KEY")
 	case len(rest) == 1:
-		return usageError("run", "missing -- CMD after KEY")
+		return usageError("run", "missing -- CMD after KEY (or -c STRING; to hold a lock without a command, use 'dlock hold')")
 	case rest[1] != "--":
 		return usageError("run", "expected -- after KEY, got %q (flags go before KEY)", rest[1])
 	case len(rest) == 2:
 		return usageError("run", "missing CMD after --")
 	}
 	key, argv := rest[0], rest[2:]
-	if *try && set["wait"] {
-		return usageError("run", "--try and --wait exclude each other")
+	if err := checkLockFlags("run", set, *try, *ttl, *conflict); err != nil {
+		return err
 	}
 	if set["wait"] && *wait == 0 {
 		*try = true
@@ -79,22 +99,36 @@ func cmdRun(args []string, sio stdio) error {
 	}
 	r := &runner{
 		key: key, argv: argv, bf: bf, ttl: ttlOrDefault(set["ttl"], *ttl), wait: *wait, try: *try,
-		grace: *grace, pgroup: *pgroup, verbose: *verbose, sio: sio,
+		grace: *grace, pgroup: *pgroup, conflict: *conflict, verbose: *verbose, sio: sio,
 	}
 	return r.run()
 }
 
+// checkLockFlags checks the flags that say how a lock is taken.
+func checkLockFlags(cmd string, set map[string]bool, try bool, ttl time.Duration, conflict int) error {
+	switch {
+	case try && set["wait"]:
+		return usageError(cmd, "--try and --wait exclude each other")
+	case set["ttl"] && ttl <= 0:
+		return usageError(cmd, "--ttl must be positive, got %v", ttl)
+	case conflict < 0 || conflict > 255:
+		return usageError(cmd, "--conflict-exit-code must be between 0 and 255, got %d", conflict)
+	}
+	return nil
+}
+
 type runner struct {
-	key     string
-	argv    []string
-	bf      *backendFlags
-	ttl     time.Duration
-	wait    time.Duration
-	try     bool
-	grace   time.Duration
-	pgroup  bool
-	verbose bool
-	sio     stdio
+	key      string
+	argv     []string
+	bf       *backendFlags
+	ttl      time.Duration
+	wait     time.Duration
+	try      bool
+	grace    time.Duration
+	pgroup   bool
+	conflict int // exit code when the lock is held by another owner
+	verbose  bool
+	sio      stdio
 }
 
 func (r *runner) logf(format string, args ...any) {
@@ -213,9 +247,9 @@ func (r *runner) acquire(ctx context.Context) (*dlock.Client, *dlock.Lock, error
 	if notAcquired {
 		holder := r.holder(ctx, c)
 		if r.try {
-			return c, nil, exitf(ExitNotAcquired, "dlock: lock %q is held%s; not acquired (--try)", r.key, holder)
+			return c, nil, exitf(r.conflict, "dlock: lock %q is held%s; not acquired (--try)", r.key, holder)
 		}
-		return c, nil, exitf(ExitNotAcquired, "dlock: lock %q still held%s after waiting %v; not acquired", r.key, holder, r.wait)
+		return c, nil, exitf(r.conflict, "dlock: lock %q still held%s after waiting %v; not acquired", r.key, holder, r.wait)
 	}
 	return c, nil, backendError(ctx, opctx, err, fmt.Sprintf("lock %q", r.key))
 }
@@ -253,11 +287,16 @@ func describeHolder(in dlock.Info) string {
 
 // metadata describes this owner for Inspect and dlock status.
 func (r *runner) metadata() string {
-	m := dlock.DefaultMetadata()
-	if u := os.Getenv("USER"); u != "" {
-		m += " user=" + u
+	return dlock.DefaultMetadata() + " " + owner() + " cmd=" + filepath.Base(r.argv[0])
+}
+
+// owner names the user dlock runs as: "user=NAME" from the user database
+// (not $USER, which may be unset or stale), else "uid=N".
+func owner() string {
+	if u, err := user.Current(); err == nil && u.Username != "" {
+		return "user=" + u.Username
 	}
-	return m + " cmd=" + filepath.Base(r.argv[0])
+	return "uid=" + strconv.Itoa(os.Getuid())
 }
 
 // release unlocks l, bounded by the connect timeout.

@@ -18,8 +18,8 @@ func TestStatus(t *testing.T) {
 	e := newEnv(t)
 
 	r := e.run(20*time.Second, "status", "job")
-	if r.code != 0 || !strings.Contains(r.stdout, "state:   free") {
-		t.Fatalf("status of a new key: got exit %d, stdout %q, stderr %q; want 0 and free", r.code, r.stdout, r.stderr)
+	if r.code != ExitFree || !strings.Contains(r.stdout, "state:   free") {
+		t.Fatalf("status of a new key: got exit %d, stdout %q, stderr %q; want %d and free", r.code, r.stdout, r.stderr, ExitFree)
 	}
 
 	// The command asks for the status of the lock it runs under.
@@ -34,8 +34,8 @@ func TestStatus(t *testing.T) {
 	}
 
 	r = e.run(20*time.Second, "status", "job")
-	if r.code != 0 || !strings.Contains(r.stdout, "state:   free") || !strings.Contains(r.stdout, "fence:   1 (last granted)") {
-		t.Errorf("status after release: got exit %d, stdout %q; want 0, free, last fence 1", r.code, r.stdout)
+	if r.code != ExitFree || !strings.Contains(r.stdout, "state:   free") || !strings.Contains(r.stdout, "fence:   1 (last granted)") {
+		t.Errorf("status after release: got exit %d, stdout %q; want %d, free, last fence 1", r.code, r.stdout, ExitFree)
 	}
 }
 
