@@ -45,8 +45,14 @@
 // node again by the guid, so no orphan blocks the queue). The lowest sequence
 // holds the lock. A waiter watches only the node just before its own, so a
 // release wakes exactly one waiter; it also re-reads the queue every 2s in
-// case a notification is lost. A waiter whose ctx ends deletes its node
-// before Lock returns. Once queued, a waiter rides out connection loss until
+// case a notification is lost. A waiter whose ctx ends returns at once and
+// leaves its node's deletion to the background: it waits for it 25ms at
+// most, which a healthy server needs far less than, so the node is then
+// usually gone already; a slow or unreachable one does not hold Lock up.
+// The deletion is retried until the node is gone (or its session ended).
+// This driver's next TryLock or Inspect of the key waits for it (up to a
+// second), and Close on an application's connection waits for those still
+// under way (up to 2 seconds). Once queued, a waiter rides out connection loss until
 // its ctx ends, and joins the queue again (at the tail) if its session
 // expired meanwhile. TryLock creates its node and, when it is not the lowest,
 // deletes it again.

@@ -45,7 +45,8 @@ func decodeData(b []byte) (ttl time.Duration, metadata string, ok bool) {
 }
 
 // Inspect reads the key's queue after a sync with the leader, so a release
-// seen by another client is seen here too. The holder is the lowest node:
+// seen by another client is seen here too (and after the nodes this
+// driver's waiters left under the key are gone, see settle). The holder is the lowest node:
 // Fence is its czxid, Metadata its data, TTL the holder's TTL (for nodes of
 // other clients, this driver's session timeout, after which a vanished
 // holder's node is gone), Waiters the other nodes in the queue.
@@ -54,6 +55,9 @@ func (d *zkDriver) Inspect(ctx context.Context, key string) (driver.Info, error)
 		return driver.Info{}, driver.ErrClosed
 	}
 	keyPath := d.keyPath(key)
+	if err := d.settle(ctx, keyPath); err != nil {
+		return driver.Info{}, d.wrap(ctx, "inspecting "+keyPath, err)
+	}
 	if _, err := call(ctx, func() (string, error) { return d.conn.Sync(keyPath) }); err != nil && !errors.Is(err, zk.ErrNoNode) {
 		return driver.Info{}, d.wrap(ctx, "sync "+keyPath, err)
 	}

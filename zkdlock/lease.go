@@ -75,7 +75,7 @@ func (d *zkDriver) readFence(ctx context.Context, n *node) error {
 func (d *zkDriver) grant(ctx context.Context, req driver.Request, n *node, sent time.Time) (driver.Result, error) {
 	if n.fence == 0 {
 		if err := d.readFence(ctx, n); err != nil {
-			d.abandon(n)
+			d.giveUp(ctx, n)
 			return driver.Result{}, d.wrap(ctx, "reading "+n.path, err)
 		}
 	}
@@ -83,7 +83,7 @@ func (d *zkDriver) grant(ctx context.Context, req driver.Request, n *node, sent 
 	d.mu.Lock()
 	if d.closed {
 		d.mu.Unlock()
-		d.abandon(n)
+		d.leave(n)
 		return driver.Result{}, driver.ErrClosed
 	}
 	h.expires = time.Now().Add(req.TTL)
@@ -241,26 +241,43 @@ func (d *zkDriver) abandon(n *node) {
 	d.scheduleCleanup(n.keyPath)
 }
 
+// giveUp removes n when its caller gives up: at once in the background
+// when ctx ended or the driver closed (leave), else before returning
+// (abandon).
+func (d *zkDriver) giveUp(ctx context.Context, n *node) {
+	if ctx.Err() != nil || d.isClosed() {
+		d.leave(n)
+		return
+	}
+	d.abandon(n)
+}
+
 // goReap deletes a node (by path, or by the guid in its name) in the
 // background, trying until it is gone or the driver closes.
 func (d *zkDriver) goReap(keyPath, path, guid string) {
 	d.goAfter(func() { d.reap(keyPath, path, guid) })
 }
 
-func (d *zkDriver) goAfter(f func()) {
+// goAfter runs f in the background, counted in d.bg, which Close waits
+// for. After Close it runs f once more uncounted on an application's
+// connection (f stops at closeCh), and not at all on the driver's own,
+// whose session's end took every node along. It reports whether f runs.
+func (d *zkDriver) goAfter(f func()) bool {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.closed {
-		if !d.ownConn {
-			go f() // one attempt: f stops at closeCh
+		if d.ownConn {
+			return false
 		}
-		return
+		go f() // one attempt: f stops at closeCh
+		return true
 	}
 	d.bg.Add(1)
 	go func() {
 		defer d.bg.Done()
 		f()
 	}()
+	return true
 }
 
 func (d *zkDriver) reap(keyPath, path, guid string) {
@@ -278,6 +295,13 @@ func (d *zkDriver) reap(keyPath, path, guid string) {
 func (d *zkDriver) reapOnce(keyPath, path, guid string) bool {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
+	go func() { // Close does not wait for a request that will not answer
+		select {
+		case <-d.closeCh:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
 	if path == "" {
 		p, err := call(ctx, func() (string, error) { return d.findGUID(keyPath, guid) })
 		if err != nil {

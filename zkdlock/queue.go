@@ -24,9 +24,11 @@ const (
 	// fallbackPoll re-reads the queue while waiting, in case a watch
 	// notification is lost.
 	fallbackPoll = 2 * time.Second
-	// abandonWait bounds how long a waiter whose ctx ended waits for its
-	// in-flight create or delete, while the session is up, before leaving
-	// the clean-up to the background.
+	// abandonWait bounds how long a TryLock that lost waits for the
+	// deletion of its node, while the session is up, before leaving it to
+	// the background; and how long a call waits for the removals of this
+	// driver's abandoned nodes under its key (settle). A caller whose ctx
+	// ended waits leaveWait at most.
 	abandonWait = time.Second
 	// maxCreateAttempts bounds protected creation's retries.
 	maxCreateAttempts = 6
@@ -121,7 +123,8 @@ func newGUID() (string, error) {
 
 // create joins the key's queue. When ctx ends before the create answers, or
 // the answer is a connection failure after which the node may exist, the
-// node is deleted (found by its guid) before or after create returns.
+// node is deleted (found by its guid) in the background; create returns at
+// once, or within leaveWait on ctx's end (see goLeave).
 func (d *zkDriver) create(ctx context.Context, keyPath string, data []byte) (*node, error) {
 	guid, err := newGUID()
 	if err != nil {
@@ -152,29 +155,17 @@ func (d *zkDriver) create(ctx context.Context, keyPath string, data []byte) (*no
 	case <-ctx.Done():
 	case <-d.closeCh:
 	}
-	// The caller leaves: leave nothing behind. A healthy create answers in
-	// milliseconds; without a session it will not soon, so the clean-up
-	// goes to the background at once.
-	wait := abandonWait
-	if d.conn.State() != zk.StateHasSession {
-		wait = 0
-	}
-	t := time.NewTimer(wait)
-	defer t.Stop()
-	select {
-	case r := <-ch:
-		if r.err == nil {
-			d.abandon(r.n)
-		} else if transient(r.err) {
-			d.goReap(keyPath, "", guid)
+	// The caller leaves: leave nothing behind, without holding the caller
+	// up for the create's answer and a delete.
+	d.goLeave(keyPath, func() {
+		r := <-ch
+		switch {
+		case r.err == nil:
+			d.reap(keyPath, r.n.path, "")
+		case transient(r.err):
+			d.reap(keyPath, "", guid)
 		}
-	case <-t.C:
-		d.goAfter(func() {
-			if r := <-ch; r.err == nil || transient(r.err) {
-				d.reap(keyPath, "", guid)
-			}
-		})
-	}
+	})
 	if d.isClosed() {
 		return nil, driver.ErrClosed
 	}
@@ -423,6 +414,9 @@ func (d *zkDriver) Acquire(ctx context.Context, req driver.Request) (driver.Resu
 		return res, err
 	}
 	keyPath := d.keyPath(req.Key)
+	if err := d.settle(ctx, keyPath); err != nil {
+		return driver.Result{}, d.wrap(ctx, "joining "+keyPath, err)
+	}
 	sent := time.Now()
 	early := d.listEarly(keyPath)
 	n, err := d.create(ctx, keyPath, encodeData(req.Token, req.TTL, req.Metadata))
@@ -444,7 +438,7 @@ func (d *zkDriver) Acquire(ctx context.Context, req driver.Request) (driver.Resu
 		}
 	}
 	if err != nil {
-		d.abandon(n)
+		d.giveUp(ctx, n)
 		return driver.Result{}, d.wrap(ctx, "listing "+n.keyPath, err)
 	}
 	pos := position(kids.names, n.name, n.seq)
@@ -452,7 +446,7 @@ func (d *zkDriver) Acquire(ctx context.Context, req driver.Request) (driver.Resu
 	case !pos.found:
 		return driver.Result{}, fmt.Errorf("%w: zookeeper %s: lock node %s vanished (session expired?)", driver.ErrUnavailable, d.servers, n.path)
 	case pos.lowest != n.name:
-		d.abandon(n)
+		d.giveUp(ctx, n)
 		return driver.Result{}, nil
 	}
 	return d.grant(ctx, req, n, sent)
@@ -507,9 +501,10 @@ func (d *zkDriver) AcquireQueued(ctx context.Context, req driver.Request) (drive
 		}
 	}()
 	retry := 10 * time.Millisecond
-	// fail ends the wait: the node is removed before returning.
+	// fail ends the wait: the node is removed, before returning unless
+	// ctx ended or the driver closed (see giveUp).
 	fail := func(op string, err error) (driver.Result, error) {
-		d.abandon(n)
+		d.giveUp(ctx, n)
 		if d.isClosed() {
 			return driver.Result{}, driver.ErrClosed
 		}

@@ -99,6 +99,10 @@ type zkDriver struct {
 	cleanups map[string]*time.Timer // key node path → pending clean-up
 	bg       sync.WaitGroup         // background node clean-up
 
+	// leaving: key node path → the removals of abandoned lock nodes
+	// under way there (see goLeave). Guarded by mu.
+	leaving map[string][]chan struct{}
+
 	wakeups atomic.Int64 // watch notifications that woke a waiter
 }
 
@@ -113,6 +117,7 @@ func newDriver(base string, acl []zk.ACL, servers string) *zkDriver {
 		held:     map[holdKey]*holding{},
 		keys:     map[string]*keyHint{},
 		cleanups: map[string]*time.Timer{},
+		leaving:  map[string][]chan struct{}{},
 	}
 }
 
@@ -199,14 +204,20 @@ func (d *zkDriver) isClosed() bool {
 	return d.closed
 }
 
-// Close stops the driver. It first deletes the key nodes that were waiting
-// for their idle clean-up. A driver-owned connection is then closed, which
-// ends its session: ZooKeeper deletes every lock node it held at once. On an
-// application's connection, locks still held keep their lease timers, which
-// delete their nodes when the TTL runs out.
+// Close stops the driver. On an application's connection it first waits,
+// up to 2 seconds in all, for the deletions of lock nodes whose waiters
+// gave up that are still under way in the background. It then deletes the
+// key nodes that were waiting for their idle clean-up. A driver-owned
+// connection is then closed, which ends its session: ZooKeeper deletes
+// every lock node it held at once. On an application's connection, locks
+// still held keep their lease timers, which delete their nodes when the
+// TTL runs out.
 func (d *zkDriver) Close() error {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), closeWait)
 	defer cancel()
+	if !d.ownConn {
+		d.awaitLeaves(ctx)
+	}
 	d.runCleanups(ctx)
 	d.mu.Lock()
 	if d.closed {
