@@ -269,3 +269,57 @@ func TestCloseAwaitsLeavers(t *testing.T) {
 		})
 	}
 }
+
+// TestTryLockAfterCancel: a Lock cancelled while its create is on its way
+// over a slow link returns at once; the create and the node's deletion
+// finish in the background. The same client's TryLock right after the
+// holder's release still gets the key: it waits for its own abandoned node
+// to go rather than finding it at the head of the queue.
+func TestTryLockAfterCancel(t *testing.T) {
+	z := startStandalone(t)
+	const base, key = "/dlock-trylock-after-cancel", "k"
+	holder, err := NewClient(connect(t, z.Addrs(), 10*time.Second, nil), Options{Base: base, SessionTimeout: 10 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = holder.Close() })
+	hl, err := holder.TryLock(t.Context(), key, dlock.WithTTL(10*time.Second))
+	if err != nil {
+		t.Fatalf("holder TryLock: %v", err)
+	}
+	p := testserver.StartProxy(t, z.Addr())
+	c, err := NewClient(connect(t, []string{p.Addr()}, 10*time.Second, nil), Options{Base: base, SessionTimeout: 10 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	// A first try makes c know the key node and its queue, so that its
+	// next requests on the key each take one round trip.
+	if _, err := c.TryLock(t.Context(), key); !errors.Is(err, dlock.ErrNotAcquired) {
+		t.Fatalf("TryLock of the held key = %v, want ErrNotAcquired", err)
+	}
+	p.SetLatency(150 * time.Millisecond)
+
+	ctx, cancel := context.WithCancel(t.Context())
+	time.AfterFunc(20*time.Millisecond, cancel) // the create is still on its way
+	start := time.Now()
+	if _, err := c.Lock(ctx, key, dlock.WithTTL(10*time.Second)); !errors.Is(err, context.Canceled) {
+		t.Fatalf("cancelled Lock = %v, want context.Canceled", err)
+	}
+	if took := time.Since(start); took > 20*time.Millisecond+cancelBound {
+		t.Errorf("cancelled Lock returned %v after its start, want within %v of its cancel", took, cancelBound)
+	}
+	if err := hl.Unlock(t.Context()); err != nil {
+		t.Fatalf("holder Unlock: %v", err)
+	}
+	tctx, tcancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer tcancel()
+	l, err := c.TryLock(tctx, key, dlock.WithTTL(10*time.Second))
+	if err != nil {
+		t.Fatalf("TryLock after the cancelled Lock and the release: %v", err)
+	}
+	if err := l.Unlock(tctx); err != nil {
+		t.Fatalf("Unlock: %v", err)
+	}
+	awaitEmptyQueue(t, connect(t, z.Addrs(), 10*time.Second, nil), Path(base, key), 2*time.Second)
+}
