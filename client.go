@@ -41,7 +41,7 @@ type Client struct {
 func NewClient(d driver.Locker, opts ...Option) *Client {
 	c := &Client{
 		d:        d,
-		caps:     d.Capabilities(),
+		caps:     ttlBounds(d.Capabilities()),
 		held:     map[*Lock]struct{}{},
 		heldKeys: map[string]int{},
 		turns:    map[string]*keyTurn{},
@@ -66,8 +66,21 @@ func NewClient(d driver.Locker, opts ...Option) *Client {
 
 var defaultMetadata = sync.OnceValue(DefaultMetadata)
 
+// ttlBounds fills in the portable TTL bounds: MinTTL at least the portable
+// minimum, MaxTTL at most the portable maximum, which is also the ceiling of
+// a driver that declares none.
+func ttlBounds(caps driver.Capabilities) driver.Capabilities {
+	caps.MinTTL = max(caps.MinTTL, MinTTL)
+	if caps.MaxTTL <= 0 || caps.MaxTTL > MaxTTL {
+		caps.MaxTTL = MaxTTL
+	}
+	return caps
+}
+
 // Capabilities reports what the backend offers: fencing, FIFO queueing and
-// TTL bounds.
+// the TTL bounds Lock, TryLock, Do and Refresh accept. MinTTL is at least
+// the portable MinTTL and MaxTTL at most the portable MaxTTL (the maximum of
+// a backend that declares none).
 func (c *Client) Capabilities() driver.Capabilities { return c.caps }
 
 // Info describes a key, as returned by Inspect.
@@ -232,10 +245,7 @@ func (c *Client) lockConfig(opts []LockOption) (lockConfig, error) {
 	}
 	if !cfg.hasTTL {
 		// The default fits the backend; a TTL asked for is checked as is.
-		cfg.ttl = DefaultTTL
-		if c.caps.MaxTTL > 0 && cfg.ttl > c.caps.MaxTTL {
-			cfg.ttl = c.caps.MaxTTL
-		}
+		cfg.ttl = min(DefaultTTL, c.caps.MaxTTL)
 	}
 	if err := c.checkTTL(cfg.ttl); err != nil {
 		return cfg, err
@@ -263,14 +273,17 @@ func (c *Client) newToken() (string, error) {
 	return t, nil
 }
 
+// checkTTL rejects a TTL outside the backend's bounds (which ttlBounds made
+// lie within the portable ones), so that no deadline computed from it can
+// overflow, here or in the driver.
 func (c *Client) checkTTL(ttl time.Duration) error {
 	if err := validateTTL(ttl); err != nil {
 		return err
 	}
-	if c.caps.MinTTL > 0 && ttl < c.caps.MinTTL {
+	if ttl < c.caps.MinTTL {
 		return fmt.Errorf("%w: %v is below this backend's minimum of %v", ErrInvalidTTL, ttl, c.caps.MinTTL)
 	}
-	if c.caps.MaxTTL > 0 && ttl > c.caps.MaxTTL {
+	if ttl > c.caps.MaxTTL {
 		return fmt.Errorf("%w: %v is above this backend's maximum of %v", ErrInvalidTTL, ttl, c.caps.MaxTTL)
 	}
 	return nil
@@ -377,7 +390,9 @@ func (c *Client) acquire(ctx context.Context, key string, opts []LockOption, try
 			// Queued on the server: the release names this client.
 			backoff = res.QueuedWait
 		}
-		if res.HolderTTL > 0 && res.HolderTTL+time.Millisecond < backoff {
+		// (Compared without adding to HolderTTL, which a driver may
+		// report as large as a time.Duration goes.)
+		if res.HolderTTL > 0 && res.HolderTTL < backoff-time.Millisecond {
 			backoff = res.HolderTTL + time.Millisecond
 		}
 		if timer == nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"strings"
 	"sync"
 	"testing"
@@ -636,5 +637,79 @@ func TestDoNilFn(t *testing.T) {
 	defer d.mu.Unlock()
 	if d.attempts != 0 {
 		t.Errorf("Do with a nil fn made %d acquire attempts, want 0", d.attempts)
+	}
+}
+
+// noMaxTTL is a driver that declares no TTL bounds and can report a
+// holder's TTL as long as a time.Duration goes.
+type noMaxTTL struct {
+	driver.Locker
+	mu        sync.Mutex
+	holderTTL time.Duration
+	attempts  int
+}
+
+func (n *noMaxTTL) Capabilities() driver.Capabilities {
+	caps := n.Locker.Capabilities()
+	caps.MinTTL, caps.MaxTTL = 0, 0
+	return caps
+}
+
+func (n *noMaxTTL) Acquire(ctx context.Context, req driver.Request) (driver.Result, error) {
+	n.mu.Lock()
+	n.attempts++
+	h := n.holderTTL
+	n.mu.Unlock()
+	if h > 0 {
+		return driver.Result{HolderTTL: h}, nil
+	}
+	return n.Locker.Acquire(ctx, req)
+}
+
+func TestTTLBounds(t *testing.T) {
+	ctx := t.Context()
+	d := &noMaxTTL{Locker: memdlock.NewStore().Driver()}
+	c := dlock.NewClient(d)
+	defer c.Close()
+	caps := c.Capabilities()
+	if caps.MinTTL != dlock.MinTTL || caps.MaxTTL != dlock.MaxTTL {
+		t.Fatalf("Capabilities TTL bounds of a driver declaring none = [%v, %v], want [%v, %v]", caps.MinTTL, caps.MaxTTL, dlock.MinTTL, dlock.MaxTTL)
+	}
+	for _, ttl := range []time.Duration{dlock.MaxTTL + 1, math.MaxInt64} {
+		if _, err := c.TryLock(ctx, "k", dlock.WithTTL(ttl)); !errors.Is(err, dlock.ErrInvalidTTL) {
+			t.Errorf("TryLock(TTL %v) = %v, want ErrInvalidTTL", ttl, err)
+		}
+	}
+	l, err := c.TryLock(ctx, "k", dlock.WithTTL(dlock.MaxTTL))
+	if err != nil {
+		t.Fatalf("TryLock(MaxTTL): %v", err)
+	}
+	if dl := l.Deadline(); !dl.After(time.Now().Add(dlock.MaxTTL / 2)) {
+		t.Errorf("Deadline of a lock at MaxTTL = %v, want about %v from now", dl, dlock.MaxTTL)
+	}
+	if err := l.Refresh(ctx, math.MaxInt64); !errors.Is(err, dlock.ErrInvalidTTL) {
+		t.Errorf("Refresh(MaxInt64) = %v, want ErrInvalidTTL", err)
+	}
+	if err := l.Unlock(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A holder's TTL reported as the longest time.Duration must not turn a
+// waiter's sleep negative (a busy loop of attempts).
+func TestHugeHolderTTLNoBusyLoop(t *testing.T) {
+	d := &noMaxTTL{Locker: memdlock.NewStore().Driver(), holderTTL: math.MaxInt64}
+	c := dlock.NewClient(d)
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(t.Context(), 300*time.Millisecond)
+	defer cancel()
+	if _, err := c.Lock(ctx, "k", dlock.WithRetry(dlock.LinearBackoff(50*time.Millisecond))); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Lock = %v, want DeadlineExceeded", err)
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	// 300 ms of 50 ms backoffs: about 7 attempts, not thousands.
+	if d.attempts > 30 {
+		t.Errorf("%d attempts in 300ms with a 50ms backoff, want a few (a negative sleep polls without pause)", d.attempts)
 	}
 }

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"time"
 	"unicode/utf8"
+
+	"github.com/dlock-go/dlock/driver"
 )
 
 // MaxKeyLen is the longest key, in bytes.
@@ -26,6 +28,13 @@ func ValidateKey(key string) error {
 	}
 	return nil
 }
+
+// MaxTTL is the longest TTL the portable layer accepts on any backend
+// (9e9 s, about 285 years): long enough for a lock that never lapses, short
+// enough that no deadline computed from it can overflow. Each backend
+// declares its own maximum, at most this (Client.Capabilities().MaxTTL); a
+// longer TTL is an error matching ErrInvalidTTL.
+const MaxTTL = driver.MaxTTL
 
 func validateTTL(ttl time.Duration) error {
 	if ttl < MinTTL {

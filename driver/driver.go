@@ -26,6 +26,10 @@
 //   - An Acquire with a token that already holds the key should succeed,
 //     keep the existing fence and set the new TTL, where the backend can; a
 //     driver that cannot reports it in Capabilities.
+//   - Capabilities should declare MaxTTL: the longest TTL the driver can
+//     represent. TTLs arrive within [Capabilities.MinTTL,
+//     Capabilities.MaxTTL]; no expiry computation of the driver (server
+//     timestamps, rounding to the backend's unit) may overflow for them.
 //   - Errors that say the backend could not be reached should name the
 //     backend and its address, never credentials.
 //
@@ -153,12 +157,27 @@ type Capabilities struct {
 	// FIFO is set when the driver implements Queuer and grants in arrival
 	// order.
 	FIFO bool
-	// MinTTL and MaxTTL bound the TTLs the backend honours; zero means no
-	// bound beyond the portable layer's. Drivers round a TTL up to their
-	// granularity only where the server-side lease is then at least as long
-	// as requested.
+	// MinTTL and MaxTTL bound the TTLs the backend honours. A zero MinTTL
+	// means the portable layer's minimum (dlock.MinTTL). MaxTTL is
+	// required: the longest TTL whose expiry the driver and its backend
+	// can represent and compute (server-side timestamps, arithmetic in the
+	// driver, the column types of a table) without overflow, at most
+	// [MaxTTL]. The portable layer rejects any TTL outside [MinTTL,
+	// MaxTTL] with an error wrapping ErrInvalidTTL before it reaches the
+	// driver, for Acquire and Refresh alike; a driver that declares no
+	// MaxTTL (zero) gets [MaxTTL]. Drivers round a TTL up to their
+	// granularity only where the server-side lease is then at least as
+	// long as requested.
 	MinTTL, MaxTTL time.Duration
 }
+
+// MaxTTL is the longest TTL the portable layer ever passes to a driver
+// (9e9 s, about 285 years; etcd's largest lease). The longest
+// time.Duration is about 292 years: this bound leaves room for a deadline
+// on the monotonic clock (which counts from process start) plus the TTL,
+// and for rounding a TTL up to whole milliseconds or seconds, without
+// overflow. It is a whole number of seconds.
+const MaxTTL = 9_000_000_000 * time.Second
 
 // Locker is the contract every backend implements.
 type Locker interface {

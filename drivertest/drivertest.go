@@ -37,6 +37,7 @@ func RunConformanceTests(t *testing.T, newHarness HarnessMaker) {
 		{"HandOff", testHandOff},
 		{"Keys", testKeys},
 		{"InvalidInput", testInvalidInput},
+		{"TTLBounds", testTTLBounds},
 		{"Inspect", testInspect},
 		{"Do", testDo},
 		{"DoLost", testDoLost},

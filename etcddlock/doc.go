@@ -93,7 +93,8 @@
 // granted at that minimum. The client's validity still uses the requested
 // TTL, so it never outlives the server's lease; a crashed holder's key may
 // then outlive the requested TTL by that difference. The driver's MinTTL is
-// 1 s.
+// 1 s; its MaxTTL is etcd's largest lease, 9e9 s (about 285 years), and a
+// TTL outside them is an error matching ErrInvalidTTL.
 //
 // # Waiting
 //

@@ -25,8 +25,14 @@ const cleanupTimeout = 3 * time.Second
 // lock's lease in the background.
 const hedgeAfter = time.Second
 
-// maxLeaseTTL is etcd's largest lease TTL (9e9 seconds).
-const maxLeaseTTL = 9_000_000_000 * time.Second
+// MinTTL is the shortest TTL the driver accepts: etcd leases count whole
+// seconds, and a TTL is rounded up to them.
+const MinTTL = time.Second
+
+// MaxTTL is the longest TTL the driver accepts: etcd's largest lease TTL
+// (9e9 seconds, about 285 years, the portable maximum driver.MaxTTL). A
+// longer one is an error matching ErrInvalidTTL.
+const MaxTTL = 9_000_000_000 * time.Second
 
 type etcdDriver struct {
 	cli        *clientv3.Client
@@ -197,8 +203,8 @@ func (d *etcdDriver) Capabilities() driver.Capabilities {
 	return driver.Capabilities{
 		Fencing: true,
 		FIFO:    true,
-		MinTTL:  time.Second,
-		MaxTTL:  maxLeaseTTL,
+		MinTTL:  MinTTL,
+		MaxTTL:  MaxTTL,
 	}
 }
 

@@ -70,8 +70,13 @@ func (l *lease) validUntil(ttl time.Duration) time.Time {
 func drift(ttl time.Duration) time.Duration { return ttl/100 + 2*time.Millisecond }
 
 // leaseSeconds rounds a TTL up to etcd's whole seconds.
+// It cannot overflow, whatever the TTL.
 func leaseSeconds(ttl time.Duration) int64 {
-	return int64((ttl + time.Second - 1) / time.Second)
+	sec := int64(ttl / time.Second)
+	if ttl%time.Second > 0 {
+		sec++
+	}
+	return sec
 }
 
 // errLeaseGone reports that the server no longer knows the lease: it

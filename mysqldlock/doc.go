@@ -62,7 +62,10 @@
 // Refresh and Release are single UPDATEs that compare the token and require
 // the lease to be live. Expiry is UTC_TIMESTAMP(6) + TTL on the server; the
 // client sends only the TTL, in microseconds, so neither the client's clock
-// nor any session or server time_zone matters.
+// nor any session or server time_zone matters. TTLs run from MinTTL (10 ms)
+// to MaxTTL (the portable maximum, about 285 years); a TTL outside them is
+// an error matching ErrInvalidTTL. A table made by hand must keep expires_at
+// a DATETIME(6): a TIMESTAMP column ends in 2038.
 //
 // The driver implements driver.BatchRefresher: a client's auto-refreshed
 // locks are refreshed together, up to 500 per multi-table UPDATE, each with

@@ -23,6 +23,14 @@ const DefaultTable = sqllease.DefaultTable
 // MinTTL is the shortest TTL the driver accepts.
 const MinTTL = 10 * time.Millisecond
 
+// MaxTTL is the longest TTL the driver accepts, the portable maximum
+// (driver.MaxTTL, about 285 years); a longer one is an error matching
+// ErrInvalidTTL. The lock table's expires_at is a DATETIME(6), good to the
+// year 9999 (not a TIMESTAMP, which ends in 2038); the server adds the TTL
+// as an INTERVAL in microseconds and reports remaining leases with
+// TIMESTAMPDIFF in microseconds, all far inside their ranges at MaxTTL.
+const MaxTTL = driver.MaxTTL
+
 // Limits of the table's columns.
 const (
 	maxToken    = 1024
@@ -301,7 +309,7 @@ func (d *myDriver) WatchReleases(ctx context.Context, key string) (<-chan struct
 
 // Capabilities implements driver.Locker.
 func (d *myDriver) Capabilities() driver.Capabilities {
-	return driver.Capabilities{Fencing: true, ReacquireWithToken: true, MinTTL: MinTTL}
+	return driver.Capabilities{Fencing: true, ReacquireWithToken: true, MinTTL: MinTTL, MaxTTL: MaxTTL}
 }
 
 // Close closes the connection pool of a driver opened from a URL; a pool

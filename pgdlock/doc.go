@@ -79,7 +79,9 @@
 // lease. Refresh and Release are single UPDATEs that compare the token and
 // require the lease to be live. Expiry is clock_timestamp() + TTL on the
 // server; the client sends only the TTL, in microseconds. Nothing depends
-// on the client's clock or time zone.
+// on the client's clock or time zone. TTLs run from MinTTL (10 ms) to MaxTTL
+// (the portable maximum, about 285 years); a TTL outside them is an error
+// matching ErrInvalidTTL.
 //
 // The driver implements driver.BatchRefresher: a client's auto-refreshed
 // locks are refreshed together, up to 1000 per UPDATE statement, each with

@@ -27,6 +27,14 @@ const DefaultTable = sqllease.DefaultTable
 // MinTTL is the shortest TTL the driver accepts.
 const MinTTL = 10 * time.Millisecond
 
+// MaxTTL is the longest TTL the driver accepts, the portable maximum
+// (driver.MaxTTL, about 285 years); a longer one is an error matching
+// ErrInvalidTTL. The server computes expiries as a timestamptz (good to the
+// year 294276) plus the TTL in microseconds as a bigint interval, and
+// reports remaining leases in microseconds as a bigint: all far inside
+// their ranges at MaxTTL.
+const MaxTTL = driver.MaxTTL
+
 // Config configures a driver made by NewClient, NewClientDB, NewDriver or
 // NewDriverDB. The zero value is the default.
 type Config struct {
@@ -286,7 +294,7 @@ func (d *pgDriver) WatchReleases(ctx context.Context, key string) (<-chan struct
 
 // Capabilities implements driver.Locker.
 func (d *pgDriver) Capabilities() driver.Capabilities {
-	return driver.Capabilities{Fencing: true, ReacquireWithToken: true, MinTTL: MinTTL}
+	return driver.Capabilities{Fencing: true, ReacquireWithToken: true, MinTTL: MinTTL, MaxTTL: MaxTTL}
 }
 
 // Close stops the listener and, for a driver opened from a URL, closes its

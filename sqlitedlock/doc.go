@@ -54,6 +54,8 @@
 // itself (julianday('now'), millisecond precision); the client never sends a
 // timestamp. All processes on the host therefore share one clock: the host's
 // wall clock. Lease expiry is stored as expires_at in Unix milliseconds.
+// TTLs run from MinTTL (10 ms) to MaxTTL (the portable maximum, about 285
+// years); a TTL outside them is an error matching ErrInvalidTTL.
 //
 // An acquire is one INSERT ... ON CONFLICT DO UPDATE ... RETURNING statement:
 // it takes the key if it is free, expired or already held by the same token,

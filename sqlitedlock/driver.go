@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/dlock-go/dlock/driver"
+	"github.com/dlock-go/dlock/internal/sqllease"
 )
 
 // minVersion is the oldest SQLite with RETURNING.
@@ -132,11 +133,19 @@ func versionAtLeast(have, want string) bool {
 	return true
 }
 
+// MinTTL is the shortest TTL the driver accepts.
+const MinTTL = 10 * time.Millisecond
+
+// MaxTTL is the longest TTL the driver accepts, the portable maximum
+// (driver.MaxTTL, about 285 years); a longer one is an error matching
+// ErrInvalidTTL. Expiries are Unix milliseconds on the engine's clock, in a
+// 64-bit INTEGER column: now plus MaxTTL is far inside its range, and the
+// remaining lease read back fits a time.Duration.
+const MaxTTL = driver.MaxTTL
+
 // millis rounds ttl up to whole milliseconds, so that the lease the
 // database keeps is never shorter than asked.
-func millis(ttl time.Duration) int64 {
-	return int64((ttl + time.Millisecond - 1) / time.Millisecond)
-}
+func millis(ttl time.Duration) int64 { return sqllease.Millis(ttl) }
 
 func (d *sqliteDriver) check(ctx context.Context) error {
 	if d.closed.Load() {
@@ -187,7 +196,7 @@ func (d *sqliteDriver) Acquire(ctx context.Context, req driver.Request) (driver.
 	case err != nil:
 		return driver.Result{}, nil // holder's TTL unknown
 	case st.held():
-		return driver.Result{HolderTTL: time.Duration(st.remaining) * time.Millisecond}, nil
+		return driver.Result{HolderTTL: sqllease.FromMillis(st.remaining)}, nil
 	}
 	return driver.Result{HolderTTL: time.Millisecond}, nil
 }
@@ -290,7 +299,7 @@ func (d *sqliteDriver) Inspect(ctx context.Context, key string) (driver.Info, er
 	info := driver.Info{Fence: uint64(max(st.fence, 0)), Waiters: -1}
 	if st.held() {
 		info.Held = true
-		info.TTL = time.Duration(st.remaining) * time.Millisecond
+		info.TTL = sqllease.FromMillis(st.remaining)
 		info.Metadata = st.meta
 	}
 	return info, nil
@@ -298,7 +307,7 @@ func (d *sqliteDriver) Inspect(ctx context.Context, key string) (driver.Info, er
 
 // Capabilities implements driver.Locker.
 func (d *sqliteDriver) Capabilities() driver.Capabilities {
-	return driver.Capabilities{Fencing: true, ReacquireWithToken: true, MinTTL: 10 * time.Millisecond}
+	return driver.Capabilities{Fencing: true, ReacquireWithToken: true, MinTTL: MinTTL, MaxTTL: MaxTTL}
 }
 
 // Close implements driver.Locker. It closes the database handle only when

@@ -104,6 +104,30 @@ func Micros(ttl time.Duration) int64 {
 	return us
 }
 
+// Millis converts a TTL to whole milliseconds, rounding up so that the
+// lease the database keeps is never shorter than asked. It cannot overflow,
+// whatever the TTL.
+func Millis(ttl time.Duration) int64 {
+	ms := int64(ttl / time.Millisecond)
+	if ttl%time.Millisecond > 0 {
+		ms++
+	}
+	return ms
+}
+
+// FromMillis converts a remaining lease in milliseconds to a duration; zero
+// or less gives zero, and a lease longer than any time.Duration (a row
+// written by hand) gives the longest one.
+func FromMillis(ms int64) time.Duration {
+	switch {
+	case ms <= 0:
+		return 0
+	case ms > math.MaxInt64/int64(time.Millisecond):
+		return math.MaxInt64
+	}
+	return time.Duration(ms) * time.Millisecond
+}
+
 // FromMicros converts a remaining lease in microseconds to a duration; zero
 // or less gives zero.
 func FromMicros(us int64) time.Duration {

@@ -85,6 +85,34 @@ func TestMicros(t *testing.T) {
 	}
 }
 
+// Millis never wraps: the old (ttl + 1ms - 1) / 1ms went negative near
+// math.MaxInt64, and a lease then ended in the past.
+func TestMillis(t *testing.T) {
+	tests := []struct {
+		ttl  time.Duration
+		want int64
+	}{
+		{10 * time.Millisecond, 10},
+		{time.Nanosecond, 1},
+		{time.Millisecond + 1, 2},
+		{driver.MaxTTL, driver.MaxTTL.Milliseconds()},
+		{time.Duration(math.MaxInt64), math.MaxInt64/int64(time.Millisecond) + 1},
+	}
+	for _, tc := range tests {
+		if got := Millis(tc.ttl); got != tc.want {
+			t.Errorf("Millis(%v) = %d, want %d", tc.ttl, got, tc.want)
+		}
+	}
+	for _, tc := range []struct {
+		ms   int64
+		want time.Duration
+	}{{-5, 0}, {0, 0}, {1500, 1500 * time.Millisecond}, {driver.MaxTTL.Milliseconds(), driver.MaxTTL}, {math.MaxInt64, math.MaxInt64}} {
+		if got := FromMillis(tc.ms); got != tc.want {
+			t.Errorf("FromMillis(%d) = %v, want %v", tc.ms, got, tc.want)
+		}
+	}
+}
+
 func TestUnavailable(t *testing.T) {
 	cause := fmt.Errorf("dial user=app password=hunter2: %w", context.DeadlineExceeded)
 	err := Unavailable("postgres", "db:5432", "hunter2", cause)
