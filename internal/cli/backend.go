@@ -154,7 +154,7 @@ func backendError(ctx, opctx context.Context, err error, what string) error {
 	case errors.Is(err, dlock.ErrInvalidOption), errors.Is(err, dlock.ErrInvalidKey), errors.Is(err, dlock.ErrInvalidTTL):
 		return exitf(ExitUsage, "dlock: %s: %s", what, clean(err))
 	case opctx != nil && errors.Is(opctx.Err(), context.DeadlineExceeded) && errors.Is(err, context.DeadlineExceeded):
-		return exitf(ExitUnavailable, "dlock: %s: no answer within the connect timeout (%s)", what, clean(err))
+		return exitf(ExitUnavailable, "dlock: %s: no answer in time (%s)", what, clean(err))
 	}
 	return exitf(ExitUnavailable, "dlock: %s: %s", what, clean(err))
 }

@@ -50,7 +50,7 @@ func cmdRun(args []string, sio stdio) error {
 	fs := newFlagSet("run", runUsage, sio)
 	bf := addBackendFlags(fs)
 	ttl := durationFlag(fs, "ttl", dlock.DefaultTTL, "lease length `D`; refreshed every D/3 while CMD runs; if dlock dies, others wait at most D")
-	wait := durationFlag(fs, "wait", 0, "wait at most `D` for the lock, then exit 75 (default: wait until acquired; 0 = --try)")
+	wait := durationFlag(fs, "wait", 0, "wait at most `D` for the lock, connecting included, then exit 75 (69 if the backend gave no answer) (default: wait until acquired; 0 = --try)")
 	try := fs.Bool("try", false, "make one attempt; exit 75 at once if the lock is held")
 	grace := durationFlag(fs, "grace", defaultGrace, "after losing the lock, send SIGKILL `D` after SIGTERM if CMD is still running")
 	pgroup := fs.Bool("pgroup", false, "run CMD in its own process group and signal the whole group (for scripts; CMD cannot read the terminal)")
@@ -181,12 +181,35 @@ wait:
 		}
 	}
 	if a.c != nil {
-		defer a.c.Close()
+		defer closeClient(a.c, a.err, *r.bf.timeout)
 	}
 	if a.err != nil {
 		return a.err
 	}
 	return r.runLocked(a.l, sigs)
+}
+
+// closeClient closes c. After the backend was found unavailable (exit
+// 69), dlock does not wait more than a moment for Close, whose clean-up
+// requests would only wait for the same backend: a lock it may have
+// granted unseen frees itself when its TTL runs out.
+func closeClient(c *dlock.Client, err error, timeout time.Duration) {
+	var ee *exitError
+	if !errors.As(err, &ee) || ee.code != ExitUnavailable {
+		_ = c.Close()
+		return
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = c.Close()
+	}()
+	t := time.NewTimer(min(timeout, 250*time.Millisecond))
+	defer t.Stop()
+	select {
+	case <-done:
+	case <-t.C:
+	}
 }
 
 func isWaitSignal(s os.Signal) bool {
@@ -199,13 +222,33 @@ func isWaitSignal(s os.Signal) bool {
 }
 
 // acquire opens the backend and takes the lock as --try / --wait say.
+//
+// The flags bound the whole of it, connecting included: with --try, the
+// connect timeout; with --wait D, D (and the connect timeout for opening);
+// without either, the connect timeout for opening, then as long as it
+// takes. A backend that does not answer must not pass for contention, so
+// while waiting, an Inspect runs beside the Lock as a probe: only when the
+// backend answered it (the key is held by someone) does a wait that ran out
+// exit with the conflict code; when the probe fails or gets no answer in
+// time, dlock exits 69 with the backend's error.
 func (r *runner) acquire(ctx context.Context) (*dlock.Client, *dlock.Lock, error) {
 	hook := func(e dlock.Event) {
 		if e.Kind == dlock.EventRefreshFailed {
 			r.logf("warning: could not refresh lock %q: %s", e.Key, clean(e.Err))
 		}
 	}
-	c, shown, err := r.bf.open(ctx, dlock.WithEventHook(hook))
+	start := time.Now()
+	bound := *r.bf.timeout
+	if !r.try && r.wait > 0 {
+		bound = r.wait
+	}
+	// bctx ends when the flags' bound runs out (forever: never).
+	bctx, bcancel := context.WithTimeout(ctx, bound)
+	defer bcancel()
+	if !r.try && r.wait == 0 {
+		bctx = ctx
+	}
+	c, shown, err := r.bf.open(bctx, dlock.WithEventHook(hook))
 	if err != nil {
 		return nil, nil, err
 	}
@@ -213,27 +256,17 @@ func (r *runner) acquire(ctx context.Context) (*dlock.Client, *dlock.Lock, error
 	if r.ttl > 0 {
 		opts = append(opts, dlock.WithTTL(r.ttl))
 	}
-	start := time.Now()
-	var (
-		l     *dlock.Lock
-		opctx context.Context
-	)
-	switch {
-	case r.try:
-		var cancel context.CancelFunc
-		opctx, cancel = context.WithTimeout(ctx, *r.bf.timeout)
-		defer cancel()
-		l, err = c.TryLock(opctx, r.key, opts...)
-	case r.wait > 0:
-		var cancel context.CancelFunc
-		opctx, cancel = context.WithTimeout(ctx, r.wait)
-		defer cancel()
-		r.vlogf("waiting up to %v for lock %q on %s", r.wait, r.key, shown)
-		l, err = c.Lock(opctx, r.key, opts...)
-	default:
-		opctx = ctx
-		r.vlogf("waiting for lock %q on %s", r.key, shown)
-		l, err = c.Lock(opctx, r.key, opts...)
+	var l *dlock.Lock
+	var probe <-chan error
+	if r.try {
+		l, err = c.TryLock(bctx, r.key, opts...)
+	} else {
+		if r.wait > 0 {
+			r.vlogf("waiting up to %v for lock %q on %s", r.wait, r.key, shown)
+		} else {
+			r.vlogf("waiting for lock %q on %s", r.key, shown)
+		}
+		l, probe, err = r.lockProbed(bctx, c, opts)
 	}
 	if err == nil {
 		r.vlogf("acquired lock %q (fence %d) after %v", r.key, l.Fence(), time.Since(start).Round(time.Millisecond))
@@ -242,22 +275,64 @@ func (r *runner) acquire(ctx context.Context) (*dlock.Client, *dlock.Lock, error
 	if se := signalCause(ctx); se != nil {
 		return c, nil, exitf(se.code(), "dlock: interrupted by %s while waiting for lock %q", signalName(se.sig), r.key)
 	}
-	notAcquired := errors.Is(err, dlock.ErrNotAcquired) ||
-		(r.wait > 0 && !r.try && errors.Is(err, context.DeadlineExceeded) && errors.Is(opctx.Err(), context.DeadlineExceeded))
-	if notAcquired {
+	var pe *probeError
+	if errors.As(err, &pe) {
+		return c, nil, backendError(ctx, pe.ctx, pe.err, fmt.Sprintf("lock %q: backend %s did not answer", r.key, shown))
+	}
+	ranOut := !r.try && r.wait > 0 && errors.Is(err, context.DeadlineExceeded) && errors.Is(bctx.Err(), context.DeadlineExceeded)
+	if ranOut && !errors.Is(err, dlock.ErrUnavailable) {
+		// Contention only if the backend answered the probe.
+		if perr := <-probe; perr != nil {
+			return c, nil, exitf(ExitUnavailable, "dlock: lock %q: backend %s gave no answer within --wait %v: %s", r.key, shown, r.wait, clean(perr))
+		}
+	}
+	if errors.Is(err, dlock.ErrNotAcquired) || (ranOut && !errors.Is(err, dlock.ErrUnavailable)) {
 		holder := r.holder(ctx, c)
 		if r.try {
 			return c, nil, exitf(r.conflict, "dlock: lock %q is held%s; not acquired (--try)", r.key, holder)
 		}
 		return c, nil, exitf(r.conflict, "dlock: lock %q still held%s after waiting %v; not acquired", r.key, holder, r.wait)
 	}
-	return c, nil, backendError(ctx, opctx, err, fmt.Sprintf("lock %q", r.key))
+	return c, nil, backendError(ctx, bctx, err, fmt.Sprintf("lock %q", r.key))
+}
+
+// probeError is the error of a probe that found the backend unavailable
+// while Lock was waiting.
+type probeError struct {
+	ctx context.Context
+	err error
+}
+
+func (e *probeError) Error() string { return e.err.Error() }
+
+// lockProbed waits for the lock with Lock, and meanwhile asks the backend
+// once with Inspect (bounded by the connect timeout and ctx) whether it
+// answers. A probe that fails ends the wait at once with a *probeError. The
+// probe's outcome is sent on the returned channel when Lock ended first.
+func (r *runner) lockProbed(ctx context.Context, c *dlock.Client, opts []dlock.LockOption) (*dlock.Lock, <-chan error, error) {
+	lctx, lcancel := context.WithCancelCause(ctx)
+	defer lcancel(nil)
+	pctx, pcancel := context.WithTimeout(lctx, *r.bf.timeout)
+	probe := make(chan error, 1)
+	go func() {
+		defer pcancel()
+		_, err := c.Inspect(pctx, r.key)
+		if err != nil && lctx.Err() == nil {
+			lcancel(&probeError{ctx: pctx, err: err})
+		}
+		probe <- err
+	}()
+	l, err := c.Lock(lctx, r.key, opts...)
+	if pe, ok := context.Cause(lctx).(*probeError); ok && err != nil {
+		return nil, probe, pe
+	}
+	return l, probe, err
 }
 
 // holder describes who holds the key, as " by META (fence N, expires in D)",
 // or "" when that cannot be told quickly.
 func (r *runner) holder(ctx context.Context, c *dlock.Client) string {
-	ictx, cancel := context.WithTimeout(ctx, min(*r.bf.timeout, 2*time.Second))
+	ictx, cancel := context.WithTimeout(ctx, min(*r.bf.timeout, 500*time.Millisecond))
 	defer cancel()
 	in, err := c.Inspect(ictx, r.key)
 	if err != nil || !in.Held {

@@ -51,17 +51,20 @@ func cmdStatus(args []string, sio stdio) error {
 		}
 	}()
 
-	c, shown, err := bf.open(ctx)
+	// One bound for opening and asking: --connect-timeout.
+	ictx, icancel := context.WithTimeout(ctx, *bf.timeout)
+	defer icancel()
+	c, shown, err := bf.open(ictx)
 	if err != nil {
 		return err
 	}
-	defer c.Close()
-	ictx, icancel := context.WithTimeout(ctx, *bf.timeout)
-	defer icancel()
 	in, err := c.Inspect(ictx, key)
 	if err != nil {
-		return backendError(ctx, ictx, err, fmt.Sprintf("status of %q on %s", key, shown))
+		err = backendError(ctx, ictx, err, fmt.Sprintf("status of %q on %s", key, shown))
+		closeClient(c, err, *bf.timeout)
+		return err
 	}
+	defer c.Close()
 	if *asJSON {
 		b, err := statusJSON(in)
 		if err != nil {
