@@ -122,3 +122,27 @@ func (d *Driver) stayQueued(ctx context.Context, keys []string) {
 	}
 	d.pipelineScript(ctx, stayScript, calls)
 }
+
+// leaveQueues takes the client out of the waiting queues of keys, in one
+// pipeline (see pipelineScript), waking the waiters of a free key whose
+// queue it headed. It returns when the pipeline is done or ctx ends,
+// whichever comes first, even if the client does not apply context
+// deadlines to its sockets. It works after Close has begun (it is how
+// Close leaves the queues); errors are ignored: an entry left behind runs
+// out within queueEntryTTL.
+func (d *Driver) leaveQueues(ctx context.Context, keys []string) {
+	calls := make([]scriptCall, len(keys))
+	for j, key := range keys {
+		all := d.ks.allKeys(key)
+		calls[j] = scriptCall{[]string{all[0], all[3], all[4]}, []any{d.id, d.ks.channel(key)}}
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		d.pipelineScript(ctx, leaveScript, calls)
+	}()
+	select {
+	case <-done:
+	case <-ctx.Done():
+	}
+}

@@ -29,6 +29,11 @@ const (
 	// queueKeepEvery is how often a waiting client renews it.
 	queueEntryTTL  = 3 * time.Second
 	queueKeepEvery = queueEntryTTL / 3
+	// closeWait bounds how long Close waits for the replies of attempts
+	// that may have joined a queue, and closeLeave how long Close spends
+	// on them and on leaving the queues the client may be in.
+	closeWait  = time.Second
+	closeLeave = 2 * time.Second
 )
 
 var queueEntryTTLms = strconv.FormatInt(queueEntryTTL.Milliseconds(), 10)
@@ -52,6 +57,17 @@ type notifier struct {
 	keeper   *time.Timer // renews queue entries while the client waits
 	closed   bool
 	loopDone chan struct{}
+
+	// queues holds the keys in whose queues the client may be, each with
+	// when it last may have joined or renewed its entry there: added when
+	// an attempt that joins is sent, removed once the client is known to
+	// be out (a grant, a leave that the server confirmed). Close leaves
+	// every queue still listed whose entry may be alive.
+	queues map[string]time.Time
+	// joining counts attempts that may join a queue whose reply has not
+	// come yet; settled, when not nil, is closed when it drops to zero.
+	joining int
+	settled chan struct{}
 }
 
 type watched struct {
@@ -66,14 +82,17 @@ type watched struct {
 	confirmed  bool          // the server confirmed the current subscription
 	ready      chan struct{} // closed when confirmed
 	idleSince  time.Time     // when the last watcher left
+	inflight   int           // attempts that may join the queue, whose reply has not come
+	leaveDue   bool          // leave the queue once the attempts in flight have replied
 }
 
 func newNotifier(d *Driver) *notifier {
 	return &notifier{
-		d:     d,
-		sem:   make(chan struct{}, 1),
-		chans: map[string]*watched{},
-		dirty: map[string]struct{}{},
+		d:      d,
+		sem:    make(chan struct{}, 1),
+		chans:  map[string]*watched{},
+		dirty:  map[string]struct{}{},
+		queues: map[string]time.Time{},
 	}
 }
 
@@ -140,11 +159,11 @@ func (n *notifier) unwatch(channel string, ch chan struct{}) {
 	if len(w.waiters) > 0 || n.closed {
 		return
 	}
-	if w.queued {
-		// The last waiter gave up while the client is in the key's queue:
-		// leave it, so that the key is not kept for this client.
-		w.queued = false
-		go n.leave(w.key, channel)
+	if w.queued || w.inflight > 0 {
+		// The last waiter gave up while the client is (or may be about
+		// to be) in the key's queue: leave it, so that the key is not
+		// kept for this client.
+		n.leaveLocked(w)
 	}
 	w.idleSince = time.Now()
 	n.dirty[channel] = struct{}{}
@@ -302,9 +321,51 @@ func (n *notifier) attempt(channel string, wait bool) queueAttempt {
 	if len(w.waiters) == 0 && !(wait && sure) {
 		return queueAttempt{}
 	}
+	w.inflight++
+	n.joining++
+	now := time.Now()
+	n.queues[w.key] = now
+	if len(n.queues) > maxQueues {
+		n.pruneQueues(now)
+	}
 	// Only a caller not yet watching is expected to watch next; one whose
 	// watch is gone by the reply has left.
 	return queueAttempt{w: w, wakes: w.wakes, sure: sure, expect: wait && len(w.waiters) == 0}
+}
+
+// maxQueues is how many keys n.queues holds before entries that must have
+// run out on the server are dropped.
+const maxQueues = 256
+
+// pruneQueues drops from n.queues the keys whose entry has run out on the
+// server: those the client left without the server confirming it, more
+// than queueEntryTTL ago. n.mu must be held.
+func (n *notifier) pruneQueues(now time.Time) {
+	for key, at := range n.queues {
+		w := n.chans[n.d.ks.channel(key)]
+		if now.Sub(at) > 2*queueEntryTTL && (w == nil || !w.queued && w.inflight == 0 && !w.leaveDue) {
+			delete(n.queues, key)
+		}
+	}
+}
+
+// replied records that the reply of a joining attempt came (or that the
+// attempt was never sent, or failed in transport): from then on a leave
+// cannot be overtaken by it. A leave put off while it was in flight starts
+// now. It is called exactly once per attempt whose w is not nil, before
+// setQueued when the caller still waits for the reply.
+func (n *notifier) replied(a queueAttempt) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	w := a.w
+	w.inflight--
+	if n.joining--; n.joining == 0 && n.settled != nil {
+		close(n.settled)
+		n.settled = nil
+	}
+	if w.inflight == 0 && w.leaveDue && !n.closed {
+		n.leaveLocked(w)
+	}
 }
 
 // setQueued records whether the client is in the queue of the attempt's
@@ -320,10 +381,14 @@ func (n *notifier) setQueued(a queueAttempt, queued, failed bool) bool {
 	if queued && len(w.waiters) == 0 && (failed || !a.expect) && !n.closed {
 		// The last waiter left while the attempt was on its way, or no
 		// watch follows the attempt.
-		go n.leave(w.key, n.d.ks.channel(w.key))
-		queued = false
+		n.leaveLocked(w)
+		return false
 	}
 	w.queued = queued && !n.closed
+	if !queued && w.inflight == 0 && !w.leaveDue {
+		// Granted: the grant took the client out of the queue.
+		delete(n.queues, w.key)
+	}
 	if !w.queued {
 		return false
 	}
@@ -342,24 +407,20 @@ func (n *notifier) keepQueued() {
 	n.mu.Lock()
 	var keys []string
 	now := time.Now()
-	var orphans []string
 	for _, w := range n.chans {
 		switch {
 		case !w.queued || now.Sub(w.joined) < queueKeepEvery:
 		case len(w.waiters) > 0:
 			keys = append(keys, w.key)
 			w.joined = now
+			n.queues[w.key] = now
 		default:
 			// Queued by an attempt whose caller never watched (it gave
 			// up in between).
-			w.queued = false
-			orphans = append(orphans, w.key)
+			n.leaveLocked(w)
 		}
 	}
 	n.mu.Unlock()
-	for _, key := range orphans {
-		go n.leave(key, n.d.ks.channel(key))
-	}
 	if len(keys) > 0 {
 		ctx, cancel := context.WithTimeout(context.Background(), syncTimeout)
 		n.d.stayQueued(ctx, keys)
@@ -379,12 +440,32 @@ func (n *notifier) keepQueued() {
 	}
 }
 
-// leave takes the client out of key's queue, in the background.
-func (n *notifier) leave(key, channel string) {
+// leaveLocked takes the client out of w's queue in the background, once
+// no attempt that may join it is in flight (a leave sent before such an
+// attempt reaches the server would be undone by it). n.mu must be held.
+func (n *notifier) leaveLocked(w *watched) {
+	w.queued = false
+	if w.inflight > 0 {
+		w.leaveDue = true
+		return
+	}
+	w.leaveDue = false
+	go n.leave(w.key)
+}
+
+// leave takes the client out of key's queue.
+func (n *notifier) leave(key string) {
 	ctx, cancel := context.WithTimeout(context.Background(), syncTimeout)
 	defer cancel()
+	channel := n.d.ks.channel(key)
 	all := n.d.ks.allKeys(key)
-	_, _ = n.d.run(ctx, leaveScript, []string{all[0], all[3], all[4]}, []any{n.d.id, channel}, nil)
+	_, err := n.d.run(ctx, leaveScript, []string{all[0], all[3], all[4]}, []any{n.d.id, channel}, nil)
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if w := n.chans[channel]; err == nil && (w == nil || !w.queued && w.inflight == 0 && !w.leaveDue) {
+		delete(n.queues, key)
+	}
+	// Otherwise Close leaves it (if the entry may still be alive then).
 }
 
 // wake signals every watcher, without blocking. n.mu must be held.
@@ -398,6 +479,11 @@ func (w *watched) wake() {
 	}
 }
 
+// close leaves every queue the client may be in, then closes the pub/sub
+// connection. It first waits, up to closeWait, for the replies of attempts
+// that may join a queue; the leaving is one pipeline (one round trip per
+// server), and the whole is bounded by closeLeave, whether or not the
+// server answers.
 func (n *notifier) close() error {
 	n.mu.Lock()
 	if n.closed {
@@ -411,8 +497,39 @@ func (n *notifier) close() error {
 	if n.keeper != nil {
 		n.keeper.Stop()
 	}
+	var settled chan struct{}
+	if n.joining > 0 {
+		n.settled = make(chan struct{})
+		settled = n.settled
+	}
+	n.mu.Unlock()
+
+	ctx, cancel := context.WithTimeout(context.Background(), closeLeave)
+	defer cancel()
+	if settled != nil {
+		t := time.NewTimer(closeWait)
+		select {
+		case <-settled:
+		case <-t.C:
+		}
+		t.Stop()
+	}
+	n.mu.Lock()
+	var keys []string
+	now := time.Now()
+	for key, at := range n.queues {
+		// An entry lives queueEntryTTL from when the server ran the
+		// attempt or renewal, which may be a while after it was sent.
+		if now.Sub(at) < queueEntryTTL+closeLeave {
+			keys = append(keys, key)
+		}
+	}
+	clear(n.queues)
 	ps, done := n.ps, n.loopDone
 	n.mu.Unlock()
+	if len(keys) > 0 {
+		n.d.leaveQueues(ctx, keys)
+	}
 	if ps == nil {
 		return nil
 	}

@@ -274,7 +274,11 @@ func (d *Driver) acquire(ctx context.Context, req driver.Request, attempt uint64
 		// The caller gives its attempts back itself, by attempt number.
 		abandoned = nil
 	}
-	v, err := d.run(ctx, acquireScript, keys, args, abandoned)
+	var replied func()
+	if qa.w != nil {
+		replied = func() { d.notify.replied(qa) }
+	}
+	v, err := d.runTracked(ctx, acquireScript, keys, args, abandoned, replied)
 	if err != nil {
 		if qa.w != nil {
 			// The attempt may have joined the queue.
@@ -396,9 +400,14 @@ func (d *Driver) WatchReleases(ctx context.Context, key string) (<-chan struct{}
 	return d.notify.watch(ctx, key, d.ks.channel(key))
 }
 
-// Close implements driver.Locker: it closes the pub/sub connection, and the
-// go-redis client when the driver opened it from a URL. Locks still held
-// expire on the server.
+// Close implements driver.Locker. It takes the client out of every waiting
+// queue it may be in (a waiter that gave up, or is still waiting), so that
+// no free key is kept for it: it waits up to a second for the replies of
+// attempts in flight that may join a queue, then leaves the queues in one
+// pipeline; all of that within two seconds, whether or not the server
+// answers. It then closes the pub/sub connection, and the go-redis client
+// when the driver opened it from a URL. Locks still held expire on the
+// server.
 func (d *Driver) Close() error {
 	if d.closed.Swap(true) {
 		return nil
@@ -416,19 +425,33 @@ func (d *Driver) Close() error {
 // not apply context deadlines to its sockets; a reply that comes later is
 // passed to abandoned (when not nil).
 func (d *Driver) run(ctx context.Context, s *redis.Script, keys []string, args []any, abandoned func(any, error)) (any, error) {
+	return d.runTracked(ctx, s, keys, args, abandoned, nil)
+}
+
+// runTracked is run that also calls replied (when not nil) exactly once,
+// when the call is over on the client's side: the reply or a transport
+// error came, or the script was never sent. That may be after run
+// returned, and replied is called before abandoned.
+func (d *Driver) runTracked(ctx context.Context, s *redis.Script, keys []string, args []any, abandoned func(any, error), replied func()) (any, error) {
+	if replied == nil {
+		replied = func() {}
+	}
 	if d.closed.Load() {
+		replied()
 		return nil, driver.ErrClosed
 	}
 	if _, ok := ctx.Deadline(); ctx.Done() == nil || ok && d.ctxDeadlines {
 		// The client bounds the call by ctx's deadline itself (or there is
 		// none): no goroutine needed.
 		v, err := s.Run(ctx, d.rdb, keys, args...).Result()
+		replied()
 		if err != nil && ctx.Err() != nil && abandoned != nil {
 			go abandoned(v, err)
 		}
 		return v, d.unavailable(err)
 	}
 	if err := ctx.Err(); err != nil {
+		replied()
 		return nil, err
 	}
 	type reply struct {
@@ -438,6 +461,7 @@ func (d *Driver) run(ctx context.Context, s *redis.Script, keys []string, args [
 	ch := make(chan reply, 1)
 	go func() {
 		v, err := s.Run(ctx, d.rdb, keys, args...).Result()
+		replied()
 		ch <- reply{v, err}
 	}()
 	select {

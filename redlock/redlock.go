@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"reflect"
 	"slices"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -432,17 +433,25 @@ func commonFence(ins []driver.Info) uint64 {
 	return best
 }
 
-// Close implements driver.Locker: it closes the per-node drivers (their
-// pub/sub connections) and, when the driver was opened from a URL, the
-// go-redis clients. Locks still held expire on the nodes.
+// Close implements driver.Locker: it closes the per-node drivers, all at
+// once — each leaves the waiting queues the client joined on its node and
+// closes its pub/sub connection, within a bound of its own (see
+// redisdlock.Driver.Close) — and then, when the driver was opened from a
+// URL, the go-redis clients. Locks still held expire on the nodes.
 func (d *Driver) Close() error {
 	if d.closed.Swap(true) {
 		return nil
 	}
-	var errs []error
-	for _, n := range d.nodes {
-		errs = append(errs, n.Close())
+	errs := make([]error, len(d.nodes), len(d.nodes)+len(d.clients))
+	var wg sync.WaitGroup
+	for i, n := range d.nodes {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = n.Close()
+		}()
 	}
+	wg.Wait()
 	for _, c := range d.clients {
 		errs = append(errs, c.Close())
 	}
