@@ -44,8 +44,11 @@ func Schemes() []string {
 // Open connects to the backend named by rawURL and returns a Client. The
 // scheme picks the driver (see the README's URL table); the driver's package
 // must be imported. Every query parameter must be one the driver documents:
-// unknown ones are an error matching ErrInvalidOption. Errors never contain
-// the URL's password.
+// unknown ones are an error matching ErrInvalidOption. A URL that does not
+// parse, has no scheme, or names an unknown scheme is an error matching
+// ErrInvalidOption. Errors never contain the URL's password, whatever the
+// shape of the URL: the text that could be one (see driver.Secrets) is
+// replaced by "xxxxx" in every error Open returns, the driver's included.
 func Open(ctx context.Context, rawURL string, opts ...Option) (*Client, error) {
 	u, err := driver.ParseURL(rawURL)
 	if err != nil {
@@ -65,7 +68,7 @@ func Open(ctx context.Context, rawURL string, opts ...Option) (*Client, error) {
 	}
 	d, err := opener.OpenLockerURL(ctx, u)
 	if err != nil {
-		return nil, err
+		return nil, u.RedactError(err)
 	}
 	return NewClient(d, opts...), nil
 }

@@ -14,34 +14,42 @@ import (
 // so a misspelt parameter never passes silently.
 type URL struct {
 	*url.URL
+	raw   string
 	query url.Values
 	err   error
 }
 
-// ParseURL parses s. Errors never include the password.
+// ParseURL parses s. A host that is a percent-encoded absolute path, as
+// libpq writes a Unix socket directory (postgres://%2Frun%2Fpostgresql/db),
+// is decoded into Host ("/run/postgresql"); other percent-escapes in a host
+// are an error, as in net/url. Errors never include the password, nor any
+// part of s that could hold one: a URL that does not parse is described,
+// not quoted.
 func ParseURL(s string) (*URL, error) {
-	u, err := url.Parse(s)
+	u, err := parse(s)
 	if err != nil {
-		// url.Error and its reasons repeat parts of the input, which may
-		// hold a password: explain with the user information removed.
-		reason := "invalid user information"
-		if _, rerr := url.Parse(stripUserinfo(s)); rerr != nil {
-			reason = unwrapURLError(rerr).Error()
-		}
-		return nil, fmt.Errorf("%w: cannot parse backend URL: %s", ErrInvalidOption, reason)
+		return nil, RedactError(fmt.Errorf("%w: cannot parse backend URL: %s", ErrInvalidOption, parseReason(s)), s)
 	}
 	if u.Scheme == "" {
-		return nil, fmt.Errorf("%w: backend URL %q has no scheme", ErrInvalidOption, u.Redacted())
+		msg := "backend URL has no scheme; want scheme://host..."
+		if i := strings.Index(s, "//"); i > 0 && validScheme(s[:i]) {
+			msg = fmt.Sprintf("backend URL has no scheme: a ':' is missing after %q (want %s://host...)", s[:i], s[:i])
+		}
+		return nil, RedactError(fmt.Errorf("%w: %s", ErrInvalidOption, msg), s)
 	}
-	return &URL{URL: u, query: u.Query()}, nil
+	return &URL{URL: u, raw: s, query: u.Query()}, nil
 }
 
-// stripUserinfo replaces the user information of scheme://userinfo@host/...
-// with "redacted".
-func stripUserinfo(s string) string {
+// parse is url.Parse, plus a host that is a percent-encoded absolute path.
+func parse(s string) (*url.URL, error) {
+	u, err := url.Parse(s)
+	if err == nil {
+		return u, nil
+	}
+	// scheme://[userinfo@]%2Fpath[:port]/...: parse with a placeholder host.
 	i := strings.Index(s, "://")
 	if i < 0 {
-		return s
+		return nil, err
 	}
 	rest := s[i+3:]
 	end := strings.IndexAny(rest, "/?#")
@@ -49,18 +57,193 @@ func stripUserinfo(s string) string {
 		end = len(rest)
 	}
 	at := strings.LastIndex(rest[:end], "@")
-	if at < 0 {
-		return s
+	host := rest[at+1 : end]
+	if !strings.HasPrefix(strings.ToUpper(host), "%2F") {
+		return nil, err
 	}
-	return s[:i+3] + "redacted" + rest[at:]
+	port := ""
+	if c := strings.LastIndex(host, ":"); c >= 0 {
+		host, port = host[:c], host[c:]
+	}
+	decoded, derr := url.PathUnescape(host)
+	if derr != nil || strings.ContainsAny(decoded, ",?#@") {
+		return nil, err
+	}
+	u, perr := url.Parse(s[:i+3] + rest[:at+1] + "socket.invalid" + port + rest[end:])
+	if perr != nil {
+		return nil, err
+	}
+	u.Host = decoded + port
+	return u, nil
 }
 
-func unwrapURLError(err error) error {
-	if ue, ok := err.(*url.Error); ok {
-		return ue.Err
+// parseReason explains why s does not parse without quoting it.
+func parseReason(s string) string {
+	if strings.ContainsRune(s, 0) || strings.ContainsFunc(s, func(r rune) bool { return r < 0x20 || r == 0x7f }) {
+		return "it contains a control character"
 	}
-	return err
+	if i := strings.Index(s, "://"); i >= 0 {
+		rest := s[i+3:]
+		end := strings.IndexAny(rest, "/?#")
+		if end >= 0 && strings.Contains(rest[end:], "@") && strings.Contains(rest[:end], ":") {
+			return "the user information seems to contain '/', '?' or '#': percent-encode them in a user name or password (%2F, %3F, %23)"
+		}
+		if end < 0 {
+			end = len(rest)
+		}
+		if at := strings.LastIndex(rest[:end], "@"); at >= 0 {
+			if _, err := url.Parse(s[:i+3] + "user@" + rest[at+1:]); err == nil {
+				return "the user information holds a character that must be percent-encoded ('@', ':' in a user name, '%' not followed by two hex digits, a space, ...)"
+			}
+		}
+		if strings.Contains(rest[:end], "%") {
+			return "bad percent-encoding in the host"
+		}
+		if strings.Contains(rest[:end], "[") || strings.Contains(rest[:end], "]") {
+			return "bad IPv6 address in the host (want [addr]:port)"
+		}
+		return "bad host or port (want scheme://host:port/...)"
+	}
+	if strings.Contains(s, "%") {
+		return "bad percent-encoding ('%' must be followed by two hex digits)"
+	}
+	if strings.HasPrefix(s, ":") {
+		return "missing scheme before ':'"
+	}
+	return "not a URL (want scheme://host...)"
 }
+
+func validScheme(s string) bool {
+	for i, c := range s {
+		switch {
+		case 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z':
+		case i > 0 && ('0' <= c && c <= '9' || c == '+' || c == '-' || c == '.'):
+		default:
+			return false
+		}
+	}
+	return s != ""
+}
+
+// RedactError returns err with every text in its message that could be the
+// password of rawURL replaced by "xxxxx": the password as written (between
+// the first ':' of the user information and an '@', for every '@', so that
+// malformed URLs are covered too) and percent-decoded. errors.Is and
+// errors.As see err unchanged. Openers use it on errors of client libraries
+// that may quote what they were given; dlock.Open applies it to every error.
+func RedactError(err error, rawURL string) error {
+	if err == nil {
+		return nil
+	}
+	secrets := Secrets(rawURL)
+	if len(secrets) == 0 {
+		return err
+	}
+	msg := err.Error()
+	red := redact(msg, secrets)
+	if red == msg {
+		return err
+	}
+	return &redactedError{msg: red, err: err}
+}
+
+// RedactError is RedactError(err, the URL as given to ParseURL), with the
+// decoded password and the password and sslpassword query parameters added.
+func (u *URL) RedactError(err error) error {
+	if err == nil {
+		return nil
+	}
+	secrets := Secrets(u.raw)
+	if u.User != nil {
+		if pw, ok := u.User.Password(); ok && pw != "" {
+			secrets = append(secrets, pw)
+		}
+	}
+	for _, name := range []string{"password", "sslpassword", "sentinel_password"} {
+		for _, v := range u.URL.Query()[name] {
+			if v != "" {
+				secrets = append(secrets, v, url.QueryEscape(v))
+			}
+		}
+	}
+	if len(secrets) == 0 {
+		return err
+	}
+	msg := err.Error()
+	red := redact(msg, secrets)
+	if red == msg {
+		return err
+	}
+	return &redactedError{msg: red, err: err}
+}
+
+// Secrets returns the texts of rawURL that could be a password: for each
+// '@', what lies between the first ':' after the scheme and that '@', as
+// written and percent-decoded; and the values of password-like query
+// parameters. It over-approximates on purpose.
+func Secrets(rawURL string) []string {
+	var out []string
+	add := func(s string) {
+		if s == "" {
+			return
+		}
+		out = append(out, s)
+		if d, err := url.PathUnescape(s); err == nil && d != s {
+			out = append(out, d)
+		}
+		if d, err := url.QueryUnescape(s); err == nil && d != s {
+			out = append(out, d)
+		}
+	}
+	rest := rawURL
+	if i := strings.Index(rest, ":"); i > 0 && validScheme(rest[:i]) {
+		rest = rest[i+1:]
+	} else if i := strings.Index(rest, "//"); i > 0 && validScheme(rest[:i]) {
+		rest = rest[i:]
+	}
+	rest = strings.TrimLeft(rest, "/")
+	colon := strings.Index(rest, ":")
+	if colon >= 0 {
+		for at := 0; at < len(rest); at++ {
+			if rest[at] == '@' && at > colon {
+				add(rest[colon+1 : at])
+			}
+		}
+	}
+	// password=..., sslpassword=... anywhere (query or keyword/value text).
+	for _, key := range []string{"password=", "sslpassword=", "sentinel_password="} {
+		for s := rawURL; ; {
+			i := strings.Index(strings.ToLower(s), key)
+			if i < 0 {
+				break
+			}
+			s = s[i+len(key):]
+			end := strings.IndexAny(s, "& ")
+			if end < 0 {
+				end = len(s)
+			}
+			add(strings.Trim(s[:end], "'"))
+		}
+	}
+	return out
+}
+
+func redact(msg string, secrets []string) string {
+	// Longest first, so that a secret containing another is replaced whole.
+	sort.Slice(secrets, func(i, j int) bool { return len(secrets[i]) > len(secrets[j]) })
+	for _, s := range secrets {
+		msg = strings.ReplaceAll(msg, s, "xxxxx")
+	}
+	return msg
+}
+
+type redactedError struct {
+	msg string
+	err error
+}
+
+func (e *redactedError) Error() string { return e.msg }
+func (e *redactedError) Unwrap() error { return e.err }
 
 // Redacted returns the URL with any password replaced by "xxxxx".
 func (u *URL) Redacted() string { return u.URL.Redacted() }
@@ -159,4 +342,30 @@ func (u *URL) Finish() error {
 	}
 	sort.Strings(names)
 	return fmt.Errorf("%w: unknown parameter(s) %s in %s URL", ErrInvalidOption, strings.Join(names, ", "), u.Scheme)
+}
+
+// CheckForm returns an error matching ErrInvalidOption, naming the scheme
+// and form (the URL shape to use, e.g. "redis://host:port/db"), when u is not
+// of the hierarchical form scheme://...: an opaque URL (scheme:host...,
+// without "//") or a path-only one (scheme:/...). Such URLs would otherwise
+// be read as having no host, and the user information written in them as a
+// path. The message never quotes u.
+func (u *URL) CheckForm(form string) error {
+	if u.Opaque != "" || u.OmitHost || (u.Host == "" && u.User == nil && !strings.HasPrefix(u.Path, "/") && u.Path != "") {
+		return fmt.Errorf("%w: %s URL is missing the \"//\" after %q: use %s", ErrInvalidOption, u.Scheme, u.Scheme+":", form)
+	}
+	return nil
+}
+
+// RequireHost is CheckForm, and then an error matching ErrInvalidOption,
+// naming the scheme and form, when u has no host: a backend that needs a
+// server must not fall back to a default one.
+func (u *URL) RequireHost(form string) error {
+	if err := u.CheckForm(form); err != nil {
+		return err
+	}
+	if u.Host == "" {
+		return fmt.Errorf("%w: %s URL names no host: use %s", ErrInvalidOption, u.Scheme, form)
+	}
+	return nil
 }

@@ -91,7 +91,8 @@ func OpenDriver(ctx context.Context, rawURL string) (driver.Locker, error) {
 	if err != nil {
 		return nil, err
 	}
-	return openURL(ctx, u)
+	d, err := openURL(ctx, u)
+	return d, u.RedactError(err)
 }
 
 func openURL(ctx context.Context, u *driver.URL) (driver.Locker, error) {
@@ -164,8 +165,11 @@ func openURL(ctx context.Context, u *driver.URL) (driver.Locker, error) {
 }
 
 func parseEndpoints(u *driver.URL) ([]string, error) {
+	if err := u.RequireHost(u.Scheme + "://[user:password@]host:port[,host:port...]"); err != nil {
+		return nil, err
+	}
 	if u.Path != "" && u.Path != "/" {
-		return nil, fmt.Errorf("%w: etcd URL takes no path (%q); use the prefix parameter", driver.ErrInvalidOption, u.Path)
+		return nil, fmt.Errorf("%w: etcd URL takes no path; use the prefix parameter", driver.ErrInvalidOption)
 	}
 	if u.Fragment != "" {
 		return nil, fmt.Errorf("%w: etcd URL takes no #fragment", driver.ErrInvalidOption)
@@ -183,7 +187,7 @@ func parseEndpoints(u *driver.URL) ([]string, error) {
 			// No port: the whole thing is the host.
 			host, port = strings.TrimSuffix(strings.TrimPrefix(h, "["), "]"), DefaultPort
 		}
-		if host == "" || port == "" {
+		if host == "" || port == "" || strings.Contains(host, "/") {
 			return nil, fmt.Errorf("%w: etcd URL endpoint %q is not host:port", driver.ErrInvalidOption, h)
 		}
 		eps = append(eps, net.JoinHostPort(host, port))

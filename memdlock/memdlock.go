@@ -37,6 +37,9 @@ var stores = struct {
 }{m: map[string]*Store{}}
 
 func openURL(_ context.Context, u *driver.URL) (driver.Locker, error) {
+	if err := u.CheckForm("mem://NAME"); err != nil {
+		return nil, err
+	}
 	if err := u.Finish(); err != nil {
 		return nil, err
 	}

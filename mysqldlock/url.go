@@ -33,8 +33,13 @@ func init() {
 	dlock.Register(Scheme, driver.URLOpenerFunc(openURL))
 }
 
+const urlForm = "mysql://[user[:password]@]host[:port]/database[?params]"
+
 // openURL opens a connection pool from mysql://user:pass@host:port/db.
 func openURL(ctx context.Context, u *driver.URL) (driver.Locker, error) {
+	if err := u.RequireHost(urlForm); err != nil {
+		return nil, err
+	}
 	cfg := Config{
 		Table:           u.String("table", DefaultTable),
 		SkipCreateTable: !u.Bool("create_table", true),
@@ -56,13 +61,10 @@ func openURL(ctx context.Context, u *driver.URL) (driver.Locker, error) {
 		return nil, err
 	}
 	db := strings.TrimPrefix(u.Path, "/")
-	if db == "" || strings.Contains(db, "/") || u.Opaque != "" {
-		return nil, fmt.Errorf("%w: mysql URL %s must name a database: mysql://user:password@host:port/database", driver.ErrInvalidOption, u.Redacted())
+	if db == "" || strings.Contains(db, "/") {
+		return nil, fmt.Errorf("%w: mysql URL must name one database: %s", driver.ErrInvalidOption, urlForm)
 	}
 	host, port := u.Hostname(), u.Port()
-	if host == "" {
-		host = "127.0.0.1"
-	}
 	if port == "" {
 		port = DefaultPort
 	}

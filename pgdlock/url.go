@@ -33,8 +33,13 @@ var passThrough = []string{
 	"default_query_exec_mode",
 }
 
+const urlForm = "postgres://[user[:password]@][host][:port][,...]/dbname[?params]"
+
 // openURL opens a pgx pool from a postgres:// or postgresql:// URL.
 func openURL(ctx context.Context, u *driver.URL) (driver.Locker, error) {
+	if err := u.CheckForm(urlForm); err != nil {
+		return nil, err
+	}
 	cfg := Config{
 		Table:           u.String("table", DefaultTable),
 		SkipCreateTable: !u.Bool("create_table", true),
@@ -58,7 +63,7 @@ func openURL(ctx context.Context, u *driver.URL) (driver.Locker, error) {
 	cu.Fragment, cu.RawFragment = "", ""
 	pcfg, err := pgxpool.ParseConfig(cu.String())
 	if err != nil {
-		return nil, fmt.Errorf("%w: postgres URL %s: %s", driver.ErrInvalidOption, u.Redacted(), sqllease.Redact(err.Error(), password))
+		return nil, u.RedactError(fmt.Errorf("%w: postgres URL %s: %s", driver.ErrInvalidOption, u.Redacted(), sqllease.Redact(err.Error(), password)))
 	}
 	cc := pcfg.ConnConfig
 	pool, err := pgxpool.NewWithConfig(ctx, pcfg)

@@ -14,7 +14,7 @@
 //
 // Importing the package registers these schemes with dlock.Open:
 //
-//	redis://[USER[:PASSWORD]@]HOST[:PORT][/DB]                 one server (default localhost:6379, DB 0)
+//	redis://[USER[:PASSWORD]@]HOST[:PORT][/DB]                 one server (default port 6379, DB 0)
 //	rediss://...                                               the same over TLS
 //	redis+cluster://[USER[:PASSWORD]@]HOST:PORT[,HOST:PORT...]  Redis Cluster, seed nodes
 //	rediss+cluster://...                                       the same over TLS
@@ -24,8 +24,9 @@
 //
 // USER and PASSWORD authenticate to the Redis servers (ACL user or
 // requirepass); for Sentinel they are not sent to the Sentinels (see
-// sentinel_password). Opening does not contact the server; the first
-// operation does.
+// sentinel_password). The host is required: a URL without one, or without
+// the "//" (redis:host:6379), is an error matching dlock.ErrInvalidOption.
+// Opening does not contact the server; the first operation does.
 //
 // Query parameters, all optional:
 //

@@ -1,7 +1,6 @@
 package redisdlock
 
 import (
-	"cmp"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -57,6 +56,9 @@ type connParams struct {
 // parameters.
 func OpenURL(_ context.Context, u *driver.URL) (driver.Locker, error) {
 	scheme := strings.ToLower(u.Scheme)
+	if err := u.RequireHost(urlForm(scheme)); err != nil {
+		return nil, err
+	}
 	p := readParams(u, strings.Contains(scheme, "sentinel"), strings.HasPrefix(scheme, "rediss"))
 	var (
 		rdb  redis.UniversalClient
@@ -64,7 +66,7 @@ func OpenURL(_ context.Context, u *driver.URL) (driver.Locker, error) {
 	)
 	switch scheme {
 	case Scheme, SchemeTLS:
-		host, err := oneHost(cmp.Or(u.Host, "localhost"))
+		host, err := oneHost(u.Host)
 		if err != nil {
 			return nil, err
 		}
@@ -162,6 +164,17 @@ func OpenURL(_ context.Context, u *driver.URL) (driver.Locker, error) {
 	}
 	d.ownsClient = true
 	return d, nil
+}
+
+// urlForm is the URL shape of scheme, for error messages.
+func urlForm(scheme string) string {
+	switch {
+	case strings.Contains(scheme, "cluster"):
+		return scheme + "://[user:password@]host:port[,host:port...]"
+	case strings.Contains(scheme, "sentinel"):
+		return scheme + "://[user:password@]host:port[,host:port...]/MASTER[/DB]"
+	}
+	return scheme + "://[user:password@]host[:port][/DB]"
 }
 
 // ClientOptions reads from u what a redis:// URL gives one server: the user
@@ -265,7 +278,7 @@ func parseDB(s string) (int, error) {
 	}
 	db, err := strconv.Atoi(s)
 	if err != nil || db < 0 {
-		return 0, fmt.Errorf("%w: redis database %q is not a number >= 0", driver.ErrInvalidOption, s)
+		return 0, fmt.Errorf("%w: redis URL: the path must be a database number >= 0 (redis://host:port/DB)", driver.ErrInvalidOption)
 	}
 	return db, nil
 }
@@ -294,7 +307,7 @@ func hostList(s, port string) ([]string, error) {
 			// No port: "host" or "[::1]".
 			host, p = strings.TrimSuffix(strings.TrimPrefix(h, "["), "]"), port
 		}
-		if host == "" || strings.ContainsAny(host, "[]") {
+		if host == "" || strings.ContainsAny(host, "[]/") {
 			return nil, fmt.Errorf("%w: redis URL host %q is not valid", driver.ErrInvalidOption, h)
 		}
 		if n, err := strconv.Atoi(p); err != nil || n < 1 || n > 65535 {

@@ -39,7 +39,6 @@ func TestOpenURL(t *testing.T) {
 		prefix string
 	}{
 		{"redis://127.0.0.1:1", ""},
-		{"redis://", ""},
 		{"redis://localhost", ""},
 		{"redis://127.0.0.1:1?prefix=dlock:", "dlock:"},
 		{"redis://u:p@127.0.0.1:1/2?prefix=app:", "app:"},
@@ -120,6 +119,44 @@ func TestOpenURLInvalid(t *testing.T) {
 		}
 		if strings.Contains(err.Error(), pw) {
 			t.Errorf("Open(%q) error %q shows the password", raw, err)
+		}
+	}
+}
+
+// TestOpenURLNeedsHost: a URL without a host, or without the "//" that
+// introduces one, is an error naming the scheme and what is missing, not a
+// client of localhost:6379.
+func TestOpenURLNeedsHost(t *testing.T) {
+	const pw = "pa55word-in-url"
+	tests := []struct{ url, want string }{
+		{"redis:127.0.0.1:1", `redis URL is missing the "//"`},
+		{"redis:app:" + pw + "@127.0.0.1:1/0", `redis URL is missing the "//"`},
+		{"redis:/app:" + pw + "@127.0.0.1:1/0", `redis URL is missing the "//"`},
+		{"rediss:127.0.0.1:1", `rediss URL is missing the "//"`},
+		{"redis+cluster:127.0.0.1:1", `redis+cluster URL is missing the "//"`},
+		{"redis+sentinel:/m", `redis+sentinel URL is missing the "//"`},
+		{"redis://", "redis URL names no host"},
+		{"redis:///0", "redis URL names no host"},
+		{"redis://:" + pw + "@/0", "redis URL names no host"},
+		{"rediss://?tls_insecure_skip_verify=true", "rediss URL names no host"},
+		{"redis+cluster://", "redis+cluster URL names no host"},
+		{"rediss+cluster:///", "rediss+cluster URL names no host"},
+		{"redis+sentinel:///mymaster", "redis+sentinel URL names no host"},
+		{"rediss+sentinel://:" + pw + "@/mymaster", "rediss+sentinel URL names no host"},
+		{"redis://%2Ftmp%2Fredis.sock/0", "not valid"},
+	}
+	for _, tc := range tests {
+		c, err := dlock.Open(t.Context(), tc.url)
+		if err == nil {
+			_ = c.Close()
+			t.Errorf("Open(%q) succeeded, want ErrInvalidOption", tc.url)
+			continue
+		}
+		if !errors.Is(err, dlock.ErrInvalidOption) || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("Open(%q) = %v, want ErrInvalidOption containing %q", tc.url, err, tc.want)
+		}
+		if strings.Contains(err.Error(), pw) {
+			t.Errorf("Open(%q) error %q shows the password", tc.url, err)
 		}
 	}
 }

@@ -37,6 +37,9 @@ func OpenURL(_ context.Context, u *driver.URL) (driver.Locker, error) {
 	if scheme != Scheme && scheme != SchemeTLS {
 		return nil, fmt.Errorf("%w: redlock cannot open scheme %q", driver.ErrInvalidOption, u.Scheme)
 	}
+	if err := u.RequireHost(scheme + "://[user:password@]host:port,host:port,...[/DB]"); err != nil {
+		return nil, err
+	}
 	base, nodeOpts := redisdlock.ClientOptions(u, scheme == SchemeTLS)
 	opts := Options{Prefix: nodeOpts.Prefix, FenceTTL: nodeOpts.FenceTTL}
 	if u.Has("node_timeout") {
@@ -52,7 +55,7 @@ func OpenURL(_ context.Context, u *driver.URL) (driver.Locker, error) {
 	db := 0
 	if p := strings.Trim(u.Path, "/"); p != "" {
 		if db, err = strconv.Atoi(p); err != nil || db < 0 {
-			return nil, fmt.Errorf("%w: redlock database %q is not a number >= 0", driver.ErrInvalidOption, p)
+			return nil, fmt.Errorf("%w: redlock URL: the path must be a database number >= 0 (redlock://host:port,.../DB)", driver.ErrInvalidOption)
 		}
 	}
 	if err := u.Finish(); err != nil {
@@ -88,7 +91,7 @@ func hostList(s string) ([]string, error) {
 			// No port: "host" or "[::1]".
 			host, port = strings.TrimSuffix(strings.TrimPrefix(h, "["), "]"), defaultPort
 		}
-		if host == "" || strings.ContainsAny(host, "[]") {
+		if host == "" || strings.ContainsAny(host, "[]/") {
 			return nil, fmt.Errorf("%w: redlock URL host %q is not valid", driver.ErrInvalidOption, h)
 		}
 		if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {

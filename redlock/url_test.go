@@ -96,6 +96,34 @@ func TestOpenURLInvalid(t *testing.T) {
 	}
 }
 
+// TestOpenURLNeedsHost: a URL without nodes, or without the "//" that
+// introduces them, is an error naming the scheme and what is missing.
+func TestOpenURLNeedsHost(t *testing.T) {
+	const pw = "pa55word-in-url"
+	tests := []struct{ url, want string }{
+		{"redlock:127.0.0.1:1,127.0.0.1:2", `redlock URL is missing the "//"`},
+		{"redlock:app:" + pw + "@127.0.0.1:1/0", `redlock URL is missing the "//"`},
+		{"redlocks:/app:" + pw + "@127.0.0.1:1/0", `redlocks URL is missing the "//"`},
+		{"redlock://", "redlock URL names no host"},
+		{"redlock://:" + pw + "@/0", "redlock URL names no host"},
+		{"redlock://%2Ftmp%2Fredis.sock/0", "not valid"},
+	}
+	for _, tc := range tests {
+		c, err := dlock.Open(t.Context(), tc.url)
+		if err == nil {
+			_ = c.Close()
+			t.Errorf("Open(%q) succeeded, want ErrInvalidOption", tc.url)
+			continue
+		}
+		if !errors.Is(err, dlock.ErrInvalidOption) || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("Open(%q) = %v, want ErrInvalidOption containing %q", tc.url, err, tc.want)
+		}
+		if strings.Contains(err.Error(), pw) {
+			t.Errorf("Open(%q) error %q shows the password", tc.url, err)
+		}
+	}
+}
+
 func TestNewDriverInvalid(t *testing.T) {
 	if _, err := redlock.NewDriver([]*redis.Client{}, redlock.Options{}); !errors.Is(err, dlock.ErrInvalidOption) {
 		t.Errorf("NewDriver(no clients) = %v, want ErrInvalidOption", err)

@@ -18,7 +18,10 @@ func openURL(ctx context.Context, u *driver.URL) (driver.Locker, error) {
 	if err := u.Finish(); err != nil {
 		return nil, err
 	}
-	if u.Opaque != "" || u.Fragment != "" {
+	if err := u.RequireHost("zk://[user:password@]host:port[,host:port...][/base/path]"); err != nil {
+		return nil, err
+	}
+	if u.Fragment != "" {
 		return nil, fmt.Errorf("%w: zk URL must look like zk://host:port[,host:port]/base/path", driver.ErrInvalidOption)
 	}
 	if sessionTimeout <= 0 || connectTimeout <= 0 {
@@ -65,6 +68,9 @@ func parseHosts(host string) ([]string, error) {
 	for _, h := range strings.Split(host, ",") {
 		if h == "" {
 			return nil, fmt.Errorf("%w: zk URL: empty host in %q", driver.ErrInvalidOption, host)
+		}
+		if strings.Contains(h, "/") {
+			return nil, fmt.Errorf("%w: zk URL: bad host %q", driver.ErrInvalidOption, h)
 		}
 		if _, _, err := net.SplitHostPort(h); err != nil {
 			h = net.JoinHostPort(strings.Trim(h, "[]"), "2181")
