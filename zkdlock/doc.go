@@ -81,7 +81,14 @@
 //     (Capabilities().MaxTTL); a longer one is an error matching
 //     dlock.ErrInvalidTTL. The client counts its validity from the TTL,
 //     and a session is only known to live for one session timeout after the
-//     server last heard from it, so a longer TTL could outlive the lock.
+//     server last heard from it, so a longer TTL could outlive the lock. A
+//     TTL of exactly the session timeout is safe: its validity deadline
+//     (send time + TTL − drift) ends before the session can expire. The
+//     timeout is granted in whole milliseconds, at most 2³¹−1, so no
+//     expiry arithmetic can overflow.
+//   - The shortest TTL is MinTTL, dlock's own (Capabilities().MinTTL).
+//     The driver rounds no TTL: the lease timer below runs for the TTL as
+//     given.
 //   - While the holder's process runs, the driver deletes the lock node
 //     when the TTL passes without a refresh (a lapsed lease frees the key
 //     after the TTL, as on every backend).

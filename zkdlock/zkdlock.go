@@ -3,6 +3,7 @@ package zkdlock
 import (
 	"context"
 	"fmt"
+	"math"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -23,6 +24,14 @@ const (
 	DefaultConnectTimeout = 10 * time.Second
 )
 
+// MinTTL is the shortest TTL the driver accepts (Capabilities().MinTTL):
+// the portable layer's dlock.MinTTL. The driver adds no floor of its own:
+// it enforces a lease with a local timer at the TTL's full resolution,
+// without rounding. The longest TTL is the session timeout the server
+// granted (Capabilities().MaxTTL; see the package documentation), a whole
+// number of milliseconds of at most math.MaxInt32.
+const MinTTL = dlock.MinTTL
+
 func init() {
 	dlock.Register(Scheme, driver.URLOpenerFunc(openURL))
 }
@@ -38,10 +47,13 @@ type Options struct {
 	ACL []zk.ACL
 	// SessionTimeout is the session timeout the connection's server granted
 	// (the value passed to zk.Connect, unless the server clamped it). It is
-	// the longest TTL the driver accepts; see the package documentation.
-	// Required: the connection does not reveal it. A value larger than the
-	// granted timeout lets the client trust a lock after its session may
-	// have expired.
+	// the longest TTL the driver accepts (Capabilities().MaxTTL), in whole
+	// milliseconds, rounded down; see the package documentation.
+	// Required: the connection does not reveal it. It must be at least
+	// MinTTL and at most math.MaxInt32 milliseconds (about 24.8 days, the
+	// most ZooKeeper's protocol can carry); others are an error matching
+	// dlock.ErrInvalidOption. A value larger than the granted timeout lets
+	// the client trust a lock after its session may have expired.
 	SessionTimeout time.Duration
 }
 
@@ -67,6 +79,12 @@ func NewDriver(conn *zk.Conn, o Options) (driver.Locker, error) {
 	}
 	if o.SessionTimeout <= 0 {
 		return nil, fmt.Errorf("%w: zkdlock: Options.SessionTimeout is required (the session timeout the connection was granted)", driver.ErrInvalidOption)
+	}
+	if o.SessionTimeout < MinTTL {
+		return nil, fmt.Errorf("%w: zkdlock: Options.SessionTimeout %v is below the shortest TTL, %v: no lock would fit in the session", driver.ErrInvalidOption, o.SessionTimeout, MinTTL)
+	}
+	if o.SessionTimeout.Milliseconds() > math.MaxInt32 {
+		return nil, fmt.Errorf("%w: zkdlock: Options.SessionTimeout %v is longer than ZooKeeper can grant (%v)", driver.ErrInvalidOption, o.SessionTimeout, math.MaxInt32*time.Millisecond)
 	}
 	base, err := cleanBase(o.Base)
 	if err != nil {
@@ -182,15 +200,16 @@ func (d *zkDriver) Capabilities() driver.Capabilities {
 		// A token re-acquires its lock only within the session that holds
 		// it; another process cannot adopt an ephemeral node.
 		ReacquireWithToken: false,
+		MinTTL:             MinTTL,
 		MaxTTL:             d.sessionTimeout(),
 	}
 }
 
-// checkTTL enforces TTL ≤ the session timeout (see the package
-// documentation).
+// checkTTL enforces MinTTL ≤ TTL ≤ the session timeout (see the package
+// documentation), for callers of the driver that bypass dlock's checks.
 func (d *zkDriver) checkTTL(ttl time.Duration) error {
-	if ttl <= 0 {
-		return fmt.Errorf("%w: %v is not positive", driver.ErrInvalidTTL, ttl)
+	if ttl < MinTTL {
+		return fmt.Errorf("%w: %v is below the minimum of %v", driver.ErrInvalidTTL, ttl, MinTTL)
 	}
 	if s := d.sessionTimeout(); ttl > s {
 		return fmt.Errorf("%w: %v is longer than the ZooKeeper session timeout %v (the lease ends when the session does; raise session_timeout or lower the TTL)", driver.ErrInvalidTTL, ttl, s)
