@@ -10,9 +10,22 @@
 //
 //	postgres://user:password@host:5432/dbname?sslmode=verify-full
 //	postgresql://user@host/dbname?table=locking.leases&create_table=false
+//	postgres:///dbname?host=/run/postgresql            (Unix socket directory)
+//	postgres://user@%2Frun%2Fpostgresql/dbname         (the same)
+//
+// Every libpq connection keyword is also a query parameter and wins over the
+// same setting in the URL's authority or path: host, port, dbname, user,
+// password, passfile, sslmode, sslrootcert, sslcert, sslkey, sslpassword,
+// sslsni, sslcertmode, sslnegotiation, channel_binding, require_auth,
+// min_protocol_version, max_protocol_version, krbsrvname, krbspn, service,
+// servicefile, connect_timeout, application_name, target_session_attrs,
+// options. A keyword/value string ("host=/run/postgresql dbname=app") is the
+// URL postgres:///app?host=/run/postgresql; Open also takes it as it is.
 //
 // Missing parts come from pgx's defaults and the PG* environment variables
-// (PGHOST, PGPASSWORD, ...) and the password file, as with psql.
+// (PGPASSWORD, PGUSER, ...) and the password file, as with psql; the host
+// must be given (authority, host parameter, service, or PGHOST): a URL
+// without one is an error matching dlock.ErrInvalidOption.
 //
 // The driver's own query parameters:
 //
@@ -29,7 +42,7 @@
 //	                   off behind a pooler that cannot LISTEN (PgBouncer in
 //	                   transaction mode): waiters then poll.
 //
-// These pgx connection parameters are passed to pgx unchanged (see pgx's
+// These pgx parameters are passed to pgx unchanged as well (see pgx's
 // pgconn.ParseConfig and pgxpool.ParseConfig for their meaning):
 //
 //	sslmode            disable, allow, prefer (pgx's default), require,

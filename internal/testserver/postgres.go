@@ -35,6 +35,10 @@ type Postgres struct {
 	User, Password, Database string
 	// DataDir is the cluster's data directory; it survives Restart.
 	DataDir string
+	// SocketDir is the directory of the server's Unix socket
+	// (.s.PGSQL.<Port>), where local connections are trusted: any user name
+	// of the cluster connects without a password.
+	SocketDir string
 }
 
 // PostgresOption configures StartPostgres.
@@ -100,7 +104,7 @@ func StartPostgres(t testing.TB, opts ...PostgresOption) *Postgres {
 	_ = os.Remove(pwfile)
 
 	port := FreePort(t)
-	pg := &Postgres{Port: port, User: superuser, Password: o.password, Database: "postgres", DataDir: data}
+	pg := &Postgres{Port: port, User: superuser, Password: o.password, Database: "postgres", DataDir: data, SocketDir: sock}
 	args := []string{
 		"-D", data, "-p", strconv.Itoa(port), "-k", sock,
 		"-c", "listen_addresses=127.0.0.1",
