@@ -10,9 +10,13 @@
 //
 //	mysql://user:password@host:3306/database
 //	mysql://user:password@db.internal/app?tls=true&table=leases
+//	mysql://user:password@/app?socket=/run/mysqld/mysqld.sock
+//	mysql://user:password@%2Frun%2Fmysqld%2Fmysqld.sock/app
+//	mysql://user:password@unix(/run/mysqld/mysqld.sock)/app
 //
-// The host defaults to 127.0.0.1 and the port to 3306; the database is
-// required. Special characters in the user or password are percent-encoded.
+// The host (or a Unix socket) and the database are required; a URL without
+// them, or without the "//", is an error. The port defaults to 3306.
+// Percent-encode '@', ':', '/', '?', '#' and '%' in the user or password.
 // Query parameters (anything else is an error matching
 // dlock.ErrInvalidOption):
 //
@@ -29,6 +33,18 @@
 //	                   (TLS when the server offers it, else plain text).
 //	timeout=D          how long to wait for a TCP connection; default 10s, a
 //	                   bare integer is seconds.
+//	socket=PATH        a Unix socket instead of a host (not with tls).
+//	readTimeout, writeTimeout, allowCleartextPasswords, allowNativePasswords,
+//	allowFallbackToPlaintext, checkConnLiveness, rejectReadOnly, compress,
+//	maxAllowedPacket, connectionAttributes
+//	                   passed to go-sql-driver/mysql with its meaning and
+//	                   defaults.
+//
+// go-sql-driver's multiStatements, parseTime, loc, clientFoundRows,
+// columnsWithAlias, interpolateParams, charset, collation, allowAllFiles,
+// allowOldPasswords, serverPubKey, strict and timeTruncate are refused: the
+// driver's statements depend on what they change (NewClient takes a *sql.DB
+// with any settings).
 //
 // A driver opened from a URL keeps up to 16 connections and sends each
 // statement in one round trip (client-side placeholder interpolation).

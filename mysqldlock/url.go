@@ -33,12 +33,27 @@ func init() {
 	dlock.Register(Scheme, driver.URLOpenerFunc(openURL))
 }
 
-const urlForm = "mysql://[user[:password]@]host[:port]/database[?params]"
+const urlForm = "mysql://[user[:password]@]host[:port]/database[?params] or mysql://user@/database?socket=/path/to/mysqld.sock"
 
-// openURL opens a connection pool from mysql://user:pass@host:port/db.
+// refused are go-sql-driver/mysql DSN parameters a URL may not carry: they
+// change how results are read or what a statement may do, which the
+// driver's statements depend on (NewClient accepts any *sql.DB).
+var refused = []string{
+	"allowAllFiles", "allowOldPasswords", "charset", "clientFoundRows", "collation",
+	"columnsWithAlias", "interpolateParams", "loc", "multiStatements", "parseTime",
+	"serverPubKey", "strict", "timeTruncate",
+}
+
+// openURL opens a connection pool from mysql://user:pass@host:port/db (see
+// the package documentation for the other forms and the parameters).
 func openURL(ctx context.Context, u *driver.URL) (driver.Locker, error) {
-	if err := u.RequireHost(urlForm); err != nil {
+	if err := u.RequireHost(urlForm); err != nil && !u.Has("socket") {
 		return nil, err
+	} else if err := u.CheckForm(urlForm); err != nil {
+		return nil, err
+	}
+	if u.Fragment != "" {
+		return nil, fmt.Errorf("%w: mysql URL takes no #fragment (write '#' in a password as %%23)", driver.ErrInvalidOption)
 	}
 	cfg := Config{
 		Table:           u.String("table", DefaultTable),
@@ -47,36 +62,87 @@ func openURL(ctx context.Context, u *driver.URL) (driver.Locker, error) {
 	if cfg.Table == "" {
 		u.Fail(fmt.Errorf("%w: parameter \"table\" is empty", driver.ErrInvalidOption))
 	}
+	for _, name := range refused {
+		if u.Has(name) {
+			u.String(name, "")
+			u.Fail(fmt.Errorf("%w: parameter %q is not accepted in a mysql URL: it changes how the driver's statements behave (use NewClient with a *sql.DB of your own settings)", driver.ErrInvalidOption, name))
+		}
+	}
+	mc := mysql.NewConfig()
 	tlsMode := u.String("tls", "false")
 	switch tlsMode {
 	case "true", "false", "skip-verify", "preferred":
 	default:
 		u.Fail(fmt.Errorf("%w: parameter \"tls\": %q is not one of true, false, skip-verify, preferred", driver.ErrInvalidOption, tlsMode))
 	}
-	timeout := u.Duration("timeout", 10*time.Second)
-	if timeout < 0 {
-		u.Fail(fmt.Errorf("%w: parameter \"timeout\" is negative", driver.ErrInvalidOption))
+	mc.Timeout = nonNegative(u, "timeout", 10*time.Second)
+	mc.ReadTimeout = nonNegative(u, "readTimeout", 0)
+	mc.WriteTimeout = nonNegative(u, "writeTimeout", 0)
+	mc.AllowCleartextPasswords = u.Bool("allowCleartextPasswords", mc.AllowCleartextPasswords)
+	mc.AllowFallbackToPlaintext = u.Bool("allowFallbackToPlaintext", mc.AllowFallbackToPlaintext)
+	mc.AllowNativePasswords = u.Bool("allowNativePasswords", mc.AllowNativePasswords)
+	mc.CheckConnLiveness = u.Bool("checkConnLiveness", mc.CheckConnLiveness)
+	mc.RejectReadOnly = u.Bool("rejectReadOnly", mc.RejectReadOnly)
+	mc.ConnectionAttributes = u.String("connectionAttributes", "")
+	if u.Has("maxAllowedPacket") {
+		mc.MaxAllowedPacket = u.Int("maxAllowedPacket", mc.MaxAllowedPacket)
+		if mc.MaxAllowedPacket < 0 {
+			u.Fail(fmt.Errorf("%w: parameter \"maxAllowedPacket\" is negative", driver.ErrInvalidOption))
+		}
 	}
+	if u.Bool("compress", false) {
+		if err := mc.Apply(mysql.EnableCompression(true)); err != nil {
+			u.Fail(fmt.Errorf("%w: parameter \"compress\": %v", driver.ErrInvalidOption, err))
+		}
+	}
+	socket := u.String("socket", "")
 	if err := u.Finish(); err != nil {
 		return nil, err
 	}
-	db := strings.TrimPrefix(u.Path, "/")
+	host, db := u.Host, strings.TrimPrefix(u.Path, "/")
+	if host == "unix(" {
+		// go-sql-driver's DSN form, user@unix(/path/to/socket)/database,
+		// written as a URL: the socket path is read as the URL's path.
+		i := strings.Index(u.Path, ")/")
+		if i < 0 {
+			return nil, fmt.Errorf("%w: mysql URL: unix( without )/database: use %s", driver.ErrInvalidOption, urlForm)
+		}
+		host, socket, db = "", u.Path[:i], u.Path[i+2:]
+	}
 	if db == "" || strings.Contains(db, "/") {
 		return nil, fmt.Errorf("%w: mysql URL must name one database: %s", driver.ErrInvalidOption, urlForm)
 	}
-	host, port := u.Hostname(), u.Port()
-	if port == "" {
-		port = DefaultPort
+	switch {
+	case socket != "" && host != "":
+		return nil, fmt.Errorf("%w: mysql URL names both a host and a socket", driver.ErrInvalidOption)
+	case strings.HasPrefix(host, "/"):
+		// A percent-encoded socket path as the host.
+		socket = host
 	}
-	mc := mysql.NewConfig()
-	mc.Net, mc.Addr = "tcp", net.JoinHostPort(host, port)
+	if socket != "" {
+		if !strings.HasPrefix(socket, "/") {
+			return nil, fmt.Errorf("%w: mysql URL: the socket must be an absolute path", driver.ErrInvalidOption)
+		}
+		mc.Net, mc.Addr = "unix", socket
+		if tlsMode != "false" {
+			return nil, fmt.Errorf("%w: mysql URL: tls has no meaning over a Unix socket", driver.ErrInvalidOption)
+		}
+	} else {
+		h, port := u.Hostname(), u.Port()
+		if port == "" {
+			port = DefaultPort
+		}
+		if h == "" || strings.ContainsAny(h, "/()") {
+			return nil, fmt.Errorf("%w: mysql URL: the host is not valid: use %s", driver.ErrInvalidOption, urlForm)
+		}
+		mc.Net, mc.Addr = "tcp", net.JoinHostPort(h, port)
+	}
 	mc.DBName = db
 	if u.User != nil {
 		mc.User = u.User.Username()
 		mc.Passwd, _ = u.User.Password()
 	}
 	mc.TLSConfig = tlsMode
-	mc.Timeout = timeout
 	// One round trip per statement: placeholders are filled in by the
 	// client (with escaping) instead of a prepare and an execute.
 	mc.InterpolateParams = true
@@ -85,7 +151,7 @@ func openURL(ctx context.Context, u *driver.URL) (driver.Locker, error) {
 	mc.Logger = log.New(io.Discard, "", 0)
 	conn, err := mysql.NewConnector(mc)
 	if err != nil {
-		return nil, fmt.Errorf("%w: mysql URL %s: %s", driver.ErrInvalidOption, u.Redacted(), sqllease.Redact(err.Error(), mc.Passwd))
+		return nil, fmt.Errorf("%w: mysql URL: %s", driver.ErrInvalidOption, sqllease.Redact(err.Error(), mc.Passwd))
 	}
 	pool := sql.OpenDB(conn)
 	pool.SetMaxOpenConns(maxOpenConns)
@@ -97,4 +163,13 @@ func openURL(ctx context.Context, u *driver.URL) (driver.Locker, error) {
 		return nil, err
 	}
 	return d, nil
+}
+
+func nonNegative(u *driver.URL, name string, def time.Duration) time.Duration {
+	d := u.Duration(name, def)
+	if d < 0 {
+		u.Fail(fmt.Errorf("%w: parameter %q is negative", driver.ErrInvalidOption, name))
+		return def
+	}
+	return d
 }
