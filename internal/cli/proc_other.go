@@ -3,6 +3,7 @@
 package cli
 
 import (
+	"io"
 	"os"
 	"os/exec"
 	"syscall"
@@ -20,6 +21,8 @@ var (
 func keyboardSignal(s os.Signal) bool { return s == os.Interrupt }
 
 func inForeground() bool { return true }
+
+func foregroundTerminal(io.Reader) bool { return false }
 
 func sendSignal(cmd *exec.Cmd, s os.Signal, _ bool) error { return cmd.Process.Signal(s) }
 

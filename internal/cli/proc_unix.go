@@ -3,6 +3,7 @@
 package cli
 
 import (
+	"io"
 	"os"
 	"os/exec"
 	"syscall"
@@ -35,6 +36,17 @@ func inForeground() bool {
 		return false
 	}
 	defer f.Close()
+	pg, err := unix.IoctlGetInt(int(f.Fd()), unix.TIOCGPGRP)
+	return err == nil && pg == unix.Getpgrp()
+}
+
+// foregroundTerminal reports whether in is a terminal whose foreground
+// process group is dlock's: dlock runs interactively.
+func foregroundTerminal(in io.Reader) bool {
+	f, ok := in.(*os.File)
+	if !ok {
+		return false
+	}
 	pg, err := unix.IoctlGetInt(int(f.Fd()), unix.TIOCGPGRP)
 	return err == nil && pg == unix.Getpgrp()
 }

@@ -40,7 +40,10 @@ or --conflict-exit-code.
 
 If the lock is lost while CMD runs (the backend could not be reached for a
 whole TTL, or another owner took the key), CMD gets SIGTERM, then SIGKILL
-after --grace, and dlock exits 70. SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1
+after --grace, and dlock exits 70. CMD runs in its own process group, and
+these signals go to the whole group, so what CMD started stops too
+(--no-pgroup: CMD only). In the foreground of a terminal CMD stays in
+dlock's group by default, so that it can use the terminal. SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1
 and SIGUSR2 sent to dlock are passed on to CMD (Ctrl-C from the terminal
 already reaches CMD and is not sent twice); dlock releases the lock when CMD
 exits and exits with CMD's code (128+N when signal N killed it).
@@ -53,7 +56,8 @@ func cmdRun(args []string, sio stdio) error {
 	wait := durationFlag(fs, "wait", 0, "wait at most `D` for the lock, connecting included, then exit 75 (69 if the backend gave no answer) (default: wait until acquired; 0 = --try)")
 	try := fs.Bool("try", false, "make one attempt; exit 75 at once if the lock is held")
 	grace := durationFlag(fs, "grace", defaultGrace, "after losing the lock, send SIGKILL `D` after SIGTERM if CMD is still running")
-	pgroup := fs.Bool("pgroup", false, "run CMD in its own process group and signal the whole group (for scripts; CMD cannot read the terminal)")
+	pgroup := fs.Bool("pgroup", true, "run CMD in its own process group and signal the whole group, so whatever CMD started stops too (default: on, except in the foreground of a terminal; --pgroup forces it there, where CMD then cannot read the terminal)")
+	noPgroup := fs.Bool("no-pgroup", false, "run CMD in dlock's process group and signal CMD only (same as --pgroup=false)")
 	conflict := fs.Int("conflict-exit-code", ExitNotAcquired, "exit with `N` (0-255) instead of 75 when the lock is held by another owner (--try, or --wait ran out), like flock -E")
 	shell := fs.String("c", "", "run the shell command `STRING` with /bin/sh -c instead of -- CMD, like flock -c")
 	verbose := fs.Bool("v", false, "report waiting, acquisition and release on stderr")
@@ -96,6 +100,16 @@ func cmdRun(args []string, sio stdio) error {
 	}
 	if err := dlock.ValidateKey(key); err != nil {
 		return usageError("run", "%s", clean(err))
+	}
+	switch {
+	case *noPgroup && set["pgroup"] && *pgroup:
+		return usageError("run", "--pgroup and --no-pgroup exclude each other")
+	case *noPgroup:
+		*pgroup = false
+	case !set["pgroup"] && foregroundTerminal(sio.in):
+		// Interactive: CMD keeps the terminal (prompts, Ctrl-Z), and
+		// the terminal's Ctrl-C reaches everything CMD started anyway.
+		*pgroup = false
 	}
 	r := &runner{
 		key: key, argv: argv, bf: bf, ttl: ttlOrDefault(set["ttl"], *ttl), wait: *wait, try: *try,

@@ -233,3 +233,55 @@ func TestRunCommand(t *testing.T) {
 		})
 	}
 }
+
+// By default CMD runs in its own process group, and a lost lock stops the
+// whole group: a shell's background job does not go on working without
+// the lock. With --no-pgroup only CMD itself is signalled.
+func TestRunLostLockStopsGroup(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name          string
+		flags         []string
+		grandchildDie bool
+	}{
+		{"default", nil, true},
+		{"--pgroup", []string{"--pgroup"}, true},
+		{"--no-pgroup", []string{"--no-pgroup"}, false},
+		{"--pgroup=false", []string{"--pgroup=false"}, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			e := newEnv(t)
+			pidFile := e.path("grandchild.pid")
+			args := append([]string{"run", "--ttl", "1s", "--grace", "500ms"}, tt.flags...)
+			args = append(args, "job", "--", "sh", "-c", `sleep 1000 & echo $! > "$0"; wait`, pidFile)
+			holder, wait := e.start(30*time.Second, args...)
+			pid, err := strconv.Atoi(strings.TrimSpace(e.waitForFile(pidFile, 10*time.Second)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = syscall.Kill(pid, syscall.SIGKILL) })
+			if err := holder.Process.Signal(syscall.SIGSTOP); err != nil {
+				t.Fatal(err)
+			}
+			other := e.run(20*time.Second, "run", "--wait", "10s", "job", "--", "true")
+			if err := holder.Process.Signal(syscall.SIGCONT); err != nil {
+				t.Fatal(err)
+			}
+			if other.code != 0 {
+				t.Fatalf("second owner: got exit %d, want 0 (stderr %q)", other.code, other.stderr)
+			}
+			if r := wait(); r.code != ExitLost {
+				t.Fatalf("stale holder: got exit %d, want %d (stderr %q)", r.code, ExitLost, r.stderr)
+			}
+			if tt.grandchildDie {
+				if !processGone(pid, 5*time.Second) {
+					t.Errorf("the background job of CMD (pid %d) still runs after the lock was lost", pid)
+				}
+			} else if processGone(pid, 200*time.Millisecond) {
+				t.Errorf("with %v the background job of CMD (pid %d) was stopped, want only CMD signalled", tt.flags, pid)
+			}
+		})
+	}
+}
