@@ -17,7 +17,7 @@ import (
 	"github.com/dlock-go/dlock/etcddlock"
 	_ "github.com/dlock-go/dlock/memdlock"
 	_ "github.com/dlock-go/dlock/mysqldlock"
-	_ "github.com/dlock-go/dlock/pgdlock"
+	"github.com/dlock-go/dlock/pgdlock"
 	_ "github.com/dlock-go/dlock/redisdlock"
 	_ "github.com/dlock-go/dlock/redlock"
 	_ "github.com/dlock-go/dlock/sqlitedlock"
@@ -147,6 +147,27 @@ func FuzzOpenNeverShowsPassword(f *testing.F) {
 			}
 			return c.Close, nil
 		}))
+		if name == pgdlock.Scheme {
+			// The same pieces as a keyword/value string, quoted and not,
+			// and the URL itself when it parses (pgx reads it with its own
+			// parser; the hosts safeToOpen checked are the same then).
+			dsns := []string{"host=127.0.0.1 port=1 user=app password=" + written + " sslmode=nonsense"}
+			if q := queries[int(query)%len(queries)]; !strings.Contains(q, "host=") {
+				dsns = append(dsns, "host=127.0.0.1 port=1 password='"+pw+"' "+strings.ReplaceAll(strings.TrimPrefix(q, "?"), "&", " "))
+			}
+			if _, err := driver.ParseURL(raw); err == nil {
+				dsns = append(dsns, raw)
+			}
+			for _, dsn := range dsns {
+				check("pgdlock.OpenDriver", open(t, func(ctx context.Context) (func() error, error) {
+					d, err := pgdlock.OpenDriver(ctx, dsn, pgdlock.Config{})
+					if err != nil {
+						return nil, err
+					}
+					return d.Close, nil
+				}))
+			}
+		}
 		if name == etcddlock.Scheme || name == etcddlock.SchemeTLS {
 			check("etcddlock.OpenDriver", open(t, func(ctx context.Context) (func() error, error) {
 				d, err := etcddlock.OpenDriver(ctx, raw)
