@@ -337,9 +337,10 @@ func (n *notifier) attempt(channel string, wait bool) queueAttempt {
 // run out on the server are dropped.
 const maxQueues = 256
 
-// pruneQueues drops from n.queues the keys whose entry has run out on the
-// server: those the client left without the server confirming it, more
-// than queueEntryTTL ago. n.mu must be held.
+// pruneQueues drops from n.queues the keys whose entry must have run out
+// on the server: keys the client is no longer waiting for (it left without
+// the server confirming it) whose last join or renewal was sent more than
+// twice queueEntryTTL ago. n.mu must be held.
 func (n *notifier) pruneQueues(now time.Time) {
 	for key, at := range n.queues {
 		w := n.chans[n.d.ks.channel(key)]
