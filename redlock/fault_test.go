@@ -291,12 +291,3 @@ func TestDelayedRestart(t *testing.T) {
 		t.Fatal("holder's Done not closed 10s after its lock was lost")
 	}
 }
-
-func isDone(l *dlock.Lock) bool {
-	select {
-	case <-l.Done():
-		return true
-	default:
-		return false
-	}
-}
