@@ -33,6 +33,11 @@ type Client struct {
 	held        map[*Lock]struct{}
 	heldKeys    map[string]int
 	turns       map[string]*keyTurn
+	// cleaning holds the background releases of attempts whose outcome
+	// is unknown (see cleanup.go); driverClosing stops new ones once
+	// Close waits for them.
+	cleaning      map[tokenKey]*cleanup
+	driverClosing bool
 }
 
 // NewClient returns a Client over a driver. Driver packages call it from
@@ -45,6 +50,7 @@ func NewClient(d driver.Locker, opts ...Option) *Client {
 		held:     map[*Lock]struct{}{},
 		heldKeys: map[string]int{},
 		turns:    map[string]*keyTurn{},
+		cleaning: map[tokenKey]*cleanup{},
 		cfg:      clientConfig{tokens: RandomToken},
 		meta:     defaultMetadata(),
 	}
@@ -118,6 +124,14 @@ func (c *Client) Inspect(ctx context.Context, key string) (Info, error) {
 
 // TryLock makes exactly one attempt to take key. When another owner holds it
 // the error matches ErrNotAcquired.
+//
+// When the attempt's outcome is unknown — ctx ended while the request was in
+// flight, the connection broke, the backend timed out — the server may still
+// grant it after TryLock returned. The client then releases that attempt's
+// token in the background, owner-checked (it can free nothing but that
+// grant), repeating the release on a short schedule for about a second (the
+// request may land after a first release), so the key is not left held for
+// the TTL by nobody. Close waits for these releases.
 func (c *Client) TryLock(ctx context.Context, key string, opts ...LockOption) (*Lock, error) {
 	return c.acquire(ctx, key, opts, true)
 }
@@ -128,7 +142,11 @@ func (c *Client) TryLock(ctx context.Context, key string, opts ...LockOption) (*
 // notification where there is one, on its backoff, or when the holder's
 // lease runs out, whichever comes first. On backends with a native queue
 // (etcd, ZooKeeper) it waits in FIFO order. A waiter whose ctx ends leaves
-// nothing behind.
+// nothing behind: an attempt in flight at that moment (or one whose outcome
+// is unknown for another reason) is released in the background, as for
+// TryLock, and a waiter that goes on after a passing failure makes its next
+// attempts with a new token (or, with WithToken, only once that release is
+// over), so the background release never frees the lock it then gets.
 func (c *Client) Lock(ctx context.Context, key string, opts ...LockOption) (*Lock, error) {
 	return c.acquire(ctx, key, opts, false)
 }
@@ -198,8 +216,10 @@ func unlockTimeout(ttl time.Duration) time.Duration {
 }
 
 // Close releases the locks the client still holds (best effort, bounded by a
-// few seconds), stops their refresh, wakes its waiters with ErrClosed and
-// closes the backend connection. It is safe to call more than once.
+// few seconds), stops their refresh, wakes its waiters with ErrClosed, waits
+// (at most 2 s) for the background releases of attempts whose outcome was
+// unknown (see TryLock), and closes the backend connection. It is safe to
+// call more than once.
 func (c *Client) Close() error {
 	c.mu.Lock()
 	if c.closed {
@@ -223,6 +243,9 @@ func (c *Client) Close() error {
 			_ = l.unlock(ctx, errClientClosed)
 		}()
 	}
+	// Releases of attempts whose outcome is unknown finish first: a process
+	// that exits right after Close would otherwise leave their grants held.
+	c.waitCleanups(time.Now().Add(cleanupWindow))
 	wg.Wait()
 	return c.d.Close()
 }
@@ -328,17 +351,33 @@ func (c *Client) acquire(ctx context.Context, key string, opts []LockOption, try
 		timer   *time.Timer
 	)
 	for attempt := 1; ; attempt++ {
+		if err := c.awaitCleaning(ctx, key, req.Token); err != nil {
+			// Only a token given with WithToken can meet a release of
+			// its own earlier attempt still under way.
+			return nil, c.waitEnded(key, attempt, waited, err)
+		}
 		sent := time.Now()
 		res, err := c.d.Acquire(ctx, req)
 		if err != nil {
+			// The request may have been granted all the same.
+			c.cleanUnknown(key, req.Token, err)
 			if try || attempt == 1 || !transient(ctx, err) {
 				return nil, c.waitEnded(key, attempt, waited, ctxErr(ctx, err))
 			}
 			// A waiter that reached the backend before rides out a
 			// passing failure (a server restart, a stale pooled
-			// connection) on its backoff, until its ctx ends.
+			// connection) on its backoff, until its ctx ends. Its next
+			// attempt must not share a token with the release just
+			// started (a given token waits for it instead).
 			c.log.Warn("dlock: attempt failed while waiting; retrying", "key", key, "err", err)
 			lastErr, res = err, driver.Result{}
+			if !cfg.tokenGiven {
+				t, err := c.newToken()
+				if err != nil {
+					return nil, err
+				}
+				req.Token, cfg.token = t, t
+			}
 		} else {
 			lastErr = nil
 		}
@@ -535,9 +574,15 @@ func transient(ctx context.Context, err error) bool {
 	return true
 }
 
-// ctxErr makes sure an error caused by the end of ctx matches ctx.Err().
+// ctxErr makes sure an error caused by the end of ctx matches ctx.Err(). A
+// deadline that has passed counts even before ctx.Err() says so: a driver
+// whose socket deadline is ctx's may fail with a timeout a moment earlier.
 func ctxErr(ctx context.Context, err error) error {
-	if cerr := ctx.Err(); cerr != nil && !errors.Is(err, cerr) {
+	cerr := ctx.Err()
+	if dl, ok := ctx.Deadline(); cerr == nil && ok && !time.Now().Before(dl) {
+		cerr = context.DeadlineExceeded
+	}
+	if cerr != nil && !errors.Is(err, cerr) {
 		return fmt.Errorf("%w (%w)", cerr, err)
 	}
 	return err

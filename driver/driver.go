@@ -193,6 +193,11 @@ type Locker interface {
 
 	// Release frees key if token owns it, and returns an error wrapping
 	// ErrNotHeld when it does not. It never frees a lock of another owner.
+	// The portable layer also calls it, in the background, with the token
+	// of an Acquire that returned an error (its outcome is unknown): it
+	// should then free a grant of that token that reached the server,
+	// even though this driver never reported it — or the driver cleans up
+	// such grants itself.
 	// A driver that implements Notifier should notify waiters here.
 	Release(ctx context.Context, key, token string) error
 
@@ -245,8 +250,11 @@ type Queuer interface {
 	// granted or ctx ends. Each waiter should wait on its predecessor only,
 	// so that a release wakes one waiter. When ctx ends it must remove its
 	// queue entry before returning, leaving the key free for others at
-	// once, and return an error wrapping ctx.Err(). A granted Result must
-	// set ValidUntil.
+	// once, and return an error wrapping ctx.Err(). Whenever it returns an
+	// error it must leave no entry or grant behind, even one whose write
+	// had an unknown outcome: the portable layer releases the token of a
+	// failed Acquire in the background, not of a failed AcquireQueued. A
+	// granted Result must set ValidUntil.
 	AcquireQueued(ctx context.Context, req Request) (Result, error)
 }
 

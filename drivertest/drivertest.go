@@ -34,6 +34,7 @@ func RunConformanceTests(t *testing.T, newHarness HarnessMaker) {
 		{"DoneAndErr", testDoneAndErr},
 		{"Fence", testFence},
 		{"WaiterLeavesNothing", testWaiterLeavesNothing},
+		{"UnknownOutcome", testUnknownOutcome},
 		{"HandOff", testHandOff},
 		{"Keys", testKeys},
 		{"InvalidInput", testInvalidInput},

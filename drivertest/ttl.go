@@ -117,6 +117,13 @@ func testTTLBounds(t *testing.T, s *suite) {
 			// A short lease is not auto-refreshed (a 10 ms TTL would be
 			// refreshed every 3 ms) and may lapse before the checks.
 			l, err := a.TryLock(s.ctx, key, dlock.WithTTL(tc.ttl), dlock.WithAutoRefresh(!short))
+			if short && errors.Is(err, dlock.ErrNotAcquired) {
+				// On a loaded machine the reply can come after so
+				// short a lease's validity: not a grant, but the TTL
+				// was accepted.
+				t.Logf("TryLock(TTL %v): %v (reply after the lease's validity)", tc.ttl, err)
+				return
+			}
 			if err != nil {
 				t.Fatalf("TryLock(TTL %v): %v", tc.ttl, err)
 			}

@@ -272,24 +272,57 @@ func (d *etcdDriver) deleteAsync(name string, rev int64, l *lease, then func()) 
 		if then != nil {
 			defer then()
 		}
+		start := time.Now()
 		pause := 50 * time.Millisecond
 		for !l.isLost() {
 			// Short attempts, as in revokeAsync.
 			ctx, cancel := context.WithTimeout(d.ctx, time.Second)
 			var err error
+			deleted := true
 			if rev > 0 {
 				_, err = d.cli.Txn(ctx).
 					If(clientv3.Compare(clientv3.CreateRevision(name), "=", rev)).
 					Then(clientv3.OpDelete(name)).
 					Commit()
 			} else {
-				_, err = d.cli.Delete(ctx, name)
+				var resp *clientv3.DeleteResponse
+				resp, err = d.cli.Delete(ctx, name)
+				deleted = err == nil && resp.Deleted > 0
 			}
 			cancel()
+			if err == nil && !deleted {
+				// The write of an attempt whose outcome is unknown
+				// may still land after this delete (a cancelled
+				// request already on its way): delete again on a
+				// short schedule. The name is burned, so whatever
+				// has it is that attempt's entry.
+				next, ok := nextUnknownDelete(start)
+				if !ok || !sleepCtx(d.ctx, time.Until(next)) {
+					return
+				}
+				continue
+			}
 			if err == nil || !unavailable(err) || !sleepCtx(d.ctx, pause) {
 				return
 			}
 			pause = min(2*pause, time.Second)
 		}
 	}()
+}
+
+// unknownDeletes is when the deletes of an entry whose write had an unknown
+// outcome are sent, from the first one, until one deletes it: about a
+// second, like the portable layer's release of an unknown outcome.
+var unknownDeletes = []time.Duration{20 * time.Millisecond, 100 * time.Millisecond, 300 * time.Millisecond, 700 * time.Millisecond}
+
+// nextUnknownDelete returns the next moment of unknownDeletes after now,
+// counted from start, or false when the schedule is over.
+func nextUnknownDelete(start time.Time) (time.Time, bool) {
+	now := time.Now()
+	for _, at := range unknownDeletes {
+		if t := start.Add(at); t.After(now) {
+			return t, true
+		}
+	}
+	return time.Time{}, false
 }
