@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"flag"
+	"fmt"
+	"io/fs"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -21,50 +23,198 @@ const EnvBackend = "DLOCK_BACKEND"
 // that is not a wait (status, --try, release).
 const defaultConnectTimeout = 10 * time.Second
 
+// EnvLockDir names the environment variable that overrides the directory
+// of the default backend (normally /run/lock, else /var/lock), for
+// packagers whose systems keep lock files elsewhere, and for tests.
+const EnvLockDir = "DLOCK_LOCK_DIR"
+
+// defaultLockDirs are where the default backend lives, first usable first.
+var defaultLockDirs = []string{"/run/lock", "/var/lock"}
+
 // backendFlags are the flags every command that talks to a backend shares.
 type backendFlags struct {
 	url     string
+	given   bool // --backend was on the command line, perhaps empty
 	timeout *time.Duration
+	// shared refuses backends whose locks do not reach other processes
+	// (mem://, a named in-memory SQLite database).
+	shared bool
 }
 
 func addBackendFlags(fs *flag.FlagSet) *backendFlags {
 	b := &backendFlags{}
-	fs.StringVar(&b.url, "backend", "", "backend `URL`, e.g. redis://127.0.0.1:6379 (default $"+EnvBackend+", else an SQLite file in the state directory)")
+	fs.Func("backend", "backend `URL`, e.g. redis://127.0.0.1:6379 (default $"+EnvBackend+", else the host-wide SQLite file /run/lock/dlock/dlock.db)", func(s string) error {
+		b.url, b.given = s, true
+		return nil
+	})
 	b.timeout = durationFlag(fs, "connect-timeout", defaultConnectTimeout, "give up connecting to the backend, or on a single request, after `D`")
 	return b
 }
 
 // resolve picks the backend URL: --backend, else $DLOCK_BACKEND, else the
-// SQLite file in the user's state directory (created with mode 0700).
+// host-wide SQLite file (see defaultBackend). An empty --backend or an
+// empty $DLOCK_BACKEND that is set is an error, not the default.
 func (b *backendFlags) resolve() (string, error) {
-	if b.url != "" {
-		return b.url, nil
+	var raw string
+	switch env, set := os.LookupEnv(EnvBackend); {
+	case b.given && b.url == "":
+		return "", exitf(ExitUsage, "dlock: --backend is empty; give a backend URL, or leave the flag out for the default")
+	case b.given:
+		raw = b.url
+	case set && env == "":
+		return "", exitf(ExitUsage, "dlock: $%s is set but empty; give a backend URL, or unset it for the default", EnvBackend)
+	case set:
+		raw = env
+	default:
+		u, err := defaultBackend()
+		if err != nil {
+			return "", err
+		}
+		raw = u
 	}
-	if u := os.Getenv(EnvBackend); u != "" {
-		return u, nil
+	if b.shared && inProcessOnly(raw) {
+		return "", exitf(ExitUsage, "dlock: %s locks within one process only, so it would exclude nobody: use an SQLite file or a server", redact(raw))
 	}
-	dir, err := stateDir()
-	if err != nil {
-		return "", exitf(ExitUsage, "dlock: no backend: %s; set --backend or $%s", clean(err), EnvBackend)
-	}
-	dir = filepath.Join(dir, "dlock")
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return "", exitf(ExitUnavailable, "dlock: default backend: %s", clean(err))
-	}
-	return (&url.URL{Scheme: "sqlite", Path: filepath.ToSlash(filepath.Join(dir, "locks.db"))}).String(), nil
+	return raw, nil
 }
 
-// stateDir returns $XDG_STATE_HOME when it is an absolute path, else
-// $HOME/.local/state.
-func stateDir() (string, error) {
-	if d := os.Getenv("XDG_STATE_HOME"); d != "" && filepath.IsAbs(d) {
+// defaultBackend returns the URL of the host-wide SQLite file, making the
+// directory and the file when missing. Every user of the host must get the
+// same file, able to take a lock but not to delete another user's files:
+//
+//   - the directory D is $DLOCK_LOCK_DIR/dlock, else /run/lock/dlock, else
+//     /var/lock/dlock (under the first of those parents that exists);
+//   - D must be a real directory (not a symbolic link), world-writable and
+//     sticky (mode 1777), owned by root, by the user running dlock, or by
+//     the owner of the database file in it; when missing, dlock makes it
+//     with mode 1777;
+//   - the file D/dlock.db must be a regular file writable by group and
+//     others (SQLite gives its -wal and -shm files the file's mode); when
+//     missing, dlock makes it with mode 0666, whatever the umask.
+//
+// Anything else is an error naming the path and what is wrong.
+func defaultBackend() (string, error) {
+	parent, err := lockParent()
+	if err != nil {
+		return "", err
+	}
+	dir := filepath.Join(parent, "dlock")
+	if err := sharedDir(dir); err != nil {
+		return "", err
+	}
+	file := filepath.Join(dir, "dlock.db")
+	if err := sharedFile(file); err != nil {
+		return "", err
+	}
+	return (&url.URL{Scheme: "sqlite", Path: filepath.ToSlash(file)}).String(), nil
+}
+
+// lockParent returns $DLOCK_LOCK_DIR, or the first default lock directory
+// that exists.
+func lockParent() (string, error) {
+	if d, ok := os.LookupEnv(EnvLockDir); ok {
+		if !filepath.IsAbs(d) {
+			return "", exitf(ExitUsage, "dlock: $%s must be an absolute path, got %q", EnvLockDir, d)
+		}
+		if fi, err := os.Stat(d); err != nil || !fi.IsDir() {
+			return "", exitf(ExitUnavailable, "dlock: default backend: $%s=%s is not a directory", EnvLockDir, d)
+		}
 		return d, nil
 	}
-	home, err := os.UserHomeDir()
-	if err != nil {
-		return "", errors.New("cannot find the home directory ($HOME is not set)")
+	for _, d := range defaultLockDirs {
+		if fi, err := os.Stat(d); err == nil && fi.IsDir() {
+			return d, nil
+		}
 	}
-	return filepath.Join(home, ".local", "state"), nil
+	return "", exitf(ExitUnavailable, "dlock: default backend: none of %s exists; set --backend or $%s (or $%s)", strings.Join(defaultLockDirs, ", "), EnvBackend, EnvLockDir)
+}
+
+// sharedDir checks, or makes, the sticky world-writable directory dir.
+func sharedDir(dir string) error {
+	bad := func(format string, args ...any) error {
+		return exitf(ExitUnavailable, "dlock: default backend: directory %s %s; set --backend or $%s, or have root run: install -d -m 1777 -o root %s", dir, fmt.Sprintf(format, args...), EnvBackend, dir)
+	}
+	fi, err := os.Lstat(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		// Made under a temporary name, its mode set (Mkdir's passes
+		// through the umask), then renamed into place: no other dlock
+		// ever sees it half made.
+		tmp, merr := os.MkdirTemp(filepath.Dir(dir), ".dlock-")
+		if merr != nil {
+			return bad("cannot be made: %s", clean(merr))
+		}
+		if err := os.Chmod(tmp, 0o777|fs.ModeSticky); err != nil {
+			os.Remove(tmp)
+			return bad("cannot be made shared: %s", clean(err))
+		}
+		if err := os.Rename(tmp, dir); err != nil {
+			os.Remove(tmp) // another dlock made it first
+		}
+		fi, err = os.Lstat(dir)
+	}
+	if err != nil {
+		return bad("cannot be used: %s", clean(err))
+	}
+	switch {
+	case fi.Mode()&fs.ModeSymlink != 0:
+		return bad("is a symbolic link")
+	case !fi.IsDir():
+		return bad("is not a directory")
+	case fi.Mode()&fs.ModeSticky == 0 || fi.Mode().Perm()&0o002 == 0:
+		return bad("has mode %v, want 1777 (world-writable and sticky, so that no user can delete another's files)", fi.Mode())
+	}
+	if uid, ok := fileOwner(fi); ok && uid != 0 && uid != os.Geteuid() {
+		// The owner of a sticky directory can delete any file in it; so
+		// can the owner of the database file. Accept a directory owned
+		// by another user only when that user also owns the file: then
+		// nobody gains a power over the file that its owner lacks.
+		fuid, ok := -1, false
+		if ffi, err := os.Lstat(filepath.Join(dir, "dlock.db")); err == nil {
+			fuid, ok = fileOwner(ffi)
+		}
+		if !ok || fuid != uid {
+			return bad("is owned by uid %d, who could delete the lock file of every user", uid)
+		}
+	}
+	return nil
+}
+
+// sharedFile checks, or makes, the database file every user can write.
+func sharedFile(file string) error {
+	bad := func(format string, args ...any) error {
+		return exitf(ExitUnavailable, "dlock: default backend: file %s %s; set --backend or $%s, or have its owner or root run: chmod 0666 %s", file, fmt.Sprintf(format, args...), EnvBackend, file)
+	}
+	if _, err := os.Lstat(file); errors.Is(err, fs.ErrNotExist) {
+		// Made under a temporary name with its mode set (the create's
+		// passes through the umask) before SQLite ever opens it and
+		// copies that mode to -wal and -shm, then linked into place.
+		f, err := os.CreateTemp(filepath.Dir(file), ".dlock.db-")
+		if err != nil {
+			return bad("cannot be made: %s", clean(err))
+		}
+		tmp := f.Name()
+		cerr := f.Chmod(0o666)
+		f.Close()
+		if cerr == nil {
+			if err := os.Link(tmp, file); err != nil && !errors.Is(err, fs.ErrExist) {
+				cerr = err
+			}
+		}
+		os.Remove(tmp)
+		if cerr != nil {
+			return bad("cannot be made: %s", clean(cerr))
+		}
+	}
+	fi, err := os.Lstat(file)
+	switch {
+	case err != nil:
+		return bad("cannot be used: %s", clean(err))
+	case !fi.Mode().IsRegular():
+		return bad("is not a regular file")
+	case fi.Mode().Perm()&0o066 != 0o066:
+		return bad("has mode %v, want 0666 (readable and writable by every user, or users would not exclude each other)", fi.Mode().Perm())
+	}
+	return nil
 }
 
 // open resolves the backend and opens it within the connect timeout (and

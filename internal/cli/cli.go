@@ -80,9 +80,9 @@ Usage:
   dlock version                            print the version
   dlock help [COMMAND]                     show help for a command
 
-The backend is --backend URL, else $DLOCK_BACKEND, else an SQLite file in
-the state directory ($XDG_STATE_HOME/dlock/locks.db, or
-~/.local/state/dlock/locks.db), which locks across processes on this host.
+The backend is --backend URL, else $DLOCK_BACKEND, else the SQLite file
+/run/lock/dlock/dlock.db (or under /var/lock, or $DLOCK_LOCK_DIR), shared
+by every user and process of this host.
 
 Exit codes: 0 ok (or CMD's own code), 3 free (status), 64 usage, 69 backend unavailable,
 70 lock lost while CMD ran, 75 lock not acquired, 126/127 CMD cannot run /

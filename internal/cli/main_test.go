@@ -32,6 +32,11 @@ func buildAndRun(m *testing.M) int {
 		return 1
 	}
 	defer os.RemoveAll(dir)
+	// Other users run it too (TestDefaultBackendTwoUsers).
+	if err := os.Chmod(dir, 0o755); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
 	dlockBin = filepath.Join(dir, "dlock")
 	goTool, err := exec.LookPath("go")
 	if err != nil {
@@ -68,7 +73,7 @@ func newEnv(t *testing.T) *testEnv {
 	for _, kv := range os.Environ() {
 		name, _, _ := strings.Cut(kv, "=")
 		switch name {
-		case EnvBackend, "XDG_STATE_HOME", "HOME", EnvKey, EnvFence, EnvToken:
+		case EnvBackend, EnvLockDir, "XDG_STATE_HOME", "HOME", EnvKey, EnvFence, EnvToken:
 			continue
 		}
 		env = append(env, kv)
@@ -81,6 +86,18 @@ func newEnv(t *testing.T) *testEnv {
 func (e *testEnv) with(kv ...string) *testEnv {
 	c := *e
 	c.env = append(append([]string(nil), e.env...), kv...)
+	return &c
+}
+
+// without returns a copy of e without the environment variable name.
+func (e *testEnv) without(name string) *testEnv {
+	c := *e
+	c.env = nil
+	for _, kv := range e.env {
+		if !strings.HasPrefix(kv, name+"=") {
+			c.env = append(c.env, kv)
+		}
+	}
 	return &c
 }
 

@@ -52,6 +52,7 @@ exits and exits with CMD's code (128+N when signal N killed it).
 func cmdRun(args []string, sio stdio) error {
 	fs := newFlagSet("run", runUsage, sio)
 	bf := addBackendFlags(fs)
+	bf.shared = true
 	ttl := durationFlag(fs, "ttl", dlock.DefaultTTL, "lease length `D`; refreshed every D/3 while CMD runs; if dlock dies, others wait at most D")
 	wait := durationFlag(fs, "wait", 0, "wait at most `D` for the lock, connecting included, then exit 75 (69 if the backend gave no answer) (default: wait until acquired; 0 = --try)")
 	try := fs.Bool("try", false, "make one attempt; exit 75 at once if the lock is held")

@@ -23,6 +23,7 @@ With --json, prints one JSON object instead:
 func cmdStatus(args []string, sio stdio) error {
 	fs := newFlagSet("status", statusUsage, sio)
 	bf := addBackendFlags(fs)
+	bf.shared = true
 	asJSON := fs.Bool("json", false, "print one JSON object (key, held, fence, expires_in_ms, holder, waiters)")
 	if done, err := parseFlags(fs, args, sio); done {
 		return err

@@ -4,7 +4,6 @@ package cli
 
 import (
 	"net"
-	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -36,27 +35,6 @@ func TestStatus(t *testing.T) {
 	r = e.run(20*time.Second, "status", "job")
 	if r.code != ExitFree || !strings.Contains(r.stdout, "state:   free") || !strings.Contains(r.stdout, "fence:   1 (last granted)") {
 		t.Errorf("status after release: got exit %d, stdout %q; want %d, free, last fence 1", r.code, r.stdout, ExitFree)
-	}
-}
-
-// Without --backend and $DLOCK_BACKEND the default is an SQLite file in the
-// state directory, created private.
-func TestDefaultBackend(t *testing.T) {
-	t.Parallel()
-	e := newEnv(t).with(EnvBackend + "=")
-	if r := e.run(20*time.Second, "run", "job", "--", "true"); r.code != 0 {
-		t.Fatalf("got exit %d, stderr %q", r.code, r.stderr)
-	}
-	dir := e.path("state/dlock")
-	fi, err := os.Stat(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got := fi.Mode().Perm(); got != 0o700 {
-		t.Errorf("state directory mode: got %v, want 0700", got)
-	}
-	if _, err := os.Stat(dir + "/locks.db"); err != nil {
-		t.Errorf("default database: %v", err)
 	}
 }
 
