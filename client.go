@@ -425,8 +425,11 @@ func (c *Client) acquire(ctx context.Context, key string, opts []LockOption, try
 		if backoff < 0 {
 			return nil, c.waitEnded(key, attempt, waited, fmt.Errorf("%w: %q is held by another owner (gave up after %d attempts)", ErrNotAcquired, key, attempt))
 		}
-		if res.QueuedWait > backoff && kt.watch != nil {
-			// Queued on the server: the release names this client.
+		if res.QueuedWait > 0 && kt.watch != nil {
+			// Queued on the server: the release names this client. Wait
+			// up to QueuedWait instead of the backoff, longer or shorter:
+			// a wake-up that got lost then costs QueuedWait, not a long
+			// backoff or the holder's whole TTL.
 			backoff = res.QueuedWait
 		}
 		// (Compared without adding to HolderTTL, which a driver may

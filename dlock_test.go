@@ -950,3 +950,45 @@ func TestRetryAfterUnknownOutcome(t *testing.T) {
 		})
 	}
 }
+
+// lostWake is a driver whose attempts say they queued the caller on the
+// server (QueuedWait) and whose release notifications never come: every
+// wake-up is lost.
+type lostWake struct {
+	driver.Locker
+	queuedWait time.Duration
+}
+
+func (d lostWake) Acquire(ctx context.Context, req driver.Request) (driver.Result, error) {
+	res, err := d.Locker.Acquire(ctx, req)
+	if err == nil && !res.Acquired {
+		res.QueuedWait, res.HolderTTL = d.queuedWait, 0
+	}
+	return res, err
+}
+
+func (d lostWake) WatchReleases(context.Context, string) (<-chan struct{}, func(), error) {
+	return make(chan struct{}), func() {}, nil
+}
+
+// A queued waiter whose wake-up is lost tries again after QueuedWait, even
+// when its retry strategy's backoff is far longer.
+func TestQueuedWaitBoundsLongBackoff(t *testing.T) {
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	store := memdlock.NewStore()
+	holder := store.NewClient()
+	defer holder.Close()
+	held, err := holder.Lock(ctx, "k", dlock.WithTTL(time.Minute))
+	if err != nil {
+		t.Fatal(err)
+	}
+	waiter := dlock.NewClient(lostWake{Locker: store.Driver(), queuedWait: 50 * time.Millisecond})
+	defer waiter.Close()
+	time.AfterFunc(100*time.Millisecond, func() { _ = held.Unlock(context.Background()) })
+	l, err := waiter.Lock(ctx, "k", dlock.WithRetry(dlock.LinearBackoff(time.Hour)))
+	if err != nil {
+		t.Fatalf("queued waiter with a lost wake-up: %v (want the key soon after the release, at its QueuedWait)", err)
+	}
+	_ = l.Unlock(ctx)
+}

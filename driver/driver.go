@@ -248,13 +248,20 @@ type BatchRefresher interface {
 type Queuer interface {
 	// AcquireQueued joins the key's queue and blocks until the lock is
 	// granted or ctx ends. Each waiter should wait on its predecessor only,
-	// so that a release wakes one waiter. When ctx ends it must remove its
-	// queue entry before returning, leaving the key free for others at
-	// once, and return an error wrapping ctx.Err(). Whenever it returns an
-	// error it must leave no entry or grant behind, even one whose write
-	// had an unknown outcome: the portable layer releases the token of a
-	// failed Acquire in the background, not of a failed AcquireQueued. A
-	// granted Result must set ValidUntil.
+	// so that a release wakes one waiter. When ctx ends it must return
+	// promptly (within a few tens of milliseconds, not after a backend
+	// round trip that may be slow) with an error wrapping ctx.Err(), and
+	// make sure its queue entry goes: removed before returning, or in the
+	// background at once, retried until it is gone (or the backend removes
+	// it with the session or lease), so that the key is free for others as
+	// soon as that removal lands and never waits for a TTL or session
+	// expiry. The driver's own later calls on the key must not find the
+	// entry (they wait for its removal), and Close must wait, bounded, for
+	// removals still under way. Whenever it returns an error it must leave
+	// no entry or grant behind in that sense, even one whose write had an
+	// unknown outcome: the portable layer releases the token of a failed
+	// Acquire in the background, not of a failed AcquireQueued. A granted
+	// Result must set ValidUntil.
 	AcquireQueued(ctx context.Context, req Request) (Result, error)
 }
 
