@@ -75,6 +75,7 @@ const mainUsage = `dlock runs a command while holding a distributed lock.
 Usage:
   dlock run [flags] KEY -- CMD [ARGS...]   run CMD while holding the lock KEY
   dlock run [flags] -c 'SHELL CMD' KEY     the same, with /bin/sh -c
+  dlock hold [flags] KEY                   hold KEY until SIGINT/SIGTERM, no command
   dlock status [flags] KEY                 show who holds KEY (exit 0 held, 3 free)
   dlock demo coupons [flags]               the race a lock prevents, live
   dlock version                            print the version
@@ -116,6 +117,8 @@ func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		err = cmdRun(rest, sio)
 	case "status":
 		err = cmdStatus(rest, sio)
+	case "hold":
+		err = cmdHold(rest, sio)
 	case "demo":
 		err = cmdDemo(rest, sio)
 	case "version", "-version", "--version":
@@ -159,6 +162,8 @@ func cmdHelp(args []string, io stdio) error {
 		return cmdRun([]string{"-h"}, io)
 	case "status":
 		return cmdStatus([]string{"-h"}, io)
+	case "hold":
+		return cmdHold([]string{"-h"}, io)
 	case "demo":
 		return cmdDemo([]string{"-h"}, io)
 	case "version":

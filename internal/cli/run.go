@@ -141,7 +141,8 @@ type runner struct {
 	try      bool
 	grace    time.Duration
 	pgroup   bool
-	conflict int // exit code when the lock is held by another owner
+	conflict int  // exit code when the lock is held by another owner
+	hold     bool // no command: hold until a signal (dlock hold)
 	verbose  bool
 	sio      stdio
 }
@@ -200,6 +201,9 @@ wait:
 	}
 	if a.err != nil {
 		return a.err
+	}
+	if r.hold {
+		return r.holdLocked(a.l, sigs)
 	}
 	return r.runLocked(a.l, sigs)
 }
@@ -377,7 +381,11 @@ func describeHolder(in dlock.Info) string {
 
 // metadata describes this owner for Inspect and dlock status.
 func (r *runner) metadata() string {
-	return dlock.DefaultMetadata() + " " + owner() + " cmd=" + filepath.Base(r.argv[0])
+	cmd := "dlock-hold"
+	if len(r.argv) > 0 {
+		cmd = filepath.Base(r.argv[0])
+	}
+	return dlock.DefaultMetadata() + " " + owner() + " cmd=" + cmd
 }
 
 // owner names the user dlock runs as: "user=NAME" from the user database

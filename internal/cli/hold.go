@@ -1,0 +1,84 @@
+package cli
+
+import (
+	"errors"
+	"fmt"
+	"os"
+
+	"github.com/dlock-go/dlock"
+)
+
+const holdUsage = `Usage: dlock hold [flags] KEY
+
+Takes the lock KEY and holds it, with no command, until dlock gets SIGINT
+(Ctrl-C), SIGTERM, SIGHUP or SIGQUIT: then it releases the lock and exits
+0. Like "etcdctl lock KEY". Once the lock is held, dlock prints its fence
+on stdout ("fence=N") and refreshes the lease every TTL/3. If the lock is
+lost, dlock exits 70. Not acquired (--try, or --wait ran out): exit 75, or
+--conflict-exit-code.
+`
+
+func cmdHold(args []string, sio stdio) error {
+	fs := newFlagSet("hold", holdUsage, sio)
+	bf := addBackendFlags(fs)
+	bf.shared = true
+	ttl := durationFlag(fs, "ttl", dlock.DefaultTTL, "lease length `D`; refreshed every D/3; if dlock dies, others wait at most D")
+	wait := durationFlag(fs, "wait", 0, "wait at most `D` for the lock, connecting included, then exit 75 (69 if the backend gave no answer) (default: wait until acquired; 0 = --try)")
+	try := fs.Bool("try", false, "make one attempt; exit 75 at once if the lock is held")
+	conflict := fs.Int("conflict-exit-code", ExitNotAcquired, "exit with `N` (0-255) instead of 75 when the lock is held by another owner")
+	verbose := fs.Bool("v", false, "report waiting, acquisition and release on stderr")
+	if done, err := parseFlags(fs, args, sio); done {
+		return err
+	}
+	set := setFlags(fs)
+	switch fs.NArg() {
+	case 0:
+		return usageError("hold", "missing KEY")
+	case 1:
+	default:
+		return usageError("hold", "expected one KEY, got %d arguments (flags go before KEY; to run a command, use 'dlock run')", fs.NArg())
+	}
+	key := fs.Arg(0)
+	if err := checkLockFlags("hold", set, *try, *ttl, *conflict); err != nil {
+		return err
+	}
+	if set["wait"] && *wait == 0 {
+		*try = true
+	}
+	if err := dlock.ValidateKey(key); err != nil {
+		return usageError("hold", "%s", clean(err))
+	}
+	r := &runner{
+		key: key, bf: bf, ttl: ttlOrDefault(set["ttl"], *ttl), wait: *wait, try: *try,
+		conflict: *conflict, verbose: *verbose, sio: sio, hold: true,
+	}
+	return r.run()
+}
+
+// holdLocked keeps l until a signal, then releases it.
+func (r *runner) holdLocked(l *dlock.Lock, sigs <-chan os.Signal) error {
+	fmt.Fprintf(r.sio.out, "fence=%d\n", l.Fence())
+	r.vlogf("holding lock %q (fence %d) until SIGINT or SIGTERM", r.key, l.Fence())
+	for {
+		select {
+		case s := <-sigs:
+			if !isWaitSignal(s) {
+				continue
+			}
+			if err := r.release(l); err != nil && !errors.Is(err, dlock.ErrNotHeld) {
+				r.logf("warning: could not release lock %q: %s; it frees itself when its TTL runs out", r.key, clean(err))
+			} else {
+				r.vlogf("released lock %q on %s", r.key, signalName(s))
+			}
+			if errors.Is(l.Err(), dlock.ErrLost) {
+				return exitf(ExitLost, "dlock: lost lock %q (fence %d): %s", r.key, l.Fence(), r.lossCause(l.Err()))
+			}
+			return nil
+		case <-l.Done():
+			if errors.Is(l.Err(), dlock.ErrLost) {
+				return exitf(ExitLost, "dlock: lost lock %q (fence %d): %s; exit %d", r.key, l.Fence(), r.lossCause(l.Err()), ExitLost)
+			}
+			return nil
+		}
+	}
+}
