@@ -77,6 +77,8 @@ Usage:
   dlock run [flags] -c 'SHELL CMD' KEY     the same, with /bin/sh -c
   dlock hold [flags] KEY                   hold KEY until SIGINT/SIGTERM, no command
   dlock status [flags] KEY                 show who holds KEY (exit 0 held, 3 free)
+  dlock list [flags] [PREFIX]              list held locks, where the backend can
+  dlock unlock --force --token T KEY       release another process's lock (operators)
   dlock demo coupons [flags]               the race a lock prevents, live
   dlock version                            print the version
   dlock help [COMMAND]                     show help for a command
@@ -119,6 +121,10 @@ func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		err = cmdStatus(rest, sio)
 	case "hold":
 		err = cmdHold(rest, sio)
+	case "unlock":
+		err = cmdUnlock(rest, sio)
+	case "list":
+		err = cmdList(rest, sio)
 	case "demo":
 		err = cmdDemo(rest, sio)
 	case "version", "-version", "--version":
@@ -164,6 +170,10 @@ func cmdHelp(args []string, io stdio) error {
 		return cmdStatus([]string{"-h"}, io)
 	case "hold":
 		return cmdHold([]string{"-h"}, io)
+	case "unlock":
+		return cmdUnlock([]string{"-h"}, io)
+	case "list":
+		return cmdList([]string{"-h"}, io)
 	case "demo":
 		return cmdDemo([]string{"-h"}, io)
 	case "version":
