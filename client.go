@@ -119,7 +119,7 @@ func (c *Client) Inspect(ctx context.Context, key string) (Info, error) {
 	if err != nil {
 		return Info{}, ctxErr(ctx, err)
 	}
-	return Info{Key: key, Held: in.Held, Fence: in.Fence, TTL: in.TTL, Metadata: in.Metadata, Waiters: in.Waiters}, nil
+	return infoOf(key, in), nil
 }
 
 // TryLock makes exactly one attempt to take key. When another owner holds it

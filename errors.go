@@ -41,6 +41,11 @@ var (
 	// answer; the error names the backend and its address.
 	ErrUnavailable = driver.ErrUnavailable
 
+	// ErrUnsupported reports a call the backend's driver cannot serve, such
+	// as List or ForceUnlock on a backend without them. It also matches
+	// errors.ErrUnsupported.
+	ErrUnsupported = driver.ErrUnsupported
+
 	// ErrStaleFence is returned by FenceGuard.Admit for a write whose fence
 	// is lower than one the resource has already seen.
 	ErrStaleFence = errors.New("dlock: stale fencing token")

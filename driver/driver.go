@@ -38,13 +38,15 @@
 // A driver may also implement [Notifier] (release notifications, so waiters
 // wake on release instead of polling), [Queuer] (a native FIFO queue, so a
 // release wakes exactly one waiter) and [BatchRefresher] (many refreshes in
-// one round trip). Fencing support is declared in
-// [Capabilities].
+// one round trip). Operators' tools use [Lister] (enumerate held keys) and
+// [ForceReleaser] (free a key whatever its owner) where a driver has them.
+// Fencing support is declared in [Capabilities].
 package driver
 
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 )
 
@@ -63,6 +65,10 @@ var (
 	// ErrUnavailable reports that the backend could not be reached or failed
 	// to answer. Drivers wrap it with the backend name and address.
 	ErrUnavailable = errors.New("dlock: backend unavailable")
+	// ErrUnsupported reports a call that needs an optional capability the
+	// driver does not implement (such as Lister or ForceReleaser). It also
+	// matches errors.ErrUnsupported.
+	ErrUnsupported = fmt.Errorf("dlock: not supported by this backend (%w)", errors.ErrUnsupported)
 )
 
 // Request is one acquisition attempt.
@@ -263,6 +269,40 @@ type Queuer interface {
 	// Acquire in the background, not of a failed AcquireQueued. A granted
 	// Result must set ValidUntil.
 	AcquireQueued(ctx context.Context, req Request) (Result, error)
+}
+
+// KeyInfo is one held key, as returned by List.
+type KeyInfo struct {
+	// Key is the lock's name, as the portable layer gave it.
+	Key string
+	Info
+}
+
+// Lister is implemented by drivers that can enumerate the keys held on the
+// backend. It is for operators' tools (`dlock list`), not for lock paths.
+type Lister interface {
+	// List returns the keys held now whose names start with prefix (all
+	// held keys when prefix is empty), in bytewise key order, each with
+	// what Inspect would report for it (Held true). Every byte of prefix is
+	// literal: a driver that matches with patterns (SQL LIKE, Redis MATCH)
+	// escapes them. It should read the backend in bounded batches, return
+	// only lock keys of its own namespace (never its fence counters, queue
+	// entries or other bookkeeping, nor an application's other keys), and
+	// may leave out a key whose lease ran out but was not yet removed.
+	List(ctx context.Context, prefix string) ([]KeyInfo, error)
+}
+
+// ForceReleaser is implemented by drivers that can free a key whoever holds
+// it. It is for operators (`dlock unlock --any-owner`), never used on the
+// portable layer's lock paths.
+type ForceReleaser interface {
+	// ForceRelease frees key, whoever holds it, in one atomic step with
+	// reading what it frees, and returns what it freed: the holder's Info
+	// (Held true), or Held false and a nil error when nobody held the key.
+	// It should wake waiters as Release does and keep the key's fence
+	// counter, so the next grant's fence is higher than the freed one's.
+	// The freed holder finds out at its next refresh (ErrNotHeld).
+	ForceRelease(ctx context.Context, key string) (Info, error)
 }
 
 // URLOpener opens a driver from a URL. Drivers register one per scheme with

@@ -46,6 +46,8 @@ func RunConformanceTests(t *testing.T, newHarness HarnessMaker) {
 		{"ReacquireWithToken", testReacquireWithToken},
 		{"FIFO", testFIFO},
 		{"FencedResourceOracle", testFencedResourceOracle},
+		{"List", testList},
+		{"ForceRelease", testForceRelease},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -17,6 +17,8 @@ package memdlock
 import (
 	"context"
 	"fmt"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -180,12 +182,7 @@ func (d *memDriver) Release(ctx context.Context, key, token string) error {
 		return driver.ErrNotHeld
 	}
 	delete(s.entries, key)
-	for ch := range s.watch[key] {
-		select {
-		case ch <- struct{}{}:
-		default:
-		}
-	}
+	s.notifyLocked(key)
 	return nil
 }
 
@@ -201,6 +198,56 @@ func (d *memDriver) Inspect(ctx context.Context, key string) (driver.Info, error
 		return driver.Info{Held: true, Fence: e.fence, TTL: e.expires.Sub(now), Metadata: e.metadata, Waiters: -1}, nil
 	}
 	return driver.Info{Fence: s.fences[key], Waiters: -1}, nil
+}
+
+// List implements driver.Lister.
+func (d *memDriver) List(ctx context.Context, prefix string) ([]driver.KeyInfo, error) {
+	if err := d.check(ctx); err != nil {
+		return nil, err
+	}
+	s := d.s
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := time.Now()
+	var out []driver.KeyInfo
+	for key := range s.entries {
+		if !strings.HasPrefix(key, prefix) {
+			continue
+		}
+		if e := s.live(key, now); e != nil {
+			out = append(out, driver.KeyInfo{Key: key, Info: driver.Info{Held: true, Fence: e.fence, TTL: e.expires.Sub(now), Metadata: e.metadata, Waiters: -1}})
+		}
+	}
+	slices.SortFunc(out, func(a, b driver.KeyInfo) int { return strings.Compare(a.Key, b.Key) })
+	return out, nil
+}
+
+// ForceRelease implements driver.ForceReleaser.
+func (d *memDriver) ForceRelease(ctx context.Context, key string) (driver.Info, error) {
+	if err := d.check(ctx); err != nil {
+		return driver.Info{}, err
+	}
+	s := d.s
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := time.Now()
+	e := s.live(key, now)
+	if e == nil {
+		return driver.Info{Fence: s.fences[key], Waiters: -1}, nil
+	}
+	delete(s.entries, key)
+	s.notifyLocked(key)
+	return driver.Info{Held: true, Fence: e.fence, TTL: e.expires.Sub(now), Metadata: e.metadata, Waiters: -1}, nil
+}
+
+// notifyLocked wakes the watches of key. s.mu held.
+func (s *Store) notifyLocked(key string) {
+	for ch := range s.watch[key] {
+		select {
+		case ch <- struct{}{}:
+		default:
+		}
+	}
 }
 
 // WatchReleases implements driver.Notifier.
