@@ -240,6 +240,12 @@ func (b *backendFlags) open(ctx context.Context, opts ...dlock.Option) (*dlock.C
 // redact returns raw for display: with any password, and the values of
 // query parameters that look like secrets, hidden.
 func redact(raw string) string {
+	// Whatever the URL's shape (an opaque "postgres:u:pw@host" too), no
+	// text that could be its password is shown.
+	return driver.RedactError(errors.New(redactParsed(raw)), raw).Error()
+}
+
+func redactParsed(raw string) string {
 	u, err := url.Parse(raw)
 	if err != nil {
 		return "(invalid URL)"
@@ -275,16 +281,15 @@ func secretParam(name string) bool {
 	return false
 }
 
-// checkURL reports a URL that does not parse. Parse errors can quote parts
-// of the URL, so when it holds credentials ("@") the reason is left out.
+// checkURL reports a URL that does not parse, with driver.ParseURL's
+// reason.
 func checkURL(raw string) error {
 	_, err := driver.ParseURL(raw)
 	if err == nil {
 		return nil
 	}
-	if strings.Contains(raw, "@") {
-		return exitf(ExitUsage, "dlock: backend URL is not valid (a password with special characters must be percent-encoded)")
-	}
+	// ParseURL describes what is wrong without quoting the URL, so its
+	// reason never shows a password.
 	return exitf(ExitUsage, "dlock: backend URL is not valid: %s", clean(err))
 }
 

@@ -51,6 +51,13 @@ func TestBadBackend(t *testing.T) {
 		{"unknown parameter", "sqlite://" + e.path("x.db") + "?bogus=1", ExitUsage, "bogus"},
 		{"password in a bad URL", "mem://u:secret@x", ExitUsage, "mem"},
 		{"unparsable with password", "redis://u:se/cret@host", ExitUsage, "not valid"},
+		{"no password, bad port", "postgres://u:@host:port/db", ExitUsage, "port"},
+		{"no colon after the scheme", "redis//u:secret@127.0.0.1:1/0", ExitUsage, "redis"},
+		{"redis, one slash", "redis:/app:secret@host/0", ExitUsage, "redis"},
+		{"postgres, no slashes", "postgres:app:secret@host/db", ExitUsage, "postgres"},
+		{"mysql, one slash", "mysql:/app:secret@host/db", ExitUsage, "mysql"},
+		{"etcd, one slash", "etcd:/app:secret@host", ExitUsage, "etcd"},
+		{"redis, no host", "redis:app:secret@host/0", ExitUsage, "redis"},
 		{"no scheme", "just-a-path", ExitUsage, "scheme"},
 		{"unusable file", "sqlite:///proc/nonexistent/locks.db", ExitUnavailable, "sqlite"},
 	}
@@ -68,6 +75,9 @@ func TestBadBackend(t *testing.T) {
 				}
 				if strings.Contains(r.stderr, "secret") || strings.Contains(r.stderr, "cret") {
 					t.Errorf("stderr shows the password: %q", r.stderr)
+				}
+				if strings.Contains(r.stderr, "special characters") && !strings.Contains(tt.url, "cret") {
+					t.Errorf("stderr blames special characters in a password the URL does not have: %q", r.stderr)
 				}
 			})
 		}
