@@ -74,6 +74,11 @@ type entry struct {
 	metadata string
 }
 
+// info is what Inspect reports of a live entry.
+func (e *entry) info(now time.Time) driver.Info {
+	return driver.Info{Held: true, Fence: e.fence, TTL: e.expires.Sub(now), Metadata: e.metadata, Waiters: -1}
+}
+
 // NewStore returns an empty, isolated Store.
 func NewStore() *Store {
 	return &Store{
@@ -195,7 +200,7 @@ func (d *memDriver) Inspect(ctx context.Context, key string) (driver.Info, error
 	defer s.mu.Unlock()
 	now := time.Now()
 	if e := s.live(key, now); e != nil {
-		return driver.Info{Held: true, Fence: e.fence, TTL: e.expires.Sub(now), Metadata: e.metadata, Waiters: -1}, nil
+		return e.info(now), nil
 	}
 	return driver.Info{Fence: s.fences[key], Waiters: -1}, nil
 }
@@ -215,7 +220,7 @@ func (d *memDriver) List(ctx context.Context, prefix string) ([]driver.KeyInfo, 
 			continue
 		}
 		if e := s.live(key, now); e != nil {
-			out = append(out, driver.KeyInfo{Key: key, Info: driver.Info{Held: true, Fence: e.fence, TTL: e.expires.Sub(now), Metadata: e.metadata, Waiters: -1}})
+			out = append(out, driver.KeyInfo{Key: key, Info: e.info(now)})
 		}
 	}
 	slices.SortFunc(out, func(a, b driver.KeyInfo) int { return strings.Compare(a.Key, b.Key) })
@@ -237,7 +242,7 @@ func (d *memDriver) ForceRelease(ctx context.Context, key string) (driver.Info, 
 	}
 	delete(s.entries, key)
 	s.notifyLocked(key)
-	return driver.Info{Held: true, Fence: e.fence, TTL: e.expires.Sub(now), Metadata: e.metadata, Waiters: -1}, nil
+	return e.info(now), nil
 }
 
 // notifyLocked wakes the watches of key. s.mu held.
