@@ -123,4 +123,24 @@
 //
 // Re-acquiring a held key with the same token (dlock.WithToken) is not
 // supported: Refresh and Release act on locks taken through the same driver.
+//
+// # Listing and freeing locks
+//
+// The driver implements driver.Lister (dlock.Client.List, `dlock list`) and
+// driver.ForceReleaser (dlock.Client.ForceUnlock, `dlock unlock
+// --any-owner`). List reads the etcd keys under the prefix followed by the
+// escaped key prefix, 128 keys per range read, every page at the first
+// one's revision (one snapshot); each queue's entry with the lowest create
+// revision is its holder, reported as Inspect reports it, with one
+// TimeToLive per distinct lease (one for all the auto-refreshed locks of a
+// client on a shared lease). Keys are decoded and sorted in key order;
+// etcd keys under the prefix that are not queue entries are skipped. It
+// costs a range read per 128 entries (waiters included) and a lease read
+// per distinct holder lease. ForceRelease reads the holder's entry and its
+// lease TTL and deletes the entry in a transaction comparing its create and
+// mod revisions, so it frees exactly the grant it reports: three round
+// trips. The next waiter, watching that entry, takes the lock; the freed
+// holder's next Refresh finds its entry gone (Refresh checks the entry,
+// not only the lease) and reports dlock.ErrNotHeld, while its client's
+// other locks on the same shared lease stay held.
 package etcddlock

@@ -1,0 +1,362 @@
+package etcddlock
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/dlock-go/dlock"
+	"github.com/dlock-go/dlock/driver"
+)
+
+var (
+	_ driver.Lister        = (*etcdDriver)(nil)
+	_ driver.ForceReleaser = (*etcdDriver)(nil)
+)
+
+// Bounds of List.
+const (
+	// listPage is the number of etcd keys one range read of List returns
+	// at most. Each key is a queue entry (with its value, the lock's
+	// metadata), so a page stays far below etcd's request size limit.
+	listPage = 128
+	// listLeaseReads bounds the lease TTL reads of List in flight at once.
+	listLeaseReads = 16
+	// forceAttempts bounds how often ForceRelease reads the queue again
+	// when the holder it read changed before its delete.
+	forceAttempts = 5
+)
+
+// queueEnt is the first entry of a queue (the holder) and the number of
+// entries, as List collects them.
+type queueEnt struct {
+	key        string // the lock key, decoded
+	rev, lease int64
+	value      string
+	count      int
+}
+
+// List implements driver.Lister. It reads the range of etcd keys that
+// start with the queue prefix of prefix (the configured prefix followed by
+// the escaped prefix), in pages of listPage keys, every page at the
+// revision of the first, so the listing is one consistent snapshot. Each
+// queue's entry with the lowest create revision is its holder, as in
+// Inspect: Fence is that revision, Metadata its value, Waiters the other
+// entries, TTL the remaining TTL of its lease (one TimeToLive per distinct
+// lease, so one for all the locks on a shared lease; up to listLeaseReads
+// in flight). A key whose lease ran out after the snapshot is left out.
+// Keys come back decoded and sorted bytewise (escaping does not keep the
+// order: "/" becomes "%2F", which sorts before "&").
+//
+// Only queues are listed: etcd keys under the prefix that are not of the
+// form escape(K) + "/" + entry (an application's other keys, names that
+// escapeKey cannot have produced, or K not a valid lock key) are skipped.
+// With RawKeys, an entry is an etcd key whose last segment is a lease ID in
+// hex on a key with a lease, as concurrency.Mutex writes them; its lock key
+// is what comes before that segment. Queues nest with RawKeys, and a
+// listed key's Info then counts the entries of nested keys too, as Inspect
+// does.
+func (d *etcdDriver) List(ctx context.Context, prefix string) ([]driver.KeyInfo, error) {
+	if err := d.check(ctx); err != nil {
+		return nil, err
+	}
+	start := d.prefix + prefix
+	if !d.raw {
+		start = d.prefix + escapeKey(prefix)
+	}
+	end := clientv3.GetPrefixRangeEnd(start)
+	if start == "" {
+		start, end = "\x00", "\x00" // the whole key space
+	}
+	queues := map[string]*queueEnt{}
+	var rev int64
+	for {
+		opts := []clientv3.OpOption{clientv3.WithRange(end), clientv3.WithLimit(listPage)}
+		if rev != 0 {
+			opts = append(opts, clientv3.WithRev(rev))
+		}
+		rctx, cancel := d.rpcCtx(ctx)
+		resp, err := d.cli.Get(rctx, start, opts...)
+		cancel()
+		if err != nil {
+			return nil, d.fail(ctx, "list", err)
+		}
+		if rev == 0 {
+			rev = resp.Header.Revision
+		}
+		for _, kv := range resp.Kvs {
+			key, ok := d.entryKey(string(kv.Key), kv.Lease)
+			if !ok || !strings.HasPrefix(key, prefix) {
+				continue
+			}
+			q := queues[key]
+			if q == nil {
+				q = &queueEnt{key: key}
+				queues[key] = q
+			}
+			q.count++
+			if q.count == 1 || kv.CreateRevision < q.rev {
+				q.rev, q.lease, q.value = kv.CreateRevision, kv.Lease, string(kv.Value)
+			}
+		}
+		if !resp.More || len(resp.Kvs) == 0 {
+			break
+		}
+		start = string(resp.Kvs[len(resp.Kvs)-1].Key) + "\x00"
+	}
+	keys := make([]*queueEnt, 0, len(queues))
+	for _, q := range queues {
+		keys = append(keys, q)
+	}
+	slices.SortFunc(keys, func(a, b *queueEnt) int { return strings.Compare(a.key, b.key) })
+	heads := keys
+	if d.raw {
+		heads = nestQueues(keys)
+	}
+	ttls, err := d.leaseTTLs(ctx, heads)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]driver.KeyInfo, 0, len(heads))
+	for _, q := range heads {
+		in := driver.Info{Held: true, Fence: uint64(q.rev), Metadata: q.value, Waiters: q.count - 1}
+		if q.lease != 0 {
+			ttl := ttls[q.lease]
+			if ttl < 0 {
+				continue // ran out since the snapshot: the key is gone
+			}
+			in.TTL = ttl
+		}
+		out = append(out, driver.KeyInfo{Key: q.key, Info: in})
+	}
+	return out, nil
+}
+
+// entryKey returns the lock key of the queue the etcd key name is an entry
+// of, and whether it is one.
+func (d *etcdDriver) entryKey(name string, lease int64) (string, bool) {
+	rest, ok := strings.CutPrefix(name, d.prefix)
+	if !ok {
+		return "", false
+	}
+	var key string
+	if d.raw {
+		i := strings.LastIndexByte(rest, '/')
+		if i < 0 || lease == 0 || !isLeaseName(rest[i+1:]) {
+			return "", false
+		}
+		key = rest[:i]
+	} else {
+		seg, _, ok := strings.Cut(rest, "/")
+		if !ok {
+			return "", false
+		}
+		if key, ok = unescapeKey(seg); !ok {
+			return "", false
+		}
+	}
+	if dlock.ValidateKey(key) != nil {
+		return "", false
+	}
+	return key, true
+}
+
+// isLeaseName reports whether s is a lease ID as entryName (and
+// concurrency.Mutex) writes it: lower-case hex without leading zeros.
+func isLeaseName(s string) bool {
+	if s == "" || len(s) > 16 || s[0] == '0' {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	return true
+}
+
+// unescapeKey inverts escapeKey. It reports false for a string escapeKey
+// cannot have produced (another "%" sequence, a "/").
+func unescapeKey(s string) (string, bool) {
+	if !strings.Contains(s, "%") {
+		return s, !strings.Contains(s, "/")
+	}
+	var b strings.Builder
+	b.Grow(len(s))
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case c == '/':
+			return "", false
+		case c != '%':
+			b.WriteByte(c)
+		case strings.HasPrefix(s[i:], "%25"):
+			b.WriteByte('%')
+			i += 2
+		case strings.HasPrefix(s[i:], "%2F"):
+			b.WriteByte('/')
+			i += 2
+		default:
+			return "", false
+		}
+	}
+	return b.String(), true
+}
+
+// nestQueues merges, for RawKeys, the queues of keys nested under each key
+// (K + "/" + ...) into its own, as Inspect sees them: the holder is the
+// lowest create revision of them all, the waiters all others. keys is
+// sorted, so the keys nested under K follow it directly.
+func nestQueues(keys []*queueEnt) []*queueEnt {
+	out := make([]*queueEnt, len(keys))
+	for i, q := range keys {
+		m := *q
+		for _, n := range keys[i+1:] {
+			if !strings.HasPrefix(n.key, q.key+"/") {
+				break
+			}
+			m.count += n.count
+			if n.rev < m.rev {
+				m.rev, m.lease, m.value = n.rev, n.lease, n.value
+			}
+		}
+		out[i] = &m
+	}
+	return out
+}
+
+// leaseTTLs reads the remaining TTL of the distinct leases of the queues'
+// holders, a few at a time; a lease that is gone gets -1.
+func (d *etcdDriver) leaseTTLs(ctx context.Context, queues []*queueEnt) (map[int64]time.Duration, error) {
+	ttls := map[int64]time.Duration{}
+	var ids []int64
+	for _, q := range queues {
+		if _, ok := ttls[q.lease]; q.lease != 0 && !ok {
+			ttls[q.lease] = 0
+			ids = append(ids, q.lease)
+		}
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var (
+		mu       sync.Mutex
+		firstErr error
+		wg       sync.WaitGroup
+		sem      = make(chan struct{}, listLeaseReads)
+	)
+	for _, id := range ids {
+		select {
+		case sem <- struct{}{}:
+		case <-ctx.Done():
+		}
+		if ctx.Err() != nil {
+			break
+		}
+		wg.Add(1)
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			ttl, err := d.leaseTTL(ctx, id)
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				if firstErr == nil {
+					firstErr = err
+				}
+				cancel()
+				return
+			}
+			ttls[id] = ttl
+		}()
+	}
+	wg.Wait()
+	if firstErr == nil {
+		firstErr = ctx.Err()
+	}
+	if firstErr != nil {
+		return nil, d.fail(ctx, "list: lease TTL", firstErr)
+	}
+	return ttls, nil
+}
+
+// leaseTTL is the remaining TTL of lease id as etcd reports it (whole
+// seconds), or -1 when the lease is gone.
+func (d *etcdDriver) leaseTTL(ctx context.Context, id int64) (time.Duration, error) {
+	rctx, cancel := d.rpcCtx(ctx)
+	defer cancel()
+	tr, err := d.cli.TimeToLive(rctx, clientv3.LeaseID(id))
+	if isLeaseNotFound(err) {
+		return -1, nil
+	}
+	if err != nil {
+		return 0, err
+	}
+	if tr.TTL < 0 {
+		return -1, nil
+	}
+	return time.Duration(tr.TTL) * time.Second, nil
+}
+
+// ForceRelease implements driver.ForceReleaser. It reads the queue's first
+// entry (lowest create revision), as Inspect does, and the TTL of its
+// lease, then deletes that entry in a transaction that compares its create
+// and mod revisions with what it read: it deletes exactly the holder it
+// reports, or nothing (the holder released, expired, was replaced or moved
+// to another lease meanwhile), in which case it reads again, up to
+// forceAttempts times. Three round trips (two on an entry without a
+// lease). The next waiter, which watches this entry, takes the lock as on a
+// release; fences are create revisions, so the next grant's is higher. The
+// freed holder's next Refresh or RefreshBatch, which checks its entry's
+// create revision, reports ErrNotHeld, even while its (shared) lease lives
+// on.
+func (d *etcdDriver) ForceRelease(ctx context.Context, key string) (driver.Info, error) {
+	if err := d.check(ctx); err != nil {
+		return driver.Info{}, err
+	}
+	pfx := d.queuePrefix(key) + "/"
+	for range forceAttempts {
+		rctx, cancel := d.rpcCtx(ctx)
+		resp, err := d.cli.Get(rctx, pfx, clientv3.WithFirstCreate()...)
+		cancel()
+		if err != nil {
+			return driver.Info{}, d.fail(ctx, "force release", err)
+		}
+		if len(resp.Kvs) == 0 {
+			return driver.Info{}, nil
+		}
+		kv := resp.Kvs[0]
+		in := driver.Info{
+			Held:     true,
+			Fence:    uint64(kv.CreateRevision),
+			Metadata: string(kv.Value),
+			Waiters:  int(resp.Count) - 1,
+		}
+		if kv.Lease != 0 {
+			ttl, err := d.leaseTTL(ctx, kv.Lease)
+			if err != nil {
+				return driver.Info{}, d.fail(ctx, "force release", err)
+			}
+			if ttl < 0 {
+				continue // the entry went with its lease: read again
+			}
+			in.TTL = ttl
+		}
+		rctx, cancel = d.rpcCtx(ctx)
+		tresp, err := d.cli.Txn(rctx).
+			If(clientv3.Compare(clientv3.CreateRevision(string(kv.Key)), "=", kv.CreateRevision),
+				clientv3.Compare(clientv3.ModRevision(string(kv.Key)), "=", kv.ModRevision)).
+			Then(clientv3.OpDelete(string(kv.Key))).
+			Commit()
+		cancel()
+		if err != nil {
+			return driver.Info{}, d.fail(ctx, "force release", err)
+		}
+		if tresp.Succeeded {
+			return in, nil
+		}
+	}
+	return driver.Info{}, fmt.Errorf("etcd %s: force release %q: the queue kept changing while it was read", d.addr, key)
+}
