@@ -70,6 +70,22 @@
 // table); waiters in other processes wake on their retry backoff, never
 // later than the holder's remaining lease.
 //
+// # Listing and forced release
+//
+// The driver implements driver.Lister and driver.ForceReleaser (Client.List,
+// Client.ForceUnlock; `dlock list`, `dlock unlock --any-owner`). List reads
+// the table's primary key as a range, key >= prefix AND key < the end of the
+// prefix (the prefix with its last byte raised by one), so no character of
+// the prefix is a pattern and the BINARY collation gives bytewise order; one
+// SELECT per 100 held keys, leaving out free rows and leases that ran out on
+// the engine's clock. ForceRelease reads the holder, then frees exactly that
+// holder with one conditional UPDATE (same token, fence and metadata, lease
+// still live), reading again if the key changed hands in between (at most 5
+// rounds): two statements, one of them a write. It keeps the row and its
+// fence, wakes a waiter in this process as a release does, and the freed
+// holder's next refresh finds no row with its token (ErrNotHeld), at no cost
+// to the refresh path.
+//
 // # Busy database files
 //
 // The file is put in WAL mode and every connection has a busy timeout, so

@@ -63,6 +63,20 @@ WHERE key = ?1 AND token = ?2 AND token <> '' AND expires_at > {NOW}`
 	// lease in ms (zero or less when expired).
 	sqlInspect = `SELECT token, fence, expires_at - {NOW}, metadata FROM {T} WHERE key = ?1`
 
+	// sqlList reads up to ?3 held keys k with ?1 <= k < ?2 (BINARY
+	// collation: bytewise), in key order, from the primary key's index:
+	// key, fence, remaining lease in ms, metadata.
+	sqlList = `SELECT key, fence, expires_at - {NOW}, metadata FROM {T}
+WHERE key >= ?1 AND key < ?2 AND token <> '' AND expires_at > {NOW}
+ORDER BY key LIMIT ?3`
+
+	// sqlForceRelease frees the live lease of the holder that sqlInspect
+	// saw, whatever its token, keeping the row and its fence: it changes
+	// nothing when the key has changed hands (or was released, or expired)
+	// since. Parameters: ?1 key, ?2 token, ?3 fence, ?4 metadata as read.
+	sqlForceRelease = `UPDATE {T} SET token = '', expires_at = 0, metadata = ''
+WHERE key = ?1 AND token = ?2 AND fence = ?3 AND metadata = ?4 AND token <> '' AND expires_at > {NOW}`
+
 	// sqlCheckTable fails when the table is missing or has the wrong shape.
 	sqlCheckTable = `SELECT key, token, fence, expires_at, metadata FROM {T} LIMIT 0`
 )

@@ -1,7 +1,8 @@
 // Package sqllease holds what the SQL lock drivers share: the lock table's
 // name rules, TTL arithmetic, in-process release fan-out, error helpers
-// that keep passwords out of messages (PostgreSQL and MySQL), and the
-// bookkeeping of batched refreshes (all three, SQLite included).
+// that keep passwords out of messages (PostgreSQL and MySQL), the
+// bookkeeping of batched refreshes and the batched range scans of List (all
+// three, SQLite included).
 package sqllease
 
 import (
