@@ -107,9 +107,26 @@
 // a waiter until its backoff or the holder's remaining TTL, which the
 // acquire reply reports.
 //
+// # Listing and forced release
+//
+// The driver implements driver.Lister and driver.ForceReleaser (Client.List
+// and Client.ForceUnlock). List SCANs the database (every master of a
+// Cluster) in batches of 500 with MATCH on the info keys of held locks,
+// with the prefixes' glob characters escaped, decodes each key back to the
+// lock's name, and checks the names of each batch with the inspect script
+// in one pipeline: a name is listed when its lock key holds the token its
+// info key names. So it lists only dlock's locks of its prefix, never the
+// companion keys, an application's keys or another library's locks, and it
+// costs about one round trip per 500 keys of the whole database. ForceRelease
+// is one script: it reads the holder, deletes the lock and info keys and
+// announces the release to the first queued waiter as Release does, keeping
+// the fence counter. A key that holds no lock (a string without an expiry,
+// another type) is left alone, with an error matching dlock.ErrInvalidKey.
+// The freed holder's next refresh finds the lock key changed (ErrNotHeld).
+//
 // # For quorum drivers
 //
-// Driver.AcquireCounted, GiveBack, RaiseFence and InspectHolder, and
-// ClientOptions, are the single-server steps and URL parameters that
-// package redlock builds on; applications do not need them.
+// Driver.AcquireCounted, GiveBack, RaiseFence, InspectHolder and
+// ListHolders, and ClientOptions, are the single-server steps and URL
+// parameters that package redlock builds on; applications do not need them.
 package redisdlock

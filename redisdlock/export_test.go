@@ -9,3 +9,11 @@ func (d *Driver) QueueKeys(key string) (queue, waits string) {
 
 // ID returns the driver's waiter id, as it appears in queues.
 func (d *Driver) ID() string { return d.id }
+
+// SetListBatch sets the size of List's batches (SCAN COUNT and pipeline
+// length) until the returned function restores it, for tests.
+func SetListBatch(n int) (restore func()) {
+	old := listBatch
+	listBatch = n
+	return func() { listBatch = old }
+}

@@ -56,6 +56,8 @@ var (
 	leaveLua string
 	//go:embed lua/stay.lua
 	stayLua string
+	//go:embed lua/force.lua
+	forceLua string
 	// queueLua defines the queue helpers of the scripts it is put before.
 	//go:embed lua/queue.lua
 	queueLua string
@@ -67,6 +69,7 @@ var (
 	fenceScript   = redis.NewScript(fenceLua)
 	leaveScript   = redis.NewScript(leaveLua)
 	stayScript    = redis.NewScript(queueLua + stayLua)
+	forceScript   = redis.NewScript(queueLua + forceLua)
 )
 
 // Options configure the driver. The zero value gives the defaults.
@@ -375,20 +378,31 @@ func (d *Driver) inspect(ctx context.Context, key string) (driver.Info, string, 
 	if err != nil {
 		return driver.Info{}, "", err
 	}
+	in, token, state, err := parseInspect(v)
+	if err != nil {
+		return driver.Info{}, "", d.unavailable(err)
+	}
+	in.Held = state == 1
+	return in, token, nil
+}
+
+// parseInspect reads the reply of inspect.lua or force.lua: the state (the
+// first element), and the Info (Held left false) and holder's token of the
+// rest.
+func parseInspect(v any) (in driver.Info, token string, state int64, err error) {
 	a, ok := v.([]any)
 	if !ok || len(a) != 6 {
-		return driver.Info{}, "", d.unavailable(fmt.Errorf("unexpected inspect reply %v", v))
+		return driver.Info{}, "", 0, fmt.Errorf("unexpected inspect reply %v", v)
 	}
-	held, _ := a[0].(int64)
+	state, _ = a[0].(int64)
 	ms, _ := a[1].(int64)
 	fs, _ := a[2].(string)
 	meta, _ := a[3].(string)
-	token, _ := a[4].(string)
+	token, _ = a[4].(string)
 	waiting, _ := a[5].(int64)
-	in := driver.Info{Held: held == 1, Metadata: meta, Waiters: int(waiting)}
+	in = driver.Info{Metadata: meta, Waiters: int(waiting), TTL: pttl(ms)}
 	in.Fence, _ = strconv.ParseUint(fs, 10, 64)
-	in.TTL = pttl(ms)
-	return in, token, nil
+	return in, token, state, nil
 }
 
 // WatchReleases implements driver.Notifier over one pub/sub connection

@@ -1,0 +1,41 @@
+-- Frees a lock whoever holds it and announces the release as release.lua
+-- does, keeping the fence counter.
+-- KEYS[1] lock key, KEYS[2] info key, KEYS[3] fence counter, KEYS[4]
+-- waiting queue, KEYS[5] waiters' deadlines (same slot); ARGV[1] release
+-- channel.
+-- Returns what inspect.lua would have returned just before: {state, pttl,
+-- fence, metadata, holder's token, live queued waiters}, where state is 0
+-- when the key was free (nothing is changed), 1 when a lock was freed, and
+-- 2 when the key holds something that is not a lock: neither a dlock
+-- holder's token (named by the info key) nor a string with an expiry (a
+-- lock of another library, such as SET NX PX). Such a key is left alone.
+local waiting = redis.call('ZCOUNT', KEYS[5], '(' .. nowMs(), '+inf')
+local v = redis.pcall('GET', KEYS[1])
+if v == false then
+  local last = redis.call('GET', KEYS[3])
+  if not last or not tonumber(last) then last = '0' end
+  return {0, 0, last, '', '', waiting}
+end
+local pttl = redis.call('PTTL', KEYS[1])
+if type(v) ~= 'string' then
+  return {2, pttl, '0', '', '', waiting}
+end
+local fence, meta = '0', ''
+local raw = redis.call('GET', KEYS[2])
+if raw then
+  local ok, d = pcall(cjson.decode, raw)
+  if ok and type(d) == 'table' and d.token == v and type(d.fence) == 'string' then
+    fence = d.fence
+    if type(d.meta) == 'string' then meta = d.meta end
+  end
+end
+if fence == '0' and pttl < 0 then
+  return {2, pttl, '0', '', '', waiting}
+end
+redis.call('DEL', KEYS[1], KEYS[2])
+local first = ''
+if redis.call('EXISTS', KEYS[4]) == 1 then
+  first = queueHead(KEYS[4], KEYS[5], nowMs()) or ''
+end
+redis.call('PUBLISH', ARGV[1], first)
+return {1, pttl, fence, meta, v, waiting}
