@@ -112,6 +112,25 @@
 // leader changes, for as long as the ensemble keeps its data. Inspect
 // reports the same number for the holder, whichever client it is.
 //
+// # Listing and freeing locks
+//
+// The driver implements driver.Lister (dlock.Client.List, `dlock list`) and
+// driver.ForceReleaser (dlock.Client.ForceUnlock, `dlock unlock
+// --any-owner`). List syncs with the leader, lists the children of the base
+// node — one request, names only: ZooKeeper has no paged listing, so a base
+// with very many key nodes is bounded by the server's jute.maxbuffer — keeps
+// the names that Path makes of a key with the prefix, and reads each such
+// key's queue as Inspect does (its children, then the lowest lock node),
+// 16 keys at a time, pipelined on the connection. Keys with an empty queue
+// and nodes Path cannot produce are left out; the rest come back decoded and
+// sorted by key. Cost: two requests per key node with the prefix, held or
+// not, plus the sync and the listing of the base. ForceRelease reads the
+// holder's node (sync, children, data) and deletes it with the data version
+// it read, so it frees exactly the grant it reports; the next waiter,
+// watching that node, takes the lock. The freed holder's next Refresh or
+// RefreshBatch finds its node gone and reports dlock.ErrNotHeld. Deleting
+// another session's node needs the delete permission on the key node.
+//
 // # Re-acquiring with a token
 //
 // An Acquire with a token that holds the key on the same driver keeps the

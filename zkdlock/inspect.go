@@ -58,40 +58,67 @@ func (d *zkDriver) Inspect(ctx context.Context, key string) (driver.Info, error)
 	if err := d.settle(ctx, keyPath); err != nil {
 		return driver.Info{}, d.wrap(ctx, "inspecting "+keyPath, err)
 	}
-	if _, err := call(ctx, func() (string, error) { return d.conn.Sync(keyPath) }); err != nil && !errors.Is(err, zk.ErrNoNode) {
-		return driver.Info{}, d.wrap(ctx, "sync "+keyPath, err)
+	if err := d.sync(ctx, keyPath); err != nil {
+		return driver.Info{}, err
 	}
+	h, err := d.head(ctx, keyPath)
+	return h.info, err
+}
+
+// sync makes the server the connection talks to catch up with the leader,
+// so that the reads that follow see every change committed before it. A
+// missing node is no error.
+func (d *zkDriver) sync(ctx context.Context, path string) error {
+	if _, err := call(ctx, func() (string, error) { return d.conn.Sync(path) }); err != nil && !errors.Is(err, zk.ErrNoNode) {
+		return d.wrap(ctx, "sync "+path, err)
+	}
+	return nil
+}
+
+// queueHead is the holder of a key as head read it: what Inspect reports,
+// and the path and Stat of the holder's node.
+type queueHead struct {
+	info driver.Info
+	path string
+	stat *zk.Stat
+}
+
+// head reads the key's queue: the lowest lock node is the holder. A key
+// with no lock node (or no key node) gives Held false.
+func (d *zkDriver) head(ctx context.Context, keyPath string) (queueHead, error) {
 	for attempt := 0; attempt < 5; attempt++ {
 		kids, err := d.children(ctx, keyPath)
 		if errors.Is(err, zk.ErrNoNode) {
-			return driver.Info{}, nil
+			return queueHead{}, nil
 		}
 		if err != nil {
-			return driver.Info{}, d.wrap(ctx, "listing "+keyPath, err)
+			return queueHead{}, d.wrap(ctx, "listing "+keyPath, err)
 		}
 		pos := position(kids.names, "", -1)
 		if pos.lowest == "" {
-			return driver.Info{}, nil
+			return queueHead{}, nil
 		}
 		type got struct {
 			data []byte
 			stat *zk.Stat
 		}
+		path := keyPath + "/" + pos.lowest
 		g, err := call(ctx, func() (got, error) {
-			data, stat, err := d.conn.Get(keyPath + "/" + pos.lowest)
+			data, stat, err := d.conn.Get(path)
 			return got{data, stat}, err
 		})
 		if errors.Is(err, zk.ErrNoNode) {
 			continue // released meanwhile
 		}
 		if err != nil {
-			return driver.Info{}, d.wrap(ctx, "reading "+pos.lowest, err)
+			return queueHead{}, d.wrap(ctx, "reading "+pos.lowest, err)
 		}
 		ttl, meta, ok := decodeData(g.data)
 		if !ok {
 			ttl = d.sessionTimeout()
 		}
-		return driver.Info{Held: true, Fence: uint64(g.stat.Czxid), TTL: ttl, Metadata: meta, Waiters: pos.count - 1}, nil
+		in := driver.Info{Held: true, Fence: uint64(g.stat.Czxid), TTL: ttl, Metadata: meta, Waiters: pos.count - 1}
+		return queueHead{info: in, path: path, stat: g.stat}, nil
 	}
-	return driver.Info{}, fmt.Errorf("zookeeper: %s: the queue kept changing while it was read", keyPath)
+	return queueHead{}, fmt.Errorf("zookeeper: %s: the queue kept changing while it was read", keyPath)
 }
