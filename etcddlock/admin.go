@@ -2,12 +2,14 @@ package etcddlock
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
 	"sync"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/dlock-go/dlock"
@@ -27,10 +29,17 @@ const (
 	listPage = 128
 	// listLeaseReads bounds the lease TTL reads of List in flight at once.
 	listLeaseReads = 16
+	// listRestarts bounds how often List starts again when etcd compacted
+	// the revision of its snapshot while it read the pages.
+	listRestarts = 3
 	// forceAttempts bounds how often ForceRelease reads the queue again
 	// when the holder it read changed before its delete.
 	forceAttempts = 5
 )
+
+// listPageHook, when set (by tests), runs after each page of List but the
+// last.
+var listPageHook func()
 
 // queueEnt is the first entry of a queue (the holder) and the number of
 // entries, as List collects them.
@@ -44,7 +53,9 @@ type queueEnt struct {
 // List implements driver.Lister. It reads the range of etcd keys that
 // start with the queue prefix of prefix (the configured prefix followed by
 // the escaped prefix), in pages of listPage keys, every page at the
-// revision of the first, so the listing is one consistent snapshot. Each
+// revision of the first, so the listing is one consistent snapshot (read
+// again from the start, up to listRestarts times, when etcd compacts that
+// revision meanwhile). Each
 // queue's entry with the lowest create revision is its holder, as in
 // Inspect: Fence is that revision, Metadata its value, Waiters the other
 // entries, TTL the remaining TTL of its lease (one TimeToLive per distinct
@@ -73,9 +84,10 @@ func (d *etcdDriver) List(ctx context.Context, prefix string) ([]driver.KeyInfo,
 	if start == "" {
 		start, end = "\x00", "\x00" // the whole key space
 	}
+	first := start
 	queues := map[string]*queueEnt{}
 	var rev int64
-	for {
+	for restarts := 0; ; {
 		opts := []clientv3.OpOption{clientv3.WithRange(end), clientv3.WithLimit(listPage)}
 		if rev != 0 {
 			opts = append(opts, clientv3.WithRev(rev))
@@ -83,6 +95,13 @@ func (d *etcdDriver) List(ctx context.Context, prefix string) ([]driver.KeyInfo,
 		rctx, cancel := d.rpcCtx(ctx)
 		resp, err := d.cli.Get(rctx, start, opts...)
 		cancel()
+		if rev != 0 && isCompacted(err) && restarts < listRestarts {
+			// The snapshot's revision was compacted away between two
+			// pages: start again at the current one.
+			restarts++
+			start, rev, queues = first, 0, map[string]*queueEnt{}
+			continue
+		}
 		if err != nil {
 			return nil, d.fail(ctx, "list", err)
 		}
@@ -106,6 +125,9 @@ func (d *etcdDriver) List(ctx context.Context, prefix string) ([]driver.KeyInfo,
 		}
 		if !resp.More || len(resp.Kvs) == 0 {
 			break
+		}
+		if listPageHook != nil {
+			listPageHook()
 		}
 		start = string(resp.Kvs[len(resp.Kvs)-1].Key) + "\x00"
 	}
@@ -135,6 +157,11 @@ func (d *etcdDriver) List(ctx context.Context, prefix string) ([]driver.KeyInfo,
 		out = append(out, driver.KeyInfo{Key: q.key, Info: in})
 	}
 	return out, nil
+}
+
+func isCompacted(err error) bool {
+	return err != nil && (errors.Is(err, rpctypes.ErrCompacted) || errors.Is(err, rpctypes.ErrGRPCCompacted) ||
+		rpctypes.ErrorDesc(err) == rpctypes.ErrGRPCCompacted.Error())
 }
 
 // entryKey returns the lock key of the queue the etcd key name is an entry
@@ -311,7 +338,8 @@ func (d *etcdDriver) leaseTTL(ctx context.Context, id int64) (time.Duration, err
 // release; fences are create revisions, so the next grant's is higher. The
 // freed holder's next Refresh or RefreshBatch, which checks its entry's
 // create revision, reports ErrNotHeld, even while its (shared) lease lives
-// on.
+// on. With RawKeys the queue is Inspect's, nested keys included: the entry
+// freed may be that of a key nested under key.
 func (d *etcdDriver) ForceRelease(ctx context.Context, key string) (driver.Info, error) {
 	if err := d.check(ctx); err != nil {
 		return driver.Info{}, err

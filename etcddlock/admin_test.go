@@ -290,3 +290,41 @@ func TestForceReleaseSharedLease(t *testing.T) {
 		t.Errorf("ForceUnlock of a free key = %+v, %v; want not held", in, err)
 	}
 }
+
+// TestListCompacted: when etcd compacts the revision List reads its pages
+// at, List starts again at the current revision instead of failing.
+func TestListCompacted(t *testing.T) {
+	srv := testserver.StartEtcd(t)
+	raw := rawClient(t, srv.Endpoints())
+	ctx := testCtx(t, 60*time.Second)
+	c := openClient(t, "etcd://"+srv.Addr())
+	const n = listPage + 10
+	for i := range n {
+		if _, err := c.TryLock(ctx, fmt.Sprintf("c/%03d", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	compactions := 0
+	listPageHook = func() {
+		if compactions > 0 {
+			return
+		}
+		compactions++
+		resp, err := raw.Put(ctx, "/unrelated", "x")
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		if _, err := raw.Compact(ctx, resp.Header.Revision); err != nil {
+			t.Error(err)
+		}
+	}
+	t.Cleanup(func() { listPageHook = nil })
+	got, err := c.List(ctx, "c/")
+	if err != nil {
+		t.Fatalf("List with a compaction between its pages: %v", err)
+	}
+	if compactions != 1 || len(got) != n {
+		t.Errorf("List with a compaction between its pages: %d keys after %d compactions, want %d after 1", len(got), compactions, n)
+	}
+}
