@@ -42,7 +42,7 @@ func (h *harness) MakeDriver(ctx context.Context) (driver.Locker, error) {
 func (h *harness) Close() {}
 
 // closeAlso closes an extra resource after the driver. It keeps the
-// driver's Notifier and BatchRefresher.
+// driver's Notifier, BatchRefresher, Lister and ForceReleaser.
 type closeAlso struct {
 	driver.Locker
 	also func() error
@@ -60,6 +60,14 @@ func (c closeAlso) WatchReleases(ctx context.Context, key string) (<-chan struct
 
 func (c closeAlso) RefreshBatch(ctx context.Context, reqs []driver.RefreshRequest) []error {
 	return c.Locker.(driver.BatchRefresher).RefreshBatch(ctx, reqs)
+}
+
+func (c closeAlso) List(ctx context.Context, prefix string) ([]driver.KeyInfo, error) {
+	return c.Locker.(driver.Lister).List(ctx, prefix)
+}
+
+func (c closeAlso) ForceRelease(ctx context.Context, key string) (driver.Info, error) {
+	return c.Locker.(driver.ForceReleaser).ForceRelease(ctx, key)
 }
 
 func TestConformance(t *testing.T) {

@@ -100,6 +100,21 @@
 // locks are refreshed together, up to 1000 per UPDATE statement, each with
 // the same owner and liveness check as Refresh.
 //
+// # Listing and forced release
+//
+// The driver implements driver.Lister and driver.ForceReleaser (Client.List,
+// Client.ForceUnlock; `dlock list`, `dlock unlock --any-owner`), also with
+// notify=false. List reads the primary key as a range, "key" >= prefix AND
+// "key" < the end of the prefix (the prefix with its last byte raised by
+// one), so no character of the prefix is a pattern and bytea gives bytewise
+// order; one SELECT per 100 held keys, leaving out free rows and leases
+// that ran out on the server's clock. ForceRelease is one statement: it
+// locks the row of a live lease (SELECT ... FOR UPDATE, which waits for a
+// refresh or release in flight and reads the row again), frees it as Release
+// does, keeping the row and its fence, returns what it freed, and sends the
+// release NOTIFY on commit. The freed holder's next refresh finds no row
+// with its token (ErrNotHeld), at no cost to the refresh path.
+//
 // # Waiting
 //
 // Release sends NOTIFY on a channel fixed per table (payload: a digest of

@@ -102,9 +102,47 @@ SELECT count(*) FROM (SELECT pg_notify($3, $4) FROM r) n`
 FROM {T} WHERE "key" = $1`
 )
 
+const (
+	// sqlList reads up to $3 held keys k with $1 <= k < $2 (bytea:
+	// bytewise), in key order, from the primary key's index: key, fence,
+	// remaining µs, metadata. The leases are judged at one instant.
+	sqlList = `SELECT l."key", l.fence, (EXTRACT(EPOCH FROM l.expires_at - n.t) * 1000000)::bigint, l.metadata
+FROM {T} AS l, (SELECT clock_timestamp() AS t) AS n
+WHERE l."key" >= $1 AND l."key" < $2 AND l.token <> ''::bytea AND l.expires_at > n.t
+ORDER BY l."key" LIMIT $3`
+
+	// sqlForceRelease frees $1 whoever holds it, in one statement: o locks
+	// the row of a live lease (FOR UPDATE, so a concurrent refresh or
+	// release is waited for and the row read again), f frees it as a
+	// release does, keeping the row and its fence, and returns what o
+	// read. {NOTIFY} notifies channel $2 with payload $3 once per row
+	// freed (sent on commit), or nothing. Returns (held, fence, remaining
+	// µs, metadata): the freed holder's, or held false and the fence of a
+	// row that was free.
+	sqlForceRelease = `WITH o AS (
+	SELECT "key", fence, expires_at, metadata FROM {T}
+	WHERE "key" = $1 AND token <> ''::bytea AND expires_at > clock_timestamp()
+	FOR UPDATE
+), f AS (
+	UPDATE {T} AS l SET token = ''::bytea, expires_at = clock_timestamp(), metadata = ''
+	FROM o WHERE l."key" = o."key"
+	RETURNING o.fence, o.expires_at, o.metadata
+), n AS (
+	{NOTIFY}
+)
+SELECT true, f.fence, (EXTRACT(EPOCH FROM f.expires_at - clock_timestamp()) * 1000000)::bigint, f.metadata
+FROM f, n
+UNION ALL
+SELECT false, fence, 0::bigint, ''::text FROM {T} WHERE "key" = $1 AND NOT EXISTS (SELECT FROM f)`
+
+	forceNotify   = `SELECT count(*) AS c FROM (SELECT pg_notify($2, $3) FROM f) AS x`
+	forceNoNotify = `SELECT 0 AS c`
+)
+
 // statements holds the SQL for one table.
 type statements struct {
 	create, check, acquire, refresh, refreshBatch, release, releaseNotify, inspect string
+	list, forceRelease, forceReleaseNotify                                         string
 }
 
 func newStatements(quoted string, lockID int64) statements {
@@ -118,5 +156,9 @@ func newStatements(quoted string, lockID int64) statements {
 		release:       r.Replace(sqlRelease),
 		releaseNotify: r.Replace(sqlReleaseNotify),
 		inspect:       r.Replace(sqlInspect),
+		list:          r.Replace(sqlList),
+
+		forceRelease:       strings.Replace(r.Replace(sqlForceRelease), "{NOTIFY}", forceNoNotify, 1),
+		forceReleaseNotify: strings.Replace(r.Replace(sqlForceRelease), "{NOTIFY}", forceNotify, 1),
 	}
 }

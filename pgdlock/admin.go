@@ -1,0 +1,102 @@
+package pgdlock
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/dlock-go/dlock/driver"
+	"github.com/dlock-go/dlock/internal/sqllease"
+)
+
+var (
+	_ driver.Lister        = (*pgDriver)(nil)
+	_ driver.ForceReleaser = (*pgDriver)(nil)
+	_ driver.Lister        = pollOnly{}
+	_ driver.ForceReleaser = pollOnly{}
+)
+
+// List implements driver.Lister with range scans of the primary key: one
+// SELECT per 100 held keys, "key" >= prefix AND "key" < the prefix's end
+// (sqllease.PrefixEnd), so no character of the prefix is a pattern; bytea
+// compares bytes, so the order is bytewise. Free rows and leases that ran
+// out on the server's clock are left out.
+func (d *pgDriver) List(ctx context.Context, prefix string) ([]driver.KeyInfo, error) {
+	if err := d.check(ctx); err != nil {
+		return nil, err
+	}
+	out, err := sqllease.List(ctx, prefix, d.listBatch)
+	if err != nil {
+		if sqllease.IsContext(err) {
+			return nil, err
+		}
+		return nil, d.wrap("list", err)
+	}
+	return out, nil
+}
+
+// listBatch reads up to n held keys of [lo, hi).
+func (d *pgDriver) listBatch(ctx context.Context, lo, hi string, n int) ([]driver.KeyInfo, error) {
+	var out []driver.KeyInfo
+	err := d.q.query(ctx, d.st.list, []any{[]byte(lo), []byte(hi), n}, func(scan func(dest ...any) error) error {
+		var (
+			key       []byte
+			fence, us int64
+			k         driver.KeyInfo
+		)
+		if err := scan(&key, &fence, &us, &k.Metadata); err != nil {
+			return err
+		}
+		k.Key, k.Held, k.Fence, k.TTL, k.Waiters = string(key), true, uint64(max(fence, 0)), sqllease.FromMicros(us), -1
+		out = append(out, k)
+		return nil
+	})
+	return out, err
+}
+
+// ForceRelease implements driver.ForceReleaser with one statement that
+// locks the key's row while its lease is live (SELECT ... FOR UPDATE),
+// frees it as Release does (keeping the row and its fence) and returns
+// what it freed; with notifications on, the same statement notifies the
+// waiters on commit, as Release does. The freed holder's next Refresh or
+// RefreshBatch finds no row with its token and returns ErrNotHeld.
+func (d *pgDriver) ForceRelease(ctx context.Context, key string) (driver.Info, error) {
+	if err := d.check(ctx); err != nil {
+		return driver.Info{}, err
+	}
+	var (
+		held  bool
+		fence int64
+		us    int64
+		meta  string
+	)
+	q, args := d.st.forceRelease, []any{[]byte(key)}
+	if d.lis != nil {
+		q, args = d.st.forceReleaseNotify, []any{[]byte(key), d.lis.channel, payload(key)}
+	}
+	found, err := d.q.queryRow(ctx, q, args, &held, &fence, &us, &meta)
+	if err != nil {
+		return driver.Info{}, d.wrap("force release", err)
+	}
+	in := driver.Info{Waiters: -1}
+	if !found {
+		return in, nil
+	}
+	if fence <= 0 && held {
+		return driver.Info{}, fmt.Errorf("pgdlock: force release: table %s returned fence %d", d.table, fence)
+	}
+	in.Fence = uint64(max(fence, 0))
+	if held {
+		in.Held, in.TTL, in.Metadata = true, sqllease.FromMicros(us), meta
+	}
+	return in, nil
+}
+
+// List implements driver.Lister.
+func (p pollOnly) List(ctx context.Context, prefix string) ([]driver.KeyInfo, error) {
+	return p.Locker.(*pgDriver).List(ctx, prefix)
+}
+
+// ForceRelease implements driver.ForceReleaser, without a notification.
+func (p pollOnly) ForceRelease(ctx context.Context, key string) (driver.Info, error) {
+	return p.Locker.(*pgDriver).ForceRelease(ctx, key)
+}
