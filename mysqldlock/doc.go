@@ -92,6 +92,25 @@
 // A side effect: after an acquire on a pooled connection, LAST_INSERT_ID()
 // on that connection returns the fence until the next insert.
 //
+// # Listing and forced release
+//
+// The driver implements driver.Lister and driver.ForceReleaser (Client.List,
+// Client.ForceUnlock; `dlock list`, `dlock unlock --any-owner`). List reads
+// the primary key as a range, `key` >= prefix AND `key` < the end of the
+// prefix (the prefix with its last byte raised by one), both bounds binary
+// strings, so no character of the prefix is a pattern and the VARBINARY
+// column gives bytewise order (no case folding, no space padding); one
+// SELECT per 100 held keys, leaving out free rows and leases that ran out on
+// the server's clock. A table made by hand with a text key column whose
+// collation does not sort bytewise makes List fail rather than list wrongly.
+// ForceRelease reads the holder, then frees exactly that holder with one
+// conditional UPDATE (same token, fence and metadata, lease still live) that
+// keeps the row and its fence, reading again if the key changed hands in
+// between (at most 5 rounds): two statements and no transaction, the same on
+// MySQL 8 (no RETURNING) and MariaDB. It wakes this client's waiters for the
+// key, as Release does. The freed holder's next refresh finds its token gone
+// (ErrNotHeld), at no cost to the refresh path.
+//
 // # Waiting
 //
 // MySQL has no notifications between connections. A release wakes at once

@@ -85,9 +85,26 @@ WHERE table_schema = COALESCE(?, DATABASE()) AND table_name = ?`
 		"WHERE `key` = ? AND token = ? AND expires_at > {NOW}"
 )
 
+const (
+	// sqlList reads up to ? held keys k with ? <= k < ? (VARBINARY: bytes,
+	// no padding, no case folding), in key order, from the primary key:
+	// key, fence, remaining µs, metadata. Parameters: lo, hi, n.
+	sqlList = "SELECT `key`, fence, TIMESTAMPDIFF(MICROSECOND, {NOW}, expires_at), metadata FROM {T}\n" +
+		"WHERE `key` >= CAST(? AS BINARY) AND `key` < CAST(? AS BINARY) AND token <> '' AND expires_at > {NOW}\n" +
+		"ORDER BY `key` LIMIT ?"
+
+	// sqlForceRelease frees the live lease of the holder that sqlState
+	// saw, whatever its token, keeping the row and its fence: it changes
+	// nothing when the key has changed hands (or was released, or expired)
+	// since. Parameters: key, then token, fence and metadata as read.
+	sqlForceRelease = "UPDATE {T} SET token = '', expires_at = {NOW}, metadata = ''\n" +
+		"WHERE `key` = ? AND token = ? AND fence = ? AND metadata = ? AND token <> '' AND expires_at > {NOW}"
+)
+
 // statements holds the SQL for one table.
 type statements struct {
 	create, check, acquire, state, refresh, refreshBatch, states, release string
+	list, forceRelease                                                    string
 }
 
 func newStatements(quoted string) statements {
@@ -101,5 +118,7 @@ func newStatements(quoted string) statements {
 		refreshBatch: r.Replace(sqlRefreshBatch),
 		states:       r.Replace(sqlStates),
 		release:      r.Replace(sqlRelease),
+		list:         r.Replace(sqlList),
+		forceRelease: r.Replace(sqlForceRelease),
 	}
 }

@@ -1,0 +1,114 @@
+package mysqldlock
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+
+	"github.com/dlock-go/dlock/driver"
+	"github.com/dlock-go/dlock/internal/sqllease"
+)
+
+var (
+	_ driver.Lister        = (*myDriver)(nil)
+	_ driver.ForceReleaser = (*myDriver)(nil)
+)
+
+// List implements driver.Lister with range scans of the primary key: one
+// SELECT per 100 held keys, `key` >= prefix AND `key` < the prefix's end
+// (sqllease.PrefixEnd), so no character of the prefix is a LIKE pattern.
+// The key column is VARBINARY, which compares bytes without case folding
+// or space padding, so the order is bytewise (a table made by hand with a
+// text key column is refused when its order is not). Free rows and leases
+// that ran out on the server's clock are left out.
+func (d *myDriver) List(ctx context.Context, prefix string) ([]driver.KeyInfo, error) {
+	if err := d.check(ctx); err != nil {
+		return nil, err
+	}
+	out, err := sqllease.List(ctx, prefix, d.listBatch)
+	if err != nil {
+		if sqllease.IsContext(err) {
+			return nil, err
+		}
+		return nil, d.wrap("list", err)
+	}
+	return out, nil
+}
+
+// listBatch reads up to n held keys of [lo, hi).
+func (d *myDriver) listBatch(ctx context.Context, lo, hi string, n int) ([]driver.KeyInfo, error) {
+	rows, err := d.db.QueryContext(ctx, d.st.list, []byte(lo), []byte(hi), n)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []driver.KeyInfo
+	for rows.Next() {
+		var (
+			key, meta []byte
+			fence     uint64
+			us        sql.NullInt64
+		)
+		if err := rows.Scan(&key, &fence, &us, &meta); err != nil {
+			return nil, err
+		}
+		out = append(out, driver.KeyInfo{Key: string(key), Info: driver.Info{
+			Held: true, Fence: fence, TTL: sqllease.FromMicros(us.Int64), Metadata: string(meta), Waiters: -1,
+		}})
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return out, rows.Close()
+}
+
+// forceTries bounds ForceRelease's read-then-free rounds when the key keeps
+// changing hands in between.
+const forceTries = 5
+
+// ForceRelease implements driver.ForceReleaser: it reads the key's holder,
+// then frees exactly that holder (same token, fence and metadata, lease
+// still live on the server's clock) with one conditional UPDATE that keeps
+// the row and its fence — an atomic compare-and-free that works alike on
+// MySQL 8 (which has no DELETE/UPDATE ... RETURNING) and MariaDB, with no
+// transaction and no gap lock. When the key changed hands in between it
+// reads again, up to 5 times. It wakes this driver's waiters for the key, as
+// Release does. The freed holder's next Refresh or RefreshBatch finds its
+// token gone and returns ErrNotHeld.
+func (d *myDriver) ForceRelease(ctx context.Context, key string) (driver.Info, error) {
+	if err := d.check(ctx); err != nil {
+		return driver.Info{}, err
+	}
+	k := []byte(key)
+	for range forceTries {
+		token, fence, left, meta, found, err := d.state(ctx, k)
+		if err != nil {
+			return driver.Info{}, d.wrap("force release", err)
+		}
+		in := driver.Info{Waiters: -1}
+		if !found {
+			return in, nil
+		}
+		in.Fence = fence
+		if len(token) == 0 || left <= 0 {
+			return in, nil
+		}
+		if meta == nil {
+			meta = []byte{} // empty, not NULL, which would match no row
+		}
+		res, err := d.db.ExecContext(ctx, d.st.forceRelease, k, token, fence, meta)
+		if err != nil {
+			return driver.Info{}, d.wrap("force release", err)
+		}
+		n, err := res.RowsAffected()
+		if err != nil {
+			return driver.Info{}, d.wrap("force release", err)
+		}
+		if n > 0 {
+			d.hub.Notify(key)
+			in.Held, in.TTL, in.Metadata = true, left, string(meta)
+			return in, nil
+		}
+	}
+	return driver.Info{}, fmt.Errorf("mysqldlock: force release of %q (table %s): the key changed hands %d times while being freed; try again", key, d.table, forceTries)
+}
