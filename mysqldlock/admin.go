@@ -25,18 +25,19 @@ func (d *myDriver) List(ctx context.Context, prefix string) ([]driver.KeyInfo, e
 	if err := d.check(ctx); err != nil {
 		return nil, err
 	}
-	out, err := sqllease.List(ctx, prefix, d.listBatch)
+	return sqllease.List(ctx, prefix, d.listBatch)
+}
+
+// listBatch reads up to n held keys of [lo, hi).
+func (d *myDriver) listBatch(ctx context.Context, lo, hi string, n int) ([]driver.KeyInfo, error) {
+	out, err := d.listRows(ctx, lo, hi, n)
 	if err != nil {
-		if sqllease.IsContext(err) {
-			return nil, err
-		}
 		return nil, d.wrap("list", err)
 	}
 	return out, nil
 }
 
-// listBatch reads up to n held keys of [lo, hi).
-func (d *myDriver) listBatch(ctx context.Context, lo, hi string, n int) ([]driver.KeyInfo, error) {
+func (d *myDriver) listRows(ctx context.Context, lo, hi string, n int) ([]driver.KeyInfo, error) {
 	rows, err := d.db.QueryContext(ctx, d.st.list, []byte(lo), []byte(hi), n)
 	if err != nil {
 		return nil, err

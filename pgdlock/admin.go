@@ -24,14 +24,7 @@ func (d *pgDriver) List(ctx context.Context, prefix string) ([]driver.KeyInfo, e
 	if err := d.check(ctx); err != nil {
 		return nil, err
 	}
-	out, err := sqllease.List(ctx, prefix, d.listBatch)
-	if err != nil {
-		if sqllease.IsContext(err) {
-			return nil, err
-		}
-		return nil, d.wrap("list", err)
-	}
-	return out, nil
+	return sqllease.List(ctx, prefix, d.listBatch)
 }
 
 // listBatch reads up to n held keys of [lo, hi).
@@ -50,7 +43,10 @@ func (d *pgDriver) listBatch(ctx context.Context, lo, hi string, n int) ([]drive
 		out = append(out, k)
 		return nil
 	})
-	return out, err
+	if err != nil {
+		return nil, d.wrap("list", err)
+	}
+	return out, nil
 }
 
 // ForceRelease implements driver.ForceReleaser with one statement that
