@@ -230,8 +230,26 @@ func globEscape(s string) string {
 // holder's next Refresh, RefreshBatch or Release finds another value in
 // the lock key and returns an error wrapping ErrNotHeld.
 func (d *Driver) ForceRelease(ctx context.Context, key string) (driver.Info, error) {
+	return d.forceRelease(ctx, key, []any{d.ks.channel(key)})
+}
+
+// ForceReleaseHolder is ForceRelease of one holder, for drivers that
+// combine several servers (package redlock): it frees key only if the lock
+// key holds token, in the same one script, and returns an error wrapping
+// driver.ErrNotHeld when it holds another value or none. Unlike Release,
+// it works for any token and frees a lock of another library too, and it
+// leaves alone a key that holds no lock (ErrInvalidKey).
+func (d *Driver) ForceReleaseHolder(ctx context.Context, key, token string) (driver.Info, error) {
+	in, err := d.forceRelease(ctx, key, []any{d.ks.channel(key), token})
+	if err == nil && !in.Held {
+		return driver.Info{}, fmt.Errorf("%w: %q", driver.ErrNotHeld, key)
+	}
+	return in, err
+}
+
+func (d *Driver) forceRelease(ctx context.Context, key string, args []any) (driver.Info, error) {
 	all := d.ks.allKeys(key)
-	v, err := d.run(ctx, forceScript, []string{all[0], all[2], all[1], all[3], all[4]}, []any{d.ks.channel(key)}, nil)
+	v, err := d.run(ctx, forceScript, []string{all[0], all[2], all[1], all[3], all[4]}, args, nil)
 	if err != nil {
 		return driver.Info{}, err
 	}
@@ -245,6 +263,8 @@ func (d *Driver) ForceRelease(ctx context.Context, key string) (driver.Info, err
 	case 1:
 		in.Held = true
 		return in, nil
+	case 3:
+		return driver.Info{Waiters: in.Waiters}, nil
 	}
 	return driver.Info{}, fmt.Errorf("%w: redis key %q holds no lock (a value without an expiry, or not a string); left alone", dlock.ErrInvalidKey, all[0])
 }

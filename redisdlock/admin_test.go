@@ -277,7 +277,21 @@ func TestForceRelease(t *testing.T) {
 		if err := rdb.Set(ctx, "foreign", "their-token", time.Minute).Err(); err != nil {
 			t.Fatal(err)
 		}
-		in, err := d.ForceRelease(ctx, "foreign")
+		// The quorum drivers' step frees only the holder it names.
+		if in, err := d.ForceReleaseHolder(ctx, "foreign", "not-theirs"); !errors.Is(err, driver.ErrNotHeld) {
+			t.Errorf("ForceReleaseHolder with another token = %+v, %v; want ErrNotHeld", in, err)
+		}
+		if n := rdb.Exists(ctx, "foreign").Val(); n != 1 {
+			t.Fatalf("ForceReleaseHolder with another token freed the lock")
+		}
+		in, err := d.ForceReleaseHolder(ctx, "foreign", "their-token")
+		if err != nil || !in.Held || in.Fence != 0 || in.TTL <= 0 {
+			t.Errorf("ForceReleaseHolder of a SET NX PX lock = %+v, %v; want held with fence 0 and a TTL", in, err)
+		}
+		if err := rdb.Set(ctx, "foreign", "their-token", time.Minute).Err(); err != nil {
+			t.Fatal(err)
+		}
+		in, err = d.ForceRelease(ctx, "foreign")
 		if err != nil || !in.Held || in.Fence != 0 || in.TTL <= 0 {
 			t.Errorf("ForceRelease of a SET NX PX lock = %+v, %v; want held with fence 0 and a TTL", in, err)
 		}

@@ -126,7 +126,7 @@
 //
 // # For quorum drivers
 //
-// Driver.AcquireCounted, GiveBack, RaiseFence, InspectHolder and
-// ListHolders, and ClientOptions, are the single-server steps and URL
+// Driver.AcquireCounted, GiveBack, RaiseFence, InspectHolder, ListHolders
+// and ForceReleaseHolder, and ClientOptions, are the single-server steps and URL
 // parameters that package redlock builds on; applications do not need them.
 package redisdlock

@@ -83,6 +83,20 @@
 //
 // The driver does not close the clients.
 //
+// # Listing and forced release
+//
+// The driver implements driver.Lister and driver.ForceReleaser (Client.List
+// and Client.ForceUnlock). List asks every node at once for its held keys
+// and tokens (one SCAN of each node's database, as package redisdlock
+// lists) and reports a key when a majority holds it for one token, with
+// what Inspect reports; it needs a majority of nodes to answer, and leaves
+// out nodes that are slow after a majority answered. ForceRelease reads the
+// key on every node as Inspect does and, when a majority holds it for one
+// token, frees that holder on every node with one owner-checked script per
+// node that announces the release to the node's first queued waiter and
+// keeps the fence counter; it reports the holder once a majority of nodes
+// no longer hold it, so the holder's next refresh fails with ErrNotHeld.
+//
 // # Waiting
 //
 // The driver implements driver.Notifier: a waiter watches the key on every

@@ -379,8 +379,15 @@ type holding struct {
 // still holds it, and its fence the one most of them report. A free key
 // reports fence 0. It needs a majority of nodes to answer.
 func (d *Driver) Inspect(ctx context.Context, key string) (driver.Info, error) {
+	in, _, err := d.inspect(ctx, key)
+	return in, err
+}
+
+// inspect is Inspect that also returns the token of the holder ("" when
+// the key is free).
+func (d *Driver) inspect(ctx context.Context, key string) (driver.Info, string, error) {
 	if d.closed.Load() {
-		return driver.Info{}, driver.ErrClosed
+		return driver.Info{}, "", driver.ErrClosed
 	}
 	t := tally{n: len(d.nodes), quorum: d.quorum}
 	var seen []holding
@@ -398,26 +405,35 @@ func (d *Driver) Inspect(ctx context.Context, key string) (driver.Info, error) {
 		return false // hear every node that answers in time
 	})
 	if err != nil {
-		return driver.Info{}, fmt.Errorf("redlock: inspect %q: %w", key, err)
+		return driver.Info{}, "", fmt.Errorf("redlock: inspect %q: %w", key, err)
 	}
 	if t.ok < t.quorum {
-		return driver.Info{}, t.unavailable(fmt.Sprintf("inspect %q", key))
+		return driver.Info{}, "", t.unavailable(fmt.Sprintf("inspect %q", key))
 	}
+	in, token := d.holder(seen)
+	return in, token, nil
+}
+
+// holder returns what the nodes' answers seen say of one key: held, with
+// the holder's token, when a majority of nodes hold it for the same token;
+// its TTL is then how long a majority still holds it, and its fence the one
+// most of them report. Otherwise free, with fence 0.
+func (d *Driver) holder(seen []holding) (driver.Info, string) {
 	byToken := map[string][]driver.Info{}
 	for _, h := range seen {
 		if h.info.Held {
 			byToken[h.token] = append(byToken[h.token], h.info)
 		}
 	}
-	for _, ins := range byToken {
+	for token, ins := range byToken {
 		if len(ins) < d.quorum {
 			continue
 		}
 		// Longest first: the quorum-th is how long a majority holds it.
 		slices.SortFunc(ins, func(a, b driver.Info) int { return cmp.Compare(b.TTL, a.TTL) })
-		return driver.Info{Held: true, TTL: ins[d.quorum-1].TTL, Fence: commonFence(ins), Metadata: ins[0].Metadata, Waiters: -1}, nil
+		return driver.Info{Held: true, TTL: ins[d.quorum-1].TTL, Fence: commonFence(ins), Metadata: ins[0].Metadata, Waiters: -1}, token
 	}
-	return driver.Info{Waiters: -1}, nil
+	return driver.Info{Waiters: -1}, ""
 }
 
 // commonFence returns the fence most nodes report (the highest on a tie).

@@ -2,13 +2,15 @@
 -- does, keeping the fence counter.
 -- KEYS[1] lock key, KEYS[2] info key, KEYS[3] fence counter, KEYS[4]
 -- waiting queue, KEYS[5] waiters' deadlines (same slot); ARGV[1] release
--- channel.
+-- channel; ARGV[2] (optional) a token: free the lock only if it holds that
+-- token.
 -- Returns what inspect.lua would have returned just before: {state, pttl,
 -- fence, metadata, holder's token, live queued waiters}, where state is 0
--- when the key was free (nothing is changed), 1 when a lock was freed, and
--- 2 when the key holds something that is not a lock: neither a dlock
+-- when the key was free (nothing is changed), 1 when a lock was freed, 2
+-- when the key holds something that is not a lock: neither a dlock
 -- holder's token (named by the info key) nor a string with an expiry (a
--- lock of another library, such as SET NX PX). Such a key is left alone.
+-- lock of another library, such as SET NX PX), and 3 when it holds another
+-- token than ARGV[2]. In states 2 and 3 the key is left alone.
 local waiting = redis.call('ZCOUNT', KEYS[5], '(' .. nowMs(), '+inf')
 local v = redis.pcall('GET', KEYS[1])
 if v == false then
@@ -19,6 +21,9 @@ end
 local pttl = redis.call('PTTL', KEYS[1])
 if type(v) ~= 'string' then
   return {2, pttl, '0', '', '', waiting}
+end
+if ARGV[2] and v ~= ARGV[2] then
+  return {3, pttl, '0', '', '', waiting}
 end
 local fence, meta = '0', ''
 local raw = redis.call('GET', KEYS[2])
