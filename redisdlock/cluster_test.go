@@ -3,6 +3,8 @@ package redisdlock_test
 import (
 	"context"
 	"fmt"
+	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -71,6 +73,49 @@ func TestCluster(t *testing.T) {
 				if err := l.Unlock(ctx); err != nil {
 					t.Fatalf("Unlock(%q): %v", k, err)
 				}
+			}
+		}
+	})
+
+	t.Run("ListAndForceRelease", func(t *testing.T) {
+		// The names with every kind of brace, in every slot range, under
+		// prefixes with and without a hash tag: List finds them on every
+		// master, in key order; ForceUnlock frees each one.
+		ctx := testCtx(t, 60*time.Second)
+		want := slices.Clone(clusterKeys)
+		slices.Sort(want)
+		for _, prefix := range []string{"list:", "{lst}:"} {
+			c := openURL(t, cluster.URL()+"?prefix="+url.QueryEscape(prefix))
+			locks := map[string]*dlock.Lock{}
+			for _, k := range clusterKeys {
+				l, err := c.TryLock(ctx, k, dlock.WithTTL(time.Minute), dlock.WithAutoRefresh(false))
+				if err != nil {
+					t.Fatalf("TryLock(%q): %v", k, err)
+				}
+				locks[k] = l
+			}
+			infos, err := c.List(ctx, "")
+			if err != nil {
+				t.Fatalf("prefix %q: List: %v", prefix, err)
+			}
+			var got []string
+			for _, in := range infos {
+				got = append(got, in.Key)
+				if l := locks[in.Key]; l == nil || in.Fence != l.Fence() {
+					t.Errorf("prefix %q: List has %+v, want the fence of the lock", prefix, in)
+				}
+			}
+			if !slices.Equal(got, want) {
+				t.Errorf("prefix %q: List = %q, want %q", prefix, got, want)
+			}
+			for _, k := range clusterKeys {
+				in, err := c.ForceUnlock(ctx, k)
+				if err != nil || !in.Held || in.Fence != locks[k].Fence() {
+					t.Errorf("prefix %q: ForceUnlock(%q) = %+v, %v; want the holder with fence %d", prefix, k, in, err, locks[k].Fence())
+				}
+			}
+			if infos, err := c.List(ctx, ""); err != nil || len(infos) != 0 {
+				t.Errorf("prefix %q: List after ForceUnlock of every key = %+v, %v; want none", prefix, infos, err)
 			}
 		}
 	})

@@ -212,6 +212,8 @@ func TestUnreachable(t *testing.T) {
 		{"TryLock", func(ctx context.Context, c *dlock.Client) error { _, err := c.TryLock(ctx, "k"); return err }},
 		{"Lock", func(ctx context.Context, c *dlock.Client) error { _, err := c.Lock(ctx, "k"); return err }},
 		{"Inspect", func(ctx context.Context, c *dlock.Client) error { _, err := c.Inspect(ctx, "k"); return err }},
+		{"List", func(ctx context.Context, c *dlock.Client) error { _, err := c.List(ctx, ""); return err }},
+		{"ForceUnlock", func(ctx context.Context, c *dlock.Client) error { _, err := c.ForceUnlock(ctx, "k"); return err }},
 	}
 	for _, cl := range clients {
 		for _, op := range ops {

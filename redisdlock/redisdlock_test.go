@@ -262,8 +262,14 @@ func TestSentinel(t *testing.T) {
 	if v, err := rdb.Get(ctx, "k").Result(); err != nil || v != l.Token() {
 		t.Fatalf("GET k on the master's DB 2 = %q, %v; want the token", v, err)
 	}
-	if err := l.Unlock(ctx); err != nil {
-		t.Fatalf("Unlock: %v", err)
+	if infos, err := c.List(ctx, ""); err != nil || len(infos) != 1 || infos[0].Key != "k" || infos[0].Fence != l.Fence() {
+		t.Fatalf("List through Sentinel = %+v, %v; want k with fence %d", infos, err, l.Fence())
+	}
+	if in, err := c.ForceUnlock(ctx, "k"); err != nil || !in.Held || in.Fence != l.Fence() {
+		t.Fatalf("ForceUnlock through Sentinel = %+v, %v; want the holder with fence %d", in, err, l.Fence())
+	}
+	if err := l.Unlock(ctx); !errors.Is(err, dlock.ErrNotHeld) {
+		t.Fatalf("Unlock after ForceUnlock = %v, want ErrNotHeld", err)
 	}
 }
 
