@@ -14,28 +14,19 @@ const unlockUsage = `Usage: dlock unlock --force --token T KEY
 For operators: releases the lock KEY that another process holds. With
 --token T it releases only if the grant with owner token T (the holder's
 DLOCK_TOKEN) holds KEY; on backends that cannot take a held lock back by its
-token it exits 69. --any-owner releases whoever holds it (exit 69 until the
-library offers a forced release). The holder finds out at its next refresh
-and stops its command (exit 70). Every forced unlock is logged on stderr.
+token it exits 69. --any-owner releases whoever holds it, where the backend
+can (every bundled backend can). The holder finds out at its next refresh
+and stops its command (exit 70). Every forced unlock is logged on stderr
+with what it removed. A key that is not held: exit 3.
 `
 
 const listUsage = `Usage: dlock list [flags] [PREFIX]
 
-Lists the held locks whose keys start with PREFIX, where the backend can
-enumerate its locks; elsewhere it exits 69 ("this backend cannot list
-locks").
+Lists the held locks whose keys start with PREFIX (every held lock without
+it), in key order: one line per lock, KEY, a tab, then its holder, fence and
+remaining lease. With --json, one JSON object per line instead, as dlock
+status --json prints. A backend that cannot enumerate its locks exits 69.
 `
-
-// lister is what a Client offers where its backend can enumerate locks.
-type lister interface {
-	List(ctx context.Context, prefix string) ([]dlock.Info, error)
-}
-
-// forceUnlocker is what a Client offers where it can release a lock
-// whatever its owner.
-type forceUnlocker interface {
-	ForceUnlock(ctx context.Context, key string) (dlock.Info, error)
-}
 
 func cmdUnlock(args []string, sio stdio) error {
 	fs := newFlagSet("unlock", unlockUsage, sio)
@@ -74,13 +65,14 @@ func cmdUnlock(args []string, sio stdio) error {
 		return exitf(ExitFree, "dlock: unlock: %q is not held; nothing released", key)
 	}
 	if *anyOwner {
-		fu, ok := any(c).(forceUnlocker)
-		if !ok {
-			return exitf(ExitUnavailable, "dlock: unlock --any-owner: this build cannot release a lock whatever its owner (no forced release in the library); use --token")
-		}
-		in, err := fu.ForceUnlock(ctx, key)
-		if err != nil {
+		in, err := c.ForceUnlock(ctx, key)
+		switch {
+		case errors.Is(err, dlock.ErrUnsupported):
+			return exitf(ExitUnavailable, "dlock: unlock --any-owner: backend %s cannot release a lock whatever its owner; use --token", shown)
+		case err != nil:
 			return backendError(context.Background(), ctx, err, fmt.Sprintf("unlock %q on %s", key, shown))
+		case !in.Held:
+			return exitf(ExitFree, "dlock: unlock: %q was released meanwhile; nothing released", key)
 		}
 		fmt.Fprintf(sio.err, "dlock: forced unlock of %q on %s (any owner): removed %s\n", key, shown, describeHolder(in))
 		return nil
@@ -111,6 +103,7 @@ func cmdList(args []string, sio stdio) error {
 	fs := newFlagSet("list", listUsage, sio)
 	bf := addBackendFlags(fs)
 	bf.shared = true
+	asJSON := fs.Bool("json", false, "print one JSON object per lock (key, held, fence, expires_in_ms, holder, waiters)")
 	if done, err := parseFlags(fs, args, sio); done {
 		return err
 	}
@@ -124,15 +117,22 @@ func cmdList(args []string, sio stdio) error {
 		return err
 	}
 	defer c.Close()
-	ls, ok := any(c).(lister)
-	if !ok {
-		return exitf(ExitUnavailable, "dlock: list: this backend cannot list locks (%s)", shown)
-	}
-	infos, err := ls.List(ctx, fs.Arg(0))
-	if err != nil {
+	infos, err := c.List(ctx, fs.Arg(0))
+	switch {
+	case errors.Is(err, dlock.ErrUnsupported):
+		return exitf(ExitUnavailable, "dlock: list: backend %s cannot list its locks", shown)
+	case err != nil:
 		return backendError(context.Background(), ctx, err, "list on "+shown)
 	}
 	for _, in := range infos {
+		if *asJSON {
+			b, err := statusJSON(in)
+			if err != nil {
+				return exitf(ExitFailure, "dlock: list: %v", err)
+			}
+			fmt.Fprintf(sio.out, "%s\n", b)
+			continue
+		}
 		fmt.Fprintf(sio.out, "%s\t%s\n", oneLine(in.Key), describeHolder(in))
 	}
 	return nil

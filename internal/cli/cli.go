@@ -77,8 +77,9 @@ Usage:
   dlock run [flags] -c 'SHELL CMD' KEY     the same, with /bin/sh -c
   dlock hold [flags] KEY                   hold KEY until SIGINT/SIGTERM, no command
   dlock status [flags] KEY                 show who holds KEY (exit 0 held, 3 free)
-  dlock list [flags] [PREFIX]              list held locks, where the backend can
+  dlock list [flags] [PREFIX]              list the held locks under PREFIX
   dlock unlock --force --token T KEY       release another process's lock (operators)
+  dlock unlock --force --any-owner KEY     release KEY whoever holds it (operators)
   dlock demo coupons [flags]               the race a lock prevents, live
   dlock version                            print the version
   dlock help [COMMAND]                     show help for a command

@@ -65,13 +65,16 @@ func (r *runner) holdLocked(l *dlock.Lock, sigs <-chan os.Signal) error {
 			if !isWaitSignal(s) {
 				continue
 			}
-			if err := r.release(l); err != nil && !errors.Is(err, dlock.ErrNotHeld) {
-				r.logf("warning: could not release lock %q: %s; it frees itself when its TTL runs out", r.key, clean(err))
-			} else {
-				r.vlogf("released lock %q on %s", r.key, signalName(s))
-			}
-			if errors.Is(l.Err(), dlock.ErrLost) {
+			err := r.release(l)
+			switch {
+			case errors.Is(l.Err(), dlock.ErrLost):
 				return exitf(ExitLost, "dlock: lost lock %q (fence %d): %s", r.key, l.Fence(), r.lossCause(l.Err()))
+			case errors.Is(err, dlock.ErrNotHeld):
+				return exitf(ExitLost, "dlock: lock %q (fence %d) was no longer held: freed by another (dlock unlock --force) or expired; exit %d", r.key, l.Fence(), ExitLost)
+			case err != nil:
+				r.logf("warning: could not release lock %q: %s; it frees itself when its TTL runs out", r.key, clean(err))
+			default:
+				r.vlogf("released lock %q on %s", r.key, signalName(s))
 			}
 			return nil
 		case <-l.Done():

@@ -483,7 +483,12 @@ running:
 		}
 		return exitf(ExitLost, "dlock: %s ended (status %d) after lock %q was lost; exit %d", r.argv[0], code, r.key, ExitLost)
 	}
-	if err := r.release(l); err != nil {
+	if err := r.release(l); errors.Is(err, dlock.ErrNotHeld) {
+		// Freed by someone else (dlock unlock --force) or run out before
+		// the next refresh could tell: CMD ran part of its time
+		// unprotected.
+		return exitf(ExitLost, "dlock: %s ended (status %d), but lock %q (fence %d) was no longer held: freed by another (dlock unlock --force) or expired; exit %d", r.argv[0], code, r.key, l.Fence(), ExitLost)
+	} else if err != nil {
 		r.logf("warning: could not release lock %q: %s; it frees itself when its TTL runs out", r.key, clean(err))
 	} else {
 		r.vlogf("released lock %q; %s exited with status %d", r.key, r.argv[0], code)
