@@ -494,7 +494,7 @@ func (c *Client) acquireQueued(ctx context.Context, req driver.Request, cfg lock
 // grant builds a held Lock from a successful attempt, or releases the key and
 // returns nil when the reply came after the validity deadline.
 func (c *Client) grant(req driver.Request, cfg lockConfig, res driver.Result, sent, start time.Time, attempts int, waited time.Duration) *Lock {
-	deadline := sent.Add(cfg.ttl - drift(cfg.ttl))
+	deadline := driver.ValidUntil(sent, cfg.ttl)
 	if !res.ValidUntil.IsZero() {
 		deadline = res.ValidUntil
 	}

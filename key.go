@@ -42,9 +42,3 @@ func validateTTL(ttl time.Duration) error {
 	}
 	return nil
 }
-
-// drift is the clock drift allowance subtracted from a lease's validity, as
-// in the Redlock paper: 1% of the TTL plus 2 ms.
-func drift(ttl time.Duration) time.Duration {
-	return ttl/100 + 2*time.Millisecond
-}

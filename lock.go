@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"sync"
 	"time"
+
+	"github.com/dlock-go/dlock/driver"
 )
 
 type lockState int
@@ -147,7 +149,7 @@ func (l *Lock) finishRefresh(ctx context.Context, sent time.Time, ttl time.Durat
 		l.c.emit(Event{Kind: EventRefreshFailed, Key: l.key, Fence: l.fence, Duration: rtt, Err: err})
 		return err
 	}
-	deadline := sent.Add(ttl - drift(ttl))
+	deadline := driver.ValidUntil(sent, ttl)
 	if !time.Now().Before(deadline) {
 		// The reply came after the lease it extends could have run out.
 		l.loseLocked(errors.New("refresh reply arrived after the validity deadline"))

@@ -131,7 +131,8 @@ type Result struct {
 	// refreshed. Drivers whose grant is not tied to the moment the request
 	// was sent (Queuer implementations, session-based backends) must set it;
 	// others may leave it zero, and the portable layer uses the send time
-	// plus the TTL minus the drift allowance.
+	// plus the TTL minus the drift allowance. Both are computed with
+	// ValidUntil.
 	ValidUntil time.Time
 }
 

@@ -46,6 +46,10 @@ func RunConformanceTests(t *testing.T, newHarness HarnessMaker) {
 		{"ReacquireWithToken", testReacquireWithToken},
 		{"FIFO", testFIFO},
 		{"FencedResourceOracle", testFencedResourceOracle},
+		{"DriverForeignToken", testDriverForeignToken},
+		{"DriverFences", testDriverFences},
+		{"DriverTTLBounds", testDriverTTLBounds},
+		{"DriverByteKeys", testDriverByteKeys},
 		{"List", testList},
 		{"ForceRelease", testForceRelease},
 	}

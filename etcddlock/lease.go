@@ -8,6 +8,8 @@ import (
 
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/dlock-go/dlock/driver"
 )
 
 // A lease of this driver. A lease of its own backs exactly one queue entry
@@ -63,11 +65,8 @@ func (l *lease) isLost() bool {
 // the given TTL: the last confirmation plus the TTL, minus the portable
 // layer's drift allowance.
 func (l *lease) validUntil(ttl time.Duration) time.Time {
-	return l.confirmedAt().Add(ttl - drift(ttl))
+	return driver.ValidUntil(l.confirmedAt(), ttl)
 }
-
-// drift matches the portable layer's clock drift allowance: TTL/100 + 2 ms.
-func drift(ttl time.Duration) time.Duration { return ttl/100 + 2*time.Millisecond }
 
 // leaseSeconds rounds a TTL up to etcd's whole seconds.
 // It cannot overflow, whatever the TTL.

@@ -131,10 +131,6 @@ func checkTTL(ttl time.Duration) error {
 	return nil
 }
 
-// drift is the clock drift allowance of the Redlock algorithm (and of the
-// portable layer): TTL/100 + 2 ms.
-func drift(ttl time.Duration) time.Duration { return ttl/100 + 2*time.Millisecond }
-
 // nodeTimeout returns the per-node timeout of an operation with ttl (zero:
 // an operation without one).
 func (d *Driver) nodeTimeout(ttl time.Duration) time.Duration {
@@ -169,7 +165,7 @@ func (d *Driver) Acquire(ctx context.Context, req driver.Request) (driver.Result
 	}
 	attempt := d.nextAttempt()
 	start := time.Now()
-	validUntil := start.Add(req.TTL - drift(req.TTL))
+	validUntil := driver.ValidUntil(start, req.TTL)
 	timeout := d.nodeTimeout(req.TTL)
 
 	t := tally{n: len(d.nodes), quorum: d.quorum}

@@ -25,10 +25,6 @@ type holding struct {
 	done     bool // released or expired: no longer in held
 }
 
-// drift is the portable layer's clock drift allowance (1% + 2 ms), taken
-// off every validity deadline the driver reports.
-func drift(ttl time.Duration) time.Duration { return ttl/100 + 2*time.Millisecond }
-
 func (d *zkDriver) admit(ttl time.Duration) error {
 	if d.isClosed() {
 		return driver.ErrClosed
@@ -90,7 +86,7 @@ func (d *zkDriver) grant(ctx context.Context, req driver.Request, n *node, sent 
 	h.timer = time.AfterFunc(req.TTL, func() { d.expire(h) })
 	d.held[holdKey{req.Key, req.Token}] = h
 	d.mu.Unlock()
-	return driver.Result{Acquired: true, Fence: n.fence, ValidUntil: sent.Add(req.TTL - drift(req.TTL))}, nil
+	return driver.Result{Acquired: true, Fence: n.fence, ValidUntil: driver.ValidUntil(sent, req.TTL)}, nil
 }
 
 // expire runs when h's lease timer fires: unless a refresh moved the
@@ -129,7 +125,7 @@ func (d *zkDriver) reacquire(ctx context.Context, req driver.Request) (res drive
 		}
 		return driver.Result{}, true, err
 	}
-	return driver.Result{Acquired: true, Fence: h.n.fence, ValidUntil: sent.Add(req.TTL - drift(req.TTL))}, true, nil
+	return driver.Result{Acquired: true, Fence: h.n.fence, ValidUntil: driver.ValidUntil(sent, req.TTL)}, true, nil
 }
 
 // Refresh checks that the node still exists and belongs to the current

@@ -72,7 +72,7 @@ func TestTTLBounds(t *testing.T) {
 				// The validity counts from the request's send time; the
 				// session lives at least a session timeout after it, and
 				// TTL ≤ session timeout.
-				lo, hi := before.Add(tc.ttl-drift(tc.ttl)), after.Add(tc.ttl-drift(tc.ttl))
+				lo, hi := driver.ValidUntil(before, tc.ttl), driver.ValidUntil(after, tc.ttl)
 				if res.ValidUntil.Before(lo) || res.ValidUntil.After(hi) {
 					t.Errorf("%s with TTL %v: ValidUntil %v, want within [%v, %v]", what, tc.ttl, res.ValidUntil, lo, hi)
 				}
@@ -139,7 +139,7 @@ func TestMaxTTLExcludes(t *testing.T) {
 	}
 	// The session lives at least a session timeout after the server got
 	// the request, which it got before TryLock returned.
-	if dl, lo, hi := l.Deadline(), start.Add(session-drift(session)), time.Now().Add(session-drift(session)); dl.Before(lo) || dl.After(hi) {
+	if dl, lo, hi := l.Deadline(), driver.ValidUntil(start, session), driver.ValidUntil(time.Now(), session); dl.Before(lo) || dl.After(hi) {
 		t.Errorf("Deadline %v, want within [%v, %v]: TTL − drift after the request", dl, lo, hi)
 	}
 	// Held until the validity deadline.
@@ -159,7 +159,7 @@ func TestMaxTTLExcludes(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Lock after the TTL ran out: %v (%v after the grant)", err, time.Since(start))
 	}
-	if got := time.Since(start); got < session-drift(session) {
+	if got := time.Since(start); got < session-driver.Drift(session) {
 		t.Errorf("key free %v after a grant with TTL %v, want not before the TTL", got, session)
 	}
 	if l2.Fence() <= l.Fence() {
