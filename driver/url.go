@@ -135,16 +135,7 @@ func RedactError(err error, rawURL string) error {
 	if err == nil {
 		return nil
 	}
-	secrets := Secrets(rawURL)
-	if len(secrets) == 0 {
-		return err
-	}
-	msg := err.Error()
-	red := redact(msg, secrets)
-	if red == msg {
-		return err
-	}
-	return &redactedError{msg: red, err: err}
+	return redactSecrets(err, Secrets(rawURL))
 }
 
 // RedactError is RedactError(err, the URL as given to ParseURL), with the
@@ -166,6 +157,12 @@ func (u *URL) RedactError(err error) error {
 			}
 		}
 	}
+	return redactSecrets(err, secrets)
+}
+
+// redactSecrets returns err with every one of secrets in its message
+// replaced, or err itself when its message holds none.
+func redactSecrets(err error, secrets []string) error {
 	if len(secrets) == 0 {
 		return err
 	}
