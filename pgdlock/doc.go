@@ -54,10 +54,13 @@
 //	target_session_attrs
 //	                   any (default), read-write, primary, ...; use
 //	                   read-write with several hosts
-//	pool_max_conns, pool_min_conns, pool_max_conn_lifetime,
-//	pool_max_conn_idle_time
+//	pool_max_conns, pool_min_conns, pool_min_idle_conns,
+//	pool_max_conn_lifetime, pool_max_conn_lifetime_jitter,
+//	pool_max_conn_idle_time, pool_health_check_period
 //	                   the statement pool's size and recycling; pgx's default
 //	                   size is the larger of 4 and the number of CPUs
+//	statement_cache_capacity, description_cache_capacity
+//	                   pgx's per-connection statement caches
 //	default_query_exec_mode
 //	                   e.g. simple_protocol behind PgBouncer
 //
