@@ -39,12 +39,16 @@ type RoundTripCounter interface {
 // the contract RefreshBatch shares with Refresh, over drivers the harness
 // makes: one result per request, in order, each what Refresh would have
 // said (nil for a held lock, an error wrapping ErrNotHeld for a lock
-// released, expired, taken over by another owner or never held, and for
-// another token of a held key), the owner's leases extended to the TTL each
-// request asks for, with the fence unchanged, and another owner's lock left
-// as it was; a batch with some locks lost among many held ones loses exactly
-// those; a batch costs a few round trips, not one per lock
-// (RoundTripCounter, when the harness has it); a Client holding many locks
+// released, expired, taken over by another owner or never held, for
+// another token of a held key and for a prefix of a held key), the owner's
+// leases extended to the TTL each request asks for, with the fence
+// unchanged (the longest of a lock's TTLs in one batch with LongestTTLer),
+// and another owner's lock and lease left as they were; a batch
+// with some locks lost among many held ones loses exactly those; a batch
+// larger than one round trip carries (BatchLimiter) keeps its results in
+// order; a batch costs a few round trips, not one per lock, and none with
+// an ended context (RoundTripCounter, when the harness has it); a Client
+// holding many locks
 // refreshes them all in a few RefreshBatch calls per refresh interval and
 // keeps them for several intervals; an ended context fails every request
 // and leaves the locks held; an empty batch has no results; a closed driver
@@ -60,6 +64,7 @@ func RunBatchRefresherTests(t *testing.T, newHarness HarnessMaker) {
 	}{
 		{"PerRequestResults", testBatchPerRequest},
 		{"LostAmongMany", testBatchLostAmongMany},
+		{"LargerThanOneRoundTrip", testBatchLarge},
 		{"ClientRefreshesInBatches", testBatchThroughClient},
 		{"EndedContext", testBatchEndedContext},
 		{"Closed", testBatchClosed},
@@ -183,6 +188,7 @@ func testBatchPerRequest(t *testing.T, s *batchSuite) {
 		k("held"):   s.acquire(d, k("held"), "tok-held", base),
 		k("held2"):  s.acquire(d, k("held2"), "tok-held2", base),
 		k("dup"):    s.acquire(d, k("dup"), "tok-dup", base),
+		k("dup2"):   s.acquire(d, k("dup2"), "tok-dup2", base),
 		k("longer"): s.acquire(d, k("longer"), "tok-longer", base),
 		odd:         s.acquire(d, odd, "tok-odd\x00,'\\", base),
 		long:        s.acquire(d, long, longTok, base),
@@ -209,11 +215,13 @@ func testBatchPerRequest(t *testing.T, s *batchSuite) {
 	}{
 		{k("held"), "tok-held", base, true},
 		{k("expired"), "tok-expired", base, false},
-		{k("taken"), "tok-taken", base, false},       // another owner has it now
+		{k("taken"), "tok-taken", longer, false},     // another owner has it now
+		{k("hel"), "tok-held", base, false},          // a prefix of a held key
 		{k("foreign"), "tok-held", base, false},      // held by another owner
 		{k("held"), "tok-other", base, false},        // another token of a held key
 		{k("dup"), "tok-other", base, false},         // another token of a held key
 		{k("dup"), "tok-dup", base, true},            // the same lock twice in one batch
+		{k("dup2"), "tok-dup2", longer, true},        // the same lock with two TTLs
 		{odd, "tok-odd\x00,'\\", base, true},         // bytes that need quoting
 		{k("released"), "tok-released", base, false}, // freed by its owner
 		{k("never"), "tok-never", base, false},
@@ -221,6 +229,7 @@ func testBatchPerRequest(t *testing.T, s *batchSuite) {
 		{k("longer"), "tok-longer", longer, true}, // a longer TTL than it was taken with
 		{long, longTok, base, true},
 		{k("dup"), "tok-dup", base, true},
+		{k("dup2"), "tok-dup2", base, true},
 		{k("held"), "tok-held", base, true},
 	}
 	reqs := make([]driver.RefreshRequest, len(cases))
@@ -246,7 +255,16 @@ func testBatchPerRequest(t *testing.T, s *batchSuite) {
 	if in, err := d.Inspect(s.ctx, k("longer")); err != nil || in.TTL <= base+(longer-base)/4 {
 		t.Errorf("Inspect(longer) after a refresh to %v = %+v, %v; want more than %v left", longer, in, err, base+(longer-base)/4)
 	}
-	// The other owner's locks work as before, and ours are still ours.
+	if lt, ok := s.h.(LongestTTLer); ok && lt.LongestTTL() {
+		if in, err := d.Inspect(s.ctx, k("dup2")); err != nil || in.TTL <= base+(longer-base)/4 {
+			t.Errorf("Inspect(dup2) after a refresh to %v then %v in one batch = %+v, %v; want more than %v left", longer, base, in, err, base+(longer-base)/4)
+		}
+	}
+	// The other owner's lease was not extended by our request.
+	if in, err := d.Inspect(s.ctx, k("taken")); err != nil || in.TTL > base+time.Second {
+		t.Errorf("Inspect(taken) after our refresh to %v = %+v, %v; want the other owner's %v lease", longer, in, err, base)
+	}
+	// The other owner's locks work as before.
 	for _, r := range []driver.RefreshRequest{{Key: k("taken"), Token: "tok-thief"}, {Key: k("foreign"), Token: "tok-foreign"}} {
 		if err := other.Refresh(s.ctx, r.Key, r.Token, base); err != nil {
 			t.Errorf("the other owner's Refresh(%q) after the batch: %v", r.Key, err)
@@ -333,6 +351,52 @@ func testBatchLostAmongMany(t *testing.T, s *batchSuite) {
 	}
 }
 
+// BatchLimiter is an optional Harness method for RunBatchRefresherTests:
+// the most locks one round trip of RefreshBatch carries (rows per
+// statement, operations per transaction), so the suite checks a batch
+// split over several round trips. Without it the suite uses 1000.
+type BatchLimiter interface {
+	BatchLimit() int
+}
+
+// LongestTTLer is an optional Harness method for RunBatchRefresherTests:
+// when LongestTTL reports true, the driver refreshes requests with the same
+// key and token once, for the longest of their TTLs (as its documentation
+// says), and the suite checks it.
+type LongestTTLer interface {
+	LongestTTL() bool
+}
+
+// testBatchLarge: a batch larger than one round trip carries, mostly of
+// locks never held, answers each request in order, at the seams too.
+func testBatchLarge(t *testing.T, s *batchSuite) {
+	d := s.driver()
+	base, _ := s.ttls(d)
+	limit := 1000
+	if bl, ok := s.h.(BatchLimiter); ok {
+		limit = bl.BatchLimit()
+	}
+	big := 2*limit + limit/2
+	heldAt := map[int]bool{0: true, limit - 1: true, limit: true, 2*limit - 1: true, big - 1: true}
+	reqs := make([]driver.RefreshRequest, big)
+	for i := range reqs {
+		reqs[i] = driver.RefreshRequest{Key: s.key(fmt.Sprintf("big-%05d", i)), Token: "tok-big", TTL: base}
+		if heldAt[i] {
+			s.acquire(d, reqs[i].Key, reqs[i].Token, base)
+		}
+	}
+	errs, cost := s.batch(s.ctx, d, reqs)
+	for i, err := range errs {
+		wantResult(t, fmt.Sprintf("big batch, request %d", i), err, heldAt[i])
+	}
+	if rt, ok := s.h.(RoundTripCounter); ok {
+		t.Logf("a batch of %d locks, %d held, cost %d round trips", big, len(heldAt), cost)
+		if max := 2 * rt.MaxBatchRoundTrips(big); cost > max {
+			t.Errorf("a batch of %d locks, %d held, cost %d round trips, want at most %d", big, len(heldAt), cost, max)
+		}
+	}
+}
+
 // testBatchThroughClient: a Client holding many locks with auto-refresh
 // keeps them all for several refresh intervals, refreshing them through a
 // few RefreshBatch calls per interval and no single Refresh.
@@ -392,11 +456,14 @@ func testBatchEndedContext(t *testing.T, s *batchSuite) {
 	}
 	cctx, cancel := context.WithCancel(s.ctx)
 	cancel()
-	errs, _ := s.batch(cctx, d, reqs)
+	errs, cost := s.batch(cctx, d, reqs)
 	for i, err := range errs {
 		if !errors.Is(err, context.Canceled) {
 			t.Errorf("cancelled context, request %d: got %v, want context.Canceled", i, err)
 		}
+	}
+	if cost > 0 {
+		t.Errorf("a batch with a cancelled context cost %d round trips, want 0", cost)
 	}
 	errs, _ = s.batch(s.ctx, d, reqs)
 	for i, err := range errs {
