@@ -31,7 +31,9 @@ type RoundTripCounter interface {
 	RoundTrips(d driver.Locker) int64
 	// MaxBatchRoundTrips returns the most round trips one RefreshBatch call
 	// of n locks that are all held may cost: one per server or node, or one
-	// per statement of a bounded number of rows.
+	// per statement of a bounded number of rows. For n = 0 it is the noise
+	// a batch that sends nothing (its context ended) may still see counted,
+	// usually 0.
 	MaxBatchRoundTrips(n int) int64
 }
 
@@ -462,8 +464,8 @@ func testBatchEndedContext(t *testing.T, s *batchSuite) {
 			t.Errorf("cancelled context, request %d: got %v, want context.Canceled", i, err)
 		}
 	}
-	if cost > 0 {
-		t.Errorf("a batch with a cancelled context cost %d round trips, want 0", cost)
+	if rt, ok := s.h.(RoundTripCounter); ok && cost > rt.MaxBatchRoundTrips(0) {
+		t.Errorf("a batch with a cancelled context cost %d round trips, want %d at most", cost, rt.MaxBatchRoundTrips(0))
 	}
 	errs, _ = s.batch(s.ctx, d, reqs)
 	for i, err := range errs {

@@ -1,34 +1,111 @@
 package redlock_test
 
 import (
+	"context"
 	"errors"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/dlock-go/dlock"
+	"github.com/redis/go-redis/v9"
+
 	"github.com/dlock-go/dlock/driver"
 	"github.com/dlock-go/dlock/drivertest"
+	"github.com/dlock-go/dlock/internal/testserver"
 	"github.com/dlock-go/dlock/redlock"
 )
 
-func TestRefreshBatch(t *testing.T) {
+// countingHarness makes drivers over go-redis clients of the nodes whose
+// commands and pipelines (each one round trip to one node) it counts, per
+// driver.
+type countingHarness struct {
+	nodes []*testserver.Redis
+	t     testing.TB
+
+	mu     sync.Mutex
+	counts map[driver.Locker]*atomic.Int64
+}
+
+func (h *countingHarness) MakeDriver(ctx context.Context) (driver.Locker, error) {
+	n := new(atomic.Int64)
+	cs := rawClients(h.t, h.nodes)
+	for _, c := range cs {
+		c.AddHook(roundTripHook{n})
+	}
+	d, err := redlock.NewDriver(cs, redlock.Options{})
+	if err != nil {
+		return nil, err
+	}
+	h.mu.Lock()
+	h.counts[d] = n
+	h.mu.Unlock()
+	return d, nil
+}
+
+func (*countingHarness) Close() {}
+
+func (h *countingHarness) RoundTrips(d driver.Locker) int64 {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.counts[d].Load()
+}
+
+// MaxBatchRoundTrips: one pipeline per node, and one more where a node
+// has lost the cached script.
+func (h *countingHarness) MaxBatchRoundTrips(n int) int64 {
+	if n == 0 {
+		return 0
+	}
+	return int64(2 * len(h.nodes))
+}
+
+// roundTripHook counts each command and each pipeline sent, but not the
+// setup of a new connection (HELLO, CLIENT SETINFO, AUTH, SELECT).
+type roundTripHook struct{ n *atomic.Int64 }
+
+func connSetup(cmd redis.Cmder) bool {
+	switch cmd.Name() {
+	case "hello", "client", "auth", "select":
+		return true
+	}
+	return false
+}
+
+func (roundTripHook) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (h roundTripHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		if !connSetup(cmd) {
+			h.n.Add(1)
+		}
+		return next(ctx, cmd)
+	}
+}
+
+func (h roundTripHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		if len(cmds) > 0 && !connSetup(cmds[0]) {
+			h.n.Add(1)
+		}
+		return next(ctx, cmds)
+	}
+}
+
+func TestBatchRefresher(t *testing.T) {
+	nodes := startNodes(t, 5)
+	drivertest.RunBatchRefresherTests(t, func(ctx context.Context, t *testing.T) (drivertest.Harness, error) {
+		return &countingHarness{nodes: nodes, t: t, counts: map[driver.Locker]*atomic.Int64{}}, nil
+	})
+}
+
+// TestRefreshBatchQuorum: with two of five nodes down a majority still
+// answers each request; with three down every request fails with
+// ErrUnavailable, promptly.
+func TestRefreshBatchQuorum(t *testing.T) {
 	nodes := startNodes(t, 5)
 	ctx := testCtx(t, 60*time.Second)
 	_, d := newClient(t, nodes, redlock.Options{})
-
-	// Many locks held with auto-refresh: batched, none lost.
-	cd := &drivertest.RefreshCounter{Locker: d}
-	c := dlock.NewClient(cd)
-	defer c.Close()
-	const n, ttl = 200, 600 * time.Millisecond
-	locks := drivertest.HoldMany(ctx, t, c, "many/", n, ttl)
-	time.Sleep(2 * time.Second)
-	drivertest.CheckHeld(t, locks, "while refreshed in batches for 2s")
-	if calls := cd.Batches.Load(); calls == 0 || calls > 100 {
-		t.Errorf("%d RefreshBatch calls for %d locks over 2s, want a few dozen at most (not %d)", calls, n, n*10)
-	}
-
-	// Per-request results, with two nodes down: still a majority.
 	held, err := d.Acquire(ctx, driver.Request{Key: "held", Token: "t1", TTL: time.Minute})
 	if err != nil || !held.Acquired {
 		t.Fatalf("Acquire = %+v, %v", held, err)
@@ -48,7 +125,6 @@ func TestRefreshBatch(t *testing.T) {
 			t.Errorf("RefreshBatch[%d] with 2 of 5 nodes down = %v, want %v", i, errs[i], want[i])
 		}
 	}
-	// Three down: no majority can answer.
 	nodes[2].Kill()
 	start := time.Now()
 	errs = d.RefreshBatch(testCtx(t, 5*time.Second), reqs[:1])
