@@ -6,22 +6,80 @@ import (
 	"fmt"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
-	"google.golang.org/grpc"
 
 	"github.com/dlock-go/dlock"
 	"github.com/dlock-go/dlock/driver"
+	"github.com/dlock-go/dlock/drivertest"
 	"github.com/dlock-go/dlock/internal/testserver"
 )
 
-// TestRefreshBatch checks each result of one RefreshBatch call over locks
-// in different states.
-func TestRefreshBatch(t *testing.T) {
+// batchHarness makes drivers over clients whose unary calls and streams
+// opened it counts as round trips. Keep-alive messages on the open stream
+// are pipelined, one per lease: locks taken at the driver level without the
+// Client's auto-refresh have a lease each, so they are not counted here;
+// TestManyHeldLocks checks that a Client's locks share leases and cost a
+// keep-alive per refresh round.
+type batchHarness struct {
+	harness
+	t   *testing.T
+	srv *testserver.Etcd
+
+	mu       sync.Mutex
+	counters map[driver.Locker]*rpcCounter
+}
+
+func (h *batchHarness) MakeDriver(ctx context.Context) (driver.Locker, error) {
+	counter := newRPCCounter()
+	cli, err := clientv3.New(clientv3.Config{
+		Endpoints: h.srv.Endpoints(), DialTimeout: 5 * time.Second, Logger: zap.NewNop(), DialOptions: counter.dialOptions(),
+	})
+	if err != nil {
+		return nil, err
+	}
+	h.t.Cleanup(func() { _ = cli.Close() })
+	d, err := NewDriver(cli, Config{})
+	if err != nil {
+		return nil, err
+	}
+	h.mu.Lock()
+	h.counters[d] = counter
+	h.mu.Unlock()
+	return d, nil
+}
+
+func (h *batchHarness) RoundTrips(d driver.Locker) int64 {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	calls, _, _ := h.counters[d].snapshot()
+	return int64(calls)
+}
+
+// MaxBatchRoundTrips: a transaction per defaultTxnOps checks, and a few
+// lease calls (a grant for a new TTL, a keep-alive stream reopened).
+func (h *batchHarness) MaxBatchRoundTrips(n int) int64 {
+	if n == 0 {
+		return 0
+	}
+	return int64((n+defaultTxnOps-1)/defaultTxnOps) + 4
+}
+
+func TestBatchRefresher(t *testing.T) {
+	srv := testserver.StartEtcd(t)
+	drivertest.RunBatchRefresherTests(t, func(ctx context.Context, t *testing.T) (drivertest.Harness, error) {
+		return &batchHarness{t: t, srv: srv, counters: map[driver.Locker]*rpcCounter{}}, nil
+	})
+}
+
+// TestRefreshBatchEntries: locks whose lease was revoked, whose key was
+// deleted or overwritten without a lease are lost (and stay lost in a
+// second batch); a held lock's lease is confirmed by the batch;
+// a longer TTL moves a lock to a longer lease.
+func TestRefreshBatchEntries(t *testing.T) {
 	srv := testserver.StartEtcd(t)
 	raw := rawClient(t, srv.Endpoints())
 	ctx := testCtx(t, 30*time.Second)
@@ -31,106 +89,42 @@ func TestRefreshBatch(t *testing.T) {
 	}
 	t.Cleanup(func() { _ = dl.Close() })
 	d := dl.(*etcdDriver)
-	other, err := OpenDriver(ctx, "etcd://"+srv.Addr())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = other.Close() })
-
 	const ttl = 2 * time.Second
-	acquire := func(drv driver.Locker, key, token string) {
-		t.Helper()
-		res, err := drv.Acquire(ctx, driver.Request{Key: key, Token: token, TTL: ttl})
-		if err != nil || !res.Acquired {
-			t.Fatalf("Acquire(%q) = %+v, %v; want acquired", key, res, err)
+	for _, k := range []string{"held", "revoked", "deleted", "replaced", "longer"} {
+		if res, err := d.Acquire(ctx, driver.Request{Key: k, Token: "t-" + k, TTL: ttl}); err != nil || !res.Acquired {
+			t.Fatalf("Acquire(%q) = %+v, %v; want acquired", k, res, err)
 		}
 	}
-	entryOf := func(key, token string) *entry {
-		t.Helper()
-		e := d.lookup(key, token)
-		if e == nil {
-			t.Fatalf("no entry for %q", key)
-		}
-		return e
-	}
-
-	acquire(d, "b/held", "t-held")
-	acquire(d, "b/held2", "t-held2")
-	acquire(d, "b/released", "t-released")
-	if err := d.Release(ctx, "b/released", "t-released"); err != nil {
+	if _, err := raw.Revoke(ctx, d.lookup("revoked", "t-revoked").lease.id); err != nil {
 		t.Fatal(err)
 	}
-	acquire(d, "b/revoked", "t-revoked")
-	if _, err := raw.Revoke(ctx, entryOf("b/revoked", "t-revoked").lease.id); err != nil {
+	if _, err := raw.Delete(ctx, d.lookup("deleted", "t-deleted").name); err != nil {
 		t.Fatal(err)
 	}
-	acquire(d, "b/deleted", "t-deleted")
-	if _, err := raw.Delete(ctx, entryOf("b/deleted", "t-deleted").name); err != nil {
+	if _, err := raw.Put(ctx, d.lookup("replaced", "t-replaced").name, "x"); err != nil { // no lease now
 		t.Fatal(err)
 	}
-	acquire(d, "b/replaced", "t-replaced")
-	if _, err := raw.Put(ctx, entryOf("b/replaced", "t-replaced").name, "x"); err != nil { // no lease now
-		t.Fatal(err)
-	}
-	acquire(other, "b/foreign", "t-foreign")
-	acquire(d, "b/longer", "t-longer")
-
 	time.Sleep(300 * time.Millisecond) // so that a renewal is visible
-	reqs := []driver.RefreshRequest{
-		{Key: "b/held", Token: "t-held", TTL: ttl},
-		{Key: "b/released", Token: "t-released", TTL: ttl},
-		{Key: "b/revoked", Token: "t-revoked", TTL: ttl},
-		{Key: "b/deleted", Token: "t-deleted", TTL: ttl},
-		{Key: "b/replaced", Token: "t-replaced", TTL: ttl},
-		{Key: "b/foreign", Token: "t-foreign", TTL: ttl}, // held through another client
-		{Key: "b/held", Token: "t-other", TTL: ttl},      // wrong token
-		{Key: "b/never", Token: "t-never", TTL: ttl},
-		{Key: "b/held2", Token: "t-held2", TTL: ttl},
-		{Key: "b/held", Token: "t-held", TTL: ttl},         // the same lock again
-		{Key: "b/longer", Token: "t-longer", TTL: 2 * ttl}, // moves to a longer lease
+	var reqs []driver.RefreshRequest
+	for _, k := range []string{"held", "revoked", "deleted", "replaced", "longer"} {
+		reqs = append(reqs, driver.RefreshRequest{Key: k, Token: "t-" + k, TTL: map[bool]time.Duration{true: 2 * ttl, false: ttl}[k == "longer"]})
 	}
-	want := []bool{true, false, false, false, false, false, false, false, true, true, true}
 	sent := time.Now()
 	errs := d.RefreshBatch(ctx, reqs)
-	if len(errs) != len(reqs) {
-		t.Fatalf("RefreshBatch returned %d results for %d requests", len(errs), len(reqs))
-	}
 	for i, r := range reqs {
-		switch {
-		case want[i] && errs[i] != nil:
-			t.Errorf("%d %s/%s: got %v, want nil", i, r.Key, r.Token, errs[i])
-		case !want[i] && !errors.Is(errs[i], driver.ErrNotHeld):
-			t.Errorf("%d %s/%s: got %v, want ErrNotHeld", i, r.Key, r.Token, errs[i])
+		if held := r.Key == "held" || r.Key == "longer"; held != (errs[i] == nil) || !held && !errors.Is(errs[i], driver.ErrNotHeld) {
+			t.Errorf("%s: got %v, want held %v", r.Key, errs[i], held)
 		}
 	}
-	if c := entryOf("b/held", "t-held").lease.confirmedAt(); c.Before(sent) {
+	if c := d.lookup("held", "t-held").lease.confirmedAt(); c.Before(sent) {
 		t.Errorf("held lock's lease confirmed at %v, before the batch was sent (%v)", c, sent)
 	}
-	if l := entryOf("b/longer", "t-longer").lease; l.sec != leaseSeconds(2*ttl) {
+	if l := d.lookup("longer", "t-longer").lease; l.sec != leaseSeconds(2*ttl) {
 		t.Errorf("lease of the lock refreshed with a longer TTL: %d s, want %d s", l.sec, leaseSeconds(2*ttl))
 	}
-	// The lock of the other client is untouched, and ours still work.
-	if err := other.Release(ctx, "b/foreign", "t-foreign"); err != nil {
-		t.Errorf("other client's Release: %v", err)
-	}
-	for _, k := range []string{"b/held", "b/held2", "b/longer"} {
-		if err := d.Release(ctx, k, "t-"+strings.TrimPrefix(k, "b/")); err != nil {
-			t.Errorf("Release(%q): %v", k, err)
-		}
-	}
-	// Locks reported lost are forgotten: a second batch says ErrNotHeld
-	// without asking etcd.
-	for i, err := range d.RefreshBatch(ctx, reqs[1:5]) {
+	for i, err := range d.RefreshBatch(ctx, reqs[1:4]) {
 		if !errors.Is(err, driver.ErrNotHeld) {
 			t.Errorf("second batch, %s: got %v, want ErrNotHeld", reqs[1+i].Key, err)
-		}
-	}
-
-	cctx, cancel := context.WithCancel(ctx)
-	cancel()
-	for i, err := range d.RefreshBatch(cctx, reqs[:2]) {
-		if !errors.Is(err, context.Canceled) {
-			t.Errorf("cancelled ctx, request %d: got %v, want context.Canceled", i, err)
 		}
 	}
 }
@@ -234,100 +228,6 @@ func TestRefreshBatchFaults(t *testing.T) {
 	batch("server restarted", false)
 }
 
-// rpcCounter counts the client's gRPC calls by method: unary calls,
-// streams opened and messages sent on streams.
-type rpcCounter struct {
-	mu      sync.Mutex
-	unary   map[string]int
-	streams map[string]int
-	sent    atomic.Int64 // messages sent on streams
-}
-
-// countedClient opens a dlock Client over a clientv3 client of srv whose
-// calls and stream messages counter counts; both close when the test ends.
-func countedClient(t *testing.T, srv *testserver.Etcd) (*dlock.Client, *rpcCounter) {
-	t.Helper()
-	counter := newRPCCounter()
-	cli, err := clientv3.New(clientv3.Config{
-		Endpoints:   srv.Endpoints(),
-		DialTimeout: 5 * time.Second,
-		Logger:      zap.NewNop(),
-		DialOptions: counter.dialOptions(),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = cli.Close() })
-	c, err := NewClient(cli, Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = c.Close() })
-	return c, counter
-}
-
-func newRPCCounter() *rpcCounter {
-	return &rpcCounter{unary: map[string]int{}, streams: map[string]int{}}
-}
-
-func (c *rpcCounter) dialOptions() []grpc.DialOption {
-	return []grpc.DialOption{
-		grpc.WithChainUnaryInterceptor(func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
-			c.mu.Lock()
-			c.unary[method]++
-			c.mu.Unlock()
-			return invoker(ctx, method, req, reply, cc, opts...)
-		}),
-		grpc.WithChainStreamInterceptor(func(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
-			c.mu.Lock()
-			c.streams[method]++
-			c.mu.Unlock()
-			s, err := streamer(ctx, desc, cc, method, opts...)
-			if err != nil {
-				return nil, err
-			}
-			return &countingStream{ClientStream: s, sent: &c.sent}, nil
-		}),
-	}
-}
-
-// snapshot returns the number of unary calls plus streams opened, and
-// stream messages sent, so far.
-func (c *rpcCounter) snapshot() (calls int, msgs int64, byMethod map[string]int) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	byMethod = map[string]int{}
-	for m, n := range c.unary {
-		calls += n
-		byMethod[m[strings.LastIndex(m, "/")+1:]] += n
-	}
-	for m, n := range c.streams {
-		calls += n
-		byMethod[m[strings.LastIndex(m, "/")+1:]+"(stream)"] += n
-	}
-	return calls, c.sent.Load(), byMethod
-}
-
-type countingStream struct {
-	grpc.ClientStream
-	sent *atomic.Int64
-}
-
-func (s *countingStream) SendMsg(m any) error {
-	s.sent.Add(1)
-	return s.ClientStream.SendMsg(m)
-}
-
-func diff(after, before map[string]int) map[string]int {
-	d := map[string]int{}
-	for m, n := range after {
-		if n != before[m] {
-			d[m] = n - before[m]
-		}
-	}
-	return d
-}
-
 // TestManyHeldLocks holds 2000 locks with auto-refresh on one client, TTL
 // 2 s, for about 5 s: none may be lost, and the refreshes must cost far
 // fewer calls and keep-alive messages than one per lock per refresh
@@ -387,35 +287,5 @@ func TestManyHeldLocks(t *testing.T) {
 	}
 	if resp.Count != 0 {
 		t.Errorf("%d entries left after Unlock, want 0", resp.Count)
-	}
-}
-
-// parallel runs f(0..n-1) on workers goroutines and fails the test on the
-// first error.
-func parallel(t *testing.T, n, workers int, f func(i int) error) {
-	t.Helper()
-	var next atomic.Int64
-	var wg sync.WaitGroup
-	var once sync.Once
-	var first error
-	for range workers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				i := int(next.Add(1) - 1)
-				if i >= n {
-					return
-				}
-				if err := f(i); err != nil {
-					once.Do(func() { first = fmt.Errorf("item %d: %w", i, err) })
-					return
-				}
-			}
-		}()
-	}
-	wg.Wait()
-	if first != nil {
-		t.Fatal(first)
 	}
 }
