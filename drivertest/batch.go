@@ -51,8 +51,9 @@ type RoundTripCounter interface {
 // order; a batch costs a few round trips, not one per lock, and none with
 // an ended context (RoundTripCounter, when the harness has it); a Client
 // holding many locks
-// refreshes them all in a few RefreshBatch calls per refresh interval and
-// keeps them for several intervals; an ended context fails every request
+// refreshes them all in a few RefreshBatch calls per refresh interval, each
+// within the round trips of one batch, and keeps them for several
+// intervals; an ended context fails every request
 // and leaves the locks held; an empty batch has no results; a closed driver
 // fails every request with ErrClosed. It skips, saying so, when the driver
 // does not implement driver.BatchRefresher. Backend-specific parts (fault
@@ -416,10 +417,23 @@ func testBatchThroughClient(t *testing.T, s *batchSuite) {
 	// Let the schedule settle: while the locks were being taken each
 	// refresh could find only the few taken so far due.
 	time.Sleep(ttl)
+	rt, counted := s.h.(RoundTripCounter)
+	var trips0 int64
+	if counted {
+		trips0 = rt.RoundTrips(inner)
+	}
 	batches0, locks0 := counts.Batches.Load(), counts.Locks.Load()
 	time.Sleep(time.Duration(rounds) * ttl / 3)
 	CheckHeld(t, locks, fmt.Sprintf("after %d refresh intervals", rounds))
 	batches, refreshed := counts.Batches.Load()-batches0, counts.Locks.Load()-locks0
+	if counted {
+		// Each batch carries at most the n locks.
+		trips, max := rt.RoundTrips(inner)-trips0, (batches+1)*rt.MaxBatchRoundTrips(n)
+		t.Logf("%d round trips while holding %d locks over %d intervals", trips, n, rounds)
+		if trips > max {
+			t.Errorf("%d round trips for %d RefreshBatch calls over %d locks, want at most %d", trips, batches, n, max)
+		}
+	}
 	t.Logf("%d locks, TTL %v, over %d intervals: %d RefreshBatch calls refreshed %d locks (%d failed results in all); %d single Refresh calls",
 		n, ttl, rounds, batches, refreshed, counts.Failed.Load(), counts.Single.Load())
 	if single := counts.Single.Load(); single != 0 {
