@@ -150,4 +150,3 @@ func TestRefreshBatchScriptsAndFaults(t *testing.T) {
 		}
 	}
 }
-
