@@ -9,8 +9,16 @@
 //	}
 //
 // Optional behaviour is declared by the driver's Capabilities (fencing,
-// FIFO, re-acquire with the same token) and by optional harness methods,
-// never skipped ad hoc.
+// FIFO, re-acquire with the same token), by the optional driver interfaces
+// it implements (List and ForceRelease run for a driver.Lister and a
+// driver.ForceReleaser) and by optional harness methods, never skipped ad
+// hoc. Besides the Client-level subtests, the suite calls the driver's
+// methods directly (the Driver* subtests), because the portable layer
+// short-circuits some calls locally.
+//
+// A driver that implements driver.BatchRefresher also calls
+// RunBatchRefresherTests. CountRefreshes wraps a driver to count a Client's
+// refreshes while keeping exactly the optional interfaces it implements.
 package drivertest
 
 import (
