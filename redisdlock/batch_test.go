@@ -33,12 +33,12 @@ func (h *countingHarness) MakeDriver(ctx context.Context) (driver.Locker, error)
 		rdb = redis.NewClient(&redis.Options{Addr: h.addrs[0]})
 	} else {
 		cc := redis.NewClusterClient(&redis.ClusterOptions{Addrs: h.addrs})
-		cc.OnNewNode(func(c *redis.Client) { c.AddHook(roundTripHook{n}) }) // one pipeline per master
+		cc.OnNewNode(func(c *redis.Client) { c.AddHook(testserver.RoundTripHook{N: n}) }) // one pipeline per master
 		rdb = cc
 	}
 	h.t.Cleanup(func() { _ = rdb.Close() })
 	if len(h.addrs) == 1 {
-		rdb.AddHook(roundTripHook{n})
+		rdb.AddHook(testserver.RoundTripHook{N: n})
 	}
 	d, err := redisdlock.NewDriver(rdb, redisdlock.Options{})
 	if err != nil {
@@ -67,38 +67,6 @@ func (h *countingHarness) MaxBatchRoundTrips(n int) int64 {
 		return int64(len(h.addrs))
 	}
 	return int64(2 * len(h.addrs))
-}
-
-// roundTripHook counts each command and each pipeline sent, but not the
-// setup of a new connection (HELLO, CLIENT SETINFO, AUTH, SELECT).
-type roundTripHook struct{ n *atomic.Int64 }
-
-func connSetup(cmd redis.Cmder) bool {
-	switch cmd.Name() {
-	case "hello", "client", "auth", "select":
-		return true
-	}
-	return false
-}
-
-func (roundTripHook) DialHook(next redis.DialHook) redis.DialHook { return next }
-
-func (h roundTripHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
-	return func(ctx context.Context, cmd redis.Cmder) error {
-		if !connSetup(cmd) {
-			h.n.Add(1)
-		}
-		return next(ctx, cmd)
-	}
-}
-
-func (h roundTripHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
-	return func(ctx context.Context, cmds []redis.Cmder) error {
-		if len(cmds) > 0 && !connSetup(cmds[0]) {
-			h.n.Add(1)
-		}
-		return next(ctx, cmds)
-	}
 }
 
 func TestBatchRefresher(t *testing.T) {

@@ -8,8 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/redis/go-redis/v9"
-
 	"github.com/dlock-go/dlock/driver"
 	"github.com/dlock-go/dlock/drivertest"
 	"github.com/dlock-go/dlock/internal/testserver"
@@ -31,7 +29,7 @@ func (h *countingHarness) MakeDriver(ctx context.Context) (driver.Locker, error)
 	n := new(atomic.Int64)
 	cs := rawClients(h.t, h.nodes)
 	for _, c := range cs {
-		c.AddHook(roundTripHook{n})
+		c.AddHook(testserver.RoundTripHook{N: n})
 	}
 	d, err := redlock.NewDriver(cs, redlock.Options{})
 	if err != nil {
@@ -60,38 +58,6 @@ func (h *countingHarness) MaxBatchRoundTrips(n int) int64 {
 		return int64(len(h.nodes))
 	}
 	return int64(2 * len(h.nodes))
-}
-
-// roundTripHook counts each command and each pipeline sent, but not the
-// setup of a new connection (HELLO, CLIENT SETINFO, AUTH, SELECT).
-type roundTripHook struct{ n *atomic.Int64 }
-
-func connSetup(cmd redis.Cmder) bool {
-	switch cmd.Name() {
-	case "hello", "client", "auth", "select":
-		return true
-	}
-	return false
-}
-
-func (roundTripHook) DialHook(next redis.DialHook) redis.DialHook { return next }
-
-func (h roundTripHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
-	return func(ctx context.Context, cmd redis.Cmder) error {
-		if !connSetup(cmd) {
-			h.n.Add(1)
-		}
-		return next(ctx, cmd)
-	}
-}
-
-func (h roundTripHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
-	return func(ctx context.Context, cmds []redis.Cmder) error {
-		if len(cmds) > 0 && !connSetup(cmds[0]) {
-			h.n.Add(1)
-		}
-		return next(ctx, cmds)
-	}
 }
 
 func TestBatchRefresher(t *testing.T) {
