@@ -74,12 +74,8 @@ func (c *Client) acquire(ctx context.Context, key string, opts []LockOption, try
 			// started (a given token waits for it instead).
 			c.log.Warn("dlock: attempt failed while waiting; retrying", "key", key, "err", err)
 			lastErr, res = err, driver.Result{}
-			if !cfg.tokenGiven {
-				t, err := c.newToken()
-				if err != nil {
-					return nil, err
-				}
-				req.Token, cfg.token = t, t
+			if err := c.renewToken(&req, &cfg); err != nil {
+				return nil, err
 			}
 		} else {
 			lastErr = nil
@@ -93,15 +89,10 @@ func (c *Client) acquire(ctx context.Context, key string, opts []LockOption, try
 			if c.isClosed() {
 				return nil, ErrClosed
 			}
-			if !cfg.tokenGiven {
-				// The late grant's release may still be on its way (to some
-				// nodes of a quorum): the next attempt must not share its
-				// token.
-				t, err := c.newToken()
-				if err != nil {
-					return nil, err
-				}
-				req.Token, cfg.token = t, t
+			// The late grant's release may still be on its way (to some
+			// nodes of a quorum).
+			if err := c.renewToken(&req, &cfg); err != nil {
+				return nil, err
 			}
 		}
 		if try {
@@ -196,6 +187,21 @@ func (c *Client) acquireQueued(ctx context.Context, req driver.Request, cfg lock
 		return nil, fmt.Errorf("%w: %q was granted after its validity ran out", ErrNotAcquired, req.Key)
 	}
 	return l, nil
+}
+
+// renewToken gives the next attempt of req a fresh token, unless the caller
+// gave one with WithToken: a release of the previous attempt's token may
+// still be on its way, and must not meet the next attempt.
+func (c *Client) renewToken(req *driver.Request, cfg *lockConfig) error {
+	if cfg.tokenGiven {
+		return nil
+	}
+	t, err := c.newToken()
+	if err != nil {
+		return err
+	}
+	req.Token, cfg.token = t, t
+	return nil
 }
 
 // transient reports whether err, met while waiting, may pass: anything but
