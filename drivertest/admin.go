@@ -210,3 +210,33 @@ func testForceRelease(t *testing.T, s *suite) {
 		t.Errorf(`ForceUnlock("") = %v, want ErrInvalidKey`, err)
 	}
 }
+
+// CheckForceUnlockWakes takes key on holder with a TTL of an hour, starts a
+// Lock of key on waiter whose backoff is an hour too, lets it settle for
+// settle, frees the key with op.ForceUnlock, and fails the test unless the
+// waiter gets the key within 10 s: only a release notification of the forced
+// release can wake it in time. waiter may be op itself where the backend
+// notifies only the waiters of the client that released.
+func CheckForceUnlockWakes(ctx context.Context, t testing.TB, holder, op, waiter *dlock.Client, key string, settle time.Duration) {
+	t.Helper()
+	if _, err := holder.TryLock(ctx, key, dlock.WithTTL(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan error, 1)
+	go func() {
+		wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		l, err := waiter.Lock(wctx, key, dlock.WithRetry(dlock.LinearBackoff(time.Hour)))
+		if err == nil {
+			err = l.Unlock(ctx)
+		}
+		got <- err
+	}()
+	time.Sleep(settle) // let the waiter watch the key's releases
+	if in, err := op.ForceUnlock(ctx, key); err != nil || !in.Held {
+		t.Fatalf("ForceUnlock = %+v, %v; want held, nil", in, err)
+	}
+	if err := <-got; err != nil {
+		t.Fatalf("waiter: %v (want it woken by the forced release)", err)
+	}
+}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/dlock-go/dlock"
 	"github.com/dlock-go/dlock/driver"
+	"github.com/dlock-go/dlock/drivertest"
 	"github.com/dlock-go/dlock/internal/testserver"
 )
 
@@ -83,26 +84,7 @@ func TestAdmin(t *testing.T) {
 		// The holder's lease and the waiter's backoff are an hour: only
 		// the notification can wake the waiter within its deadline.
 		a, op, w := openClient(t, ctx, pg.URL()), openClient(t, ctx, pg.URL()), openClient(t, ctx, pg.URL())
-		if _, err := a.TryLock(ctx, "wake", dlock.WithTTL(time.Hour)); err != nil {
-			t.Fatal(err)
-		}
-		got := make(chan error, 1)
-		go func() {
-			wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-			defer cancel()
-			l, err := w.Lock(wctx, "wake", dlock.WithRetry(dlock.LinearBackoff(time.Hour)))
-			if err == nil {
-				err = l.Unlock(ctx)
-			}
-			got <- err
-		}()
-		time.Sleep(300 * time.Millisecond) // let the waiter LISTEN
-		if in, err := op.ForceUnlock(ctx, "wake"); err != nil || !in.Held {
-			t.Fatalf("ForceUnlock = %+v, %v; want held, nil", in, err)
-		}
-		if err := <-got; err != nil {
-			t.Fatalf("waiter: %v (want it woken by the forced release)", err)
-		}
+		drivertest.CheckForceUnlockWakes(ctx, t, a, op, w, "wake", 300*time.Millisecond)
 	})
 
 	t.Run("force release waits for a write in flight", func(t *testing.T) {

@@ -11,6 +11,7 @@ import (
 
 	"github.com/dlock-go/dlock"
 	"github.com/dlock-go/dlock/driver"
+	"github.com/dlock-go/dlock/drivertest"
 	"github.com/dlock-go/dlock/sqlitedlock"
 )
 
@@ -71,26 +72,7 @@ func TestForceReleaseWakesWaiter(t *testing.T) {
 	ctx := testCtx(t)
 	path := filepath.Join(t.TempDir(), "locks.db")
 	a, op, w := openClient(t, "sqlite://"+path), openClient(t, "sqlite://"+path), openClient(t, "sqlite://"+path)
-	if _, err := a.TryLock(ctx, "k", dlock.WithTTL(time.Hour)); err != nil {
-		t.Fatal(err)
-	}
-	got := make(chan error, 1)
-	go func() {
-		wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		defer cancel()
-		l, err := w.Lock(wctx, "k", dlock.WithRetry(dlock.LinearBackoff(time.Hour)))
-		if err == nil {
-			err = l.Unlock(ctx)
-		}
-		got <- err
-	}()
-	time.Sleep(100 * time.Millisecond) // let the waiter subscribe
-	if in, err := op.ForceUnlock(ctx, "k"); err != nil || !in.Held {
-		t.Fatalf("ForceUnlock = %+v, %v; want held, nil", in, err)
-	}
-	if err := <-got; err != nil {
-		t.Fatalf("waiter: %v (want it woken by the forced release)", err)
-	}
+	drivertest.CheckForceUnlockWakes(ctx, t, a, op, w, "k", 100*time.Millisecond)
 }
 
 // TestForceReleaseDriver checks the driver's contract directly: the
