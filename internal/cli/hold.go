@@ -20,13 +20,7 @@ lost, dlock exits 70. Not acquired (--try, or --wait ran out): exit 75, or
 
 func cmdHold(args []string, sio stdio) error {
 	fs := newFlagSet("hold", holdUsage, sio)
-	bf := addBackendFlags(fs)
-	bf.shared = true
-	ttl := durationFlag(fs, "ttl", dlock.DefaultTTL, "lease length `D`; refreshed every D/3; if dlock dies, others wait at most D")
-	wait := durationFlag(fs, "wait", 0, "wait at most `D` for the lock, connecting included, then exit 75 (69 if the backend gave no answer) (default: wait until acquired; 0 = --try)")
-	try := fs.Bool("try", false, "make one attempt; exit 75 at once if the lock is held")
-	conflict := fs.Int("conflict-exit-code", ExitNotAcquired, "exit with `N` (0-255) instead of 75 when the lock is held by another owner")
-	verbose := fs.Bool("v", false, "report waiting, acquisition and release on stderr")
+	lf := addLockFlags(fs, "lease length `D`; refreshed every D/3; if dlock dies, others wait at most D")
 	if done, err := parseFlags(fs, args, sio); done {
 		return err
 	}
@@ -38,20 +32,11 @@ func cmdHold(args []string, sio stdio) error {
 	default:
 		return usageError("hold", "expected one KEY, got %d arguments (flags go before KEY; to run a command, use 'dlock run')", fs.NArg())
 	}
-	key := fs.Arg(0)
-	if err := checkLockFlags("hold", set, *try, *ttl, *conflict); err != nil {
+	r, err := lf.runner("hold", set, fs.Arg(0), sio)
+	if err != nil {
 		return err
 	}
-	if set["wait"] && *wait == 0 {
-		*try = true
-	}
-	if err := dlock.ValidateKey(key); err != nil {
-		return usageError("hold", "%s", clean(err))
-	}
-	r := &runner{
-		key: key, bf: bf, ttl: ttlOrDefault(set["ttl"], *ttl), wait: *wait, try: *try,
-		conflict: *conflict, verbose: *verbose, sio: sio, hold: true,
-	}
+	r.hold = true
 	return r.run()
 }
 

@@ -3,6 +3,7 @@ package cli
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"io/fs"
 	"os"
@@ -51,17 +52,11 @@ exits and exits with CMD's code (128+N when signal N killed it).
 
 func cmdRun(args []string, sio stdio) error {
 	fs := newFlagSet("run", runUsage, sio)
-	bf := addBackendFlags(fs)
-	bf.shared = true
-	ttl := durationFlag(fs, "ttl", dlock.DefaultTTL, "lease length `D`; refreshed every D/3 while CMD runs; if dlock dies, others wait at most D")
-	wait := durationFlag(fs, "wait", 0, "wait at most `D` for the lock, connecting included, then exit 75 (69 if the backend gave no answer) (default: wait until acquired; 0 = --try)")
-	try := fs.Bool("try", false, "make one attempt; exit 75 at once if the lock is held")
+	lf := addLockFlags(fs, "lease length `D`; refreshed every D/3 while CMD runs; if dlock dies, others wait at most D")
 	grace := durationFlag(fs, "grace", defaultGrace, "after losing the lock, send SIGKILL `D` after SIGTERM if CMD is still running")
 	pgroup := fs.Bool("pgroup", true, "run CMD in its own process group and signal the whole group, so whatever CMD started stops too (default: on, except in the foreground of a terminal; --pgroup forces it there, where CMD then cannot read the terminal)")
 	noPgroup := fs.Bool("no-pgroup", false, "run CMD in dlock's process group and signal CMD only (same as --pgroup=false)")
-	conflict := fs.Int("conflict-exit-code", ExitNotAcquired, "exit with `N` (0-255) instead of 75 when the lock is held by another owner (--try, or --wait ran out), like flock -E")
 	shell := fs.String("c", "", "run the shell command `STRING` with /bin/sh -c instead of -- CMD, like flock -c")
-	verbose := fs.Bool("v", false, "report waiting, acquisition and release on stderr")
 	if done, err := parseFlags(fs, args, sio); done {
 		return err
 	}
@@ -92,15 +87,9 @@ func cmdRun(args []string, sio stdio) error {
 	case len(rest) == 2:
 		return usageError("run", "missing CMD after --")
 	}
-	key, argv := rest[0], rest[2:]
-	if err := checkLockFlags("run", set, *try, *ttl, *conflict); err != nil {
+	r, err := lf.runner("run", set, rest[0], sio)
+	if err != nil {
 		return err
-	}
-	if set["wait"] && *wait == 0 {
-		*try = true
-	}
-	if err := dlock.ValidateKey(key); err != nil {
-		return usageError("run", "%s", clean(err))
 	}
 	switch {
 	case *noPgroup && set["pgroup"] && *pgroup:
@@ -112,24 +101,52 @@ func cmdRun(args []string, sio stdio) error {
 		// the terminal's Ctrl-C reaches everything CMD started anyway.
 		*pgroup = false
 	}
-	r := &runner{
-		key: key, argv: argv, bf: bf, ttl: ttlOrDefault(set["ttl"], *ttl), wait: *wait, try: *try,
-		grace: *grace, pgroup: *pgroup, conflict: *conflict, verbose: *verbose, sio: sio,
-	}
+	r.argv, r.grace, r.pgroup = rest[2:], *grace, *pgroup
 	return r.run()
 }
 
-// checkLockFlags checks the flags that say how a lock is taken.
-func checkLockFlags(cmd string, set map[string]bool, try bool, ttl time.Duration, conflict int) error {
-	switch {
-	case try && set["wait"]:
-		return usageError(cmd, "--try and --wait exclude each other")
-	case set["ttl"] && ttl <= 0:
-		return usageError(cmd, "--ttl must be positive, got %v", ttl)
-	case conflict < 0 || conflict > 255:
-		return usageError(cmd, "--conflict-exit-code must be between 0 and 255, got %d", conflict)
+// lockFlags are the flags run and hold share: the backend and how the lock
+// is taken.
+type lockFlags struct {
+	bf        *backendFlags
+	ttl, wait *time.Duration
+	try       *bool
+	conflict  *int
+	verbose   *bool
+}
+
+// addLockFlags defines the lock flags on fs; ttlUsage describes --ttl.
+func addLockFlags(fs *flag.FlagSet, ttlUsage string) *lockFlags {
+	bf := addBackendFlags(fs)
+	bf.shared = true
+	return &lockFlags{
+		bf:       bf,
+		ttl:      durationFlag(fs, "ttl", dlock.DefaultTTL, ttlUsage),
+		wait:     durationFlag(fs, "wait", 0, "wait at most `D` for the lock, connecting included, then exit 75 (69 if the backend gave no answer) (default: wait until acquired; 0 = --try)"),
+		try:      fs.Bool("try", false, "make one attempt; exit 75 at once if the lock is held"),
+		conflict: fs.Int("conflict-exit-code", ExitNotAcquired, "exit with `N` (0-255) instead of 75 when the lock is held by another owner (--try, or --wait ran out), like flock -E"),
+		verbose:  fs.Bool("v", false, "report waiting, acquisition and release on stderr"),
 	}
-	return nil
+}
+
+// runner checks the parsed lock flags (set: the flags given) and key for
+// command cmd, and returns a runner for key with them; --wait 0 is --try.
+func (f *lockFlags) runner(cmd string, set map[string]bool, key string, sio stdio) (*runner, error) {
+	switch {
+	case *f.try && set["wait"]:
+		return nil, usageError(cmd, "--try and --wait exclude each other")
+	case set["ttl"] && *f.ttl <= 0:
+		return nil, usageError(cmd, "--ttl must be positive, got %v", *f.ttl)
+	case *f.conflict < 0 || *f.conflict > 255:
+		return nil, usageError(cmd, "--conflict-exit-code must be between 0 and 255, got %d", *f.conflict)
+	}
+	if err := dlock.ValidateKey(key); err != nil {
+		return nil, usageError(cmd, "%s", clean(err))
+	}
+	return &runner{
+		key: key, bf: f.bf, ttl: ttlOrDefault(set["ttl"], *f.ttl), wait: *f.wait,
+		try: *f.try || (set["wait"] && *f.wait == 0), conflict: *f.conflict, verbose: *f.verbose, sio: sio,
+	}, nil
 }
 
 type runner struct {
