@@ -17,3 +17,16 @@ func SetListBatch(n int) (restore func()) {
 	listBatch = n
 	return func() { listBatch = old }
 }
+
+// Wakes returns how many wake-ups (release announcements that may be for
+// this client) the driver's subscription to key's releases has had, for
+// tests; 0 when it is not subscribed.
+func (d *Driver) Wakes(key string) uint64 {
+	n := d.notify
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if w := n.chans[d.ks.channel(key)]; w != nil {
+		return w.wakes
+	}
+	return 0
+}

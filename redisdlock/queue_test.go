@@ -223,6 +223,7 @@ func TestQueueWarmWaiter(t *testing.T) {
 		count.n.Store(0)
 		got := lockInBackground(ctx, waiter, "warm", long)
 		waitFor(t, 10*time.Second, "waiter queued", func() bool { return rdb.ZCard(ctx, queue).Val() == 1 })
+		woken := wd.Wakes("warm")
 		if err := l.Unlock(ctx); err != nil {
 			t.Fatalf("round %d: Unlock: %v", round, err)
 		}
@@ -234,6 +235,12 @@ func TestQueueWarmWaiter(t *testing.T) {
 		case <-ctx.Done():
 			t.Fatalf("round %d: waiter not woken by the release", round)
 		}
+		// The announcements of both releases (the holder's, naming the
+		// waiter, and the waiter's own) reach the waiter's subscription
+		// before the next round: one that came after the next round's
+		// attempt was sent would rightly cost that attempt its
+		// QueuedWait, and the count an extra retry.
+		waitFor(t, 10*time.Second, "both release announcements delivered", func() bool { return wd.Wakes("warm") >= woken+2 })
 		// Lock's attempts and the Unlock. The first round also makes
 		// the attempt that follows the new subscription.
 		want := int64(3)
