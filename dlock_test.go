@@ -952,7 +952,7 @@ func TestRetryAfterUnknownOutcome(t *testing.T) {
 }
 
 // lostWake is a driver whose attempts say they queued the caller on the
-// server (QueuedWait) and whose release notifications never come: every
+// server (Queued.Wait) and whose release notifications never come: every
 // wake-up is lost.
 type lostWake struct {
 	driver.Locker
@@ -962,7 +962,7 @@ type lostWake struct {
 func (d lostWake) Acquire(ctx context.Context, req driver.Request) (driver.Result, error) {
 	res, err := d.Locker.Acquire(ctx, req)
 	if err == nil && !res.Acquired {
-		res.QueuedWait, res.HolderTTL = d.queuedWait, 0
+		res.Queued.Wait, res.HolderTTL = d.queuedWait, 0
 	}
 	return res, err
 }
@@ -971,7 +971,7 @@ func (d lostWake) WatchReleases(context.Context, string) (<-chan struct{}, func(
 	return make(chan struct{}), func() {}, nil
 }
 
-// A queued waiter whose wake-up is lost tries again after QueuedWait, even
+// A queued waiter whose wake-up is lost tries again after Queued.Wait, even
 // when its retry strategy's backoff is far longer.
 func TestQueuedWaitBoundsLongBackoff(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
@@ -988,7 +988,7 @@ func TestQueuedWaitBoundsLongBackoff(t *testing.T) {
 	time.AfterFunc(100*time.Millisecond, func() { _ = held.Unlock(context.Background()) })
 	l, err := waiter.Lock(ctx, "k", dlock.WithRetry(dlock.LinearBackoff(time.Hour)))
 	if err != nil {
-		t.Fatalf("queued waiter with a lost wake-up: %v (want the key soon after the release, at its QueuedWait)", err)
+		t.Fatalf("queued waiter with a lost wake-up: %v (want the key soon after the release, at its Queued.Wait)", err)
 	}
 	_ = l.Unlock(ctx)
 }

@@ -29,8 +29,8 @@ func (c *Client) acquire(ctx context.Context, key string, opts []LockOption, try
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	req := driver.Request{Key: key, Token: cfg.token, TTL: cfg.ttl, Metadata: cfg.metadata, AutoRefresh: cfg.autoRefresh,
-		Wait: !try && cfg.retry.NextBackoff(1) >= 0}
+	req := driver.Request{Key: key, Token: cfg.token, TTL: cfg.ttl, Metadata: cfg.metadata,
+		Hints: driver.Hints{AutoRefresh: cfg.autoRefresh, Wait: !try && cfg.retry.NextBackoff(1) >= 0}}
 	start := time.Now()
 	if !try && c.queuer != nil && cfg.retry.NextBackoff(1) >= 0 {
 		return c.acquireQueued(ctx, req, cfg, start)
@@ -104,7 +104,7 @@ func (c *Client) acquire(ctx context.Context, key string, opts []LockOption, try
 			ch, stop, err := c.notifier.WatchReleases(ctx, key)
 			if err == nil {
 				kt.watch, kt.stopWatch = ch, stop
-				if res.QueuedWait == 0 {
+				if res.Queued.Wait == 0 {
 					// The key may have been released between the
 					// attempt and the subscription: try again at once.
 					// (A queued attempt was made under a subscription
@@ -119,12 +119,12 @@ func (c *Client) acquire(ctx context.Context, key string, opts []LockOption, try
 		if backoff < 0 {
 			return nil, c.waitEnded(key, attempt, waited, fmt.Errorf("%w: %q is held by another owner (gave up after %d attempts)", ErrNotAcquired, key, attempt))
 		}
-		if res.QueuedWait > 0 && kt.watch != nil {
+		if res.Queued.Wait > 0 && kt.watch != nil {
 			// Queued on the server: the release names this client. Wait
-			// up to QueuedWait instead of the backoff, longer or shorter:
-			// a wake-up that got lost then costs QueuedWait, not a long
+			// up to Queued.Wait instead of the backoff, longer or shorter:
+			// a wake-up that got lost then costs Queued.Wait, not a long
 			// backoff or the holder's whole TTL.
-			backoff = res.QueuedWait
+			backoff = res.Queued.Wait
 		}
 		// (Compared without adding to HolderTTL, which a driver may
 		// report as large as a time.Duration goes.)

@@ -82,20 +82,9 @@ type Request struct {
 	// Metadata is a short free-form description of the owner (host, pid),
 	// stored beside the lock where the backend can and shown by Inspect.
 	Metadata string
-	// AutoRefresh reports that the portable layer keeps refreshing this
-	// lock (RefreshBatch or Refresh, every TTL/3) until it is released or
-	// lost. A driver may then tie the lock to a lease it shares with other
-	// such locks of the client, provided every lock on a shared lease gets
-	// the same outcome from a refresh of that lease. Without AutoRefresh
-	// the lock must end on the server when its own TTL runs out.
-	AutoRefresh bool
-	// Wait reports that the caller waits for the key if this attempt is
-	// not granted: it then watches the key's releases (Notifier) and tries
-	// again when woken. A driver with a server-side queue may put such an
-	// attempt in the queue even before the caller's watch is in place
-	// (see Result.QueuedWait); it must take the caller out again if no
-	// watch follows. Attempts of TryLock leave it false.
-	Wait bool
+	// Hints tell the driver how the caller will use the outcome. Each
+	// serves one backend's optimisation; see Hints.
+	Hints Hints
 }
 
 // Result is what one acquisition attempt saw.
@@ -110,22 +99,9 @@ type Result struct {
 	// backend sees it, or zero when unknown. Waiters use it to bound their
 	// sleep.
 	HolderTTL time.Duration
-	// QueuedWait, when not zero on an attempt that was not granted, says
-	// the attempt put the caller in a queue on the server, and that the
-	// driver's release notification (Notifier) will name this client when
-	// its turn comes. A waiter with a watch then waits up to QueuedWait
-	// (or HolderTTL, when shorter) for it instead of its backoff, so that
-	// queued waiters do not poll. Notifications can still be lost; the
-	// driver picks QueuedWait to bound what a lost one costs.
-	//
-	// A driver sets it only when no release announced after the attempt
-	// can be missed: its subscription to the key's releases was confirmed
-	// before the attempt was sent, and an announcement that comes before
-	// the caller's next WatchReleases of the key reaches that watch at
-	// once. The caller then skips the immediate retry it otherwise makes
-	// right after subscribing (which covers a release between the attempt
-	// and the subscription).
-	QueuedWait time.Duration
+	// Queued answers Hints.Wait; see Queued. The zero value means the
+	// caller was not queued.
+	Queued Queued
 	// ValidUntil, when not zero, is a deadline on the local monotonic clock
 	// (from time.Now) after which the grant must be treated as lost unless
 	// refreshed. Drivers whose grant is not tied to the moment the request
@@ -134,6 +110,52 @@ type Result struct {
 	// plus the TTL minus the drift allowance. Both are computed with
 	// ValidUntil.
 	ValidUntil time.Time
+}
+
+// Hints are what the portable layer knows about an attempt beyond the lock
+// it asks for: how the caller will use the outcome. Each hint exists for one
+// backend's optimisation, named on its field; every other driver ignores it,
+// and a driver that ignores every hint is correct. They are gathered here so
+// that the waiting loop's special cases are visible as such.
+type Hints struct {
+	// AutoRefresh reports that the portable layer keeps refreshing this
+	// lock (RefreshBatch or Refresh, every TTL/3) until it is released or
+	// lost. A driver may then tie the lock to a lease it shares with other
+	// such locks of the client, provided every lock on a shared lease gets
+	// the same outcome from a refresh of that lease. Without AutoRefresh
+	// the lock must end on the server when its own TTL runs out.
+	//
+	// Used by etcddlock (one shared lease per client).
+	AutoRefresh bool
+	// Wait reports that the caller waits for the key if this attempt is
+	// not granted: it then watches the key's releases (Notifier) and tries
+	// again when woken. A driver with a server-side queue may put such an
+	// attempt in the queue even before the caller's watch is in place
+	// (see Queued); it must take the caller out again if no watch follows.
+	// Attempts of TryLock leave it false.
+	//
+	// Used by redisdlock and redlock (the waiter queue beside the key).
+	Wait bool
+}
+
+// Queued is a driver's answer to Hints.Wait, on an attempt that was not
+// granted.
+type Queued struct {
+	// Wait, when not zero, says the attempt put the caller in a queue on
+	// the server, and that the driver's release notification (Notifier)
+	// will name this client when its turn comes. A waiter with a watch then
+	// waits up to Wait (or HolderTTL, when shorter) for it instead of its
+	// backoff, so that queued waiters do not poll. Notifications can still
+	// be lost; the driver picks Wait to bound what a lost one costs.
+	//
+	// A driver sets it only when no release announced after the attempt
+	// can be missed: its subscription to the key's releases was confirmed
+	// before the attempt was sent, and an announcement that comes before
+	// the caller's next WatchReleases of the key reaches that watch at
+	// once. The caller then skips the immediate retry it otherwise makes
+	// right after subscribing (which covers a release between the attempt
+	// and the subscription).
+	Wait time.Duration
 }
 
 // Info describes a key, as returned by Inspect.

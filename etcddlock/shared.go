@@ -12,7 +12,7 @@ import (
 
 // Shared leases.
 //
-// A lock the portable layer keeps refreshing (driver.Request.AutoRefresh) is
+// A lock the portable layer keeps refreshing (driver.Hints.AutoRefresh) is
 // attached to a lease the driver shares with its other such locks, as
 // concurrency.Session shares one lease among its mutexes: one keep-alive per
 // shared lease and refresh round, instead of one per lock. The driver keeps
@@ -112,7 +112,7 @@ func (d *etcdDriver) renewLeaseAsync(ctx context.Context, l *lease, after time.T
 // need a keep-alive before it backs a grant.
 func (d *etcdDriver) leaseFor(ctx context.Context, req driver.Request, pfx string) (l *lease, name string, reused bool, err error) {
 	sec := leaseSeconds(req.TTL)
-	if req.AutoRefresh {
+	if req.Hints.AutoRefresh {
 		l, err := d.sharedLease(ctx, pfx, sec)
 		if err != nil {
 			return nil, "", false, err

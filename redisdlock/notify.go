@@ -298,12 +298,12 @@ func (n *notifier) loop(msgs <-chan any, done chan struct{}) {
 
 // queueAttempt is an attempt's view of the key's release channel: whether
 // the attempt joins the key's queue when it fails, and whether its caller
-// could be told it is queued (see driver.Result.QueuedWait).
+// could be told it is queued (see driver.Queued).
 type queueAttempt struct {
 	w      *watched // nil: the attempt does not join
 	wakes  uint64   // w.wakes when the attempt was sent
 	sure   bool     // the subscription was confirmed when the attempt was sent
-	expect bool     // the caller, not watching yet, watches next (driver.Request.Wait)
+	expect bool     // the caller, not watching yet, watches next (driver.Hints.Wait)
 }
 
 // attempt returns how an attempt on channel deals with the queue. The
@@ -372,7 +372,7 @@ func (n *notifier) replied(a queueAttempt) {
 // setQueued records whether the client is in the queue of the attempt's
 // key after the attempt (after a failed one it may be), and keeps its entry
 // alive while it stays there. It reports whether the caller may rely on
-// being woken (see driver.Result.QueuedWait): the subscription was
+// being woken (see driver.Queued): the subscription was
 // confirmed when the attempt was sent, is still current, and no wake-up
 // came since.
 func (n *notifier) setQueued(a queueAttempt, queued, failed bool) bool {

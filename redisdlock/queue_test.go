@@ -239,7 +239,7 @@ func TestQueueWarmWaiter(t *testing.T) {
 		// waiter, and the waiter's own) reach the waiter's subscription
 		// before the next round: one that came after the next round's
 		// attempt was sent would rightly cost that attempt its
-		// QueuedWait, and the count an extra retry.
+		// Queued.Wait, and the count an extra retry.
 		waitFor(t, 10*time.Second, "both release announcements delivered", func() bool { return wd.Wakes("warm") >= woken+2 })
 		// Lock's attempts and the Unlock. The first round also makes
 		// the attempt that follows the new subscription.
@@ -254,7 +254,7 @@ func TestQueueWarmWaiter(t *testing.T) {
 }
 
 // TestQueueWarmAttempt: an attempt that joins the queue before its
-// caller's watch is in place (driver.Request.Wait, with the subscription
+// caller's watch is in place (driver.Hints.Wait, with the subscription
 // lingering) is told it is queued; a release that names it before the
 // watch reaches the watch at once; and when no watch follows, the client
 // leaves the queue by itself.
@@ -272,7 +272,7 @@ func TestQueueWarmAttempt(t *testing.T) {
 		stop()
 	}
 	hold := driver.Request{Key: "attempt", Token: "holder", TTL: time.Minute}
-	try := driver.Request{Key: "attempt", Token: "waiter", TTL: time.Minute, Wait: true}
+	try := driver.Request{Key: "attempt", Token: "waiter", TTL: time.Minute, Hints: driver.Hints{Wait: true}}
 
 	// A release between the queued attempt and the watch.
 	warm("attempt")
@@ -280,8 +280,8 @@ func TestQueueWarmAttempt(t *testing.T) {
 		t.Fatalf("holder Acquire = %+v, %v", res, err)
 	}
 	res, err := wd.Acquire(ctx, try)
-	if err != nil || res.Acquired || res.QueuedWait == 0 {
-		t.Fatalf("waiter Acquire = %+v, %v; want queued (QueuedWait set)", res, err)
+	if err != nil || res.Acquired || res.Queued.Wait == 0 {
+		t.Fatalf("waiter Acquire = %+v, %v; want queued (Queued.Wait set)", res, err)
 	}
 	if err := hd.Release(ctx, "attempt", "holder"); err != nil {
 		t.Fatalf("Release: %v", err)
@@ -307,14 +307,14 @@ func TestQueueWarmAttempt(t *testing.T) {
 	// No watch follows the queued attempt: the client leaves. (Another
 	// key: the announcement of the release above may still be on its way
 	// to the waiter's subscription, and a wake-up that comes after an
-	// attempt was sent rightly keeps QueuedWait off.)
+	// attempt was sent rightly keeps Queued.Wait off.)
 	hold.Key, try.Key = "attempt2", "attempt2"
 	queue, waits := hd.QueueKeys("attempt2")
 	warm("attempt2")
 	if res, err := hd.Acquire(ctx, hold); err != nil || !res.Acquired {
 		t.Fatalf("holder Acquire = %+v, %v", res, err)
 	}
-	if res, err := wd.Acquire(ctx, try); err != nil || res.QueuedWait == 0 {
+	if res, err := wd.Acquire(ctx, try); err != nil || res.Queued.Wait == 0 {
 		t.Fatalf("waiter Acquire = %+v, %v; want queued", res, err)
 	}
 	// Only leaving removes the entry now.

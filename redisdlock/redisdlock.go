@@ -256,7 +256,7 @@ func (d *Driver) acquire(ctx context.Context, req driver.Request, attempt uint64
 	// releases) joins it when this attempt fails; an uncounted attempt
 	// finds a free key kept for the first waiter.
 	keys := d.ks.allKeys(req.Key)
-	qa := d.notify.attempt(d.ks.channel(req.Key), req.Wait)
+	qa := d.notify.attempt(d.ks.channel(req.Key), req.Hints.Wait)
 	join := "0"
 	if qa.w != nil {
 		join = "1"
@@ -294,7 +294,7 @@ func (d *Driver) acquire(ctx context.Context, req driver.Request, attempt uint64
 		return driver.Result{}, d.unavailable(err)
 	}
 	if qa.w != nil && d.notify.setQueued(qa, !res.Acquired, false) {
-		res.QueuedWait = queueKeepEvery
+		res.Queued.Wait = queueKeepEvery
 	}
 	return res, nil
 }

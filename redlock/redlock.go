@@ -187,8 +187,8 @@ func (d *Driver) Acquire(ctx context.Context, req driver.Request) (driver.Result
 		default:
 			t.refused++
 			holders = append(holders, r.val.HolderTTL)
-			if r.val.QueuedWait > 0 {
-				queued = append(queued, r.val.QueuedWait)
+			if r.val.Queued.Wait > 0 {
+				queued = append(queued, r.val.Queued.Wait)
 			}
 		}
 		return t.decided()
@@ -213,7 +213,7 @@ func (d *Driver) Acquire(ctx context.Context, req driver.Request) (driver.Result
 			// releases will name this client when it is first there.
 			// After a split vote nobody may hold the key, and a give-back
 			// announces nothing: then the backoff decides.
-			res.QueuedWait = slices.Min(queued)
+			res.Queued.Wait = slices.Min(queued)
 		}
 		return res, nil
 	}
