@@ -2,33 +2,34 @@ package dlock
 
 import (
 	"context"
+	"log/slog"
 	"time"
 
 	"github.com/dlock-go/dlock/driver"
 )
 
-// grant builds a held Lock from a successful attempt, or releases the key and
-// returns nil when the reply came after the validity deadline.
-func (c *Client) grant(req driver.Request, cfg lockConfig, res driver.Result, sent, start time.Time, attempts int, waited time.Duration) *Lock {
-	deadline := driver.ValidUntil(sent, cfg.ttl)
+// grant builds a held Lock from a successful attempt sent at sent, or
+// releases the key and returns nil when the reply came after the validity
+// deadline or the client was closed meanwhile.
+func (w *waiter) grant(res driver.Result, sent time.Time) *Lock {
+	c, req := w.c, w.req
+	deadline := driver.ValidUntil(sent, w.cfg.ttl)
 	if !res.ValidUntil.IsZero() {
 		deadline = res.ValidUntil
 	}
 	now := time.Now()
 	if !now.Before(deadline) {
-		ctx, cancel := context.WithTimeout(context.Background(), unlockTimeout(cfg.ttl))
-		_ = c.d.Release(ctx, req.Key, req.Token)
-		cancel()
+		c.releaseNow(req.Key, req.Token, w.cfg.ttl)
 		c.log.Warn("dlock: grant arrived after its validity deadline; released", "key", req.Key)
 		return nil
 	}
 	l := &Lock{
-		c:           c,
+		h:           c,
 		key:         req.Key,
 		token:       req.Token,
 		fence:       res.Fence,
-		ttl:         cfg.ttl,
-		autoRefresh: cfg.autoRefresh,
+		ttl:         w.cfg.ttl,
+		autoRefresh: w.cfg.autoRefresh,
 		acquiredAt:  now,
 		deadline:    deadline,
 		lastSent:    sent,
@@ -38,26 +39,51 @@ func (c *Client) grant(req driver.Request, cfg lockConfig, res driver.Result, se
 	c.mu.Lock()
 	if c.closed {
 		c.mu.Unlock()
-		ctx, cancel := context.WithTimeout(context.Background(), unlockTimeout(cfg.ttl))
-		_ = c.d.Release(ctx, req.Key, req.Token)
-		cancel()
+		c.releaseNow(req.Key, req.Token, w.cfg.ttl)
 		return nil
 	}
 	c.held[l] = struct{}{}
 	c.heldKeys[l.key]++
 	c.mu.Unlock()
 	l.start()
-	if waited > 0 {
-		c.emit(Event{Kind: EventWaited, Key: req.Key, Duration: waited, Attempts: attempts})
+	if w.waited > 0 {
+		c.emit(Event{Kind: EventWaited, Key: req.Key, Duration: w.waited, Attempts: w.attempts})
 	}
-	c.log.Debug("dlock: acquired", "key", req.Key, "fence", res.Fence, "attempts", attempts)
-	c.emit(Event{Kind: EventAcquired, Key: req.Key, Fence: res.Fence, Duration: time.Since(start), Attempts: attempts})
+	c.log.Debug("dlock: acquired", "key", req.Key, "fence", res.Fence, "attempts", w.attempts)
+	c.emit(Event{Kind: EventAcquired, Key: req.Key, Fence: res.Fence, Duration: time.Since(w.start), Attempts: w.attempts})
 	return l
 }
 
-// forget drops l from the client's held locks; a lock already dropped is
+// releaseNow releases a grant that is not turned into a Lock, bounded by
+// its TTL.
+func (c *Client) releaseNow(key, token string, ttl time.Duration) {
+	ctx, cancel := context.WithTimeout(context.Background(), unlockTimeout(ttl))
+	defer cancel()
+	_ = c.d.Release(ctx, key, token)
+}
+
+// The Client is the lockHost of the locks it grants.
+var _ lockHost = (*Client)(nil)
+
+func (c *Client) backend() driver.Locker { return c.d }
+
+func (c *Client) keepRefreshed(l *Lock) bool {
+	if c.batch == nil {
+		return false
+	}
+	c.batch.add(l)
+	return true
+}
+
+func (c *Client) stopRefreshing(l *Lock) {
+	if c.batch != nil {
+		c.batch.remove(l)
+	}
+}
+
+// lockEnded drops l from the client's held locks; a lock already dropped is
 // left alone.
-func (c *Client) forget(l *Lock) {
+func (c *Client) lockEnded(l *Lock) {
 	c.mu.Lock()
 	if _, ok := c.held[l]; ok {
 		delete(c.held, l)
@@ -66,6 +92,27 @@ func (c *Client) forget(l *Lock) {
 		}
 	}
 	c.mu.Unlock()
+}
+
+// keyFreed wakes this client's turn holder on key, if any, after one of the
+// client's own locks on key was released or lost.
+func (c *Client) keyFreed(key string) {
+	c.mu.Lock()
+	kt := c.turns[key]
+	c.mu.Unlock()
+	if kt != nil {
+		select {
+		case kt.wake <- struct{}{}:
+		default:
+		}
+	}
+}
+
+func (c *Client) report(e Event, level slog.Level, msg string, attrs ...any) {
+	if msg != "" {
+		c.log.Log(context.Background(), level, msg, attrs...)
+	}
+	c.emit(e)
 }
 
 // holdsKey reports whether one of the client's own locks holds key.

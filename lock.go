@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"sync"
 	"time"
 
@@ -29,7 +30,7 @@ const (
 // still no proof of exclusivity — a process can pause after checking — so
 // resources that must not see stale writes check Fence (see FenceGuard).
 type Lock struct {
-	c           *Client
+	h           lockHost
 	key         string
 	token       string
 	fence       uint64
@@ -46,6 +47,31 @@ type Lock struct {
 	releasePending bool
 	done           chan struct{}
 	stop           chan struct{}
+}
+
+// lockHost is what a Lock needs of the Client that granted it, and all it
+// uses: the driver (Refresh and Release with the lock's own token), the TTL
+// bounds, the auto-refresh schedule, the bookkeeping of held locks and of
+// local waiters, and the client's log and events.
+type lockHost interface {
+	// backend is the driver that granted the lock.
+	backend() driver.Locker
+	// checkTTL refuses a TTL outside the backend's bounds.
+	checkTTL(ttl time.Duration) error
+	// keepRefreshed puts l on the client's batched refresh and reports
+	// true, or reports false: l then runs its own watchdog.
+	keepRefreshed(l *Lock) bool
+	// stopRefreshing takes l off the batched refresh, if it is on it.
+	stopRefreshing(l *Lock)
+	// lockEnded is told once, when l stops being held (unlocked, lost,
+	// or closed with its client).
+	lockEnded(l *Lock)
+	// keyFreed wakes the client's next local waiter on key, if any: one
+	// of its own locks on key was released or lost.
+	keyFreed(key string)
+	// report emits e to the event hook and, when msg is not empty, logs
+	// msg with attrs at level.
+	report(e Event, level slog.Level, msg string, attrs ...any)
 }
 
 // Key returns the lock's key.
@@ -99,7 +125,7 @@ func (l *Lock) Refresh(ctx context.Context, ttl time.Duration) error {
 		ttl = l.ttl
 		l.mu.Unlock()
 	}
-	if err := l.c.checkTTL(ttl); err != nil {
+	if err := l.h.checkTTL(ttl); err != nil {
 		return err
 	}
 	return l.refresh(ctx, ttl)
@@ -110,7 +136,7 @@ func (l *Lock) refresh(ctx context.Context, ttl time.Duration) error {
 		return err
 	}
 	sent := time.Now()
-	err := l.c.d.Refresh(ctx, l.key, l.token, ttl)
+	err := l.h.backend().Refresh(ctx, l.key, l.token, ttl)
 	return l.finishRefresh(ctx, sent, ttl, err)
 }
 
@@ -145,8 +171,8 @@ func (l *Lock) finishRefresh(ctx context.Context, sent time.Time, ttl time.Durat
 			l.loseLocked(fmt.Errorf("refresh: backend says the key is no longer ours: %w", err))
 			return l.notHeldLocked()
 		}
-		l.c.log.Warn("dlock: refresh failed", "key", l.key, "err", err, "valid_for", time.Until(l.deadline).Round(time.Millisecond))
-		l.c.emit(Event{Kind: EventRefreshFailed, Key: l.key, Fence: l.fence, Duration: rtt, Err: err})
+		l.h.report(Event{Kind: EventRefreshFailed, Key: l.key, Fence: l.fence, Duration: rtt, Err: err},
+			slog.LevelWarn, "dlock: refresh failed", "key", l.key, "err", err, "valid_for", time.Until(l.deadline).Round(time.Millisecond))
 		return err
 	}
 	deadline := driver.ValidUntil(sent, ttl)
@@ -159,7 +185,7 @@ func (l *Lock) finishRefresh(ctx context.Context, sent time.Time, ttl time.Durat
 		l.lastSent, l.deadline, l.ttl = sent, deadline, ttl
 		l.expiry.Reset(time.Until(deadline))
 	}
-	l.c.emit(Event{Kind: EventRefreshed, Key: l.key, Fence: l.fence, Duration: rtt})
+	l.h.report(Event{Kind: EventRefreshed, Key: l.key, Fence: l.fence, Duration: rtt}, 0, "")
 	return nil
 }
 
@@ -194,14 +220,14 @@ func (l *Lock) unlock(ctx context.Context, why error) error {
 		l.finishLocked()
 	}
 	l.mu.Unlock()
-	if l.autoRefresh && l.c.batch != nil {
+	if l.autoRefresh {
 		// Not left for the refresher's next round: a client taking
 		// many short locks would pile them up until then. (A lost lock
 		// is dropped there; losses are rare.)
-		l.c.batch.remove(l)
+		l.h.stopRefreshing(l)
 	}
 
-	err := l.c.d.Release(ctx, l.key, l.token)
+	err := l.h.backend().Release(ctx, l.key, l.token)
 	if err != nil && !errors.Is(err, ErrNotHeld) {
 		return fmt.Errorf("dlock: unlock %q: %w", l.key, ctxErr(ctx, err))
 	}
@@ -214,10 +240,10 @@ func (l *Lock) unlock(ctx context.Context, why error) error {
 	case err != nil:
 		return err
 	}
-	l.c.releasedLocally(l.key)
+	l.h.keyFreed(l.key)
 	held := time.Since(l.acquiredAt)
-	l.c.log.Debug("dlock: released", "key", l.key, "fence", l.fence, "held", held)
-	l.c.emit(Event{Kind: EventReleased, Key: l.key, Fence: l.fence, Duration: held})
+	l.h.report(Event{Kind: EventReleased, Key: l.key, Fence: l.fence, Duration: held},
+		slog.LevelDebug, "dlock: released", "key", l.key, "fence", l.fence, "held", held)
 	return nil
 }
 
@@ -236,12 +262,8 @@ func (l *Lock) start() {
 	l.mu.Lock()
 	l.expiry = time.AfterFunc(time.Until(l.deadline), l.expire)
 	l.mu.Unlock()
-	if l.autoRefresh {
-		if l.c.batch != nil {
-			l.c.batch.add(l)
-		} else {
-			go l.watchdog()
-		}
+	if l.autoRefresh && !l.h.keepRefreshed(l) {
+		go l.watchdog()
 	}
 }
 
@@ -266,12 +288,12 @@ func (l *Lock) loseLocked(cause error) {
 	l.state = stateLost
 	l.err = fmt.Errorf("%w: %q: %w", ErrLost, l.key, cause)
 	held := time.Since(l.acquiredAt)
-	l.c.log.Error("dlock: lock lost", "key", l.key, "fence", l.fence, "held", held, "err", cause)
-	l.c.emit(Event{Kind: EventLost, Key: l.key, Fence: l.fence, Duration: held, Err: l.err})
+	l.h.report(Event{Kind: EventLost, Key: l.key, Fence: l.fence, Duration: held, Err: l.err},
+		slog.LevelError, "dlock: lock lost", "key", l.key, "fence", l.fence, "held", held, "err", cause)
 	l.finishLocked()
 	// A local waiter held back by this lock tries now (the backend tells
 	// it how long the lease has left).
-	l.c.releasedLocally(l.key)
+	l.h.keyFreed(l.key)
 }
 
 func (l *Lock) finishLocked() {
@@ -280,7 +302,7 @@ func (l *Lock) finishLocked() {
 	}
 	close(l.stop)
 	close(l.done)
-	l.c.forget(l)
+	l.h.lockEnded(l)
 }
 
 // watchdog refreshes the lock every TTL/3 until it ends. After a failed

@@ -9,12 +9,35 @@ import (
 	"github.com/dlock-go/dlock/driver"
 )
 
+// waiter is one TryLock or Lock call on its way to a grant. It makes the
+// attempts and, for Lock, waits between them: first for the client's turn on
+// the key (keyTurn), then on the retry strategy's backoff, woken early by a
+// release notification, a release by this client, or the holder's lease
+// running out. A driver with its own queue (driver.Queuer) does the whole
+// wait instead.
+//
+// The backend-specific hints of driver.Hints and driver.Queued are read in
+// exactly two places: attemptRequest (what the waiter tells the driver) and
+// nextWait (how a queued attempt changes the wait).
+type waiter struct {
+	c     *Client
+	ctx   context.Context
+	req   driver.Request
+	cfg   lockConfig
+	try   bool
+	start time.Time
+
+	attempts int           // attempts made so far
+	waited   time.Duration // time spent waiting, for EventWaited
+	turn     *keyTurn      // the client's turn on the key (Lock only)
+	lastErr  error         // the last attempt's error, while riding it out
+	timer    *time.Timer
+}
+
 // acquire is TryLock (try) and Lock: it validates key and opts, then makes
 // one attempt, or, for Lock, hands the wait to the driver's Queuer when there
-// is one and otherwise waits for the client's turn on key and retries on the
-// retry strategy's backoff (woken early by a release notification or a local
-// release) until the key is granted, the strategy gives up, ctx ends or the
-// client closes.
+// is one and otherwise waits for the client's turn on key and retries until
+// the key is granted, the strategy gives up, ctx ends or the client closes.
 func (c *Client) acquire(ctx context.Context, key string, opts []LockOption, try bool) (*Lock, error) {
 	if err := ValidateKey(key); err != nil {
 		return nil, err
@@ -29,59 +52,49 @@ func (c *Client) acquire(ctx context.Context, key string, opts []LockOption, try
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	req := driver.Request{Key: key, Token: cfg.token, TTL: cfg.ttl, Metadata: cfg.metadata,
-		Hints: driver.Hints{AutoRefresh: cfg.autoRefresh, Wait: !try && cfg.retry.NextBackoff(1) >= 0}}
-	start := time.Now()
-	if !try && c.queuer != nil && cfg.retry.NextBackoff(1) >= 0 {
-		return c.acquireQueued(ctx, req, cfg, start)
+	w := &waiter{c: c, ctx: ctx, cfg: cfg, try: try, start: time.Now()}
+	w.req = w.attemptRequest(key)
+	if w.req.Hints.Wait && c.queuer != nil {
+		return w.queued()
 	}
-
-	var (
-		kt     *keyTurn
-		waited time.Duration
-	)
 	if !try {
-		var giveUp func()
-		kt, giveUp, waited, err = c.waitTurn(ctx, key, cfg.retry, start)
+		giveUp, err := w.takeTurn()
 		if err != nil {
-			return nil, c.waitEnded(key, 0, time.Since(start), err)
+			w.waited = time.Since(w.start)
+			return nil, w.ended(err)
 		}
 		defer giveUp()
 	}
-
-	var (
-		lastErr error
-		timer   *time.Timer
-	)
-	for attempt := 1; ; attempt++ {
-		if err := c.awaitCleaning(ctx, key, req.Token); err != nil {
-			// Only a token given with WithToken can meet a release of
-			// its own earlier attempt still under way.
-			return nil, c.waitEnded(key, attempt, waited, err)
+	defer func() {
+		if w.timer != nil {
+			w.timer.Stop()
 		}
-		sent := time.Now()
-		res, err := c.d.Acquire(ctx, req)
+	}()
+	return w.run()
+}
+
+// attemptRequest is the request every attempt of the call sends, hints
+// included.
+func (w *waiter) attemptRequest(key string) driver.Request {
+	return driver.Request{Key: key, Token: w.cfg.token, TTL: w.cfg.ttl, Metadata: w.cfg.metadata,
+		Hints: driver.Hints{
+			AutoRefresh: w.cfg.autoRefresh,
+			// A call that may wait: Lock with a strategy that retries.
+			Wait: !w.try && w.cfg.retry.NextBackoff(1) >= 0,
+		}}
+}
+
+// run makes attempts until one is granted or the wait ends.
+func (w *waiter) run() (*Lock, error) {
+	c, key := w.c, w.req.Key
+	for {
+		w.attempts++
+		res, sent, err := w.attempt()
 		if err != nil {
-			// The request may have been granted all the same.
-			c.cleanUnknown(key, req.Token, err)
-			if try || attempt == 1 || !transient(ctx, err) {
-				return nil, c.waitEnded(key, attempt, waited, ctxErr(ctx, err))
-			}
-			// A waiter that reached the backend before rides out a
-			// passing failure (a server restart, a stale pooled
-			// connection) on its backoff, until its ctx ends. Its next
-			// attempt must not share a token with the release just
-			// started (a given token waits for it instead).
-			c.log.Warn("dlock: attempt failed while waiting; retrying", "key", key, "err", err)
-			lastErr, res = err, driver.Result{}
-			if err := c.renewToken(&req, &cfg); err != nil {
-				return nil, err
-			}
-		} else {
-			lastErr = nil
+			return nil, w.ended(err)
 		}
 		if res.Acquired {
-			if l := c.grant(req, cfg, res, sent, start, attempt, waited); l != nil {
+			if l := w.grant(res, sent); l != nil {
 				return l, nil
 			}
 			// The reply came after the validity deadline (not a grant), or
@@ -91,117 +104,259 @@ func (c *Client) acquire(ctx context.Context, key string, opts []LockOption, try
 			}
 			// The late grant's release may still be on its way (to some
 			// nodes of a quorum).
-			if err := c.renewToken(&req, &cfg); err != nil {
+			if err := w.renewToken(); err != nil {
 				return nil, err
 			}
 		}
-		if try {
+		if w.try {
 			return nil, fmt.Errorf("%w: %q is held by another owner", ErrNotAcquired, key)
 		}
-		if kt.watch == nil && c.notifier != nil {
-			// One subscription per client and key, kept by the key's turn
-			// for every local waiter after this one.
-			ch, stop, err := c.notifier.WatchReleases(ctx, key)
-			if err == nil {
-				kt.watch, kt.stopWatch = ch, stop
-				if res.Queued.Wait == 0 {
-					// The key may have been released between the
-					// attempt and the subscription: try again at once.
-					// (A queued attempt was made under a subscription
-					// already up, whose announcements reach this watch.)
-					continue
-				}
-			} else {
-				c.log.Warn("dlock: release notifications unavailable; polling", "key", key, "err", err)
-			}
+		if w.watch(res) {
+			continue
 		}
-		backoff := cfg.retry.NextBackoff(attempt)
-		if backoff < 0 {
-			return nil, c.waitEnded(key, attempt, waited, fmt.Errorf("%w: %q is held by another owner (gave up after %d attempts)", ErrNotAcquired, key, attempt))
+		wait, ok := w.nextWait(res)
+		if !ok {
+			return nil, w.ended(fmt.Errorf("%w: %q is held by another owner (gave up after %d attempts)", ErrNotAcquired, key, w.attempts))
 		}
-		if res.Queued.Wait > 0 && kt.watch != nil {
-			// Queued on the server: the release names this client. Wait
-			// up to Queued.Wait instead of the backoff, longer or shorter:
-			// a wake-up that got lost then costs Queued.Wait, not a long
-			// backoff or the holder's whole TTL.
-			backoff = res.Queued.Wait
+		if err := w.sleep(wait); err != nil {
+			return nil, w.ended(err)
 		}
-		// (Compared without adding to HolderTTL, which a driver may
-		// report as large as a time.Duration goes.)
-		if res.HolderTTL > 0 && res.HolderTTL < backoff-time.Millisecond {
-			backoff = res.HolderTTL + time.Millisecond
-		}
-		if timer == nil {
-			timer = time.NewTimer(backoff)
-			defer timer.Stop()
-		} else {
-			timer.Reset(backoff)
-		}
-		t0 := time.Now()
-		select {
-		case <-ctx.Done():
-			err := ctx.Err()
-			if lastErr != nil {
-				err = fmt.Errorf("%w (last attempt: %w)", err, lastErr)
-			}
-			return nil, c.waitEnded(key, attempt, waited+time.Since(t0), err)
-		case <-c.closeCtx.Done():
-			return nil, c.waitEnded(key, attempt, waited+time.Since(t0), ErrClosed)
-		case <-kt.watch:
-		case <-kt.wake:
-		case <-timer.C:
-		}
-		waited += time.Since(t0)
 	}
 }
 
-// waitEnded emits EventWaited for a wait on key that ended without a lock
-// (when it waited at all) and returns err.
-func (c *Client) waitEnded(key string, attempts int, waited time.Duration, err error) error {
-	if waited > 0 {
-		c.emit(Event{Kind: EventWaited, Key: key, Duration: waited, Attempts: attempts, Err: err})
+// attempt makes one attempt and returns its result and send time. A failed
+// attempt whose outcome is unknown is cleaned up in the background; a waiter
+// that reached the backend before rides out a passing failure (a server
+// restart, a stale pooled connection) on its backoff, with a new token. The
+// error is final.
+func (w *waiter) attempt() (driver.Result, time.Time, error) {
+	c := w.c
+	if err := c.awaitCleaning(w.ctx, w.req.Key, w.req.Token); err != nil {
+		// Only a token given with WithToken can meet a release of its own
+		// earlier attempt still under way.
+		return driver.Result{}, time.Time{}, err
+	}
+	sent := time.Now()
+	res, err := c.d.Acquire(w.ctx, w.req)
+	if err == nil {
+		w.lastErr = nil
+		return res, sent, nil
+	}
+	// The request may have been granted all the same.
+	c.cleanUnknown(w.req.Key, w.req.Token, err)
+	if w.try || w.attempts == 1 || !transient(w.ctx, err) {
+		return driver.Result{}, sent, ctxErr(w.ctx, err)
+	}
+	// The next attempt must not share a token with the release just
+	// started (a given token waits for it instead).
+	c.log.Warn("dlock: attempt failed while waiting; retrying", "key", w.req.Key, "err", err)
+	w.lastErr = err
+	return driver.Result{}, sent, w.renewToken()
+}
+
+// watch subscribes the client to the key's releases after the first
+// attempt that met contention; one subscription per client and key, kept by
+// the key's turn for every local waiter after this one. It reports whether
+// to try again at once: the key may have been released between the attempt
+// and the subscription.
+func (w *waiter) watch(res driver.Result) (retryNow bool) {
+	kt, c := w.turn, w.c
+	if kt.watch != nil || c.notifier == nil {
+		return false
+	}
+	ch, stop, err := c.notifier.WatchReleases(w.ctx, w.req.Key)
+	if err != nil {
+		c.log.Warn("dlock: release notifications unavailable; polling", "key", w.req.Key, "err", err)
+		return false
+	}
+	kt.watch, kt.stopWatch = ch, stop
+	// A queued attempt was made under a subscription already up, whose
+	// announcements reach this watch (driver.Queued).
+	return res.Queued.Wait == 0
+}
+
+// nextWait is how long to wait before the next attempt, or false when the
+// retry strategy gives up.
+func (w *waiter) nextWait(res driver.Result) (time.Duration, bool) {
+	wait := w.cfg.retry.NextBackoff(w.attempts)
+	if wait < 0 {
+		return 0, false
+	}
+	if res.Queued.Wait > 0 && w.turn.watch != nil {
+		// Queued on the server: the release names this client. Wait up
+		// to Queued.Wait instead of the backoff, longer or shorter: a
+		// wake-up that got lost then costs Queued.Wait, not a long
+		// backoff or the holder's whole TTL.
+		wait = res.Queued.Wait
+	}
+	// (Compared without adding to HolderTTL, which a driver may report as
+	// large as a time.Duration goes.)
+	if res.HolderTTL > 0 && res.HolderTTL < wait-time.Millisecond {
+		wait = res.HolderTTL + time.Millisecond
+	}
+	return wait, true
+}
+
+// sleep waits d, or less when a release notification or a release by this
+// client comes first. It returns an error when ctx ends or the client
+// closes.
+func (w *waiter) sleep(d time.Duration) error {
+	if w.timer == nil {
+		w.timer = time.NewTimer(d)
+	} else {
+		w.timer.Reset(d)
+	}
+	t0 := time.Now()
+	defer func() { w.waited += time.Since(t0) }()
+	select {
+	case <-w.ctx.Done():
+		err := w.ctx.Err()
+		if w.lastErr != nil {
+			err = fmt.Errorf("%w (last attempt: %w)", err, w.lastErr)
+		}
+		return err
+	case <-w.c.closeCtx.Done():
+		return ErrClosed
+	case <-w.turn.watch:
+	case <-w.turn.wake:
+	case <-w.timer.C:
+	}
+	return nil
+}
+
+// ended emits EventWaited for a wait that ended without a lock (when it
+// waited at all) and returns err.
+func (w *waiter) ended(err error) error {
+	if w.waited > 0 {
+		w.c.emit(Event{Kind: EventWaited, Key: w.req.Key, Duration: w.waited, Attempts: w.attempts, Err: err})
 	}
 	return err
 }
 
-// acquireQueued waits for key in the driver's server-side queue; Close
-// ends the wait with ErrClosed.
-func (c *Client) acquireQueued(ctx context.Context, req driver.Request, cfg lockConfig, start time.Time) (*Lock, error) {
+// queued waits for the key in the driver's server-side queue; Close ends
+// the wait with ErrClosed.
+func (w *waiter) queued() (*Lock, error) {
+	c, ctx := w.c, w.ctx
+	w.attempts = 1
 	// Close wakes queued waiters too, whatever the driver does on Close.
 	qctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	stop := context.AfterFunc(c.closeCtx, func() { cancel(ErrClosed) })
 	defer stop()
-	res, err := c.queuer.AcquireQueued(qctx, req)
+	res, err := c.queuer.AcquireQueued(qctx, w.req)
+	w.waited = time.Since(w.start)
 	if err != nil {
 		if ctx.Err() == nil && errors.Is(context.Cause(qctx), ErrClosed) {
 			err = ErrClosed
 		}
-		return nil, c.waitEnded(req.Key, 1, time.Since(start), ctxErr(ctx, err))
+		return nil, w.ended(ctxErr(ctx, err))
 	}
 	if !res.Acquired || res.ValidUntil.IsZero() {
-		return nil, fmt.Errorf("dlock: driver broke the Queuer contract for %q (no grant or no validity)", req.Key)
+		return nil, fmt.Errorf("dlock: driver broke the Queuer contract for %q (no grant or no validity)", w.req.Key)
 	}
-	l := c.grant(req, cfg, res, start, start, 1, time.Since(start))
+	l := w.grant(res, w.start)
 	if l == nil {
-		return nil, fmt.Errorf("%w: %q was granted after its validity ran out", ErrNotAcquired, req.Key)
+		return nil, fmt.Errorf("%w: %q was granted after its validity ran out", ErrNotAcquired, w.req.Key)
 	}
 	return l, nil
 }
 
-// renewToken gives the next attempt of req a fresh token, unless the caller
-// gave one with WithToken: a release of the previous attempt's token may
-// still be on its way, and must not meet the next attempt.
-func (c *Client) renewToken(req *driver.Request, cfg *lockConfig) error {
-	if cfg.tokenGiven {
+// renewToken gives the next attempt a fresh token, unless the caller gave
+// one with WithToken: a release of the previous attempt's token may still be
+// on its way, and must not meet the next attempt.
+func (w *waiter) renewToken() error {
+	if w.cfg.tokenGiven {
 		return nil
 	}
-	t, err := c.newToken()
+	t, err := w.c.newToken()
 	if err != nil {
 		return err
 	}
-	req.Token, cfg.token = t, t
+	w.req.Token, w.cfg.token = t, t
 	return nil
+}
+
+// keyTurn orders the waiters of one client on one key. Only the waiter that
+// holds the turn makes attempts at the backend; the others queue behind it
+// in arrival order (Go wakes blocked channel senders first in, first out).
+// So a hot key contended by many goroutines of one service costs the backend
+// one contender per client, not one per goroutine, and a release by this
+// client wakes the next local waiter directly, without a round trip.
+type keyTurn struct {
+	sem  chan struct{} // holds a value while some waiter has the turn
+	wake chan struct{} // a release by this client, for the turn holder
+	refs int           // waiters queued or holding the turn; guarded by Client.mu
+
+	// The release subscription, made by the first turn holder that met
+	// contention and kept until the last waiter leaves. Only the turn
+	// holder reads or sets these; a nil watch never fires.
+	watch     <-chan struct{}
+	stopWatch func()
+}
+
+// takeTurn blocks until the waiter is the client's only active waiter on
+// its key, or ctx ends, or the client closes; the returned function gives the
+// turn up. A waiter that had to queue comes after a local waiter that got
+// the key: while this client still holds it an attempt is bound to fail, so
+// takeTurn also waits for that release (or the strategy's first backoff).
+func (w *waiter) takeTurn() (giveUp func(), err error) {
+	c, key := w.c, w.req.Key
+	c.mu.Lock()
+	kt := c.turns[key]
+	if kt == nil {
+		kt = &keyTurn{sem: make(chan struct{}, 1), wake: make(chan struct{}, 1)}
+		c.turns[key] = kt
+	}
+	kt.refs++
+	c.mu.Unlock()
+	leave := func() {
+		c.mu.Lock()
+		if kt.refs--; kt.refs == 0 {
+			delete(c.turns, key)
+			if kt.stopWatch != nil {
+				kt.stopWatch()
+			}
+		}
+		c.mu.Unlock()
+	}
+	giveUp = func() { <-kt.sem; leave() }
+	select {
+	case kt.sem <- struct{}{}:
+		w.turn = kt
+		return giveUp, nil
+	default:
+	}
+	select {
+	case kt.sem <- struct{}{}:
+		// A wake meant for an earlier turn holder is stale now.
+		select {
+		case <-kt.wake:
+		default:
+		}
+	case <-w.ctx.Done():
+		leave()
+		return nil, w.ctx.Err()
+	case <-c.closeCtx.Done():
+		leave()
+		return nil, ErrClosed
+	}
+	if backoff := w.cfg.retry.NextBackoff(1); backoff >= 0 && c.holdsKey(key) {
+		t := time.NewTimer(backoff)
+		defer t.Stop()
+		select {
+		case <-kt.wake:
+		case <-t.C:
+		case <-w.ctx.Done():
+			giveUp()
+			return nil, w.ctx.Err()
+		case <-c.closeCtx.Done():
+			giveUp()
+			return nil, ErrClosed
+		}
+	}
+	w.turn = kt
+	w.waited = time.Since(w.start)
+	return giveUp, nil
 }
 
 // transient reports whether err, met while waiting, may pass: anything but
