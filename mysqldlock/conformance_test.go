@@ -16,12 +16,17 @@ import (
 // pool, as separate processes would have.
 type harness struct {
 	srv   *testserver.MariaDB
+	url   string // the URL to open instead of the server's own, if set
 	viaDB bool
 }
 
 func (h *harness) MakeDriver(ctx context.Context) (driver.Locker, error) {
 	if !h.viaDB {
-		u, err := driver.ParseURL(h.srv.URL())
+		raw := h.url
+		if raw == "" {
+			raw = h.srv.URL()
+		}
+		u, err := driver.ParseURL(raw)
 		if err != nil {
 			return nil, err
 		}
