@@ -2,11 +2,8 @@ package mysqldlock
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"strings"
 	"testing"
-	"time"
 
 	"github.com/go-sql-driver/mysql"
 
@@ -80,43 +77,5 @@ func TestBatchRefresher(t *testing.T) {
 				}}, nil
 			})
 		})
-	}
-}
-
-// TestRefreshBatchUnreachable: a server that stops answering fails every
-// request of the batch with the statement's error, by the deadline.
-func TestRefreshBatchUnreachable(t *testing.T) {
-	srv := testserver.StartMariaDB(t)
-	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
-	defer cancel()
-	proxy := testserver.StartProxy(t, srv.Addr())
-	u := strings.Replace(srv.URL(), srv.Addr(), proxy.Addr(), 1)
-	pu, err := driver.ParseURL(u)
-	if err != nil {
-		t.Fatal(err)
-	}
-	d, err := openURL(ctx, pu)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer d.Close()
-	key := "batch-unreachable"
-	if res, err := d.Acquire(ctx, driver.Request{Key: key, Token: "t", TTL: time.Minute}); err != nil || !res.Acquired {
-		t.Fatalf("Acquire = %+v, %v", res, err)
-	}
-	proxy.Blackhole(true)
-	defer proxy.Blackhole(false)
-	bctx, bcancel := context.WithTimeout(ctx, 300*time.Millisecond)
-	defer bcancel()
-	errs := d.(driver.BatchRefresher).RefreshBatch(bctx, []driver.RefreshRequest{
-		{Key: key, Token: "t", TTL: time.Minute}, {Key: key + "-other", Token: "t", TTL: time.Minute},
-	})
-	for i, err := range errs {
-		if err == nil || errors.Is(err, driver.ErrNotHeld) || err != errs[0] {
-			t.Errorf("result %d = %v, want the statement's error for every request", i, err)
-		}
-	}
-	if !errors.Is(errs[0], context.DeadlineExceeded) {
-		t.Errorf("error = %v, want it to wrap context.DeadlineExceeded", errs[0])
 	}
 }

@@ -2,7 +2,6 @@ package pgdlock
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"strings"
 	"testing"
@@ -62,39 +61,6 @@ func TestBatchRefresher(t *testing.T) {
 				return batchHarness{m.h(pg.URL())}, nil
 			})
 		})
-	}
-}
-
-// TestRefreshBatchUnreachable: a server that stops answering fails every
-// request of the batch with the statement's error, by the deadline.
-func TestRefreshBatchUnreachable(t *testing.T) {
-	pg := testserver.StartPostgres(t)
-	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
-	defer cancel()
-	proxy := testserver.StartProxy(t, pg.Addr())
-	d, err := (&harness{url: strings.Replace(pg.URL(), pg.Addr(), proxy.Addr(), 1)}).MakeDriver(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer d.Close()
-	key := "batch-unreachable"
-	if res, err := d.Acquire(ctx, driver.Request{Key: key, Token: "t", TTL: time.Minute}); err != nil || !res.Acquired {
-		t.Fatalf("Acquire = %+v, %v", res, err)
-	}
-	proxy.Blackhole(true)
-	defer proxy.Blackhole(false)
-	bctx, bcancel := context.WithTimeout(ctx, 300*time.Millisecond)
-	defer bcancel()
-	errs := d.(driver.BatchRefresher).RefreshBatch(bctx, []driver.RefreshRequest{
-		{Key: key, Token: "t", TTL: time.Minute}, {Key: key + "-other", Token: "t", TTL: time.Minute},
-	})
-	for i, err := range errs {
-		if err == nil || errors.Is(err, driver.ErrNotHeld) || err != errs[0] {
-			t.Errorf("result %d = %v, want the statement's error for every request", i, err)
-		}
-	}
-	if !errors.Is(errs[0], context.DeadlineExceeded) {
-		t.Errorf("error = %v, want it to wrap context.DeadlineExceeded", errs[0])
 	}
 }
 

@@ -1,0 +1,419 @@
+package drivertest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"reflect"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/dlock-go/dlock"
+	"github.com/dlock-go/dlock/driver"
+)
+
+// The fault scenarios break the server in one of four ways. A harness
+// offers a way by implementing its interface; RunFaultTests skips the
+// scenarios of the ways it does not offer. Each method restores what it
+// broke by the time the subtest ends, so that one server can serve every
+// scenario, one after another.
+
+// RestartHarness is a Harness whose server can crash and start again.
+type RestartHarness interface {
+	Harness
+	// Addr returns the server's address ("host:port"), which every error
+	// of a driver must name while the server is down.
+	Addr() string
+	// Kill stops the server at once, as a crash would, and returns when it
+	// is gone. Its data stay where a restart finds them.
+	Kill(t testing.TB)
+	// Restart kills the server if it runs and starts it again on the same
+	// address with its data, as after a crash, and returns when it accepts
+	// connections.
+	Restart(t testing.TB)
+}
+
+// ConnKillHarness is a Harness that can end the drivers' connections from
+// the server's side while the server keeps running, as an operator's kill
+// or a proxy failover would.
+type ConnKillHarness interface {
+	Harness
+	// KillConnections ends every connection the harness's drivers have open
+	// to the server and returns how many it ended.
+	KillConnections(t testing.TB) int
+}
+
+// BlackholeHarness is a Harness with a TCP proxy in front of the server
+// (internal/testserver's Proxy, or one like it) that can stop forwarding,
+// as a network partition would.
+type BlackholeHarness interface {
+	Harness
+	// MakeProxiedDriver returns a new driver as MakeDriver does, but
+	// connected through the proxy. Drivers from MakeDriver reach the server
+	// directly and are not cut off.
+	MakeProxiedDriver(ctx context.Context) (driver.Locker, error)
+	// Blackhole makes the proxy forward nothing in either direction, for
+	// open and new connections alike, until heal is called; what was held
+	// back flows again then. heal is safe to call more than once; the
+	// harness calls it when t ends at the latest.
+	Blackhole(t testing.TB) (heal func())
+}
+
+// PauseHarness is a Harness whose server process can be stopped with
+// SIGSTOP: it keeps its sockets (connections stay open) but answers nothing,
+// as a server in a long GC pause or swapped out would.
+type PauseHarness interface {
+	Harness
+	// Pause stops every process of the server until resume is called
+	// (SIGCONT). resume is safe to call more than once; the harness calls it
+	// when t ends at the latest.
+	Pause(t testing.TB) (resume func())
+}
+
+// RunFaultTests runs the fault scenarios against a backend whose server the
+// harness can break. The harnesses newHarness makes implement one or more
+// of RestartHarness, ConnKillHarness, BlackholeHarness and PauseHarness;
+// the scenarios of the interfaces a harness lacks are skipped, saying
+// which. Call it with a server started for it alone, as the scenarios stop,
+// cut off and restart it (one after another, never in parallel):
+//
+//	func TestFaults(t *testing.T) {
+//		srv := startServer(t) // a real backend of its own
+//		drivertest.RunFaultTests(t, func(ctx context.Context, t *testing.T) (drivertest.Harness, error) {
+//			return &faultHarness{srv: srv}, nil
+//		})
+//	}
+//
+// The scenarios, each with a deadline of 90 s:
+//
+//   - RestartLeaseLapses: a lock with a 1 s TTL is held when the server is
+//     killed. Its Done closes and Err matches dlock.ErrLost; another
+//     Client's TryLock fails with an error matching dlock.ErrUnavailable
+//     that names the server's address. After the restart another Client
+//     takes the key with a higher fence (the counter survives).
+//   - RestartLeaseSurvives: a lock with a 20 s TTL is held across a quick
+//     restart. Refresh succeeds after it (retried while it fails with
+//     ErrUnavailable: a pool may first meet connections it has not yet found
+//     dead); Inspect shows it held with its fence, and another owner cannot
+//     take it.
+//   - ConnectionsKilled: the holder's connections (TTL 900 ms,
+//     auto-refresh) are ended three times, two TTLs apart. The driver
+//     reconnects, the lock is never lost and Inspect shows it with its
+//     fence.
+//   - BlackholeLost: a lock (TTL 1 s, auto-refresh) is held through the
+//     proxy when it stops forwarding. Another Client, reaching the server
+//     directly, polls the key; when it gets it, the first lock's Done has
+//     already closed (Err matches ErrLost), and the new fence is higher.
+//     After the partition heals, the cut-off Client takes a lock again.
+//   - BlackholeDeadline: TryLock through the partition with a 300 ms
+//     context returns within 3 s, with an error matching
+//     context.DeadlineExceeded.
+//   - BlackholeBatch, for a driver.BatchRefresher: RefreshBatch through the
+//     partition with a 300 ms context fails every request with an error
+//     that is not driver.ErrNotHeld and matches context.DeadlineExceeded.
+//   - Pause: a lock (TTL 1 s, auto-refresh) is held when the server is
+//     paused. Its Done closes and Err matches ErrLost; another Client's
+//     TryLock with a 500 ms context returns within 3 s with an error
+//     matching context.DeadlineExceeded. After resume another Client takes
+//     the key with a higher fence.
+func RunFaultTests(t *testing.T, newHarness HarnessMaker) {
+	t.Helper()
+	tests := []struct {
+		name string
+		fn   func(t *testing.T, f *faults)
+	}{
+		{"RestartLeaseLapses", testRestartLeaseLapses},
+		{"RestartLeaseSurvives", testRestartLeaseSurvives},
+		{"ConnectionsKilled", testConnectionsKilled},
+		{"BlackholeLost", testBlackholeLost},
+		{"BlackholeDeadline", testBlackholeDeadline},
+		{"BlackholeBatch", testBlackholeBatch},
+		{"Pause", testPause},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			s, cancel := newSuite(t, newHarness)
+			defer cancel()
+			tc.fn(t, &faults{suite: s})
+		})
+	}
+}
+
+// newSuite makes t's harness with newHarness and a suite over it, whose
+// context ends after 90 s or when cancel is called.
+func newSuite(t *testing.T, newHarness HarnessMaker) (s *suite, cancel context.CancelFunc) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), 90*time.Second)
+	h, err := newHarness(ctx, t)
+	if err != nil {
+		cancel()
+		t.Fatalf("making harness: %v", err)
+	}
+	t.Cleanup(h.Close)
+	return &suite{t: t, ctx: ctx, h: h, prefix: uniquePrefix(t)}, cancel
+}
+
+// Break calls brk and returns a function that calls fix, once however often
+// it is called, and at the latest when t ends: the shape of
+// BlackholeHarness.Blackhole and PauseHarness.Pause. For a harness over
+// internal/testserver's Proxy:
+//
+//	func (h *harness) Blackhole(t testing.TB) func() {
+//		return drivertest.Break(t, func() { h.proxy.Blackhole(true) }, func() { h.proxy.Blackhole(false) })
+//	}
+func Break(t testing.TB, brk, fix func()) func() {
+	brk()
+	once := sync.OnceFunc(fix)
+	t.Cleanup(once)
+	return once
+}
+
+// faults is one fault scenario's state.
+type faults struct{ *suite }
+
+// faultHarness returns the harness as H, or skips the test when it is not one.
+func faultHarness[H Harness](f *faults) H {
+	f.t.Helper()
+	h, ok := f.h.(H)
+	if !ok {
+		f.t.Skipf("the harness does not implement %v", reflect.TypeFor[H]())
+	}
+	return h
+}
+
+// eventually retries op, 100 ms apart for at most 5 s, while it fails with
+// an error matching dlock.ErrUnavailable: the first statements after a
+// restart may meet connections the pool has not yet found dead.
+func (f *faults) eventually(what string, op func() error) {
+	f.t.Helper()
+	var err error
+	for range 50 {
+		if err = op(); err == nil {
+			return
+		}
+		if !errors.Is(err, dlock.ErrUnavailable) {
+			f.t.Fatalf("%s: %v (want success or ErrUnavailable)", what, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	f.t.Fatalf("%s: still failing: %v", what, err)
+}
+
+// wantLost waits up to 15 s for l's Done and checks that Err matches
+// dlock.ErrLost.
+func (f *faults) wantLost(l *dlock.Lock, after string) {
+	f.t.Helper()
+	f.waitDone(l, 15*time.Second)
+	if err := l.Err(); !errors.Is(err, dlock.ErrLost) {
+		f.t.Fatalf("Err %s = %v, want ErrLost", after, err)
+	}
+}
+
+// wantDeadline calls op with a context of d and checks that it returns
+// within d + 2.7 s with an error matching context.DeadlineExceeded.
+func (f *faults) wantDeadline(what string, d time.Duration, op func(ctx context.Context) error) {
+	f.t.Helper()
+	ctx, cancel := context.WithTimeout(f.ctx, d)
+	defer cancel()
+	start := time.Now()
+	err := op(ctx)
+	if took := time.Since(start); took > d+2700*time.Millisecond {
+		f.t.Errorf("%s took %v with a context of %v", what, took, d)
+	}
+	if !errors.Is(err, context.DeadlineExceeded) {
+		f.t.Errorf("%s = %v, want an error matching context.DeadlineExceeded", what, err)
+	}
+}
+
+// takeOver has c take key after its lease lapsed, retrying for up to 15 s,
+// and checks that the fence is above prev.
+func (f *faults) takeOver(c *dlock.Client, key string, prev uint64) *dlock.Lock {
+	f.t.Helper()
+	ctx, cancel := context.WithTimeout(f.ctx, 15*time.Second)
+	defer cancel()
+	l, err := c.Lock(ctx, key, dlock.WithRetry(dlock.LinearBackoff(50*time.Millisecond)))
+	if err != nil {
+		f.t.Fatalf("Lock(%q) after the holder was cut off: %v", key, err)
+	}
+	if l.Fence() <= prev {
+		f.t.Errorf("fence after takeover = %d, want more than the lost holder's %d", l.Fence(), prev)
+	}
+	return l
+}
+
+func testRestartLeaseLapses(t *testing.T, f *faults) {
+	h := faultHarness[RestartHarness](f)
+	a, b := f.client(), f.client()
+	key := f.key("lapse")
+	l := f.tryLock(a, key, dlock.WithTTL(time.Second))
+	h.Kill(t)
+	f.wantLost(l, "after the server went away")
+	// While down: errors name the server and match ErrUnavailable.
+	_, err := b.TryLock(f.ctx, f.key("other"))
+	if !errors.Is(err, dlock.ErrUnavailable) || !strings.Contains(fmt.Sprint(err), h.Addr()) {
+		t.Fatalf("TryLock with the server down = %v, want ErrUnavailable naming %s", err, h.Addr())
+	}
+	h.Restart(t)
+	var l2 *dlock.Lock
+	f.eventually("TryLock after restart", func() (err error) {
+		l2, err = b.TryLock(f.ctx, key)
+		return err
+	})
+	if l2.Fence() <= l.Fence() {
+		t.Errorf("fence after restart = %d, want > %d (the counter survives)", l2.Fence(), l.Fence())
+	}
+	f.eventually("Unlock", func() error { return l2.Unlock(f.ctx) })
+}
+
+func testRestartLeaseSurvives(t *testing.T, f *faults) {
+	h := faultHarness[RestartHarness](f)
+	a, b := f.client(), f.client()
+	key := f.key("keep")
+	l := f.tryLock(a, key, dlock.WithTTL(20*time.Second))
+	h.Restart(t)
+	f.eventually("Refresh after restart", func() error { return l.Refresh(f.ctx, 0) })
+	if err := l.Err(); err != nil {
+		t.Fatalf("Err after restart and refresh = %v, want nil", err)
+	}
+	var in dlock.Info
+	f.eventually("Inspect", func() (err error) { in, err = b.Inspect(f.ctx, key); return err })
+	if !in.Held || in.Fence != l.Fence() {
+		t.Fatalf("Inspect = %+v, want held with fence %d", in, l.Fence())
+	}
+	f.wantNotAcquired(b, key)
+	f.eventually("Unlock", func() error { return l.Unlock(f.ctx) })
+}
+
+func testConnectionsKilled(t *testing.T, f *faults) {
+	h := faultHarness[ConnKillHarness](f)
+	a, b := f.client(), f.client()
+	key := f.key("killed")
+	const ttl = 900 * time.Millisecond
+	l := f.tryLock(a, key, dlock.WithTTL(ttl))
+	for range 3 {
+		if n := h.KillConnections(t); n == 0 {
+			t.Fatal("no connection ended")
+		}
+		time.Sleep(2 * ttl)
+		if err := l.Err(); err != nil {
+			t.Fatalf("lock lost after its connections were ended: %v", err)
+		}
+	}
+	in, err := b.Inspect(f.ctx, key)
+	if err != nil || !in.Held || in.Fence != l.Fence() {
+		t.Fatalf("Inspect = %+v, %v; want held with fence %d", in, err, l.Fence())
+	}
+	f.unlock(l)
+}
+
+// proxiedClient makes a Client over a driver behind h's proxy.
+func (f *faults) proxiedClient(h BlackholeHarness) *dlock.Client {
+	f.t.Helper()
+	d, err := h.MakeProxiedDriver(f.ctx)
+	if err != nil {
+		f.t.Fatalf("MakeProxiedDriver: %v", err)
+	}
+	c := dlock.NewClient(d)
+	f.t.Cleanup(func() { _ = c.Close() })
+	return c
+}
+
+func testBlackholeLost(t *testing.T, f *faults) {
+	h := faultHarness[BlackholeHarness](f)
+	a, b := f.proxiedClient(h), f.client()
+	key := f.key("partition")
+	l := f.tryLock(a, key, dlock.WithTTL(time.Second))
+	heal := h.Blackhole(t)
+	deadline := time.Now().Add(15 * time.Second)
+	var l2 *dlock.Lock
+	for l2 == nil {
+		got, err := b.TryLock(f.ctx, key)
+		switch {
+		case err == nil:
+			l2 = got
+		case !errors.Is(err, dlock.ErrNotAcquired):
+			t.Fatalf("TryLock by the other owner: %v", err)
+		case time.Now().After(deadline):
+			t.Fatal("the other owner could not take the key 15 s after the holder was cut off")
+		default:
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	if !isDone(l) {
+		t.Fatal("another owner took the key before the cut-off holder's Done closed")
+	}
+	if err := l.Err(); !errors.Is(err, dlock.ErrLost) {
+		t.Fatalf("Err of the cut-off holder = %v, want ErrLost", err)
+	}
+	if l2.Fence() <= l.Fence() {
+		t.Errorf("fence after takeover = %d, want more than the lost holder's %d", l2.Fence(), l.Fence())
+	}
+	f.unlock(l2)
+	heal()
+	f.eventually("TryLock after the partition healed", func() error {
+		l3, err := a.TryLock(f.ctx, f.key("healed"))
+		if err == nil {
+			err = l3.Unlock(f.ctx)
+		}
+		return err
+	})
+}
+
+func testBlackholeDeadline(t *testing.T, f *faults) {
+	h := faultHarness[BlackholeHarness](f)
+	a := f.proxiedClient(h)
+	// A first lock opens the driver's connections, so that the partition
+	// holds back statements, not the connection setup.
+	f.unlock(f.tryLock(a, f.key("warm")))
+	h.Blackhole(t)
+	f.wantDeadline("TryLock through the partition", 300*time.Millisecond, func(ctx context.Context) error {
+		_, err := a.TryLock(ctx, f.key("cut"))
+		return err
+	})
+}
+
+func testBlackholeBatch(t *testing.T, f *faults) {
+	h := faultHarness[BlackholeHarness](f)
+	d, err := h.MakeProxiedDriver(f.ctx)
+	if err != nil {
+		t.Fatalf("MakeProxiedDriver: %v", err)
+	}
+	defer d.Close()
+	br, ok := d.(driver.BatchRefresher)
+	if !ok {
+		t.Skip("the driver is not a driver.BatchRefresher")
+	}
+	key := f.key("batch")
+	if res, err := d.Acquire(f.ctx, driver.Request{Key: key, Token: "t", TTL: time.Minute}); err != nil || !res.Acquired {
+		t.Fatalf("Acquire = %+v, %v", res, err)
+	}
+	defer h.Blackhole(t)() // healed before d closes
+	ctx, cancel := context.WithTimeout(f.ctx, 300*time.Millisecond)
+	defer cancel()
+	errs := br.RefreshBatch(ctx, []driver.RefreshRequest{
+		{Key: key, Token: "t", TTL: time.Minute}, {Key: key + "-other", Token: "t", TTL: time.Minute},
+	})
+	for i, err := range errs {
+		if err == nil || errors.Is(err, driver.ErrNotHeld) || !errors.Is(err, context.DeadlineExceeded) {
+			t.Errorf("result %d = %v, want an error matching context.DeadlineExceeded", i, err)
+		}
+	}
+}
+
+func testPause(t *testing.T, f *faults) {
+	h := faultHarness[PauseHarness](f)
+	a, b := f.client(), f.client()
+	key := f.key("paused")
+	l := f.tryLock(a, key, dlock.WithTTL(time.Second))
+	f.unlock(f.tryLock(b, f.key("warm")))
+	resume := h.Pause(t)
+	f.wantLost(l, "while the server is paused")
+	f.wantDeadline("TryLock on the paused server", 500*time.Millisecond, func(ctx context.Context) error {
+		_, err := b.TryLock(ctx, key)
+		return err
+	})
+	resume()
+	f.unlock(f.takeOver(b, key, l.Fence()))
+}
