@@ -42,7 +42,7 @@ func (h *batchHarness) MakeDriver(ctx context.Context) (driver.Locker, error) {
 		return nil, err
 	}
 	h.t.Cleanup(func() { _ = cli.Close() })
-	d, err := NewDriver(cli, Config{})
+	d, err := NewDriver(cli, Options{})
 	if err != nil {
 		return nil, err
 	}
@@ -83,7 +83,7 @@ func TestRefreshBatchEntries(t *testing.T) {
 	srv := testserver.StartEtcd(t)
 	raw := rawClient(t, srv.Endpoints())
 	ctx := testCtx(t, 30*time.Second)
-	dl, err := OpenDriver(ctx, "etcd://"+srv.Addr())
+	dl, err := openDriver(ctx, "etcd://"+srv.Addr())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -134,7 +134,7 @@ func TestRefreshBatchEntries(t *testing.T) {
 func TestRefreshBatchTxnOps(t *testing.T) {
 	srv := testserver.StartEtcd(t)
 	ctx := testCtx(t, 30*time.Second)
-	dl, err := OpenDriver(ctx, "etcd://"+srv.Addr())
+	dl, err := openDriver(ctx, "etcd://"+srv.Addr())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -166,7 +166,7 @@ func TestRefreshBatchTxnOps(t *testing.T) {
 func TestRefreshBatchFaults(t *testing.T) {
 	srv := testserver.StartEtcd(t)
 	ctx := testCtx(t, 60*time.Second)
-	dl, err := OpenDriver(ctx, "etcd://"+srv.Addr()+"?request-timeout=500ms")
+	dl, err := openDriver(ctx, "etcd://"+srv.Addr()+"?request-timeout=500ms")
 	if err != nil {
 		t.Fatal(err)
 	}

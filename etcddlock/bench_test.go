@@ -32,7 +32,7 @@ func BenchmarkUncontended(b *testing.B) {
 	srv := testserver.StartEtcd(b)
 	ctx := context.Background()
 	c := openClient(b, "etcd://"+srv.Addr())
-	d, err := OpenDriver(ctx, "etcd://"+srv.Addr())
+	d, err := openDriver(ctx, "etcd://"+srv.Addr())
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -18,7 +18,7 @@ import (
 type harness struct{ url string }
 
 func (h *harness) MakeDriver(ctx context.Context) (driver.Locker, error) {
-	return OpenDriver(ctx, h.url)
+	return openDriver(ctx, h.url)
 }
 
 func (h *harness) Close() {}
@@ -55,6 +55,15 @@ func rawClient(t testing.TB, endpoints []string) *clientv3.Client {
 	}
 	t.Cleanup(func() { _ = cli.Close() })
 	return cli
+}
+
+// openDriver opens the driver for rawURL with OpenURL.
+func openDriver(ctx context.Context, rawURL string) (driver.Locker, error) {
+	u, err := driver.ParseURL(rawURL)
+	if err != nil {
+		return nil, err
+	}
+	return OpenURL(ctx, u)
 }
 
 // openClient opens a dlock Client on rawURL and closes it when the test ends.

@@ -37,8 +37,12 @@
 //	                          etcds only: do not verify the servers'
 //	                          certificates; default false. For tests only.
 //
-// Applications that already have a *clientv3.Client use NewClient (or
-// NewDriver with dlock.NewClient) with a Config instead of a URL.
+// A URLOpener with settings given in code (Options defaults, a
+// *tls.Config, a hook on the clientv3.Config) opens the same URLs: register
+// it with dlock.Register, or call its OpenLockerURL; OpenURL opens a URL
+// with the defaults. Applications that already have a *clientv3.Client use
+// NewClient (or NewDriver with dlock.NewClient) with Options instead of a
+// URL.
 //
 // # Key layout
 //
@@ -48,7 +52,7 @@
 // no key reaches outside its own queue. Each waiter or holder has one entry
 // Q + "/" + hex(lease ID) attached to a lease (see below); the entry with
 // the lowest create revision holds the lock. This is concurrency.Mutex's layout
-// with pfx = Q. With an empty prefix (Config.RawKeys) Q = K, verbatim, which
+// with pfx = Q. With an empty prefix (Options.RawKeys) Q = K, verbatim, which
 // interoperation with the etcd tools requires; keys containing "/" can then
 // nest ("a" sees the entries of "a/b" as waiters ahead of it). The entry's
 // value is the lock's metadata; etcd's own tools ignore values.
@@ -93,8 +97,9 @@
 // granted at that minimum. The client's validity still uses the requested
 // TTL, so it never outlives the server's lease; a crashed holder's key may
 // then outlive the requested TTL by that difference. The driver's MinTTL is
-// 1 s; its MaxTTL is etcd's largest lease, 9e9 s (about 285 years), and a
-// TTL outside them is an error matching ErrInvalidTTL.
+// 1 s; its MaxTTL is etcd's largest lease, 9e9 s (about 285 years). Both
+// are declared in Capabilities, and dlock refuses a TTL outside them with
+// an error matching ErrInvalidTTL before the driver sees it.
 //
 // # Waiting
 //

@@ -25,14 +25,15 @@ const cleanupTimeout = 3 * time.Second
 // lock's lease in the background.
 const hedgeAfter = time.Second
 
-// MinTTL is the shortest TTL the driver accepts: etcd leases count whole
-// seconds, and a TTL is rounded up to them.
+// MinTTL is the shortest TTL the driver accepts (Capabilities().MinTTL):
+// etcd leases count whole seconds, and a TTL is rounded up to them.
 const MinTTL = time.Second
 
-// MaxTTL is the longest TTL the driver accepts: etcd's largest lease TTL
-// (9e9 seconds, about 285 years, the portable maximum driver.MaxTTL). A
-// longer one is an error matching ErrInvalidTTL.
-const MaxTTL = 9_000_000_000 * time.Second
+// MaxTTL is the longest TTL the driver accepts (Capabilities().MaxTTL):
+// etcd's largest lease TTL, 9e9 seconds (about 285 years), which is the
+// portable maximum driver.MaxTTL. dlock refuses a TTL outside [MinTTL,
+// MaxTTL] with an error matching ErrInvalidTTL before the driver sees it.
+const MaxTTL = driver.MaxTTL
 
 type etcdDriver struct {
 	cli        *clientv3.Client
@@ -58,24 +59,24 @@ type etcdDriver struct {
 	granting map[int64]chan struct{} // a shared lease being granted, by TTL
 }
 
-func newDriver(cli *clientv3.Client, own bool, addr string, cfg Config) (*etcdDriver, error) {
-	if cfg.RequestTimeout < 0 {
+func newDriver(cli *clientv3.Client, own bool, addr string, opts Options) (*etcdDriver, error) {
+	if opts.RequestTimeout < 0 {
 		return nil, fmt.Errorf("%w: etcd: negative request timeout", driver.ErrInvalidOption)
 	}
-	if cfg.RequestTimeout == 0 {
-		cfg.RequestTimeout = DefaultRequestTimeout
+	if opts.RequestTimeout == 0 {
+		opts.RequestTimeout = DefaultRequestTimeout
 	}
-	if cfg.Prefix == "" && !cfg.RawKeys {
-		cfg.Prefix = DefaultPrefix
+	if opts.Prefix == "" && !opts.RawKeys {
+		opts.Prefix = DefaultPrefix
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	d := &etcdDriver{
 		cli:        cli,
 		ownCli:     own,
 		addr:       addr,
-		prefix:     cfg.Prefix,
-		raw:        cfg.RawKeys,
-		reqTimeout: cfg.RequestTimeout,
+		prefix:     opts.Prefix,
+		raw:        opts.RawKeys,
+		reqTimeout: opts.RequestTimeout,
 		ctx:        ctx,
 		cancel:     cancel,
 		entries:    map[entryID]*entry{},

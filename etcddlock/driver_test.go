@@ -363,12 +363,12 @@ func testSameKeySameClient(t *testing.T, url string, raw *clientv3.Client) {
 // owner's entry.
 func testReleaseNeverDeletesNewer(t *testing.T, url string, raw *clientv3.Client) {
 	ctx := testCtx(t, 30*time.Second)
-	da, err := OpenDriver(ctx, url)
+	da, err := openDriver(ctx, url)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer da.Close()
-	db, err := OpenDriver(ctx, url)
+	db, err := openDriver(ctx, url)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -5,6 +5,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
@@ -40,9 +41,9 @@ func TestOpenURL(t *testing.T) {
 		{"ETCD://h1,h2:1?request-timeout=250ms", []string{"h1:2379", "h2:1"}, DefaultPrefix, false, 250 * time.Millisecond},
 	}
 	for _, tc := range ok {
-		d, err := OpenDriver(t.Context(), tc.url)
+		d, err := openDriver(t.Context(), tc.url)
 		if err != nil {
-			t.Errorf("OpenDriver(%q): %v", tc.url, err)
+			t.Errorf("OpenURL(%q): %v", tc.url, err)
 			continue
 		}
 		ed := d.(*etcdDriver)
@@ -71,26 +72,95 @@ func TestOpenURL(t *testing.T) {
 		"etcd://127.0.0.1:1#frag",
 	}
 	for _, u := range bad {
-		d, err := OpenDriver(t.Context(), u)
+		d, err := openDriver(t.Context(), u)
 		if err == nil {
 			_ = d.Close()
-			t.Errorf("OpenDriver(%q) succeeded, want ErrInvalidOption", u)
+			t.Errorf("OpenURL(%q) succeeded, want ErrInvalidOption", u)
 			continue
 		}
 		if !errors.Is(err, driver.ErrInvalidOption) {
-			t.Errorf("OpenDriver(%q) = %v, want ErrInvalidOption", u, err)
+			t.Errorf("OpenURL(%q) = %v, want ErrInvalidOption", u, err)
 		}
 	}
 }
 
+// TestURLOpener: a URLOpener's settings reach the driver and the
+// clientv3.Config, and a URL parameter wins over the setting it overrides.
+func TestURLOpener(t *testing.T) {
+	srv := testserver.StartEtcd(t)
+	cli := rawClient(t, srv.Endpoints())
+	ctx := testCtx(t, 30*time.Second)
+	var seen clientv3.Config
+	o := &URLOpener{
+		Options:         Options{Prefix: "/apps/y/", RequestTimeout: 3 * time.Second},
+		DialTimeout:     2 * time.Second,
+		ConfigureClient: func(cfg *clientv3.Config) { seen = *cfg },
+	}
+	tests := []struct {
+		query            string
+		prefix           string
+		raw              bool
+		timeout, dialing time.Duration
+	}{
+		{"", "/apps/y/", false, 3 * time.Second, 2 * time.Second},
+		{"?prefix=/other/&request-timeout=1s&dial-timeout=4s", "/other/", false, time.Second, 4 * time.Second},
+		{"?prefix=", "", true, 3 * time.Second, 2 * time.Second},
+	}
+	for _, tc := range tests {
+		raw := "etcd://" + srv.Addr() + tc.query
+		u, err := driver.ParseURL(raw)
+		if err != nil {
+			t.Fatal(err)
+		}
+		d, err := o.OpenLockerURL(ctx, u)
+		if err != nil {
+			t.Fatalf("OpenLockerURL(%q): %v", raw, err)
+		}
+		ed := d.(*etcdDriver)
+		if ed.prefix != tc.prefix || ed.raw != tc.raw || ed.reqTimeout != tc.timeout {
+			t.Errorf("%q: prefix %q raw %v request timeout %v, want %q %v %v", raw, ed.prefix, ed.raw, ed.reqTimeout, tc.prefix, tc.raw, tc.timeout)
+		}
+		if seen.DialTimeout != tc.dialing || !slices.Equal(seen.Endpoints, srv.Endpoints()) {
+			t.Errorf("%q: ConfigureClient saw dial timeout %v, endpoints %q; want %v, %q", raw, seen.DialTimeout, seen.Endpoints, tc.dialing, srv.Endpoints())
+		}
+		c := dlock.NewClient(d)
+		l, err := c.TryLock(ctx, "job")
+		if err != nil {
+			t.Fatalf("%q: TryLock: %v", raw, err)
+		}
+		resp, err := cli.Get(ctx, tc.prefix+"job/", clientv3.WithPrefix(), clientv3.WithCountOnly())
+		if err != nil || resp.Count != 1 {
+			t.Errorf("%q: entries under %q: %v, %v; want 1", raw, tc.prefix+"job/", resp, err)
+		}
+		if err := l.Unlock(ctx); err != nil {
+			t.Error(err)
+		}
+		if err := c.Close(); err != nil {
+			t.Error(err)
+		}
+	}
+
+	// A TLS configuration on a plain-text URL is refused.
+	u, err := driver.ParseURL("etcd://" + srv.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d, err := (&URLOpener{TLSConfig: &tls.Config{}}).OpenLockerURL(ctx, u); !errors.Is(err, driver.ErrInvalidOption) {
+		if err == nil {
+			_ = d.Close()
+		}
+		t.Errorf("etcd:// with a TLSConfig: %v, want ErrInvalidOption", err)
+	}
+}
+
 func TestNewClient(t *testing.T) {
-	if _, err := NewClient(nil, Config{}); !errors.Is(err, driver.ErrInvalidOption) {
+	if _, err := NewClient(nil, Options{}); !errors.Is(err, driver.ErrInvalidOption) {
 		t.Fatalf("NewClient(nil) = %v, want ErrInvalidOption", err)
 	}
 	srv := testserver.StartEtcd(t)
 	cli := rawClient(t, srv.Endpoints())
 	ctx := testCtx(t, 20*time.Second)
-	c, err := NewClient(cli, Config{Prefix: "/apps/x/"})
+	c, err := NewClient(cli, Options{Prefix: "/apps/x/"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -159,6 +229,41 @@ func TestTLS(t *testing.T) {
 	}
 	if err := l.Unlock(ctx); err != nil {
 		t.Fatal(err)
+	}
+
+	// The same from a URLOpener's TLSConfig: the client certificate in
+	// memory, and roots that trust nothing, which the URL's cacert replaces.
+	cert, err := tls.LoadX509KeyPair(files["client.pem"], files["client-key.pem"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots := x509.NewCertPool()
+	o := &URLOpener{TLSConfig: &tls.Config{RootCAs: roots, Certificates: []tls.Certificate{cert}}}
+	for _, tc := range []struct {
+		query string
+		ok    bool
+	}{{"", false}, {"?cacert=" + files["ca.pem"], true}} {
+		u, err := driver.ParseURL("etcds://" + srv.Addr() + tc.query)
+		if err != nil {
+			t.Fatal(err)
+		}
+		d, err := o.OpenLockerURL(ctx, u)
+		if err != nil {
+			t.Fatalf("OpenLockerURL with a TLSConfig, %q: %v", tc.query, err)
+		}
+		tctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		_, err = d.Inspect(tctx, "tls")
+		cancel()
+		if tc.ok && err != nil {
+			t.Errorf("Inspect over TLS from the TLSConfig and %q: %v", tc.query, err)
+		}
+		if !tc.ok && !errors.Is(err, dlock.ErrUnavailable) {
+			t.Errorf("Inspect with roots that trust nothing = %v, want ErrUnavailable", err)
+		}
+		if o.TLSConfig.RootCAs != roots {
+			t.Errorf("the URLOpener's TLSConfig was changed")
+		}
+		_ = d.Close()
 	}
 
 	// Without a client certificate the server refuses the connection.

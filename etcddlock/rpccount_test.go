@@ -41,7 +41,7 @@ func countedClient(t *testing.T, srv *testserver.Etcd) (*dlock.Client, *rpcCount
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = cli.Close() })
-	c, err := NewClient(cli, Config{})
+	c, err := NewClient(cli, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -168,16 +168,25 @@ func FuzzOpenNeverShowsPassword(f *testing.F) {
 				}))
 			}
 		}
-		if name == etcddlock.Scheme || name == etcddlock.SchemeTLS {
-			check("etcddlock.OpenDriver", open(t, func(ctx context.Context) (func() error, error) {
-				d, err := etcddlock.OpenDriver(ctx, raw)
-				if err != nil {
-					return nil, err
-				}
-				return d.Close, nil
-			}))
+		// The drivers' own OpenURL, given the parsed URL, redacts too.
+		if openURL := urlOpeners[name]; openURL != nil {
+			if u, err := driver.ParseURL(raw); err == nil {
+				check(name+" OpenURL", open(t, func(ctx context.Context) (func() error, error) {
+					d, err := openURL(ctx, u)
+					if err != nil {
+						return nil, err
+					}
+					return d.Close, nil
+				}))
+			}
 		}
 	})
+}
+
+// urlOpeners are the drivers' OpenURL functions, by scheme.
+var urlOpeners = map[string]func(context.Context, *driver.URL) (driver.Locker, error){
+	etcddlock.Scheme:    etcddlock.OpenURL,
+	etcddlock.SchemeTLS: etcddlock.OpenURL,
 }
 
 func containsMarker(s string) bool {
