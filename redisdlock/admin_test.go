@@ -11,6 +11,7 @@ import (
 
 	"github.com/dlock-go/dlock"
 	"github.com/dlock-go/dlock/driver"
+	"github.com/dlock-go/dlock/internal/redisengine"
 	"github.com/dlock-go/dlock/internal/testserver"
 	"github.com/dlock-go/dlock/redisdlock"
 )
@@ -22,9 +23,12 @@ import (
 func TestListOnlyLocks(t *testing.T) {
 	srv := testserver.StartRedis(t)
 	ctx := testCtx(t, 60*time.Second)
-	defer redisdlock.SetListBatch(7)()
 	const prefix = `p*?[x]\:`
-	d, rdb := newDriver(t, srv.Addr(), redisdlock.Options{Prefix: prefix})
+	rdb := rawClient(t, srv.Addr())
+	d, err := redisengine.New(rdb, redisengine.Config{Prefix: prefix, ListBatch: 7})
+	if err != nil {
+		t.Fatalf("redisengine.New: %v", err)
+	}
 	c := dlock.NewClient(d)
 	t.Cleanup(func() { _ = c.Close() })
 	// Another prefix that the first one's characters would match as a
@@ -172,7 +176,7 @@ func TestListOnlyLocks(t *testing.T) {
 	}
 }
 
-func mustDriver(t *testing.T, addr, prefix string) *redisdlock.Driver {
+func mustDriver(t *testing.T, addr, prefix string) *redisengine.Engine {
 	t.Helper()
 	d, _ := newDriver(t, addr, redisdlock.Options{Prefix: prefix})
 	return d

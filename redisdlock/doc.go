@@ -53,6 +53,11 @@
 // applies context deadlines to its sockets and makes one attempt per
 // command (dlock retries, with the caller's strategy).
 //
+// A configured URLOpener, given to dlock.OpenWith, opens these URLs with
+// settings from code: default Options that the URL's parameters override,
+// a TLS configuration that the tls_* parameters adjust, and a hook that
+// adjusts the go-redis options last.
+//
 // # From a client the application has
 //
 //	rdb := redis.NewClient(&redis.Options{Addr: "127.0.0.1:6379"})
@@ -75,7 +80,7 @@
 //
 // h is K's own hash tag, or a short tag that hashes to the same slot as
 // P+K. Byte 0xff never occurs in UTF-8, so these never collide with a lock
-// key, and distinct names never share a lock. Driver.Keys returns them.
+// key, and distinct names never share a lock.
 //
 // # Fences
 //
@@ -123,10 +128,4 @@
 // the fence counter. A key that holds no lock (a string without an expiry,
 // another type) is left alone, with an error matching dlock.ErrInvalidKey.
 // The freed holder's next refresh finds the lock key changed (ErrNotHeld).
-//
-// # For quorum drivers
-//
-// Driver.AcquireCounted, GiveBack, RaiseFence, InspectHolder, ListHolders
-// and ForceReleaseHolder, and ClientOptions, are the single-server steps and URL
-// parameters that package redlock builds on; applications do not need them.
 package redisdlock

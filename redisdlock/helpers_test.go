@@ -10,6 +10,7 @@ import (
 
 	"github.com/dlock-go/dlock"
 	"github.com/dlock-go/dlock/driver"
+	"github.com/dlock-go/dlock/internal/redisengine"
 	"github.com/dlock-go/dlock/internal/testserver"
 	"github.com/dlock-go/dlock/redisdlock"
 )
@@ -46,15 +47,15 @@ func rawClient(t testing.TB, addr string) *redis.Client {
 // newDriver makes a driver over a new go-redis client with go-redis's
 // default options (no context deadlines on sockets, retries on), as an
 // application would build it.
-func newDriver(t testing.TB, addr string, o redisdlock.Options) (*redisdlock.Driver, *redis.Client) {
+func newDriver(t testing.TB, addr string, o redisdlock.Options) (*redisengine.Engine, *redis.Client) {
 	t.Helper()
 	rdb := rawClient(t, addr)
-	d, err := redisdlock.NewDriver(rdb, o)
+	l, err := redisdlock.NewDriver(rdb, o)
 	if err != nil {
 		t.Fatalf("NewDriver: %v", err)
 	}
-	t.Cleanup(func() { _ = d.Close() })
-	return d, rdb
+	t.Cleanup(func() { _ = l.Close() })
+	return l.(*redisengine.Engine), rdb
 }
 
 // urlHarness makes drivers from a URL, for the conformance suite.

@@ -13,8 +13,8 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/dlock-go/dlock"
+	"github.com/dlock-go/dlock/internal/redisengine"
 	"github.com/dlock-go/dlock/internal/testserver"
-	"github.com/dlock-go/dlock/redisdlock"
 )
 
 // TestHandOffNotified: a waiter whose backoff is an hour gets the key soon
@@ -70,8 +70,8 @@ func numSub(t testing.TB, srv *testserver.Redis, key string) int {
 
 // layout is a driver with the default prefix that never connects, for its
 // key and channel names.
-var layout = sync.OnceValue(func() *redisdlock.Driver {
-	d, err := redisdlock.NewDriver(redis.NewClient(&redis.Options{Addr: "127.0.0.1:1"}), redisdlock.Options{})
+var layout = sync.OnceValue(func() *redisengine.Engine {
+	d, err := redisengine.New(redis.NewClient(&redis.Options{Addr: "127.0.0.1:1"}), redisengine.Config{})
 	if err != nil {
 		panic(err)
 	}

@@ -1,169 +1,156 @@
 package redisdlock
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"fmt"
-	"net"
-	"os"
-	"strconv"
 	"strings"
-	"time"
 
 	"github.com/redis/go-redis/v9"
 
 	"github.com/dlock-go/dlock"
 	"github.com/dlock-go/dlock/driver"
+	"github.com/dlock-go/dlock/internal/redisengine"
 )
 
 // The URL schemes this package registers with dlock.Open.
 const (
-	Scheme                  = "redis"
-	SchemeTLS               = "rediss"
-	SchemeCluster           = "redis+cluster"
-	SchemeClusterTLS        = "rediss+cluster"
-	SchemeSentinel          = "redis+sentinel"
-	SchemeSentinelTLS       = "rediss+sentinel"
-	defaultPort             = "6379"
-	defaultSentinelPort     = "26379"
-	defaultDialTimeout      = 5 * time.Second
-	defaultReadWriteTimeout = 3 * time.Second
+	Scheme            = "redis"
+	SchemeTLS         = "rediss"
+	SchemeCluster     = "redis+cluster"
+	SchemeClusterTLS  = "rediss+cluster"
+	SchemeSentinel    = "redis+sentinel"
+	SchemeSentinelTLS = "rediss+sentinel"
 )
 
 func init() {
 	for _, s := range []string{Scheme, SchemeTLS, SchemeCluster, SchemeClusterTLS, SchemeSentinel, SchemeSentinelTLS} {
-		dlock.Register(s, driver.URLOpenerFunc(OpenURL))
+		dlock.Register(s, &URLOpener{})
 	}
 }
 
-// connParams are the parameters every scheme shares.
-type connParams struct {
-	user, password   string
-	dialTimeout      time.Duration
-	readTimeout      time.Duration
-	writeTimeout     time.Duration
-	poolSize         int
-	tls              *tls.Config
-	opts             Options
-	sentinelUser     string
-	sentinelPassword string
+// OpenURL opens a driver from a parsed URL with the default settings:
+// (&URLOpener{}).OpenLockerURL(ctx, u). dlock.Open calls it for the
+// schemes of this package.
+func OpenURL(ctx context.Context, u *driver.URL) (driver.Locker, error) {
+	return (&URLOpener{}).OpenLockerURL(ctx, u)
 }
 
-// OpenURL opens a Driver from a parsed URL; dlock.Open calls it for the
-// schemes of this package. It does not contact the server: the first lock
-// operation does. See the package documentation for the URL forms and
-// parameters.
-func OpenURL(_ context.Context, u *driver.URL) (driver.Locker, error) {
+// URLOpener opens drivers from redis://, rediss://, redis+cluster://,
+// rediss+cluster://, redis+sentinel:// and rediss+sentinel:// URLs (see
+// the package documentation for their forms and parameters), with
+// settings that code gives and a URL cannot. The zero value opens with the
+// defaults; dlock.Open uses it. dlock.OpenWith opens a URL with a
+// configured one.
+type URLOpener struct {
+	// Options are the driver's defaults: the URL's prefix and fence_ttl
+	// parameters, when present, override Options.Prefix and
+	// Options.FenceTTL. Options.Addr, when not empty, names the server in
+	// errors instead of the URL's hosts.
+	Options Options
+	// TLSConfig is the TLS configuration of the rediss* schemes (cloned;
+	// default: TLS 1.2 or newer, verifying the server against the system
+	// roots). The URL's tls_* parameters, when present, override the
+	// fields they set: tls_ca_file RootCAs, tls_cert_file and tls_key_file
+	// Certificates, tls_server_name ServerName, tls_insecure_skip_verify
+	// InsecureSkipVerify. It is not used for the schemes without TLS.
+	TLSConfig *tls.Config
+	// ClientOptions, when not nil, is called with the go-redis options
+	// built from the URL (Addrs, MasterName and DB set, context deadlines
+	// on sockets, go-redis retries off) just before the client is made,
+	// and may change any of them (a CredentialsProvider, a Dialer, a
+	// ClientName): what it sets wins over the URL. The client is made
+	// with the options' Simple, Cluster or Failover method, as the scheme
+	// says.
+	ClientOptions func(*redis.UniversalOptions)
+}
+
+// OpenLockerURL implements driver.URLOpener. It does not contact the
+// server: the first lock operation does. The driver closes the go-redis
+// client it made when it is closed. A URL that is not valid gives an error
+// matching dlock.ErrInvalidOption.
+func (o *URLOpener) OpenLockerURL(_ context.Context, u *driver.URL) (driver.Locker, error) {
 	scheme := strings.ToLower(u.Scheme)
 	if err := u.RequireHost(urlForm(scheme)); err != nil {
 		return nil, err
 	}
-	p := readParams(u, strings.Contains(scheme, "sentinel"), strings.HasPrefix(scheme, "rediss"))
-	var (
-		rdb  redis.UniversalClient
-		addr string
-	)
-	switch scheme {
-	case Scheme, SchemeTLS:
-		host, err := oneHost(u.Host)
-		if err != nil {
-			return nil, err
-		}
-		db, err := parseDB(strings.TrimPrefix(u.Path, "/"))
-		if err != nil {
-			return nil, err
-		}
-		if err := u.Finish(); err != nil {
-			return nil, err
-		}
-		addr = host
-		rdb = redis.NewClient(&redis.Options{
-			Addr:                  host,
-			Username:              p.user,
-			Password:              p.password,
-			DB:                    db,
-			DialTimeout:           p.dialTimeout,
-			ReadTimeout:           p.readTimeout,
-			WriteTimeout:          p.writeTimeout,
-			PoolSize:              p.poolSize,
-			TLSConfig:             p.tls,
-			ContextTimeoutEnabled: true,
-			MaxRetries:            -1,
-			DialerRetries:         1,
-		})
-	case SchemeCluster, SchemeClusterTLS:
-		hosts, err := hostList(u.Host, defaultPort)
-		if err != nil {
-			return nil, err
-		}
-		if u.Path != "" && u.Path != "/" {
-			return nil, fmt.Errorf("%w: %s URL takes no path (Redis Cluster has only database 0)", driver.ErrInvalidOption, scheme)
-		}
-		if err := u.Finish(); err != nil {
-			return nil, err
-		}
-		addr = "cluster " + strings.Join(hosts, ",")
-		rdb = redis.NewClusterClient(&redis.ClusterOptions{
-			Addrs:                 hosts,
-			Username:              p.user,
-			Password:              p.password,
-			DialTimeout:           p.dialTimeout,
-			ReadTimeout:           p.readTimeout,
-			WriteTimeout:          p.writeTimeout,
-			PoolSize:              p.poolSize,
-			TLSConfig:             p.tls,
-			ContextTimeoutEnabled: true,
-			MaxRetries:            -1,
-			DialerRetries:         1,
-		})
-	case SchemeSentinel, SchemeSentinelTLS:
-		hosts, err := hostList(u.Host, defaultSentinelPort)
-		if err != nil {
-			return nil, err
-		}
-		parts := strings.Split(strings.Trim(u.Path, "/"), "/")
-		if parts[0] == "" || len(parts) > 2 {
-			return nil, fmt.Errorf("%w: %s URL needs the master name as its path: %s://host:port,host:port/MASTER[/DB]", driver.ErrInvalidOption, scheme, scheme)
-		}
-		db := 0
-		if len(parts) == 2 {
-			if db, err = parseDB(parts[1]); err != nil {
-				return nil, err
-			}
-		}
-		if err := u.Finish(); err != nil {
-			return nil, err
-		}
-		addr = fmt.Sprintf("sentinel %s master %s", strings.Join(hosts, ","), parts[0])
-		rdb = redis.NewFailoverClient(&redis.FailoverOptions{
-			MasterName:            parts[0],
-			SentinelAddrs:         hosts,
-			SentinelUsername:      p.sentinelUser,
-			SentinelPassword:      p.sentinelPassword,
-			Username:              p.user,
-			Password:              p.password,
-			DB:                    db,
-			DialTimeout:           p.dialTimeout,
-			ReadTimeout:           p.readTimeout,
-			WriteTimeout:          p.writeTimeout,
-			PoolSize:              p.poolSize,
-			TLSConfig:             p.tls,
-			ContextTimeoutEnabled: true,
-			MaxRetries:            -1,
-			DialerRetries:         1,
-		})
-	default:
-		return nil, fmt.Errorf("%w: redisdlock cannot open scheme %q", driver.ErrInvalidOption, u.Scheme)
+	form := redisengine.URLForm{TLS: strings.HasPrefix(scheme, "rediss"), Sentinel: strings.Contains(scheme, "sentinel")}
+	ro, conf := redisengine.ReadURL(u, form, o.Options.engineConfig(), o.TLSConfig)
+	kind, err := readAddrs(u, scheme, ro)
+	if err != nil {
+		return nil, err
 	}
-	p.opts.Addr = addr
-	d, err := NewDriver(rdb, p.opts)
+	if err := u.Finish(); err != nil {
+		return nil, err
+	}
+	if o.ClientOptions != nil {
+		o.ClientOptions(ro)
+	}
+	var rdb redis.UniversalClient
+	switch kind {
+	case Scheme:
+		so := ro.Simple()
+		rdb = redis.NewClient(so)
+		conf.Addr = cmp.Or(conf.Addr, so.Addr)
+	case SchemeCluster:
+		rdb = redis.NewClusterClient(ro.Cluster())
+		conf.Addr = cmp.Or(conf.Addr, "cluster "+strings.Join(ro.Addrs, ","))
+	default:
+		rdb = redis.NewFailoverClient(ro.Failover())
+		conf.Addr = cmp.Or(conf.Addr, fmt.Sprintf("sentinel %s master %s", strings.Join(ro.Addrs, ","), ro.MasterName))
+	}
+	conf.OwnsClient = true
+	d, err := redisengine.New(rdb, conf)
 	if err != nil {
 		_ = rdb.Close()
 		return nil, err
 	}
-	d.ownsClient = true
 	return d, nil
+}
+
+// readAddrs sets the addresses, the master name and the database of ro
+// from the host and path of u, and returns the kind of client to make:
+// Scheme (one server), SchemeCluster or SchemeSentinel.
+func readAddrs(u *driver.URL, scheme string, ro *redis.UniversalOptions) (string, error) {
+	switch scheme {
+	case Scheme, SchemeTLS:
+		hosts, err := redisengine.HostList(u.Host, redisengine.DefaultPort, "redis")
+		if err != nil {
+			return "", err
+		}
+		if len(hosts) != 1 {
+			return "", fmt.Errorf("%w: redis URL names %d hosts; use redis+cluster:// or redis+sentinel:// for several", driver.ErrInvalidOption, len(hosts))
+		}
+		ro.Addrs = hosts
+		ro.DB, err = redisengine.ParseDB(strings.TrimPrefix(u.Path, "/"), "redis", "redis://host:port/DB")
+		return Scheme, err
+	case SchemeCluster, SchemeClusterTLS:
+		hosts, err := redisengine.HostList(u.Host, redisengine.DefaultPort, "redis")
+		if err != nil {
+			return "", err
+		}
+		if u.Path != "" && u.Path != "/" {
+			return "", fmt.Errorf("%w: %s URL takes no path (Redis Cluster has only database 0)", driver.ErrInvalidOption, scheme)
+		}
+		ro.Addrs = hosts
+		return SchemeCluster, nil
+	case SchemeSentinel, SchemeSentinelTLS:
+		hosts, err := redisengine.HostList(u.Host, redisengine.DefaultSentinelPort, "redis")
+		if err != nil {
+			return "", err
+		}
+		parts := strings.Split(strings.Trim(u.Path, "/"), "/")
+		if parts[0] == "" || len(parts) > 2 {
+			return "", fmt.Errorf("%w: %s URL needs the master name as its path: %s://host:port,host:port/MASTER[/DB]", driver.ErrInvalidOption, scheme, scheme)
+		}
+		ro.Addrs, ro.MasterName = hosts, parts[0]
+		if len(parts) == 2 {
+			ro.DB, err = redisengine.ParseDB(parts[1], "redis", "redis://host:port/DB")
+		}
+		return SchemeSentinel, err
+	}
+	return "", fmt.Errorf("%w: redisdlock cannot open scheme %q", driver.ErrInvalidOption, u.Scheme)
 }
 
 // urlForm is the URL shape of scheme, for error messages.
@@ -175,145 +162,4 @@ func urlForm(scheme string) string {
 		return scheme + "://[user:password@]host:port[,host:port...]/MASTER[/DB]"
 	}
 	return scheme + "://[user:password@]host[:port][/DB]"
-}
-
-// ClientOptions reads from u what a redis:// URL gives one server: the user
-// and password of its user information, the parameters dial_timeout,
-// read_timeout, write_timeout and pool_size, with tlsOn the tls_*
-// parameters, and the driver parameters prefix and fence_ttl (see the
-// package documentation for each and its default). It returns them as a
-// template for redis.NewClient, with context deadlines on sockets and
-// go-redis's retries off as for the clients OpenURL makes, leaving Addr and
-// DB to the caller, and as driver Options. Errors are recorded in u; the
-// caller consumes its own parameters and then calls u.Finish. It is for
-// drivers built on this one, such as package redlock.
-func ClientOptions(u *driver.URL, tlsOn bool) (*redis.Options, Options) {
-	p := readParams(u, false, tlsOn)
-	return &redis.Options{
-		Username:              p.user,
-		Password:              p.password,
-		DialTimeout:           p.dialTimeout,
-		ReadTimeout:           p.readTimeout,
-		WriteTimeout:          p.writeTimeout,
-		PoolSize:              p.poolSize,
-		TLSConfig:             p.tls,
-		ContextTimeoutEnabled: true,
-		MaxRetries:            -1,
-		DialerRetries:         1,
-	}, p.opts
-}
-
-// readParams consumes every query parameter the scheme accepts. Errors are
-// recorded in u and come out of u.Finish.
-func readParams(u *driver.URL, sentinel, tlsOn bool) *connParams {
-	p := &connParams{}
-	if u.User != nil {
-		p.user = u.User.Username()
-		p.password, _ = u.User.Password()
-	}
-	p.opts.Prefix = u.String("prefix", DefaultPrefix)
-	p.opts.FenceTTL = u.Duration("fence_ttl", DefaultFenceTTL)
-	p.dialTimeout = positive(u, "dial_timeout", defaultDialTimeout)
-	p.readTimeout = positive(u, "read_timeout", defaultReadWriteTimeout)
-	p.writeTimeout = positive(u, "write_timeout", p.readTimeout)
-	if u.Has("pool_size") {
-		p.poolSize = u.Int("pool_size", 0)
-		if p.poolSize < 1 {
-			u.Fail(fmt.Errorf("%w: parameter \"pool_size\" must be at least 1", driver.ErrInvalidOption))
-		}
-	}
-	if sentinel {
-		p.sentinelUser = u.String("sentinel_username", "")
-		p.sentinelPassword = u.String("sentinel_password", "")
-	}
-	if tlsOn {
-		p.tls = readTLS(u)
-	}
-	return p
-}
-
-func positive(u *driver.URL, name string, def time.Duration) time.Duration {
-	d := u.Duration(name, def)
-	if d <= 0 {
-		u.Fail(fmt.Errorf("%w: parameter %q must be positive", driver.ErrInvalidOption, name))
-		return def
-	}
-	return d
-}
-
-func readTLS(u *driver.URL) *tls.Config {
-	conf := &tls.Config{MinVersion: tls.VersionTLS12}
-	// Empty: crypto/tls verifies the host of each address dialled.
-	conf.ServerName = u.String("tls_server_name", "")
-	conf.InsecureSkipVerify = u.Bool("tls_insecure_skip_verify", false)
-	if ca := u.String("tls_ca_file", ""); ca != "" {
-		pem, err := os.ReadFile(ca)
-		if err != nil {
-			u.Fail(fmt.Errorf("%w: parameter \"tls_ca_file\": %v", driver.ErrInvalidOption, err))
-		} else {
-			conf.RootCAs = x509.NewCertPool()
-			if !conf.RootCAs.AppendCertsFromPEM(pem) {
-				u.Fail(fmt.Errorf("%w: parameter \"tls_ca_file\": no PEM certificate in %s", driver.ErrInvalidOption, ca))
-			}
-		}
-	}
-	cert, key := u.String("tls_cert_file", ""), u.String("tls_key_file", "")
-	switch {
-	case cert != "" && key != "":
-		pair, err := tls.LoadX509KeyPair(cert, key)
-		if err != nil {
-			u.Fail(fmt.Errorf("%w: parameters \"tls_cert_file\", \"tls_key_file\": %v", driver.ErrInvalidOption, err))
-		} else {
-			conf.Certificates = []tls.Certificate{pair}
-		}
-	case cert != "" || key != "":
-		u.Fail(fmt.Errorf("%w: parameters \"tls_cert_file\" and \"tls_key_file\" go together", driver.ErrInvalidOption))
-	}
-	return conf
-}
-
-func parseDB(s string) (int, error) {
-	if s == "" {
-		return 0, nil
-	}
-	db, err := strconv.Atoi(s)
-	if err != nil || db < 0 {
-		return 0, fmt.Errorf("%w: redis URL: the path must be a database number >= 0 (redis://host:port/DB)", driver.ErrInvalidOption)
-	}
-	return db, nil
-}
-
-// oneHost returns host:port from a URL host, with the default port added.
-func oneHost(h string) (string, error) {
-	hosts, err := hostList(h, defaultPort)
-	if err != nil {
-		return "", err
-	}
-	if len(hosts) != 1 {
-		return "", fmt.Errorf("%w: redis URL names %d hosts; use redis+cluster:// or redis+sentinel:// for several", driver.ErrInvalidOption, len(hosts))
-	}
-	return hosts[0], nil
-}
-
-// hostList splits "h1:p1,h2:p2" and adds the default port where missing.
-func hostList(s, port string) ([]string, error) {
-	var hosts []string
-	for _, h := range strings.Split(s, ",") {
-		if h == "" {
-			return nil, fmt.Errorf("%w: redis URL has an empty host", driver.ErrInvalidOption)
-		}
-		host, p, err := net.SplitHostPort(h)
-		if err != nil {
-			// No port: "host" or "[::1]".
-			host, p = strings.TrimSuffix(strings.TrimPrefix(h, "["), "]"), port
-		}
-		if host == "" || strings.ContainsAny(host, "[]/") {
-			return nil, fmt.Errorf("%w: redis URL host %q is not valid", driver.ErrInvalidOption, h)
-		}
-		if n, err := strconv.Atoi(p); err != nil || n < 1 || n > 65535 {
-			return nil, fmt.Errorf("%w: redis URL port %q is not valid", driver.ErrInvalidOption, p)
-		}
-		hosts = append(hosts, net.JoinHostPort(host, p))
-	}
-	return hosts, nil
 }

@@ -5,6 +5,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
@@ -17,8 +18,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/dlock-go/dlock"
 	"github.com/dlock-go/dlock/driver"
+	"github.com/dlock-go/dlock/internal/redisengine"
+	"github.com/dlock-go/dlock/internal/testserver"
 	"github.com/dlock-go/dlock/redisdlock"
 )
 
@@ -64,7 +69,7 @@ func TestOpenURL(t *testing.T) {
 			t.Errorf("OpenURL(%q): %v", tc.url, err)
 			continue
 		}
-		if got := l.(*redisdlock.Driver).Prefix(); got != tc.prefix {
+		if got := l.(*redisengine.Engine).Prefix(); got != tc.prefix {
 			t.Errorf("OpenURL(%q): prefix %q, want %q", tc.url, got, tc.prefix)
 		}
 		_ = l.Close()
@@ -179,8 +184,8 @@ func TestNewDriverOptions(t *testing.T) {
 		switch {
 		case tc.ok && err != nil:
 			t.Errorf("%s: NewDriver = %v", tc.name, err)
-		case tc.ok && d.Prefix() != tc.want:
-			t.Errorf("%s: prefix %q, want %q", tc.name, d.Prefix(), tc.want)
+		case tc.ok && d.(*redisengine.Engine).Prefix() != tc.want:
+			t.Errorf("%s: prefix %q, want %q", tc.name, d.(*redisengine.Engine).Prefix(), tc.want)
 		case !tc.ok && !errors.Is(err, dlock.ErrInvalidOption):
 			t.Errorf("%s: NewDriver = %v, want ErrInvalidOption", tc.name, err)
 		}
@@ -216,4 +221,78 @@ func writeTestCA(t *testing.T) string {
 		t.Fatal(err)
 	}
 	return path
+}
+
+// TestURLOpener: a configured URLOpener's Options, TLSConfig and
+// ClientOptions reach the driver; the URL's parameters override the
+// Options and TLSConfig defaults, and the hook has the last word.
+func TestURLOpener(t *testing.T) {
+	srv := testserver.StartRedis(t)
+	ctx := testCtx(t, 30*time.Second)
+	var seen []redis.UniversalOptions
+	codeTLS := &tls.Config{ServerName: "code.example"}
+	o := &redisdlock.URLOpener{
+		Options:   redisdlock.Options{Prefix: "code:", FenceTTL: 2 * time.Hour, Addr: "the-cache"},
+		TLSConfig: codeTLS,
+		ClientOptions: func(ro *redis.UniversalOptions) {
+			seen = append(seen, *ro)
+			ro.ClientName = "from-code"
+		},
+	}
+	open := func(raw string) *redisengine.Engine {
+		t.Helper()
+		u, err := driver.ParseURL(raw)
+		if err != nil {
+			t.Fatalf("ParseURL(%q): %v", raw, err)
+		}
+		l, err := o.OpenLockerURL(ctx, u)
+		if err != nil {
+			t.Fatalf("OpenLockerURL(%q): %v", raw, err)
+		}
+		t.Cleanup(func() { _ = l.Close() })
+		return l.(*redisengine.Engine)
+	}
+
+	d := open(srv.URL())
+	if got := d.Prefix(); got != "code:" {
+		t.Errorf("prefix %q, want the Options default %q", got, "code:")
+	}
+	if res, err := d.Acquire(ctx, driver.Request{Key: "k", Token: "t", TTL: time.Minute}); err != nil || !res.Acquired {
+		t.Fatalf("Acquire = %+v, %v", res, err)
+	}
+	_, fence, _ := d.Keys("k")
+	if ttl := rawClient(t, srv.Addr()).PTTL(ctx, fence).Val(); ttl <= time.Hour || ttl > 2*time.Hour {
+		t.Errorf("fence counter PTTL %v, want Options.FenceTTL (2h)", ttl)
+	}
+	if name, err := rawClient(t, srv.Addr()).ClientList(ctx).Result(); err != nil || !strings.Contains(name, "name=from-code") {
+		t.Errorf("CLIENT LIST = %q, %v; want a connection named by the hook", name, err)
+	}
+	if got := open(srv.URL() + "?prefix=url:").Prefix(); got != "url:" {
+		t.Errorf("prefix %q, want the URL's %q", got, "url:")
+	}
+
+	// Addr names the server in errors; the hook sees the URL's address
+	// and database.
+	down := open("redis://127.0.0.1:1/3")
+	if _, err := down.Inspect(ctx, "k"); err == nil || !strings.Contains(err.Error(), "the-cache") {
+		t.Errorf("Inspect on a closed port = %v, want an error naming Options.Addr", err)
+	}
+	if last := seen[len(seen)-1]; !slices.Equal(last.Addrs, []string{"127.0.0.1:1"}) || last.DB != 3 || !last.ContextTimeoutEnabled || last.MaxRetries != -1 {
+		t.Errorf("ClientOptions saw %+v, want the URL's address and DB, context deadlines, no retries", last)
+	}
+
+	// TLS: the configuration from code, cloned, with the URL's tls_*
+	// parameters on top; not used without TLS.
+	open("rediss://127.0.0.1:1")
+	if got := seen[len(seen)-1].TLSConfig; got == nil || got == codeTLS || got.ServerName != "code.example" {
+		t.Errorf("TLS config %+v, want a clone of the opener's", got)
+	}
+	open("rediss://127.0.0.1:1?tls_server_name=url.example")
+	if got := seen[len(seen)-1].TLSConfig; got == nil || got.ServerName != "url.example" || codeTLS.ServerName != "code.example" {
+		t.Errorf("TLS server name %q (opener's %q), want the URL's, the opener's unchanged", got.ServerName, codeTLS.ServerName)
+	}
+	open("redis://127.0.0.1:1")
+	if got := seen[len(seen)-1].TLSConfig; got != nil {
+		t.Errorf("TLS config on redis:// = %+v, want none", got)
+	}
 }

@@ -11,16 +11,16 @@ import (
 
 	"github.com/dlock-go/dlock"
 	"github.com/dlock-go/dlock/driver"
-	"github.com/dlock-go/dlock/redisdlock"
+	"github.com/dlock-go/dlock/internal/redisengine"
 )
 
 var (
-	_ driver.Lister        = (*Driver)(nil)
-	_ driver.ForceReleaser = (*Driver)(nil)
+	_ driver.Lister        = (*locker)(nil)
+	_ driver.ForceReleaser = (*locker)(nil)
 )
 
 // List implements driver.Lister. Every node lists its held keys at once,
-// as redisdlock.Driver.List does on one server (SCAN in batches, each key
+// as redisengine.Engine.List does on one server (SCAN in batches, each key
 // checked against its info key), with each holder's token; a key is listed
 // when a majority of nodes hold it for the same token, with what Inspect
 // reports for it: the TTL a majority still holds it for, the fence most of
@@ -28,7 +28,7 @@ var (
 // majority has, the others get as long again as that took (at least the
 // node timeout) and are then left out: a key held on exactly a majority
 // that includes a node left out is not listed.
-func (d *Driver) List(ctx context.Context, prefix string) ([]driver.KeyInfo, error) {
+func (d *locker) List(ctx context.Context, prefix string) ([]driver.KeyInfo, error) {
 	if d.closed.Load() {
 		return nil, driver.ErrClosed
 	}
@@ -41,7 +41,7 @@ func (d *Driver) List(ctx context.Context, prefix string) ([]driver.KeyInfo, err
 	lctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	type nodeKeys struct {
-		keys []redisdlock.HeldKey
+		keys []redisengine.HeldKey
 		err  error
 	}
 	replies := make(chan nodeKeys, len(d.nodes))
@@ -93,7 +93,7 @@ collect:
 // node as Inspect does; when a majority holds it for one token it frees
 // that holder on every node that has it, with one script per node that
 // checks the token it read and, as Release does, announces the release to
-// the node's first queued waiter (see redisdlock.Driver.ForceReleaseHolder);
+// the node's first queued waiter (see redisengine.Engine.ForceReleaseHolder);
 // the fence counters stay. It returns the holder's Info as Inspect reported
 // it once a majority of nodes answered that the holder is gone there (freed
 // now, or not held), so that the holder can no longer have a majority: its
@@ -104,14 +104,14 @@ collect:
 // before the release reached it. When fewer than a majority answer, the
 // error wraps ErrUnavailable; releases still in flight go on in the
 // background.
-func (d *Driver) ForceRelease(ctx context.Context, key string) (driver.Info, error) {
+func (d *locker) ForceRelease(ctx context.Context, key string) (driver.Info, error) {
 	in, token, err := d.inspect(ctx, key)
 	if err != nil || !in.Held {
 		return in, err
 	}
 	t := tally{n: len(d.nodes), quorum: d.quorum}
 	var invalid error
-	f := startFanout(ctx, d.nodes, d.nodeTimeout(0), func(ctx context.Context, n *redisdlock.Driver) (struct{}, error) {
+	f := startFanout(ctx, d.nodes, d.nodeTimeout(0), func(ctx context.Context, n *redisengine.Engine) (struct{}, error) {
 		_, err := n.ForceReleaseHolder(ctx, key, token)
 		return struct{}{}, err
 	})

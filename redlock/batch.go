@@ -5,16 +5,16 @@ import (
 	"fmt"
 
 	"github.com/dlock-go/dlock/driver"
-	"github.com/dlock-go/dlock/redisdlock"
+	"github.com/dlock-go/dlock/internal/redisengine"
 )
 
-var _ driver.BatchRefresher = (*Driver)(nil)
+var _ driver.BatchRefresher = (*locker)(nil)
 
 // RefreshBatch implements driver.BatchRefresher: every node refreshes the
 // whole batch in one pipeline, all nodes in parallel, and a lock is
 // refreshed when a majority of nodes refreshed it — the same rule as
 // Refresh, one round trip per node for the batch.
-func (d *Driver) RefreshBatch(ctx context.Context, reqs []driver.RefreshRequest) []error {
+func (d *locker) RefreshBatch(ctx context.Context, reqs []driver.RefreshRequest) []error {
 	errs := make([]error, len(reqs))
 	if d.closed.Load() {
 		for i := range errs {
@@ -22,30 +22,20 @@ func (d *Driver) RefreshBatch(ctx context.Context, reqs []driver.RefreshRequest)
 		}
 		return errs
 	}
-	var (
-		valid    []driver.RefreshRequest
-		idx      []int
-		shortest = MaxNodeTimeout * 10
-	)
-	for i, r := range reqs {
-		if err := checkTTL(r.TTL); err != nil {
-			errs[i] = err
-			continue
-		}
-		valid = append(valid, r)
-		idx = append(idx, i)
-		shortest = min(shortest, r.TTL)
-	}
-	if len(valid) == 0 {
+	if len(reqs) == 0 {
 		return errs
 	}
-	tallies := make([]tally, len(valid))
+	shortest := reqs[0].TTL
+	for _, r := range reqs[1:] {
+		shortest = min(shortest, r.TTL)
+	}
+	tallies := make([]tally, len(reqs))
 	for j := range tallies {
 		tallies[j] = tally{n: len(d.nodes), quorum: d.quorum}
 	}
-	undecided := len(valid)
-	f := startFanout(ctx, d.nodes, d.nodeTimeout(shortest), func(ctx context.Context, n *redisdlock.Driver) ([]error, error) {
-		return n.RefreshBatch(ctx, valid), nil
+	undecided := len(reqs)
+	f := startFanout(ctx, d.nodes, d.nodeTimeout(shortest), func(ctx context.Context, n *redisengine.Engine) ([]error, error) {
+		return n.RefreshBatch(ctx, reqs), nil
 	})
 	err := f.collect(ctx, func(r reply[[]error]) bool {
 		for j := range tallies {
@@ -63,12 +53,12 @@ func (d *Driver) RefreshBatch(ctx context.Context, reqs []driver.RefreshRequest)
 		}
 		return undecided == 0
 	})
-	for j, i := range idx {
-		if err != nil && !tallies[j].decided() {
-			errs[i] = fmt.Errorf("redlock: refresh %q: %w", valid[j].Key, err)
+	for i, r := range reqs {
+		if err != nil && !tallies[i].decided() {
+			errs[i] = fmt.Errorf("redlock: refresh %q: %w", r.Key, err)
 			continue
 		}
-		errs[i] = tallies[j].result("refresh", valid[j].Key)
+		errs[i] = tallies[i].result("refresh", r.Key)
 	}
 	return errs
 }

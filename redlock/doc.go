@@ -4,8 +4,9 @@
 //
 // On each node a lock has exactly the layout of package redisdlock (the lock
 // key holding the owner token with a PX expiry, a fence counter, an info key
-// and a release channel), and each node is driven by a redisdlock.Driver, so
-// every step on a node is one of redisdlock's scripts, one round trip.
+// and a release channel), and each node is driven by the same engine as a
+// redisdlock driver, so every step on a node is one of its scripts, one
+// round trip.
 //
 // # Algorithm
 //
@@ -75,6 +76,11 @@
 //
 // Durations are Go durations ("50ms", "5s"); a bare integer is seconds. Any
 // other parameter is an error matching dlock.ErrInvalidOption.
+//
+// A configured URLOpener, given to dlock.OpenWith, opens these URLs with
+// settings from code: default Options that the URL's parameters override,
+// a TLS configuration that the tls_* parameters adjust, and a hook that
+// adjusts each node's go-redis options last.
 //
 // # From clients the application has
 //

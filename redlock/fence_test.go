@@ -32,7 +32,7 @@ func TestFenceAcrossRestarts(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, counterKey, _ := d.Nodes()[0].Keys("k")
+	_, counterKey, _ := d.(*redlock.Driver).Nodes()[0].Keys("k")
 
 	var last uint64
 	grant := func(what string) {

@@ -61,7 +61,7 @@ func newClient(t testing.TB, nodes []*testserver.Redis, o redlock.Options, opts 
 	}
 	c := dlock.NewClient(d, opts...)
 	t.Cleanup(func() { _ = c.Close() })
-	return c, d
+	return c, d.(*redlock.Driver)
 }
 
 // urlHarness makes drivers from a URL, for the conformance suite.

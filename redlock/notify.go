@@ -123,7 +123,7 @@ func (w *watch) stop() {
 // node whose subscription is up; nodes that are down only narrow the
 // choice. When no node can be watched it returns an error, and the waiter
 // polls.
-func (d *Driver) WatchReleases(ctx context.Context, key string) (<-chan struct{}, func(), error) {
+func (d *locker) WatchReleases(ctx context.Context, key string) (<-chan struct{}, func(), error) {
 	if d.closed.Load() {
 		return nil, nil, driver.ErrClosed
 	}

@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"github.com/dlock-go/dlock/driver"
-	"github.com/dlock-go/dlock/redisdlock"
+	"github.com/dlock-go/dlock/internal/redisengine"
 )
 
 // reply is one node's answer to a fanned-out call.
@@ -27,7 +27,7 @@ type fanout[T any] struct {
 	pending int
 }
 
-func startFanout[T any](ctx context.Context, nodes []*redisdlock.Driver, timeout time.Duration, call func(context.Context, *redisdlock.Driver) (T, error)) *fanout[T] {
+func startFanout[T any](ctx context.Context, nodes []*redisengine.Engine, timeout time.Duration, call func(context.Context, *redisengine.Engine) (T, error)) *fanout[T] {
 	f := &fanout[T]{replies: make(chan reply[T], len(nodes)), done: make([]chan struct{}, len(nodes)), pending: len(nodes)}
 	base := context.WithoutCancel(ctx)
 	for i, n := range nodes {

@@ -15,22 +15,15 @@ import (
 
 	"github.com/dlock-go/dlock"
 	"github.com/dlock-go/dlock/driver"
-	"github.com/dlock-go/dlock/redisdlock"
+	"github.com/dlock-go/dlock/internal/redisengine"
 )
 
-// MinTTL is the shortest lease the driver accepts, as for one Redis server.
-const MinTTL = redisdlock.MinTTL
-
-// MaxTTL is the longest lease the driver accepts, as for one Redis server
-// (see redisdlock.MaxTTL); a longer one is an error matching ErrInvalidTTL.
-const MaxTTL = redisdlock.MaxTTL
-
 // Node timeouts, when Options.NodeTimeout is zero: an acquire or refresh
-// waits for a node at most its TTL/10, but at least MinNodeTimeout and at
-// most MaxNodeTimeout; a release or an inspect waits MaxNodeTimeout.
+// waits for a node at most its TTL/10, but at least minNodeTimeout and at
+// most maxNodeTimeout; a release or an inspect waits maxNodeTimeout.
 const (
-	MinNodeTimeout = 50 * time.Millisecond
-	MaxNodeTimeout = 500 * time.Millisecond
+	minNodeTimeout = 50 * time.Millisecond
+	maxNodeTimeout = 500 * time.Millisecond
 )
 
 // Options configure the driver. The zero value gives the defaults.
@@ -40,20 +33,19 @@ type Options struct {
 	// exactly the lock's name, as redsync does.
 	Prefix string
 	// FenceTTL is how long a key's fence counter lives on a node after the
-	// key's last grant. Default redisdlock.DefaultFenceTTL (30 days).
+	// key's last grant, at least a second. Default (zero) 30 days.
 	FenceTTL time.Duration
 	// NodeTimeout bounds how long one operation waits for one node. Zero
-	// means: TTL/10 between MinNodeTimeout and MaxNodeTimeout for acquire
-	// and refresh, MaxNodeTimeout for release and inspect. An operation
+	// (the default) means: TTL/10, at least 50 ms and at most 500 ms, for
+	// acquire and refresh; 500 ms for release and inspect. An operation
 	// returns as soon as a majority has decided it, whatever the timeout.
 	NodeTimeout time.Duration
 }
 
-// Driver is the Redlock driver.Locker over independent Redis masters. It
-// also implements driver.Notifier. Create one with NewDriver, or with Open
-// and a redlock:// URL.
-type Driver struct {
-	nodes   []*redisdlock.Driver
+// locker is the Redlock driver.Locker over independent Redis masters: one
+// engine per node and the majority rules.
+type locker struct {
+	nodes   []*redisengine.Engine
 	clients []redis.UniversalClient // closed by Close when opened from a URL
 	quorum  int
 	timeout time.Duration // Options.NodeTimeout
@@ -62,29 +54,44 @@ type Driver struct {
 }
 
 var (
-	_ driver.Locker   = (*Driver)(nil)
-	_ driver.Notifier = (*Driver)(nil)
+	_ driver.Locker   = (*locker)(nil)
+	_ driver.Notifier = (*locker)(nil)
 )
 
 // NewDriver returns a driver over go-redis clients the application already
 // has, one per Redis node; each node should be an independent master
 // (a *redis.Client; not a cluster, and not replicas of each other). Accepts
-// []*redis.Client and []redis.UniversalClient alike. The driver does not
-// close the clients. Options that are not valid give an error matching
-// ErrInvalidOption.
-func NewDriver[C redis.UniversalClient](clients []C, opts Options) (*Driver, error) {
+// []*redis.Client and []redis.UniversalClient alike. The driver also
+// implements driver.Notifier, driver.BatchRefresher, driver.Lister and
+// driver.ForceReleaser. It does not close the clients. No clients, a nil
+// client or Options that are not valid give an error matching
+// dlock.ErrInvalidOption.
+func NewDriver[C redis.UniversalClient](clients []C, opts Options) (driver.Locker, error) {
+	nodes := make([]redis.UniversalClient, len(clients))
+	for i, c := range clients {
+		nodes[i] = c
+	}
+	d, err := newLocker(nodes, opts)
+	if err != nil {
+		return nil, err
+	}
+	return d, nil
+}
+
+// newLocker returns the driver over clients, one engine per node.
+func newLocker(clients []redis.UniversalClient, opts Options) (*locker, error) {
 	if len(clients) == 0 {
 		return nil, fmt.Errorf("%w: redlock needs at least one redis client", driver.ErrInvalidOption)
 	}
 	if opts.NodeTimeout < 0 {
 		return nil, fmt.Errorf("%w: redlock node timeout %v is negative", driver.ErrInvalidOption, opts.NodeTimeout)
 	}
-	d := &Driver{quorum: len(clients)/2 + 1, timeout: opts.NodeTimeout}
+	d := &locker{quorum: len(clients)/2 + 1, timeout: opts.NodeTimeout}
 	for i, c := range clients {
 		if v := reflect.ValueOf(c); !v.IsValid() || (v.Kind() == reflect.Pointer && v.IsNil()) {
 			return nil, fmt.Errorf("%w: redlock redis client %d is nil", driver.ErrInvalidOption, i)
 		}
-		n, err := redisdlock.NewDriver(c, redisdlock.Options{Prefix: opts.Prefix, FenceTTL: opts.FenceTTL})
+		n, err := redisengine.New(c, redisengine.Config{Prefix: opts.Prefix, FenceTTL: opts.FenceTTL})
 		if err != nil {
 			for _, n := range d.nodes {
 				_ = n.Close()
@@ -107,40 +114,22 @@ func NewClient[C redis.UniversalClient](clients []C, opts Options, clientOpts ..
 	return dlock.NewClient(d, clientOpts...), nil
 }
 
-// Nodes returns the per-node drivers, in the order the clients were given.
-// They share the driver's key layout; see redisdlock.Driver.Keys.
-func (d *Driver) Nodes() []*redisdlock.Driver { return slices.Clone(d.nodes) }
-
-// Quorum returns the number of nodes that make a majority: N/2+1.
-func (d *Driver) Quorum() int { return d.quorum }
-
-// Capabilities implements driver.Locker.
-func (d *Driver) Capabilities() driver.Capabilities {
-	return driver.Capabilities{Fencing: true, MinTTL: MinTTL, MaxTTL: MaxTTL}
-}
-
-// checkTTL returns an error matching ErrInvalidTTL when ttl is outside
-// [MinTTL, MaxTTL].
-func checkTTL(ttl time.Duration) error {
-	switch {
-	case ttl < MinTTL:
-		return fmt.Errorf("%w: %v is below the redlock minimum of %v", driver.ErrInvalidTTL, ttl, MinTTL)
-	case ttl > MaxTTL:
-		return fmt.Errorf("%w: %v is above the redlock maximum of %v", driver.ErrInvalidTTL, ttl, MaxTTL)
-	}
-	return nil
+// Capabilities implements driver.Locker: fences, and the TTL bounds of one
+// Redis server.
+func (d *locker) Capabilities() driver.Capabilities {
+	return driver.Capabilities{Fencing: true, MinTTL: redisengine.MinTTL, MaxTTL: redisengine.MaxTTL}
 }
 
 // nodeTimeout returns the per-node timeout of an operation with ttl (zero:
 // an operation without one).
-func (d *Driver) nodeTimeout(ttl time.Duration) time.Duration {
+func (d *locker) nodeTimeout(ttl time.Duration) time.Duration {
 	switch {
 	case d.timeout > 0:
 		return d.timeout
 	case ttl == 0:
-		return MaxNodeTimeout
+		return maxNodeTimeout
 	}
-	return min(max(ttl/10, MinNodeTimeout), MaxNodeTimeout)
+	return min(max(ttl/10, minNodeTimeout), maxNodeTimeout)
 }
 
 type grant struct {
@@ -153,12 +142,9 @@ type grant struct {
 // lease's validity, with a fence that a second round records on a majority
 // unless the granting nodes already agree on it. Otherwise whatever was
 // granted is given back on every node.
-func (d *Driver) Acquire(ctx context.Context, req driver.Request) (driver.Result, error) {
+func (d *locker) Acquire(ctx context.Context, req driver.Request) (driver.Result, error) {
 	if d.closed.Load() {
 		return driver.Result{}, driver.ErrClosed
-	}
-	if err := checkTTL(req.TTL); err != nil {
-		return driver.Result{}, err
 	}
 	if err := ctx.Err(); err != nil {
 		return driver.Result{}, err
@@ -174,7 +160,7 @@ func (d *Driver) Acquire(ctx context.Context, req driver.Request) (driver.Result
 		holders []time.Duration
 		queued  []time.Duration
 	)
-	f := startFanout(ctx, d.nodes, timeout, func(ctx context.Context, n *redisdlock.Driver) (driver.Result, error) {
+	f := startFanout(ctx, d.nodes, timeout, func(ctx context.Context, n *redisengine.Engine) (driver.Result, error) {
 		return n.AcquireCounted(ctx, req, attempt)
 	})
 	take := func(r reply[driver.Result]) bool {
@@ -241,9 +227,9 @@ func (d *Driver) Acquire(ctx context.Context, req driver.Request) (driver.Result
 // recordFence is the second round of an acquire: it raises the key's fence
 // counter to fence on a majority of nodes, so that every later majority
 // includes a node that knows it.
-func (d *Driver) recordFence(ctx context.Context, req driver.Request, fence uint64, timeout time.Duration) error {
+func (d *locker) recordFence(ctx context.Context, req driver.Request, fence uint64, timeout time.Duration) error {
 	t := tally{n: len(d.nodes), quorum: d.quorum}
-	f := startFanout(ctx, d.nodes, timeout, func(ctx context.Context, n *redisdlock.Driver) (bool, error) {
+	f := startFanout(ctx, d.nodes, timeout, func(ctx context.Context, n *redisengine.Engine) (bool, error) {
 		return n.RaiseFence(ctx, req.Key, req.Token, fence)
 	})
 	err := f.collect(ctx, func(r reply[bool]) bool {
@@ -279,7 +265,7 @@ func holderTTL(ttls []time.Duration, t tally) time.Duration {
 // giveBack undoes what an attempt took, on every node, in the background
 // and without waking waiters: on each node, once the attempt's request has
 // returned (done[i]), it frees the key if this attempt holds it there.
-func (d *Driver) giveBack(done []chan struct{}, key, token string, attempt uint64) {
+func (d *locker) giveBack(done []chan struct{}, key, token string, attempt uint64) {
 	for i, n := range d.nodes {
 		go func() {
 			<-done[i]
@@ -292,7 +278,7 @@ func (d *Driver) giveBack(done []chan struct{}, key, token string, attempt uint6
 
 // nextAttempt returns a new attempt number: increasing within the process
 // and, being the time in microseconds when possible, across restarts.
-func (d *Driver) nextAttempt() uint64 {
+func (d *locker) nextAttempt() uint64 {
 	for {
 		last := d.attempt.Load()
 		next := max(last+1, uint64(time.Now().UnixMicro()))
@@ -306,15 +292,12 @@ func (d *Driver) nextAttempt() uint64 {
 // token still holds, and succeeds when a majority did. When so many nodes
 // say the key is not token's that no majority can, the lock is lost and the
 // error wraps ErrNotHeld.
-func (d *Driver) Refresh(ctx context.Context, key, token string, ttl time.Duration) error {
+func (d *locker) Refresh(ctx context.Context, key, token string, ttl time.Duration) error {
 	if d.closed.Load() {
 		return driver.ErrClosed
 	}
-	if err := checkTTL(ttl); err != nil {
-		return err
-	}
 	t := tally{n: len(d.nodes), quorum: d.quorum}
-	f := startFanout(ctx, d.nodes, d.nodeTimeout(ttl), func(ctx context.Context, n *redisdlock.Driver) (struct{}, error) {
+	f := startFanout(ctx, d.nodes, d.nodeTimeout(ttl), func(ctx context.Context, n *redisengine.Engine) (struct{}, error) {
 		return struct{}{}, n.Refresh(ctx, key, token, ttl)
 	})
 	if err := f.collect(ctx, t.count); err != nil {
@@ -328,12 +311,12 @@ func (d *Driver) Refresh(ctx context.Context, key, token string, ttl time.Durati
 // nodes say the key is not token's that no majority could, the error wraps
 // ErrNotHeld. Nodes that answer after the majority are released all the
 // same.
-func (d *Driver) Release(ctx context.Context, key, token string) error {
+func (d *locker) Release(ctx context.Context, key, token string) error {
 	if d.closed.Load() {
 		return driver.ErrClosed
 	}
 	t := tally{n: len(d.nodes), quorum: d.quorum}
-	f := startFanout(ctx, d.nodes, d.nodeTimeout(0), func(ctx context.Context, n *redisdlock.Driver) (struct{}, error) {
+	f := startFanout(ctx, d.nodes, d.nodeTimeout(0), func(ctx context.Context, n *redisengine.Engine) (struct{}, error) {
 		return struct{}{}, n.Release(ctx, key, token)
 	})
 	if err := f.collect(ctx, t.count); err != nil {
@@ -374,20 +357,20 @@ type holding struct {
 // nodes hold it for the same token; its TTL is then how long a majority
 // still holds it, and its fence the one most of them report. A free key
 // reports fence 0. It needs a majority of nodes to answer.
-func (d *Driver) Inspect(ctx context.Context, key string) (driver.Info, error) {
+func (d *locker) Inspect(ctx context.Context, key string) (driver.Info, error) {
 	in, _, err := d.inspect(ctx, key)
 	return in, err
 }
 
 // inspect is Inspect that also returns the token of the holder ("" when
 // the key is free).
-func (d *Driver) inspect(ctx context.Context, key string) (driver.Info, string, error) {
+func (d *locker) inspect(ctx context.Context, key string) (driver.Info, string, error) {
 	if d.closed.Load() {
 		return driver.Info{}, "", driver.ErrClosed
 	}
 	t := tally{n: len(d.nodes), quorum: d.quorum}
 	var seen []holding
-	f := startFanout(ctx, d.nodes, d.nodeTimeout(0), func(ctx context.Context, n *redisdlock.Driver) (holding, error) {
+	f := startFanout(ctx, d.nodes, d.nodeTimeout(0), func(ctx context.Context, n *redisengine.Engine) (holding, error) {
 		in, token, err := n.InspectHolder(ctx, key)
 		return holding{in, token}, err
 	})
@@ -414,7 +397,7 @@ func (d *Driver) inspect(ctx context.Context, key string) (driver.Info, string, 
 // the holder's token, when a majority of nodes hold it for the same token;
 // its TTL is then how long a majority still holds it, and its fence the one
 // most of them report. Otherwise free, with fence 0.
-func (d *Driver) holder(seen []holding) (driver.Info, string) {
+func (d *locker) holder(seen []holding) (driver.Info, string) {
 	byToken := map[string][]driver.Info{}
 	for _, h := range seen {
 		if h.info.Held {
@@ -448,9 +431,9 @@ func commonFence(ins []driver.Info) uint64 {
 // Close implements driver.Locker: it closes the per-node drivers, all at
 // once — each leaves the waiting queues the client joined on its node and
 // closes its pub/sub connection, within a bound of its own (see
-// redisdlock.Driver.Close) — and then, when the driver was opened from a
+// redisengine.Engine.Close) — and then, when the driver was opened from a
 // URL, the go-redis clients. Locks still held expire on the nodes.
-func (d *Driver) Close() error {
+func (d *locker) Close() error {
 	if d.closed.Swap(true) {
 		return nil
 	}

@@ -2,72 +2,108 @@ package redlock
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
-	"net"
 	"slices"
-	"strconv"
 	"strings"
 
 	"github.com/redis/go-redis/v9"
 
 	"github.com/dlock-go/dlock"
 	"github.com/dlock-go/dlock/driver"
-	"github.com/dlock-go/dlock/redisdlock"
+	"github.com/dlock-go/dlock/internal/redisengine"
 )
 
 // The URL schemes this package registers with dlock.Open.
 const (
-	Scheme      = "redlock"
-	SchemeTLS   = "redlocks"
-	defaultPort = "6379"
+	Scheme    = "redlock"
+	SchemeTLS = "redlocks"
 )
 
 func init() {
 	for _, s := range []string{Scheme, SchemeTLS} {
-		dlock.Register(s, driver.URLOpenerFunc(OpenURL))
+		dlock.Register(s, &URLOpener{})
 	}
 }
 
-// OpenURL opens a Driver from a parsed redlock:// or redlocks:// URL;
-// dlock.Open calls it. It does not contact the nodes: the first lock
-// operation does. See the package documentation for the URL form and its
-// parameters.
-func OpenURL(_ context.Context, u *driver.URL) (driver.Locker, error) {
+// OpenURL opens a driver from a parsed redlock:// or redlocks:// URL with
+// the default settings: (&URLOpener{}).OpenLockerURL(ctx, u). dlock.Open
+// calls it.
+func OpenURL(ctx context.Context, u *driver.URL) (driver.Locker, error) {
+	return (&URLOpener{}).OpenLockerURL(ctx, u)
+}
+
+// URLOpener opens drivers from redlock:// and redlocks:// URLs (see the
+// package documentation for their form and parameters), with settings that
+// code gives and a URL cannot. The zero value opens with the defaults;
+// dlock.Open uses it. dlock.OpenWith opens a URL with a configured one.
+type URLOpener struct {
+	// Options are the driver's defaults: the URL's prefix, fence_ttl and
+	// node_timeout parameters, when present, override Options.Prefix,
+	// Options.FenceTTL and Options.NodeTimeout.
+	Options Options
+	// TLSConfig is the TLS configuration of redlocks:// (cloned, for every
+	// node; default: TLS 1.2 or newer, verifying each node against the
+	// system roots). The URL's tls_* parameters, when present, override
+	// the fields they set, as for redisdlock.URLOpener. It is not used for
+	// redlock://.
+	TLSConfig *tls.Config
+	// ClientOptions, when not nil, is called with the go-redis options of
+	// each node built from the URL (Addr and DB set, context deadlines on
+	// sockets, go-redis retries off) just before that node's client is
+	// made, and may change any of them: what it sets wins over the URL.
+	ClientOptions func(*redis.Options)
+}
+
+// OpenLockerURL implements driver.URLOpener. It does not contact the
+// nodes: the first lock operation does. The driver closes the go-redis
+// clients it made when it is closed. A URL that is not valid gives an
+// error matching dlock.ErrInvalidOption.
+func (o *URLOpener) OpenLockerURL(_ context.Context, u *driver.URL) (driver.Locker, error) {
 	scheme := strings.ToLower(u.Scheme)
 	if scheme != Scheme && scheme != SchemeTLS {
 		return nil, fmt.Errorf("%w: redlock cannot open scheme %q", driver.ErrInvalidOption, u.Scheme)
 	}
+	const form = "redlock://host:port,.../DB"
 	if err := u.RequireHost(scheme + "://[user:password@]host:port,host:port,...[/DB]"); err != nil {
 		return nil, err
 	}
-	base, nodeOpts := redisdlock.ClientOptions(u, scheme == SchemeTLS)
-	opts := Options{Prefix: nodeOpts.Prefix, FenceTTL: nodeOpts.FenceTTL}
+	defaults := redisengine.Config{Prefix: o.Options.Prefix, FenceTTL: o.Options.FenceTTL}
+	base, conf := redisengine.ReadURL(u, redisengine.URLForm{TLS: scheme == SchemeTLS}, defaults, o.TLSConfig)
+	opts := Options{Prefix: conf.Prefix, FenceTTL: conf.FenceTTL, NodeTimeout: o.Options.NodeTimeout}
 	if u.Has("node_timeout") {
 		opts.NodeTimeout = u.Duration("node_timeout", 0)
 		if opts.NodeTimeout <= 0 {
 			u.Fail(fmt.Errorf("%w: parameter \"node_timeout\" must be positive", driver.ErrInvalidOption))
 		}
 	}
-	hosts, err := hostList(u.Host)
+	hosts, err := redisengine.HostList(u.Host, redisengine.DefaultPort, "redlock")
 	if err != nil {
 		return nil, err
 	}
-	db := 0
-	if p := strings.Trim(u.Path, "/"); p != "" {
-		if db, err = strconv.Atoi(p); err != nil || db < 0 {
-			return nil, fmt.Errorf("%w: redlock URL: the path must be a database number >= 0 (redlock://host:port,.../DB)", driver.ErrInvalidOption)
+	for i, h := range hosts {
+		// One server counted twice would fake a majority.
+		if slices.Contains(hosts[:i], h) {
+			return nil, fmt.Errorf("%w: redlock URL names node %s twice", driver.ErrInvalidOption, h)
 		}
+	}
+	base.DB, err = redisengine.ParseDB(strings.Trim(u.Path, "/"), "redlock", form)
+	if err != nil {
+		return nil, err
 	}
 	if err := u.Finish(); err != nil {
 		return nil, err
 	}
 	clients := make([]redis.UniversalClient, len(hosts))
 	for i, h := range hosts {
-		o := *base
-		o.Addr, o.DB = h, db
-		clients[i] = redis.NewClient(&o)
+		base.Addrs = []string{h}
+		no := base.Simple()
+		if o.ClientOptions != nil {
+			o.ClientOptions(no)
+		}
+		clients[i] = redis.NewClient(no)
 	}
-	d, err := NewDriver(clients, opts)
+	d, err := newLocker(clients, opts)
 	if err != nil {
 		for _, c := range clients {
 			_ = c.Close()
@@ -76,32 +112,4 @@ func OpenURL(_ context.Context, u *driver.URL) (driver.Locker, error) {
 	}
 	d.clients = clients
 	return d, nil
-}
-
-// hostList splits "h1:p1,h2:p2", adds the default port where missing, and
-// rejects duplicates (one server counted twice would fake a majority).
-func hostList(s string) ([]string, error) {
-	if s == "" {
-		return nil, fmt.Errorf("%w: redlock URL names no nodes (want redlock://host:port,host:port,...)", driver.ErrInvalidOption)
-	}
-	var hosts []string
-	for _, h := range strings.Split(s, ",") {
-		host, port, err := net.SplitHostPort(h)
-		if err != nil {
-			// No port: "host" or "[::1]".
-			host, port = strings.TrimSuffix(strings.TrimPrefix(h, "["), "]"), defaultPort
-		}
-		if host == "" || strings.ContainsAny(host, "[]/") {
-			return nil, fmt.Errorf("%w: redlock URL host %q is not valid", driver.ErrInvalidOption, h)
-		}
-		if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
-			return nil, fmt.Errorf("%w: redlock URL port %q is not valid", driver.ErrInvalidOption, port)
-		}
-		addr := net.JoinHostPort(host, port)
-		if slices.Contains(hosts, addr) {
-			return nil, fmt.Errorf("%w: redlock URL names node %s twice", driver.ErrInvalidOption, addr)
-		}
-		hosts = append(hosts, addr)
-	}
-	return hosts, nil
 }

@@ -2,6 +2,7 @@ package redlock_test
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"slices"
 	"strings"
@@ -161,5 +162,72 @@ func TestTLSAndAuth(t *testing.T) {
 	_, err = bad.TryLock(ctx, "k")
 	if !errors.Is(err, dlock.ErrUnavailable) || strings.Contains(err.Error(), "wrong-pw") || !strings.Contains(err.Error(), nodes[0].Addr()) {
 		t.Fatalf("TryLock with a wrong password = %v; want ErrUnavailable naming %s without the password", err, nodes[0].Addr())
+	}
+}
+
+// TestURLOpener: a configured URLOpener's Options, TLSConfig and
+// ClientOptions reach every node; the URL's parameters override the
+// Options and TLSConfig defaults, and the hook has the last word.
+func TestURLOpener(t *testing.T) {
+	nodes := startNodes(t, 3)
+	ctx := testCtx(t, 30*time.Second)
+	var seen []redis.Options
+	codeTLS := &tls.Config{ServerName: "code.example"}
+	o := &redlock.URLOpener{
+		Options:   redlock.Options{Prefix: "code:", FenceTTL: 2 * time.Hour},
+		TLSConfig: codeTLS,
+		ClientOptions: func(ro *redis.Options) {
+			seen = append(seen, *ro)
+			ro.ClientName = "from-code"
+		},
+	}
+	open := func(raw string) *redlock.Driver {
+		t.Helper()
+		u, err := driver.ParseURL(raw)
+		if err != nil {
+			t.Fatalf("ParseURL(%q): %v", raw, err)
+		}
+		l, err := o.OpenLockerURL(ctx, u)
+		if err != nil {
+			t.Fatalf("OpenLockerURL(%q): %v", raw, err)
+		}
+		t.Cleanup(func() { _ = l.Close() })
+		return l.(*redlock.Driver)
+	}
+
+	seen = nil
+	d := open(testserver.RedlockURL(nodes...) + "/2")
+	if len(seen) != len(nodes) {
+		t.Fatalf("ClientOptions called %d times, want once per node (%d)", len(seen), len(nodes))
+	}
+	for i, ro := range seen {
+		if ro.Addr != nodes[i].Addr() || ro.DB != 2 || !ro.ContextTimeoutEnabled || ro.MaxRetries != -1 || ro.TLSConfig != nil {
+			t.Errorf("node %d: ClientOptions saw %+v, want its address, DB 2, context deadlines, no retries, no TLS", i, ro)
+		}
+	}
+	if got := d.Nodes()[0].Prefix(); got != "code:" {
+		t.Errorf("prefix %q, want the Options default %q", got, "code:")
+	}
+	if res, err := d.Acquire(ctx, driver.Request{Key: "k", Token: "t", TTL: time.Minute}); err != nil || !res.Acquired {
+		t.Fatalf("Acquire = %+v, %v", res, err)
+	}
+	_, fence, _ := d.Nodes()[0].Keys("k")
+	rdb := redis.NewClient(&redis.Options{Addr: nodes[0].Addr(), DB: 2})
+	defer rdb.Close()
+	if ttl := rdb.PTTL(ctx, fence).Val(); ttl <= time.Hour || ttl > 2*time.Hour {
+		t.Errorf("fence counter PTTL %v, want Options.FenceTTL (2h)", ttl)
+	}
+	if list, err := rdb.ClientList(ctx).Result(); err != nil || !strings.Contains(list, "name=from-code") {
+		t.Errorf("CLIENT LIST = %q, %v; want a connection named by the hook", list, err)
+	}
+	if got := open(testserver.RedlockURL(nodes...) + "?prefix=url:").Nodes()[0].Prefix(); got != "url:" {
+		t.Errorf("prefix %q, want the URL's %q", got, "url:")
+	}
+
+	open("redlocks://127.0.0.1:1,127.0.0.1:2?tls_server_name=url.example")
+	for _, ro := range seen[len(seen)-2:] {
+		if ro.TLSConfig == nil || ro.TLSConfig == codeTLS || ro.TLSConfig.ServerName != "url.example" || codeTLS.ServerName != "code.example" {
+			t.Errorf("node %s: TLS config %+v, want a clone of the opener's with the URL's server name", ro.Addr, ro.TLSConfig)
+		}
 	}
 }

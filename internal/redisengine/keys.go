@@ -1,4 +1,4 @@
-package redisdlock
+package redisengine
 
 import (
 	"fmt"

@@ -1,4 +1,4 @@
-package redisdlock
+package redisengine
 
 import (
 	"context"
@@ -10,48 +10,40 @@ import (
 	"github.com/dlock-go/dlock/driver"
 )
 
-var _ driver.BatchRefresher = (*Driver)(nil)
+var _ driver.BatchRefresher = (*Engine)(nil)
 
 // RefreshBatch implements driver.BatchRefresher: the owner-checked refresh
 // script for every lock, sent as one pipeline (one round trip per server in
 // a Cluster).
-func (d *Driver) RefreshBatch(ctx context.Context, reqs []driver.RefreshRequest) []error {
+func (e *Engine) RefreshBatch(ctx context.Context, reqs []driver.RefreshRequest) []error {
 	errs := make([]error, len(reqs))
-	var idx []int
+	if len(reqs) == 0 {
+		return errs
+	}
+	if e.closed.Load() {
+		fill(errs, driver.ErrClosed)
+		return errs
+	}
+	calls := make([]scriptCall, len(reqs))
 	for i, r := range reqs {
-		if err := checkTTL(r.TTL); err != nil {
-			errs[i] = err
-			continue
-		}
-		idx = append(idx, i)
-	}
-	if len(idx) == 0 {
-		return errs
-	}
-	if d.closed.Load() {
-		fill(errs, idx, driver.ErrClosed)
-		return errs
-	}
-	calls := make([]scriptCall, len(idx))
-	for j, i := range idx {
-		lock, _, info := d.ks.keys(reqs[i].Key)
-		calls[j] = scriptCall{[]string{lock, info}, []any{reqs[i].Token, millis(reqs[i].TTL)}}
+		lock, _, info := e.ks.keys(r.Key)
+		calls[i] = scriptCall{[]string{lock, info}, []any{r.Token, millis(r.TTL)}}
 	}
 	// The pipeline runs in its own goroutine so that the call returns when
 	// ctx ends even if the client ignores context deadlines on sockets.
 	done := make(chan []*redis.Cmd, 1)
-	go func() { done <- d.pipelineScript(ctx, refreshScript, calls) }()
+	go func() { done <- e.pipelineScript(ctx, refreshScript, calls) }()
 	var cmds []*redis.Cmd
 	select {
 	case cmds = <-done:
 	case <-ctx.Done():
-		fill(errs, idx, d.unavailable(ctx.Err()))
+		fill(errs, e.unavailable(ctx.Err()))
 		return errs
 	}
-	for j, i := range idx {
-		if err := cmds[j].Err(); err != nil {
-			errs[i] = d.unavailable(err)
-		} else if n, _ := cmds[j].Val().(int64); n != 1 {
+	for i, cmd := range cmds {
+		if err := cmd.Err(); err != nil {
+			errs[i] = e.unavailable(err)
+		} else if n, _ := cmd.Val().(int64); n != 1 {
 			errs[i] = fmt.Errorf("%w: %q", driver.ErrNotHeld, reqs[i].Key)
 		}
 	}
@@ -69,9 +61,9 @@ type scriptCall struct {
 // server answered NOSCRIPT (it had not cached the script, as after a
 // restart). It returns the commands in the order of calls; every command
 // carries its own error, transport failures included.
-func (d *Driver) pipelineScript(ctx context.Context, script *redis.Script, calls []scriptCall) []*redis.Cmd {
+func (e *Engine) pipelineScript(ctx context.Context, script *redis.Script, calls []scriptCall) []*redis.Cmd {
 	send := func(idx []int, eval bool) []*redis.Cmd {
-		pipe := d.rdb.Pipeline()
+		pipe := e.rdb.Pipeline()
 		cmds := make([]*redis.Cmd, len(idx))
 		for j, i := range idx {
 			if eval {
@@ -102,25 +94,26 @@ func (d *Driver) pipelineScript(ctx context.Context, script *redis.Script, calls
 	return cmds
 }
 
-func fill(errs []error, idx []int, err error) {
-	for _, i := range idx {
+func fill(errs []error, err error) {
+	for i := range errs {
 		errs[i] = err
 	}
 }
 
 // stayQueued renews the client's entries in the waiting queues of keys, in
-// one pipeline (see pipelineScript). Errors are ignored: an entry that runs out only costs the
-// client its place, and its next attempt joins again.
-func (d *Driver) stayQueued(ctx context.Context, keys []string) {
-	if d.closed.Load() {
+// one pipeline (see pipelineScript). Errors are ignored: an entry that
+// runs out only costs the client its place, and its next attempt joins
+// again.
+func (e *Engine) stayQueued(ctx context.Context, keys []string) {
+	if e.closed.Load() {
 		return
 	}
 	calls := make([]scriptCall, len(keys))
 	for j, key := range keys {
-		all := d.ks.allKeys(key)
-		calls[j] = scriptCall{[]string{all[3], all[4]}, []any{d.id, queueEntryTTLms}}
+		all := e.ks.allKeys(key)
+		calls[j] = scriptCall{[]string{all[3], all[4]}, []any{e.id, queueEntryTTLms}}
 	}
-	d.pipelineScript(ctx, stayScript, calls)
+	e.pipelineScript(ctx, stayScript, calls)
 }
 
 // leaveQueues takes the client out of the waiting queues of keys, in one
@@ -130,16 +123,16 @@ func (d *Driver) stayQueued(ctx context.Context, keys []string) {
 // deadlines to its sockets. It works after Close has begun (it is how
 // Close leaves the queues); errors are ignored: an entry left behind runs
 // out within queueEntryTTL.
-func (d *Driver) leaveQueues(ctx context.Context, keys []string) {
+func (e *Engine) leaveQueues(ctx context.Context, keys []string) {
 	calls := make([]scriptCall, len(keys))
 	for j, key := range keys {
-		all := d.ks.allKeys(key)
-		calls[j] = scriptCall{[]string{all[0], all[3], all[4]}, []any{d.id, d.ks.channel(key)}}
+		all := e.ks.allKeys(key)
+		calls[j] = scriptCall{[]string{all[0], all[3], all[4]}, []any{e.id, e.ks.channel(key)}}
 	}
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		d.pipelineScript(ctx, leaveScript, calls)
+		e.pipelineScript(ctx, leaveScript, calls)
 	}()
 	select {
 	case <-done:

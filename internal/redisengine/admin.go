@@ -1,4 +1,4 @@
-package redisdlock
+package redisengine
 
 import (
 	"context"
@@ -15,13 +15,9 @@ import (
 )
 
 var (
-	_ driver.Lister        = (*Driver)(nil)
-	_ driver.ForceReleaser = (*Driver)(nil)
+	_ driver.Lister        = (*Engine)(nil)
+	_ driver.ForceReleaser = (*Engine)(nil)
 )
-
-// listBatch is the COUNT of each SCAN that List sends, and the most
-// candidates it checks in one pipeline.
-var listBatch = 500
 
 // HeldKey is one key held on a server, as ListHolders reports it.
 type HeldKey struct {
@@ -31,7 +27,7 @@ type HeldKey struct {
 }
 
 // List implements driver.Lister. It SCANs the database (every master of a
-// Cluster) in batches of 500 for the info keys of held locks, matching
+// Cluster) in batches of 500 (Config.ListBatch) for the info keys of held locks, matching
 // Prefix+"\xff{*}info:"+prefix+"*" with the glob characters of both
 // prefixes escaped, and checks each lock they name with the inspect script,
 // one pipeline per batch: a key is listed when its lock key holds the token
@@ -40,8 +36,8 @@ type HeldKey struct {
 // application's other keys, or a key held by another library (a plain
 // SET NX, which has no info key). Its cost grows with the size of the
 // whole database, not with the number of locks: SCAN visits every key.
-func (d *Driver) List(ctx context.Context, prefix string) ([]driver.KeyInfo, error) {
-	held, err := d.ListHolders(ctx, prefix)
+func (e *Engine) List(ctx context.Context, prefix string) ([]driver.KeyInfo, error) {
+	held, err := e.ListHolders(ctx, prefix)
 	if err != nil {
 		return nil, err
 	}
@@ -52,10 +48,10 @@ func (d *Driver) List(ctx context.Context, prefix string) ([]driver.KeyInfo, err
 	return out, nil
 }
 
-// ListHolders is List that also reports each holder's owner token, for
-// drivers that combine the answers of several servers (package redlock).
-func (d *Driver) ListHolders(ctx context.Context, prefix string) ([]HeldKey, error) {
-	if d.closed.Load() {
+// ListHolders is List that also reports each holder's owner token, for a
+// driver that combines the answers of several servers (package redlock).
+func (e *Engine) ListHolders(ctx context.Context, prefix string) ([]HeldKey, error) {
+	if e.closed.Load() {
 		return nil, driver.ErrClosed
 	}
 	if !utf8.ValidString(prefix) {
@@ -64,24 +60,24 @@ func (d *Driver) ListHolders(ctx context.Context, prefix string) ([]HeldKey, err
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	l := &lister{d: d, prefix: prefix, seen: map[string]struct{}{}}
-	pattern := globEscape(d.ks.prefix) + "\xff{*}" + kindInfo + globEscape(prefix) + "*"
+	l := &lister{e: e, prefix: prefix, seen: map[string]struct{}{}}
+	pattern := globEscape(e.ks.prefix) + "\xff{*}" + kindInfo + globEscape(prefix) + "*"
 	// The scan runs in its own goroutine so that the call returns when ctx
 	// ends even if the client ignores context deadlines on sockets; the
 	// goroutine stops at its next batch.
 	done := make(chan error, 1)
 	go func() {
-		done <- d.forEachMaster(ctx, func(ctx context.Context, c redis.Cmdable) error {
+		done <- e.forEachMaster(ctx, func(ctx context.Context, c redis.Cmdable) error {
 			return l.scan(ctx, c, pattern)
 		})
 	}()
 	select {
 	case err := <-done:
 		if err != nil {
-			return nil, d.unavailable(err)
+			return nil, e.unavailable(err)
 		}
 	case <-ctx.Done():
-		return nil, d.unavailable(ctx.Err())
+		return nil, e.unavailable(ctx.Err())
 	}
 	slices.SortFunc(l.out, func(a, b HeldKey) int { return strings.Compare(a.Key, b.Key) })
 	return l.out, nil
@@ -89,19 +85,19 @@ func (d *Driver) ListHolders(ctx context.Context, prefix string) ([]HeldKey, err
 
 // forEachMaster calls fn with every master of the client (in parallel on a
 // Cluster or a Ring), or with the client itself.
-func (d *Driver) forEachMaster(ctx context.Context, fn func(context.Context, redis.Cmdable) error) error {
-	switch c := d.rdb.(type) {
+func (e *Engine) forEachMaster(ctx context.Context, fn func(context.Context, redis.Cmdable) error) error {
+	switch c := e.rdb.(type) {
 	case *redis.ClusterClient:
 		return c.ForEachMaster(ctx, func(ctx context.Context, m *redis.Client) error { return fn(ctx, m) })
 	case *redis.Ring:
 		return c.ForEachShard(ctx, func(ctx context.Context, s *redis.Client) error { return fn(ctx, s) })
 	}
-	return fn(ctx, d.rdb)
+	return fn(ctx, e.rdb)
 }
 
 // lister collects the held keys of one List call.
 type lister struct {
-	d      *Driver
+	e      *Engine
 	prefix string
 
 	mu   sync.Mutex
@@ -116,14 +112,14 @@ func (l *lister) scan(ctx context.Context, c redis.Cmdable, pattern string) erro
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		keys, next, err := c.Scan(ctx, cursor, pattern, int64(listBatch)).Result()
+		keys, next, err := c.Scan(ctx, cursor, pattern, int64(l.e.listBatch)).Result()
 		if err != nil {
 			return err
 		}
 		var names []string
 		l.mu.Lock()
 		for _, k := range keys {
-			name, ok := l.d.ks.infoName(k)
+			name, ok := l.e.ks.infoName(k)
 			if !ok || !strings.HasPrefix(name, l.prefix) {
 				continue
 			}
@@ -135,7 +131,7 @@ func (l *lister) scan(ctx context.Context, c redis.Cmdable, pattern string) erro
 		}
 		l.mu.Unlock()
 		for len(names) > 0 {
-			n := min(len(names), listBatch)
+			n := min(len(names), l.e.listBatch)
 			if err := l.check(ctx, names[:n]); err != nil {
 				return err
 			}
@@ -153,10 +149,10 @@ func (l *lister) scan(ctx context.Context, c redis.Cmdable, pattern string) erro
 func (l *lister) check(ctx context.Context, names []string) error {
 	calls := make([]scriptCall, len(names))
 	for i, name := range names {
-		all := l.d.ks.allKeys(name)
+		all := l.e.ks.allKeys(name)
 		calls[i] = scriptCall{keys: []string{all[0], all[2], all[1], all[4]}}
 	}
-	cmds := l.d.pipelineScript(ctx, inspectScript, calls)
+	cmds := l.e.pipelineScript(ctx, inspectScript, calls)
 	var found []HeldKey
 	for i, cmd := range cmds {
 		v, err := cmd.Result()
@@ -229,33 +225,33 @@ func globEscape(s string) string {
 // type) is left alone, with an error matching ErrInvalidKey. The freed
 // holder's next Refresh, RefreshBatch or Release finds another value in
 // the lock key and returns an error wrapping ErrNotHeld.
-func (d *Driver) ForceRelease(ctx context.Context, key string) (driver.Info, error) {
-	return d.forceRelease(ctx, key, []any{d.ks.channel(key)})
+func (e *Engine) ForceRelease(ctx context.Context, key string) (driver.Info, error) {
+	return e.forceRelease(ctx, key, []any{e.ks.channel(key)})
 }
 
-// ForceReleaseHolder is ForceRelease of one holder, for drivers that
-// combine several servers (package redlock): it frees key only if the lock
+// ForceReleaseHolder is ForceRelease of one holder, for a driver that
+// combines several servers (package redlock): it frees key only if the lock
 // key holds token, in the same one script, and returns an error wrapping
 // driver.ErrNotHeld when it holds another value or none. Unlike Release,
 // it works for any token and frees a lock of another library too, and it
 // leaves alone a key that holds no lock (ErrInvalidKey).
-func (d *Driver) ForceReleaseHolder(ctx context.Context, key, token string) (driver.Info, error) {
-	in, err := d.forceRelease(ctx, key, []any{d.ks.channel(key), token})
+func (e *Engine) ForceReleaseHolder(ctx context.Context, key, token string) (driver.Info, error) {
+	in, err := e.forceRelease(ctx, key, []any{e.ks.channel(key), token})
 	if err == nil && !in.Held {
 		return driver.Info{}, fmt.Errorf("%w: %q", driver.ErrNotHeld, key)
 	}
 	return in, err
 }
 
-func (d *Driver) forceRelease(ctx context.Context, key string, args []any) (driver.Info, error) {
-	all := d.ks.allKeys(key)
-	v, err := d.run(ctx, forceScript, []string{all[0], all[2], all[1], all[3], all[4]}, args, nil)
+func (e *Engine) forceRelease(ctx context.Context, key string, args []any) (driver.Info, error) {
+	all := e.ks.allKeys(key)
+	v, err := e.run(ctx, forceScript, []string{all[0], all[2], all[1], all[3], all[4]}, args, nil)
 	if err != nil {
 		return driver.Info{}, err
 	}
 	in, _, state, err := parseInspect(v)
 	if err != nil {
-		return driver.Info{}, d.unavailable(err)
+		return driver.Info{}, e.unavailable(err)
 	}
 	switch state {
 	case 0:

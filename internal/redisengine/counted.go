@@ -1,4 +1,4 @@
-package redisdlock
+package redisengine
 
 import (
 	"context"
@@ -8,9 +8,9 @@ import (
 	"github.com/dlock-go/dlock/driver"
 )
 
-// The methods in this file make single attempts on one Redis server for
-// drivers that take a lock on several independent servers at once (package
-// redlock). Applications use the driver.Locker methods instead.
+// The methods in this file make single attempts on one Redis server for a
+// driver that takes a lock on several independent servers at once (package
+// redlock).
 
 // AcquireCounted makes one acquisition attempt like Acquire, with three
 // differences.
@@ -33,40 +33,33 @@ import (
 // give-back, and an earlier attempt's late request does not take over a
 // later one's grant. Unlike Acquire, a reply that comes after ctx ended is
 // not released in the background; the caller gives the attempt back.
-func (d *Driver) AcquireCounted(ctx context.Context, req driver.Request, attempt uint64) (driver.Result, error) {
+func (e *Engine) AcquireCounted(ctx context.Context, req driver.Request, attempt uint64) (driver.Result, error) {
 	if attempt == 0 {
 		return driver.Result{}, fmt.Errorf("%w: redis counted attempt number 0", driver.ErrInvalidOption)
 	}
-	return d.acquire(ctx, req, attempt)
+	return e.acquire(ctx, req, attempt)
 }
 
 // GiveBack frees key if token holds it through the counted attempt of that
 // number, without waking waiters (nobody waits for a partial grant). It
 // returns an error wrapping driver.ErrNotHeld when it freed nothing.
-func (d *Driver) GiveBack(ctx context.Context, key, token string, attempt uint64) error {
+func (e *Engine) GiveBack(ctx context.Context, key, token string, attempt uint64) error {
 	if attempt == 0 {
 		return fmt.Errorf("%w: redis counted attempt number 0", driver.ErrInvalidOption)
 	}
-	return d.release(ctx, key, token, "", attempt)
+	return e.release(ctx, key, token, "", attempt)
 }
 
 // RaiseFence sets the fence counter of key to fence unless it is already
-// higher, renewing its expiry (Options.FenceTTL), and, when token holds the
+// higher, renewing its expiry (Config.FenceTTL), and, when token holds the
 // key, records fence as the holder's fence (what Inspect reports). It
 // reports whether token holds the key. One script call, one round trip.
-func (d *Driver) RaiseFence(ctx context.Context, key, token string, fence uint64) (held bool, err error) {
-	lock, counter, info := d.ks.keys(key)
-	v, err := d.run(ctx, fenceScript, []string{lock, counter, info}, []any{token, strconv.FormatUint(fence, 10), d.fenceTTLms}, nil)
+func (e *Engine) RaiseFence(ctx context.Context, key, token string, fence uint64) (held bool, err error) {
+	lock, counter, info := e.ks.keys(key)
+	v, err := e.run(ctx, fenceScript, []string{lock, counter, info}, []any{token, strconv.FormatUint(fence, 10), e.fenceTTLms}, nil)
 	if err != nil {
 		return false, err
 	}
 	n, _ := v.(int64)
 	return n == 1, nil
-}
-
-// InspectHolder is Inspect that also returns the value of the lock key: the
-// holder's owner token ("" when the key is free or holds something other
-// than a string).
-func (d *Driver) InspectHolder(ctx context.Context, key string) (driver.Info, string, error) {
-	return d.inspect(ctx, key)
 }

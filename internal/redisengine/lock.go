@@ -1,0 +1,233 @@
+package redisengine
+
+import (
+	"context"
+	_ "embed"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/dlock-go/dlock/driver"
+)
+
+var (
+	//go:embed lua/acquire.lua
+	acquireLua string
+	//go:embed lua/refresh.lua
+	refreshLua string
+	//go:embed lua/release.lua
+	releaseLua string
+	//go:embed lua/inspect.lua
+	inspectLua string
+	//go:embed lua/fence.lua
+	fenceLua string
+	//go:embed lua/leave.lua
+	leaveLua string
+	//go:embed lua/stay.lua
+	stayLua string
+	//go:embed lua/force.lua
+	forceLua string
+	// queueLua defines the queue helpers of the scripts it is put before.
+	//go:embed lua/queue.lua
+	queueLua string
+
+	acquireScript = redis.NewScript(queueLua + acquireLua)
+	refreshScript = redis.NewScript(refreshLua)
+	releaseScript = redis.NewScript(queueLua + releaseLua)
+	inspectScript = redis.NewScript(queueLua + inspectLua)
+	fenceScript   = redis.NewScript(fenceLua)
+	leaveScript   = redis.NewScript(leaveLua)
+	stayScript    = redis.NewScript(queueLua + stayLua)
+	forceScript   = redis.NewScript(queueLua + forceLua)
+)
+
+// pttl converts a PTTL in milliseconds from the server to a duration; a
+// key set by another client with an expiry beyond MaxTTL (which no
+// time.Duration may be able to hold) counts as MaxTTL.
+func pttl(ms int64) time.Duration {
+	if ms <= 0 {
+		return 0
+	}
+	if ms >= MaxTTL.Milliseconds() {
+		return MaxTTL
+	}
+	return time.Duration(ms) * time.Millisecond
+}
+
+// millis rounds d up to whole milliseconds, so the server-side lease is at
+// least d.
+func millis(d time.Duration) int64 {
+	ms := int64(d / time.Millisecond)
+	if d%time.Millisecond != 0 {
+		ms++
+	}
+	return ms
+}
+
+// Acquire implements driver.Locker with one script call: SET NX PX, the
+// fence bump and the info write on success; the holder's PTTL otherwise.
+// The TTL must be within [MinTTL, MaxTTL] (the portable layer checks it).
+func (e *Engine) Acquire(ctx context.Context, req driver.Request) (driver.Result, error) {
+	return e.acquire(ctx, req, 0)
+}
+
+// acquire makes one attempt; a non-zero attempt makes it a counted attempt
+// (see AcquireCounted).
+func (e *Engine) acquire(ctx context.Context, req driver.Request, attempt uint64) (driver.Result, error) {
+	args := []any{req.Token, millis(req.TTL), req.Metadata, e.fenceTTLms}
+	if attempt != 0 {
+		args = append(args, "counted", strconv.FormatUint(attempt, 10))
+	}
+	// The queue: a client waiting for the key (it watches the key's
+	// releases) joins it when this attempt fails; an uncounted attempt
+	// finds a free key kept for the first waiter.
+	keys := e.ks.allKeys(req.Key)
+	qa := e.notify.attempt(e.ks.channel(req.Key), req.Hints.Wait)
+	join := "0"
+	if qa.w != nil {
+		join = "1"
+	}
+	args = append(args, e.id, join, queueEntryTTLms)
+	abandoned := func(v any, err error) {
+		// The caller left before the reply. If the attempt was granted,
+		// or may have been, give the key back so that nothing is left
+		// behind.
+		if res, perr := parseAcquire(v); err == nil && (perr != nil || !res.Acquired) {
+			return
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		_ = e.Release(ctx, req.Key, req.Token)
+	}
+	if attempt != 0 {
+		// The caller gives its attempts back itself, by attempt number.
+		abandoned = nil
+	}
+	var replied func()
+	if qa.w != nil {
+		replied = func() { e.notify.replied(qa) }
+	}
+	v, err := e.runTracked(ctx, acquireScript, keys, args, abandoned, replied)
+	if err != nil {
+		if qa.w != nil {
+			// The attempt may have joined the queue.
+			e.notify.setQueued(qa, true, true)
+		}
+		return driver.Result{}, err
+	}
+	res, err := parseAcquire(v)
+	if err != nil {
+		return driver.Result{}, e.unavailable(err)
+	}
+	if qa.w != nil && e.notify.setQueued(qa, !res.Acquired, false) {
+		res.Queued.Wait = queueKeepEvery
+	}
+	return res, nil
+}
+
+func parseAcquire(v any) (driver.Result, error) {
+	a, ok := v.([]any)
+	if !ok || len(a) != 2 {
+		return driver.Result{}, fmt.Errorf("unexpected acquire reply %v", v)
+	}
+	granted, ok := a[0].(int64)
+	if !ok {
+		return driver.Result{}, fmt.Errorf("unexpected acquire reply %v", v)
+	}
+	if granted == 1 {
+		s, ok := a[1].(string)
+		fence, err := strconv.ParseUint(s, 10, 64)
+		if !ok || err != nil || fence == 0 {
+			return driver.Result{}, fmt.Errorf("unexpected fence %v in acquire reply", a[1])
+		}
+		return driver.Result{Acquired: true, Fence: fence}, nil
+	}
+	ms, _ := a[1].(int64)
+	return driver.Result{HolderTTL: pttl(ms)}, nil
+}
+
+// Refresh implements driver.Locker.
+func (e *Engine) Refresh(ctx context.Context, key, token string, ttl time.Duration) error {
+	lock, _, info := e.ks.keys(key)
+	v, err := e.run(ctx, refreshScript, []string{lock, info}, []any{token, millis(ttl)}, nil)
+	if err != nil {
+		return err
+	}
+	if n, _ := v.(int64); n != 1 {
+		return fmt.Errorf("%w: %q", driver.ErrNotHeld, key)
+	}
+	return nil
+}
+
+// Release implements driver.Locker. On success it publishes a wake-up on
+// the key's release channel, in the same script.
+func (e *Engine) Release(ctx context.Context, key, token string) error {
+	return e.release(ctx, key, token, e.ks.channel(key), 0)
+}
+
+// release frees key if token owns it (and, when attempt is not zero, took
+// it in that counted attempt) and, unless channel is empty, publishes a
+// wake-up on channel.
+func (e *Engine) release(ctx context.Context, key, token, channel string, attempt uint64) error {
+	all := e.ks.allKeys(key)
+	keys := []string{all[0], all[2]}
+	args := []any{token, channel}
+	if attempt != 0 {
+		args = append(args, strconv.FormatUint(attempt, 10))
+	} else {
+		keys = append(keys, all[3], all[4])
+	}
+	v, err := e.run(ctx, releaseScript, keys, args, nil)
+	if err != nil {
+		return err
+	}
+	if n, _ := v.(int64); n != 1 {
+		return fmt.Errorf("%w: %q", driver.ErrNotHeld, key)
+	}
+	return nil
+}
+
+// Inspect implements driver.Locker. For a key held by a client other than
+// dlock (a plain SET NX), it reports Held with fence 0 and no metadata.
+func (e *Engine) Inspect(ctx context.Context, key string) (driver.Info, error) {
+	in, _, err := e.InspectHolder(ctx, key)
+	return in, err
+}
+
+// InspectHolder is Inspect that also returns the value of the lock key: the
+// holder's owner token ("" when the key is free or holds something other
+// than a string).
+func (e *Engine) InspectHolder(ctx context.Context, key string) (driver.Info, string, error) {
+	all := e.ks.allKeys(key)
+	v, err := e.run(ctx, inspectScript, []string{all[0], all[2], all[1], all[4]}, nil, nil)
+	if err != nil {
+		return driver.Info{}, "", err
+	}
+	in, token, state, err := parseInspect(v)
+	if err != nil {
+		return driver.Info{}, "", e.unavailable(err)
+	}
+	in.Held = state == 1
+	return in, token, nil
+}
+
+// parseInspect reads the reply of inspect.lua or force.lua: the state (the
+// first element), and the Info (Held left false) and holder's token of the
+// rest.
+func parseInspect(v any) (in driver.Info, token string, state int64, err error) {
+	a, ok := v.([]any)
+	if !ok || len(a) != 6 {
+		return driver.Info{}, "", 0, fmt.Errorf("unexpected inspect reply %v", v)
+	}
+	state, _ = a[0].(int64)
+	ms, _ := a[1].(int64)
+	fs, _ := a[2].(string)
+	meta, _ := a[3].(string)
+	token, _ = a[4].(string)
+	waiting, _ := a[5].(int64)
+	in = driver.Info{Metadata: meta, Waiters: int(waiting), TTL: pttl(ms)}
+	in.Fence, _ = strconv.ParseUint(fs, 10, 64)
+	return in, token, state, nil
+}

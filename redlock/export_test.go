@@ -1,0 +1,13 @@
+package redlock
+
+import "github.com/dlock-go/dlock/internal/redisengine"
+
+// Driver is the concrete type of the drivers NewDriver and OpenURL return,
+// for tests.
+type Driver = locker
+
+// Nodes returns the per-node engines, in the order of the clients.
+func (d *locker) Nodes() []*redisengine.Engine { return d.nodes }
+
+// Quorum returns the number of nodes that make a majority: N/2+1.
+func (d *locker) Quorum() int { return d.quorum }
