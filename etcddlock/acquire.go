@@ -4,6 +4,7 @@ import (
 	"context"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/dlock-go/dlock/driver"
@@ -73,36 +74,43 @@ func needsRenew(l *lease, ttl time.Duration) bool {
 	return time.Since(l.confirmedAt()) >= ttl/50
 }
 
-// Inspect reads the queue: its first entry is the holder.
+// Inspect reads the queue: its first entry is the holder, and TTL what is
+// left of its lease (0 for an entry whose lease just ran out).
 func (d *etcdDriver) Inspect(ctx context.Context, key string) (driver.Info, error) {
 	if err := d.check(ctx); err != nil {
 		return driver.Info{}, err
 	}
-	pfx := d.queuePrefix(key) + "/"
-	rctx, cancel := d.rpcCtx(ctx)
-	defer cancel()
-	resp, err := d.cli.Get(rctx, pfx, clientv3.WithFirstCreate()...)
+	kv, in, err := d.head(ctx, key, "inspect")
+	if err != nil || kv == nil || kv.Lease == 0 {
+		return in, err
+	}
+	ttl, err := d.leaseTTL(ctx, kv.Lease)
 	if err != nil {
 		return driver.Info{}, d.fail(ctx, "inspect", err)
 	}
+	in.TTL = max(ttl, 0)
+	return in, nil
+}
+
+// head reads key's queue in one range read: the first entry (lowest create
+// revision) is the holder, returned with what Inspect reports of it but
+// its TTL; the entries after it are waiters. An empty queue gives a nil
+// entry and Held false. op names the read in errors.
+func (d *etcdDriver) head(ctx context.Context, key, op string) (*mvccpb.KeyValue, driver.Info, error) {
+	rctx, cancel := d.rpcCtx(ctx)
+	defer cancel()
+	resp, err := d.cli.Get(rctx, d.queuePrefix(key)+"/", clientv3.WithFirstCreate()...)
+	if err != nil {
+		return nil, driver.Info{}, d.fail(ctx, op, err)
+	}
 	if len(resp.Kvs) == 0 {
-		return driver.Info{Waiters: 0}, nil
+		return nil, driver.Info{}, nil
 	}
 	kv := resp.Kvs[0]
-	in := driver.Info{
+	return kv, driver.Info{
 		Held:     true,
 		Fence:    uint64(kv.CreateRevision),
 		Metadata: string(kv.Value),
 		Waiters:  int(resp.Count) - 1,
-	}
-	if kv.Lease != 0 {
-		tr, err := d.cli.TimeToLive(rctx, clientv3.LeaseID(kv.Lease))
-		if err != nil {
-			return driver.Info{}, d.fail(ctx, "inspect", err)
-		}
-		if tr.TTL > 0 {
-			in.TTL = time.Duration(tr.TTL) * time.Second
-		}
-	}
-	return in, nil
+	}, nil
 }

@@ -344,23 +344,10 @@ func (d *etcdDriver) ForceRelease(ctx context.Context, key string) (driver.Info,
 	if err := d.check(ctx); err != nil {
 		return driver.Info{}, err
 	}
-	pfx := d.queuePrefix(key) + "/"
 	for range forceAttempts {
-		rctx, cancel := d.rpcCtx(ctx)
-		resp, err := d.cli.Get(rctx, pfx, clientv3.WithFirstCreate()...)
-		cancel()
-		if err != nil {
-			return driver.Info{}, d.fail(ctx, "force release", err)
-		}
-		if len(resp.Kvs) == 0 {
-			return driver.Info{}, nil
-		}
-		kv := resp.Kvs[0]
-		in := driver.Info{
-			Held:     true,
-			Fence:    uint64(kv.CreateRevision),
-			Metadata: string(kv.Value),
-			Waiters:  int(resp.Count) - 1,
+		kv, in, err := d.head(ctx, key, "force release")
+		if err != nil || kv == nil {
+			return in, err
 		}
 		if kv.Lease != 0 {
 			ttl, err := d.leaseTTL(ctx, kv.Lease)
@@ -372,7 +359,7 @@ func (d *etcdDriver) ForceRelease(ctx context.Context, key string) (driver.Info,
 			}
 			in.TTL = ttl
 		}
-		rctx, cancel = d.rpcCtx(ctx)
+		rctx, cancel := d.rpcCtx(ctx)
 		tresp, err := d.cli.Txn(rctx).
 			If(clientv3.Compare(clientv3.CreateRevision(string(kv.Key)), "=", kv.CreateRevision),
 				clientv3.Compare(clientv3.ModRevision(string(kv.Key)), "=", kv.ModRevision)).

@@ -17,26 +17,11 @@ import (
 // its fence and queue position, stay).
 func (d *etcdDriver) Refresh(ctx context.Context, key, token string, ttl time.Duration) error {
 	start := time.Now()
-	if err := d.check(ctx); err != nil {
-		return err
-	}
-	e := d.lookup(key, token)
-	if e == nil {
-		return fmt.Errorf("%w: %q is not held by this token on this client", driver.ErrNotHeld, key)
-	}
-	if err := e.lock(ctx); err != nil {
+	e, l, err := d.held(ctx, key, token)
+	if err != nil {
 		return err
 	}
 	defer e.unlock()
-	if d.lookup(key, token) != e {
-		// Released (or lost) by a call that held the entry before us.
-		return fmt.Errorf("%w: %q is not held by this token on this client", driver.ErrNotHeld, key)
-	}
-	l := d.leaseOf(e)
-	if l.isLost() {
-		d.forget(key, token, e)
-		return fmt.Errorf("%w: %q: its lease expired or was revoked", driver.ErrNotHeld, key)
-	}
 	if sec := leaseSeconds(ttl); sec > l.sec {
 		return d.moveLease(ctx, key, token, e, l, sec)
 	}
@@ -60,6 +45,37 @@ func (d *etcdDriver) Refresh(ctx context.Context, key, token string, ttl time.Du
 		return fmt.Errorf("%w: %q: the key is gone or belongs to another lease", driver.ErrNotHeld, key)
 	}
 	return rerr
+}
+
+// held finds the lock of key and token, for Refresh and Release, and locks
+// its entry (the caller unlocks it) against other calls on the same lock.
+// It returns the entry and its lease, or an error: ErrClosed or ctx's when
+// the driver closed or ctx ended, one matching ErrNotHeld when this driver
+// does not hold key with token (any more: a call that held the entry first
+// released or lost it), or the lock's lease expired or was revoked (the
+// lock is then forgotten).
+func (d *etcdDriver) held(ctx context.Context, key, token string) (*entry, *lease, error) {
+	if err := d.check(ctx); err != nil {
+		return nil, nil, err
+	}
+	e := d.lookup(key, token)
+	if e == nil {
+		return nil, nil, fmt.Errorf("%w: %q is not held by this token on this client", driver.ErrNotHeld, key)
+	}
+	if err := e.lock(ctx); err != nil {
+		return nil, nil, err
+	}
+	if d.lookup(key, token) != e {
+		e.unlock()
+		return nil, nil, fmt.Errorf("%w: %q is not held by this token on this client", driver.ErrNotHeld, key)
+	}
+	l := d.leaseOf(e)
+	if l.isLost() {
+		d.forget(key, token, e)
+		e.unlock()
+		return nil, nil, fmt.Errorf("%w: %q: its lease expired or was revoked", driver.ErrNotHeld, key)
+	}
+	return e, l, nil
 }
 
 // moveLease attaches the lock's key to a new lease of sec seconds, when the
@@ -100,26 +116,11 @@ func (d *etcdDriver) moveLease(ctx context.Context, key, token string, e *entry,
 // Release deletes the lock's key if it is still the same incarnation on our
 // lease. The lease then holds nothing and goes back to the pool.
 func (d *etcdDriver) Release(ctx context.Context, key, token string) error {
-	if err := d.check(ctx); err != nil {
-		return err
-	}
-	e := d.lookup(key, token)
-	if e == nil {
-		return fmt.Errorf("%w: %q is not held by this token on this client", driver.ErrNotHeld, key)
-	}
-	if err := e.lock(ctx); err != nil {
+	e, l, err := d.held(ctx, key, token)
+	if err != nil {
 		return err
 	}
 	defer e.unlock()
-	if d.lookup(key, token) != e {
-		// Released (or lost) by a call that held the entry before us.
-		return fmt.Errorf("%w: %q is not held by this token on this client", driver.ErrNotHeld, key)
-	}
-	l := d.leaseOf(e)
-	if l.isLost() {
-		d.forget(key, token, e)
-		return fmt.Errorf("%w: %q: its lease expired or was revoked", driver.ErrNotHeld, key)
-	}
 	// A plain delete of the entry's name is owner-checked by construction,
 	// as in concurrency.Mutex.Unlock: the name carries the ID of a lease of
 	// ours, which etcd does not hand out again, and this driver puts a
