@@ -80,7 +80,7 @@ func TestForceReleaseWakesWaiter(t *testing.T) {
 // the fence survives and increases, and a free key gives Held false.
 func TestForceReleaseDriver(t *testing.T) {
 	ctx := testCtx(t)
-	d, err := sqlitedlock.OpenDriver(ctx, filepath.Join(t.TempDir(), "locks.db"), sqlitedlock.Config{})
+	d, err := sqlitedlock.OpenDriver(ctx, filepath.Join(t.TempDir(), "locks.db"), sqlitedlock.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -40,13 +40,13 @@ func TestBatchRefresher(t *testing.T) {
 		{"file", func(t *testing.T) func(ctx context.Context) (driver.Locker, error) {
 			path := filepath.Join(t.TempDir(), "file.db")
 			return func(ctx context.Context) (driver.Locker, error) {
-				return sqlitedlock.OpenDriver(ctx, path, sqlitedlock.Config{})
+				return sqlitedlock.OpenDriver(ctx, path, sqlitedlock.Options{})
 			}
 		}},
 		{"memory", func(t *testing.T) func(ctx context.Context) (driver.Locker, error) {
 			name := fmt.Sprint("batch-", batchSeq.Add(1))
 			return func(ctx context.Context) (driver.Locker, error) {
-				return sqlitedlock.OpenMemory(ctx, name, sqlitedlock.Config{})
+				return sqlitedlock.OpenMemory(ctx, name, sqlitedlock.Options{})
 			}
 		}},
 		{"application db", func(t *testing.T) func(ctx context.Context) (driver.Locker, error) {
@@ -57,7 +57,7 @@ func TestBatchRefresher(t *testing.T) {
 					return nil, err
 				}
 				t.Cleanup(func() { db.Close() })
-				return sqlitedlock.NewDriver(ctx, db, sqlitedlock.Config{Table: "app_locks"})
+				return sqlitedlock.NewDriver(ctx, db, sqlitedlock.Options{Table: "app_locks"})
 			}
 		}},
 	}
@@ -81,7 +81,7 @@ func TestRefreshBatchFaults(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		d, err := sqlitedlock.NewDriver(ctx, db, sqlitedlock.Config{})
+		d, err := sqlitedlock.NewDriver(ctx, db, sqlitedlock.Options{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -105,7 +105,7 @@ func TestRefreshBatchFaults(t *testing.T) {
 	// "database is locked".
 	t.Run("busy file", func(t *testing.T) {
 		path := filepath.Join(dir, "busy.db")
-		d, err := sqlitedlock.OpenDriver(ctx, path, sqlitedlock.Config{BusyTimeout: -1})
+		d, err := sqlitedlock.OpenDriver(ctx, path, sqlitedlock.Options{BusyTimeout: -1})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -17,7 +17,7 @@ import (
 type fileHarness struct{ path string }
 
 func (h *fileHarness) MakeDriver(ctx context.Context) (driver.Locker, error) {
-	return sqlitedlock.OpenDriver(ctx, h.path, sqlitedlock.Config{})
+	return sqlitedlock.OpenDriver(ctx, h.path, sqlitedlock.Options{})
 }
 
 func (h *fileHarness) Close() {}
@@ -33,7 +33,7 @@ func TestConformance(t *testing.T) {
 type memHarness struct{ name string }
 
 func (h *memHarness) MakeDriver(ctx context.Context) (driver.Locker, error) {
-	return sqlitedlock.OpenMemory(ctx, h.name, sqlitedlock.Config{})
+	return sqlitedlock.OpenMemory(ctx, h.name, sqlitedlock.Options{})
 }
 
 func (h *memHarness) Close() {}

@@ -51,7 +51,7 @@ var (
 // newDriver checks the SQLite version, creates and checks the table and
 // prepares the statements. The hub that carries release notifications is
 // the one of the database file, as SQLite names it, unless hubID is given.
-func newDriver(ctx context.Context, db *sql.DB, cfg Config, name, hubID string, own bool) (*sqliteDriver, error) {
+func newDriver(ctx context.Context, db *sql.DB, cfg Options, name, hubID string, own bool) (*sqliteDriver, error) {
 	d := &sqliteDriver{db: db, ownDB: own, name: name, table: cfg.Table}
 	var version, file string
 	err := d.retry(ctx, "open", func() error {

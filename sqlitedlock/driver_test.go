@@ -235,11 +235,11 @@ func TestNewClientWithDB(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer db.Close()
-	c, err := sqlitedlock.NewClient(ctx, db)
+	c, err := sqlitedlock.NewClient(ctx, db, sqlitedlock.Options{})
 	if err != nil {
 		t.Fatalf("NewClient: %v", err)
 	}
-	other, err := sqlitedlock.Open(ctx, path)
+	other, err := sqlitedlock.Open(ctx, path, sqlitedlock.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -264,10 +264,10 @@ func TestNewClientWithDB(t *testing.T) {
 	if err := db.QueryRowContext(ctx, "PRAGMA journal_mode").Scan(&mode); err != nil || mode != "wal" {
 		t.Errorf("journal_mode = %q, %v; want wal", mode, err)
 	}
-	if _, err := sqlitedlock.NewDriver(ctx, nil, sqlitedlock.Config{}); !errors.Is(err, dlock.ErrInvalidOption) {
+	if _, err := sqlitedlock.NewDriver(ctx, nil, sqlitedlock.Options{}); !errors.Is(err, dlock.ErrInvalidOption) {
 		t.Errorf("NewDriver(nil) = %v, want ErrInvalidOption", err)
 	}
-	if _, err := sqlitedlock.NewDriver(ctx, db, sqlitedlock.Config{Table: "no such"}); !errors.Is(err, dlock.ErrInvalidOption) {
+	if _, err := sqlitedlock.NewDriver(ctx, db, sqlitedlock.Options{Table: "no such"}); !errors.Is(err, dlock.ErrInvalidOption) {
 		t.Errorf("NewDriver with a bad table = %v, want ErrInvalidOption", err)
 	}
 }

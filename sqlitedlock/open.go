@@ -20,23 +20,23 @@ import (
 // Scheme is the URL scheme this package registers.
 const Scheme = "sqlite"
 
-// DefaultTable is the table that holds the locks unless Config.Table says
+// DefaultTable is the table that holds the locks unless Options.Table says
 // otherwise.
 const DefaultTable = "dlock_locks"
 
 // DefaultBusyTimeout is how long SQLite waits for another writer of the file
-// unless Config.BusyTimeout says otherwise.
+// unless Options.BusyTimeout says otherwise.
 const DefaultBusyTimeout = 5 * time.Second
 
 func init() {
-	dlock.Register(Scheme, driver.URLOpenerFunc(openURL))
+	dlock.Register(Scheme, &URLOpener{})
 }
 
-// Config configures a driver. The zero value uses the defaults.
-type Config struct {
-	// Table is the table holding the locks; default DefaultTable. It must be
-	// letters, digits and '_', not start with a digit or "sqlite_", and be
-	// at most 63 bytes.
+// Options configure a driver. The zero value uses the defaults.
+type Options struct {
+	// Table is the table holding the locks; default (empty) DefaultTable.
+	// It must be letters, digits and '_', not start with a digit or
+	// "sqlite_", and be at most 63 bytes.
 	Table string
 	// BusyTimeout is how long SQLite waits for another writer of the file
 	// before the driver's own retry takes over. Zero means
@@ -45,15 +45,15 @@ type Config struct {
 	// *sql.DB passed to NewDriver, set it in your DSN (see DSN).
 	BusyTimeout time.Duration
 	// SkipCreateTable leaves the table alone: it must already exist.
-	// By default the driver creates it when missing.
+	// Default false: the driver creates it when missing.
 	SkipCreateTable bool
 	// FullSync sets PRAGMA synchronous=FULL, so that grants survive a power
-	// loss, not only a process crash. It applies to connections the driver
-	// opens.
+	// loss, not only a process crash. Default false: synchronous=NORMAL. It
+	// applies to connections the driver opens.
 	FullSync bool
 }
 
-func (c Config) withDefaults() (Config, error) {
+func (c Options) withDefaults() (Options, error) {
 	if c.Table == "" {
 		c.Table = DefaultTable
 	}
@@ -78,16 +78,18 @@ func validateTable(name string) error {
 	return nil
 }
 
-// Open opens (creating when missing) the lock database at path, with the
-// default Config, and returns a Client over it. A relative path is resolved
-// against the working directory; a missing parent directory is created with
-// mode 0700. Every process that opens the same file shares its locks.
-func Open(ctx context.Context, path string, opts ...dlock.Option) (*dlock.Client, error) {
-	d, err := OpenDriver(ctx, path, Config{})
+// Open opens (creating when missing) the lock database at path with opts
+// (the zero Options for the defaults) and returns a Client over it, made
+// with clientOpts. A relative path is resolved against the working
+// directory; a missing parent directory is created with mode 0700. Every
+// process that opens the same file shares its locks. Errors are those of
+// OpenDriver.
+func Open(ctx context.Context, path string, opts Options, clientOpts ...dlock.Option) (*dlock.Client, error) {
+	d, err := OpenDriver(ctx, path, opts)
 	if err != nil {
 		return nil, err
 	}
-	return dlock.NewClient(d, opts...), nil
+	return dlock.NewClient(d, clientOpts...), nil
 }
 
 // OpenDriver opens (creating when missing) the lock database at path and
@@ -95,11 +97,11 @@ func Open(ctx context.Context, path string, opts ...dlock.Option) (*dlock.Client
 // driver owns its connection and closes it on Close.
 //
 // Connections are opened with the DSN that DSN returns: WAL mode, the busy
-// timeout, synchronous=NORMAL (FULL with cfg.FullSync) and immediate
+// timeout, synchronous=NORMAL (FULL with opts.FullSync) and immediate
 // transactions. The error for a file that cannot be created or opened
 // matches dlock.ErrUnavailable and names the path.
-func OpenDriver(ctx context.Context, path string, cfg Config) (driver.Locker, error) {
-	cfg, err := cfg.withDefaults()
+func OpenDriver(ctx context.Context, path string, opts Options) (driver.Locker, error) {
+	cfg, err := opts.withDefaults()
 	if err != nil {
 		return nil, err
 	}
@@ -120,12 +122,12 @@ func OpenDriver(ctx context.Context, path string, cfg Config) (driver.Locker, er
 }
 
 // openMemory opens the named in-memory database of this process.
-func openMemory(ctx context.Context, name string, cfg Config) (driver.Locker, error) {
+func openMemory(ctx context.Context, name string, cfg Options) (driver.Locker, error) {
 	uri := "file:/" + url.PathEscape(name) + "?vfs=memdb"
 	return openDSN(ctx, dsn(uri, cfg), ":memory:"+name, "memdb:"+name, cfg)
 }
 
-func openDSN(ctx context.Context, dsnStr, display, hubID string, cfg Config) (driver.Locker, error) {
+func openDSN(ctx context.Context, dsnStr, display, hubID string, cfg Options) (driver.Locker, error) {
 	db, err := sql.Open("sqlite", dsnStr)
 	if err != nil {
 		return nil, fmt.Errorf("%w: sqlite %s: %v", driver.ErrUnavailable, display, err)
@@ -144,15 +146,15 @@ func openDSN(ctx context.Context, dsnStr, display, hubID string, cfg Config) (dr
 	return d, nil
 }
 
-// NewClient returns a Client over a *sql.DB the application already has
-// open on an SQLite database, using the table DefaultTable (created when
-// missing). See NewDriver for what the DB needs.
-func NewClient(ctx context.Context, db *sql.DB, opts ...dlock.Option) (*dlock.Client, error) {
-	d, err := NewDriver(ctx, db, Config{})
+// NewClient returns a Client, made with clientOpts, over a *sql.DB the
+// application already has open on an SQLite database, with opts (the zero
+// Options for the defaults). See NewDriver for what the DB needs.
+func NewClient(ctx context.Context, db *sql.DB, opts Options, clientOpts ...dlock.Option) (*dlock.Client, error) {
+	d, err := NewDriver(ctx, db, opts)
 	if err != nil {
 		return nil, err
 	}
-	return dlock.NewClient(d, opts...), nil
+	return dlock.NewClient(d, clientOpts...), nil
 }
 
 // NewDriver returns a driver over a *sql.DB the application already has
@@ -162,9 +164,9 @@ func NewClient(ctx context.Context, db *sql.DB, opts ...dlock.Option) (*dlock.Cl
 // journal_mode=WAL (a property of the file, set once) and busy_timeout (per
 // connection) — so that processes contend without errors. Without them the
 // locks are still correct, but a busy file makes the driver retry more.
-// cfg.BusyTimeout and cfg.FullSync do not apply here.
-func NewDriver(ctx context.Context, db *sql.DB, cfg Config) (driver.Locker, error) {
-	cfg, err := cfg.withDefaults()
+// opts.BusyTimeout and opts.FullSync do not apply here.
+func NewDriver(ctx context.Context, db *sql.DB, opts Options) (driver.Locker, error) {
+	cfg, err := opts.withDefaults()
 	if err != nil {
 		return nil, err
 	}
@@ -184,7 +186,7 @@ func DSN(path string, busyTimeout time.Duration) string {
 	if err != nil {
 		abs = path
 	}
-	cfg, _ := Config{BusyTimeout: busyTimeout}.withDefaults()
+	cfg, _ := Options{BusyTimeout: busyTimeout}.withDefaults()
 	return dsn(fileURI(abs), cfg)
 }
 
@@ -194,7 +196,7 @@ func fileURI(abs string) string {
 	return (&url.URL{Scheme: "file", Path: filepath.ToSlash(abs)}).String()
 }
 
-func dsn(uri string, cfg Config) string {
+func dsn(uri string, cfg Options) string {
 	sync := "NORMAL"
 	if cfg.FullSync {
 		sync = "FULL"

@@ -129,7 +129,7 @@ func TestMultiProcess(t *testing.T) {
 			t.Errorf("process %s held the lock %d times, want %d", who, n, childRounds)
 		}
 	}
-	c, err := sqlitedlock.Open(ctx, db)
+	c, err := sqlitedlock.Open(ctx, db, sqlitedlock.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -248,7 +248,7 @@ func TestKilledHolder(t *testing.T) {
 	if childFence == 0 {
 		t.Fatalf("the child did not report holding the lock (scan: %v)", sc.Err())
 	}
-	c, err := sqlitedlock.Open(ctx, db)
+	c, err := sqlitedlock.Open(ctx, db, sqlitedlock.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

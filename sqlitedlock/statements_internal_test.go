@@ -20,7 +20,7 @@ func openRaw(t *testing.T) (*sql.DB, *sqliteDriver) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = db.Close() })
-	d, err := NewDriver(ctx, db, Config{})
+	d, err := NewDriver(ctx, db, Options{})
 	if err != nil {
 		t.Fatalf("NewDriver: %v", err)
 	}

@@ -14,32 +14,60 @@ const memoryPrefix = ":memory:"
 
 var memoryNameRE = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,64}$`)
 
-// openURL opens a driver for a sqlite URL (see the package documentation).
-func openURL(ctx context.Context, u *driver.URL) (driver.Locker, error) {
+// OpenURL opens a driver for a sqlite URL (see the package documentation)
+// with the default settings: (&URLOpener{}).OpenLockerURL(ctx, u).
+func OpenURL(ctx context.Context, u *driver.URL) (driver.Locker, error) {
+	return (&URLOpener{}).OpenLockerURL(ctx, u)
+}
+
+// URLOpener opens sqlite URLs (see the package documentation for their
+// forms and parameters) with settings given in code. The zero value uses the
+// defaults; init registers one for the sqlite scheme with dlock.Register.
+type URLOpener struct {
+	// Options are the driver's settings where the URL does not give them:
+	// a query parameter, when present, wins over the field it names (table
+	// over Table, busy_timeout over BusyTimeout, create_table over
+	// SkipCreateTable, synchronous over FullSync); a field no parameter
+	// names applies as it is.
+	Options Options
+}
+
+var _ driver.URLOpener = (*URLOpener)(nil)
+
+// OpenLockerURL implements driver.URLOpener: it opens (creating when
+// missing) the database file, or the named in-memory database, that u
+// names, as OpenDriver does. An invalid URL or setting gives an error
+// matching dlock.ErrInvalidOption; a file that cannot be opened one matching
+// dlock.ErrUnavailable.
+func (o *URLOpener) OpenLockerURL(ctx context.Context, u *driver.URL) (driver.Locker, error) {
 	path, err := urlPath(u)
 	if err != nil {
 		return nil, err
 	}
-	cfg := Config{
-		Table:           u.String("table", DefaultTable),
-		BusyTimeout:     u.Duration("busy_timeout", DefaultBusyTimeout),
-		SkipCreateTable: !u.Bool("create_table", true),
+	cfg := o.Options
+	cfg.Table = u.String("table", cfg.Table)
+	cfg.SkipCreateTable = !u.Bool("create_table", !cfg.SkipCreateTable)
+	if u.Has("busy_timeout") {
+		cfg.BusyTimeout = u.Duration("busy_timeout", 0)
+		switch {
+		case cfg.BusyTimeout < 0:
+			u.Fail(fmt.Errorf("%w: parameter \"busy_timeout\": %v is negative", driver.ErrInvalidOption, cfg.BusyTimeout))
+		case cfg.BusyTimeout == 0:
+			cfg.BusyTimeout = -1 // in the URL, 0 turns SQLite's wait off; in Options, zero is the default
+		}
 	}
-	switch sync := strings.ToLower(u.String("synchronous", "normal")); sync {
-	case "normal":
-	case "full":
-		cfg.FullSync = true
-	default:
-		u.Fail(fmt.Errorf("%w: parameter \"synchronous\": %q is not normal or full", driver.ErrInvalidOption, sync))
+	if u.Has("synchronous") {
+		switch sync := strings.ToLower(u.String("synchronous", "")); sync {
+		case "normal":
+			cfg.FullSync = false
+		case "full":
+			cfg.FullSync = true
+		default:
+			u.Fail(fmt.Errorf("%w: parameter \"synchronous\": %q is not normal or full", driver.ErrInvalidOption, sync))
+		}
 	}
 	if err := u.Finish(); err != nil {
 		return nil, err
-	}
-	switch {
-	case cfg.BusyTimeout < 0:
-		return nil, fmt.Errorf("%w: parameter \"busy_timeout\": %v is negative", driver.ErrInvalidOption, cfg.BusyTimeout)
-	case cfg.BusyTimeout == 0:
-		cfg.BusyTimeout = -1 // Config's zero means the default
 	}
 	if name, ok := strings.CutPrefix(path, memoryPrefix); ok {
 		if !memoryNameRE.MatchString(name) {

@@ -2,6 +2,7 @@ package sqlitedlock_test
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"os"
 	"path/filepath"
@@ -10,6 +11,8 @@ import (
 	"time"
 
 	"github.com/dlock-go/dlock"
+	"github.com/dlock-go/dlock/driver"
+	"github.com/dlock-go/dlock/drivertest"
 	"github.com/dlock-go/dlock/sqlitedlock"
 )
 
@@ -20,12 +23,13 @@ func testCtx(t *testing.T) context.Context {
 	return ctx
 }
 
-// TestURLForms opens each accepted URL form and checks which file it made.
-func TestURLForms(t *testing.T) {
+// TestURLs opens each accepted URL form, checks which file it made, and
+// the forms and parameters refused.
+func TestURLs(t *testing.T) {
 	dir := t.TempDir()
 	t.Chdir(dir)
 	abs := filepath.Join(dir, "abs", "locks.db")
-	tests := []struct {
+	valid := []struct {
 		url  string
 		file string // relative to dir
 	}{
@@ -39,25 +43,46 @@ func TestURLForms(t *testing.T) {
 		{"sqlite://" + dir + "/sp%20ace%3F.db", "sp ace?.db"},
 		{"sqlite:p%25ct.db?busy_timeout=2", "p%ct.db"},
 	}
-	for _, tc := range tests {
-		t.Run(tc.url, func(t *testing.T) {
-			ctx := testCtx(t)
-			c, err := dlock.Open(ctx, tc.url)
-			if err != nil {
-				t.Fatalf("Open(%q): %v", tc.url, err)
-			}
-			defer c.Close()
-			l, err := c.TryLock(ctx, "k")
-			if err != nil {
-				t.Fatalf("TryLock: %v", err)
-			}
-			if err := l.Unlock(ctx); err != nil {
-				t.Fatalf("Unlock: %v", err)
-			}
-			if _, err := os.Stat(filepath.Join(dir, tc.file)); err != nil {
-				t.Fatalf("database file: %v, want %s to exist", err, tc.file)
-			}
-		})
+	cases := drivertest.URLCases{
+		Secret:           "secret",
+		ConcurrentCreate: "sqlite://" + dir + "/racing.db?table=racing",
+	}
+	for _, v := range valid {
+		cases.Valid = append(cases.Valid, v.url)
+	}
+	for _, bad := range [][2]string{
+		{"/a.db?bogus=1", "bogus"},
+		{"/a.db?table=1abc", "table name"},
+		{"/a.db?table=a-b", "table name"},
+		{"/a.db?table=sqlite_master", "table name"},
+		{"/a.db?table=" + strings.Repeat("t", 64), "table name"},
+		{"/a.db?table=a&table=b", "given 2 times"},
+		{"/a.db?busy_timeout=-1s", "negative"},
+		{"/a.db?busy_timeout=soon", "not a duration"},
+		{"/a.db?create_table=maybe", "not a boolean"},
+		{"/a.db?synchronous=extra", "normal or full"},
+		{"/a#b.db", "%23"},
+	} {
+		cases.Invalid = append(cases.Invalid, drivertest.InvalidURL{URL: "sqlite://" + dir + bad[0], Want: bad[1]})
+	}
+	for _, bad := range [][2]string{
+		{"sqlite://user:secret@" + dir + "/a.db", "user or password"},
+		{"sqlite://", "no database file path"},
+		{"sqlite:", "no database file path"},
+		{"sqlite://?table=x", "no database file path"},
+		{"sqlite::memory:", "bare :memory:"},
+		{"sqlite://:memory:", "bare :memory:"},
+		{"sqlite::memory:a/b", "bare :memory:"},
+		{"sqlite://localhost/x.db", "ambiguous"},
+		{"sqlite:bad%zz.db", "percent-encoding"},
+	} {
+		cases.Invalid = append(cases.Invalid, drivertest.InvalidURL{URL: bad[0], Want: bad[1]})
+	}
+	drivertest.RunURLTests(t, cases)
+	for _, v := range valid {
+		if _, err := os.Stat(filepath.Join(dir, v.file)); err != nil {
+			t.Errorf("database file of %s: %v, want %s to exist", v.url, err, v.file)
+		}
 	}
 	st, err := os.Stat(filepath.Join(dir, "data", "sub"))
 	if err != nil {
@@ -68,50 +93,50 @@ func TestURLForms(t *testing.T) {
 	}
 }
 
-func TestBadURLs(t *testing.T) {
-	dir := t.TempDir()
-	tests := []struct {
-		url  string
-		want string // in the error
-	}{
-		{"sqlite://" + dir + "/a.db?bogus=1", "bogus"},
-		{"sqlite://" + dir + "/a.db?table=1abc", "table name"},
-		{"sqlite://" + dir + "/a.db?table=a-b", "table name"},
-		{"sqlite://" + dir + "/a.db?table=sqlite_master", "table name"},
-		{"sqlite://" + dir + "/a.db?table=" + strings.Repeat("t", 64), "table name"},
-		{"sqlite://" + dir + "/a.db?table=a&table=b", "given 2 times"},
-		{"sqlite://" + dir + "/a.db?busy_timeout=-1s", "negative"},
-		{"sqlite://" + dir + "/a.db?busy_timeout=soon", "not a duration"},
-		{"sqlite://" + dir + "/a.db?create_table=maybe", "not a boolean"},
-		{"sqlite://" + dir + "/a.db?synchronous=extra", "normal or full"},
-		{"sqlite://user:secret@" + dir + "/a.db", "user or password"},
-		{"sqlite://" + dir + "/a#b.db", "%23"},
-		{"sqlite://", "no database file path"},
-		{"sqlite:", "no database file path"},
-		{"sqlite://?table=x", "no database file path"},
-		{"sqlite::memory:", "bare :memory:"},
-		{"sqlite://:memory:", "bare :memory:"},
-		{"sqlite::memory:a/b", "bare :memory:"},
-		{"sqlite://localhost/x.db", "ambiguous"},
-		{"sqlite:bad%zz.db", "percent-encoding"},
+// TestURLOpener: a URLOpener's Options reach the driver, and a URL
+// parameter wins over the field it names.
+func TestURLOpener(t *testing.T) {
+	ctx := testCtx(t)
+	path := filepath.Join(t.TempDir(), "locks.db")
+	o := &sqlitedlock.URLOpener{Options: sqlitedlock.Options{Table: "coded_locks", SkipCreateTable: true}}
+	for _, tc := range []struct{ query, table string }{
+		{"?create_table=true", "coded_locks"},
+		{"?table=url_locks&create_table=true", "url_locks"},
+		{"", "coded_locks"}, // exists now, and SkipCreateTable applies
+	} {
+		u, err := driver.ParseURL("sqlite://" + path + tc.query)
+		if err != nil {
+			t.Fatal(err)
+		}
+		d, err := o.OpenLockerURL(ctx, u)
+		if err != nil {
+			t.Fatalf("OpenLockerURL(%s): %v", tc.query, err)
+		}
+		c := dlock.NewClient(d)
+		l, err := c.TryLock(ctx, "opener"+tc.query)
+		if err != nil {
+			t.Fatal(err)
+		}
+		info, err := c.List(ctx, "opener"+tc.query)
+		_ = l.Unlock(ctx)
+		_ = c.Close()
+		if err != nil || len(info) != 1 {
+			t.Fatalf("List = %v, %v; want the lock", info, err)
+		}
+		db, err := sql.Open("sqlite", path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var n int
+		err = db.QueryRowContext(ctx, "SELECT count(*) FROM "+tc.table+" WHERE key = ?", "opener"+tc.query).Scan(&n)
+		db.Close()
+		if err != nil || n != 1 {
+			t.Errorf("%q: rows of the lock in %s = %d, %v; want 1", tc.query, tc.table, n, err)
+		}
 	}
-	for _, tc := range tests {
-		t.Run(tc.url, func(t *testing.T) {
-			c, err := dlock.Open(testCtx(t), tc.url)
-			if err == nil {
-				c.Close()
-				t.Fatalf("Open(%q) succeeded, want an error", tc.url)
-			}
-			if !errors.Is(err, dlock.ErrInvalidOption) {
-				t.Errorf("Open(%q) = %v, want ErrInvalidOption", tc.url, err)
-			}
-			if !strings.Contains(err.Error(), tc.want) {
-				t.Errorf("Open(%q) = %q, want it to mention %q", tc.url, err, tc.want)
-			}
-			if strings.Contains(err.Error(), "secret") {
-				t.Errorf("error %q shows the password", err)
-			}
-		})
+	u, _ := driver.ParseURL("sqlite://" + filepath.Join(t.TempDir(), "none.db"))
+	if _, err := o.OpenLockerURL(ctx, u); err == nil || !strings.Contains(err.Error(), "coded_locks") {
+		t.Errorf("OpenLockerURL with SkipCreateTable and no table = %v, want an error naming coded_locks", err)
 	}
 }
 
@@ -137,7 +162,7 @@ func TestUnusablePath(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			d, err := sqlitedlock.OpenDriver(testCtx(t), tc.path, sqlitedlock.Config{})
+			d, err := sqlitedlock.OpenDriver(testCtx(t), tc.path, sqlitedlock.Options{})
 			if err == nil {
 				d.Close()
 				t.Fatalf("OpenDriver(%q) succeeded, want an error", tc.path)
