@@ -3,7 +3,6 @@ package redisdlock_test
 import (
 	"context"
 	"errors"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -12,62 +11,10 @@ import (
 
 	"github.com/dlock-go/dlock/driver"
 	"github.com/dlock-go/dlock/drivertest"
+	"github.com/dlock-go/dlock/internal/redisengine/redistest"
 	"github.com/dlock-go/dlock/internal/testserver"
 	"github.com/dlock-go/dlock/redisdlock"
 )
-
-// countingHarness makes drivers over go-redis clients whose commands and
-// pipelines (each one round trip to one server) it counts, per driver.
-type countingHarness struct {
-	addrs []string // one server, or a Cluster's masters
-	t     testing.TB
-
-	mu     sync.Mutex
-	counts map[driver.Locker]*atomic.Int64
-}
-
-func (h *countingHarness) MakeDriver(ctx context.Context) (driver.Locker, error) {
-	var rdb redis.UniversalClient
-	n := new(atomic.Int64)
-	if len(h.addrs) == 1 {
-		rdb = redis.NewClient(&redis.Options{Addr: h.addrs[0]})
-	} else {
-		cc := redis.NewClusterClient(&redis.ClusterOptions{Addrs: h.addrs})
-		cc.OnNewNode(func(c *redis.Client) { c.AddHook(testserver.RoundTripHook{N: n}) }) // one pipeline per master
-		rdb = cc
-	}
-	h.t.Cleanup(func() { _ = rdb.Close() })
-	if len(h.addrs) == 1 {
-		rdb.AddHook(testserver.RoundTripHook{N: n})
-	}
-	d, err := redisdlock.NewDriver(rdb, redisdlock.Options{})
-	if err != nil {
-		return nil, err
-	}
-	h.mu.Lock()
-	h.counts[d] = n
-	h.mu.Unlock()
-	return d, nil
-}
-
-func (*countingHarness) Close() {}
-
-func (h *countingHarness) RoundTrips(d driver.Locker) int64 {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return h.counts[d].Load()
-}
-
-// MaxBatchRoundTrips: one pipeline per server, and one more where a server
-// has lost the cached script. A batch that sends nothing (its context had
-// ended) may still see one per server counted: the driver's background
-// traffic (queue renewals, late fence raises) lands in the same window.
-func (h *countingHarness) MaxBatchRoundTrips(n int) int64 {
-	if n == 0 {
-		return int64(len(h.addrs))
-	}
-	return int64(2 * len(h.addrs))
-}
 
 func TestBatchRefresher(t *testing.T) {
 	srv := testserver.StartRedis(t)
@@ -75,7 +22,19 @@ func TestBatchRefresher(t *testing.T) {
 	for name, addrs := range map[string][]string{"server": {srv.Addr()}, "cluster": cluster.Addrs()} {
 		t.Run(name, func(t *testing.T) {
 			drivertest.RunBatchRefresherTests(t, func(ctx context.Context, t *testing.T) (drivertest.Harness, error) {
-				return &countingHarness{addrs: addrs, t: t, counts: map[driver.Locker]*atomic.Int64{}}, nil
+				return &redistest.CountingHarness{Servers: len(addrs), New: func(_ context.Context, n *atomic.Int64) (driver.Locker, error) {
+					var rdb redis.UniversalClient
+					if len(addrs) == 1 {
+						rdb = redis.NewClient(&redis.Options{Addr: addrs[0]})
+						rdb.AddHook(testserver.RoundTripHook{N: n})
+					} else {
+						cc := redis.NewClusterClient(&redis.ClusterOptions{Addrs: addrs})
+						cc.OnNewNode(func(c *redis.Client) { c.AddHook(testserver.RoundTripHook{N: n}) }) // one pipeline per master
+						rdb = cc
+					}
+					t.Cleanup(func() { _ = rdb.Close() })
+					return redisdlock.NewDriver(rdb, redisdlock.Options{})
+				}}, nil
 			})
 		})
 	}

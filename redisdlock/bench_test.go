@@ -17,7 +17,7 @@ import (
 // batched refresh; see drivertest.RunBenchmarks) through a redis:// URL.
 func BenchmarkDriver(b *testing.B) {
 	srv := testserver.StartRedis(b)
-	drivertest.RunBenchmarks(b, urlHarness{url: srv.URL()})
+	drivertest.RunBenchmarks(b, urlHarness(srv.URL()))
 }
 
 // BenchmarkRawFloor is the floor dlock is compared with: bare go-redis

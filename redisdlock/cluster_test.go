@@ -205,7 +205,7 @@ func TestCluster(t *testing.T) {
 
 	t.Run("Conformance", func(t *testing.T) {
 		drivertest.RunConformanceTests(t, func(ctx context.Context, t *testing.T) (drivertest.Harness, error) {
-			return urlHarness{url: cluster.URL()}, nil
+			return urlHarness(cluster.URL()), nil
 		})
 	})
 }

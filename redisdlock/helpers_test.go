@@ -11,6 +11,7 @@ import (
 	"github.com/dlock-go/dlock"
 	"github.com/dlock-go/dlock/driver"
 	"github.com/dlock-go/dlock/internal/redisengine"
+	"github.com/dlock-go/dlock/internal/redisengine/redistest"
 	"github.com/dlock-go/dlock/internal/testserver"
 	"github.com/dlock-go/dlock/redisdlock"
 )
@@ -58,18 +59,10 @@ func newDriver(t testing.TB, addr string, o redisdlock.Options) (*redisengine.En
 	return l.(*redisengine.Engine), rdb
 }
 
-// urlHarness makes drivers from a URL, for the conformance suite.
-type urlHarness struct{ url string }
-
-func (h urlHarness) MakeDriver(ctx context.Context) (driver.Locker, error) {
-	u, err := driver.ParseURL(h.url)
-	if err != nil {
-		return nil, err
-	}
-	return redisdlock.OpenURL(ctx, u)
+// urlHarness makes drivers from url, for the conformance suite.
+func urlHarness(url string) redistest.URLHarness {
+	return redistest.URLHarness{URL: url, Open: redisdlock.OpenURL}
 }
-
-func (urlHarness) Close() {}
 
 // clientHarness makes drivers over go-redis clients built with default
 // options.

@@ -23,7 +23,7 @@ func TestConformance(t *testing.T) {
 		name string
 		h    drivertest.Harness
 	}{
-		{"URL", urlHarness{url: srv.URL()}},
+		{"URL", urlHarness(srv.URL())},
 		{"NewDriver", clientHarness{addr: srv.Addr(), t: t}},
 	}
 	for _, tc := range tests {

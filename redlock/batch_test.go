@@ -3,67 +3,27 @@ package redlock_test
 import (
 	"context"
 	"errors"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/dlock-go/dlock/driver"
 	"github.com/dlock-go/dlock/drivertest"
+	"github.com/dlock-go/dlock/internal/redisengine/redistest"
 	"github.com/dlock-go/dlock/internal/testserver"
 	"github.com/dlock-go/dlock/redlock"
 )
 
-// countingHarness makes drivers over go-redis clients of the nodes whose
-// commands and pipelines (each one round trip to one node) it counts, per
-// driver.
-type countingHarness struct {
-	nodes []*testserver.Redis
-	t     testing.TB
-
-	mu     sync.Mutex
-	counts map[driver.Locker]*atomic.Int64
-}
-
-func (h *countingHarness) MakeDriver(ctx context.Context) (driver.Locker, error) {
-	n := new(atomic.Int64)
-	cs := rawClients(h.t, h.nodes)
-	for _, c := range cs {
-		c.AddHook(testserver.RoundTripHook{N: n})
-	}
-	d, err := redlock.NewDriver(cs, redlock.Options{})
-	if err != nil {
-		return nil, err
-	}
-	h.mu.Lock()
-	h.counts[d] = n
-	h.mu.Unlock()
-	return d, nil
-}
-
-func (*countingHarness) Close() {}
-
-func (h *countingHarness) RoundTrips(d driver.Locker) int64 {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return h.counts[d].Load()
-}
-
-// MaxBatchRoundTrips: one pipeline per node, and one more where a node
-// has lost the cached script. A batch that sends nothing (its context had
-// ended) may still see one per node counted: the driver's background
-// traffic (queue renewals, late fence raises) lands in the same window.
-func (h *countingHarness) MaxBatchRoundTrips(n int) int64 {
-	if n == 0 {
-		return int64(len(h.nodes))
-	}
-	return int64(2 * len(h.nodes))
-}
-
 func TestBatchRefresher(t *testing.T) {
 	nodes := startNodes(t, 5)
 	drivertest.RunBatchRefresherTests(t, func(ctx context.Context, t *testing.T) (drivertest.Harness, error) {
-		return &countingHarness{nodes: nodes, t: t, counts: map[driver.Locker]*atomic.Int64{}}, nil
+		return &redistest.CountingHarness{Servers: len(nodes), New: func(_ context.Context, n *atomic.Int64) (driver.Locker, error) {
+			cs := rawClients(t, nodes)
+			for _, c := range cs {
+				c.AddHook(testserver.RoundTripHook{N: n})
+			}
+			return redlock.NewDriver(cs, redlock.Options{})
+		}}, nil
 	})
 }
 

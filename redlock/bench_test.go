@@ -21,7 +21,7 @@ import (
 // release scripts.
 func BenchmarkDriver(b *testing.B) {
 	nodes := startNodes(b, 5)
-	drivertest.RunBenchmarks(b, urlHarness{url: testserver.RedlockURL(nodes...)})
+	drivertest.RunBenchmarks(b, urlHarness(testserver.RedlockURL(nodes...)))
 }
 
 // BenchmarkRawFloor is the floor: bare go-redis SET NX PX on the five nodes

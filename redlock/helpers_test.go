@@ -9,6 +9,7 @@ import (
 
 	"github.com/dlock-go/dlock"
 	"github.com/dlock-go/dlock/driver"
+	"github.com/dlock-go/dlock/internal/redisengine/redistest"
 	"github.com/dlock-go/dlock/internal/testserver"
 	"github.com/dlock-go/dlock/redlock"
 )
@@ -64,18 +65,10 @@ func newClient(t testing.TB, nodes []*testserver.Redis, o redlock.Options, opts 
 	return c, d.(*redlock.Driver)
 }
 
-// urlHarness makes drivers from a URL, for the conformance suite.
-type urlHarness struct{ url string }
-
-func (h urlHarness) MakeDriver(ctx context.Context) (driver.Locker, error) {
-	u, err := driver.ParseURL(h.url)
-	if err != nil {
-		return nil, err
-	}
-	return redlock.OpenURL(ctx, u)
+// urlHarness makes drivers from url, for the conformance suite.
+func urlHarness(url string) redistest.URLHarness {
+	return redistest.URLHarness{URL: url, Open: redlock.OpenURL}
 }
-
-func (urlHarness) Close() {}
 
 // clientHarness makes drivers over go-redis clients built with default
 // options.

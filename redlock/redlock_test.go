@@ -19,7 +19,7 @@ func TestConformance(t *testing.T) {
 		name string
 		h    drivertest.Harness
 	}{
-		{"URL", urlHarness{url: testserver.RedlockURL(nodes...)}},
+		{"URL", urlHarness(testserver.RedlockURL(nodes...))},
 		{"NewDriver", clientHarness{nodes: nodes, t: t}},
 	}
 	for _, tc := range tests {
