@@ -44,6 +44,53 @@ func TestOpenErrors(t *testing.T) {
 	}
 }
 
+// OpenWith hands the parsed URL to the given opener, whatever its scheme,
+// keeps passwords out of the opener's errors, and refuses a nil opener.
+func TestOpenWith(t *testing.T) {
+	ctx := t.Context()
+	store := memdlock.NewStore()
+	var got *driver.URL
+	opener := driver.URLOpenerFunc(func(_ context.Context, u *driver.URL) (driver.Locker, error) {
+		got = u
+		if u.Has("fail") {
+			return nil, fmt.Errorf("%w: cannot reach %s", dlock.ErrUnavailable, u.URL.String())
+		}
+		return store.Driver(), nil
+	})
+	c, err := dlock.OpenWith(ctx, opener, "custom://app:s3cret@host:1/x")
+	if err != nil {
+		t.Fatalf("OpenWith: %v", err)
+	}
+	defer c.Close()
+	if got == nil || got.Scheme != "custom" || got.Host != "host:1" {
+		t.Fatalf("opener got %v, want the parsed custom://host:1/x", got)
+	}
+	if _, err := c.TryLock(ctx, "k"); err != nil {
+		t.Fatalf("TryLock on the opener's driver: %v", err)
+	}
+	if in, err := store.NewClient().Inspect(ctx, "k"); err != nil || !in.Held {
+		t.Errorf("the lock is not in the opener's store: %+v, %v", in, err)
+	}
+	_, err = dlock.OpenWith(ctx, opener, "custom://app:s3cret@host:1/x?fail=1")
+	if !errors.Is(err, dlock.ErrUnavailable) || strings.Contains(err.Error(), "s3cret") {
+		t.Errorf("OpenWith error = %v, want ErrUnavailable without the password", err)
+	}
+	for _, o := range []driver.URLOpener{nil, (*nilOpener)(nil)} {
+		if _, err := dlock.OpenWith(ctx, o, "mem://x"); !errors.Is(err, dlock.ErrInvalidOption) {
+			t.Errorf("OpenWith(%T(nil)) = %v, want ErrInvalidOption", o, err)
+		}
+	}
+	if _, err := dlock.OpenWith(ctx, opener, "no-scheme"); !errors.Is(err, dlock.ErrInvalidOption) {
+		t.Errorf("OpenWith of a URL without scheme = %v, want ErrInvalidOption", err)
+	}
+}
+
+type nilOpener struct{}
+
+func (*nilOpener) OpenLockerURL(context.Context, *driver.URL) (driver.Locker, error) {
+	panic("called on a nil opener")
+}
+
 func TestOpenSharedStore(t *testing.T) {
 	ctx := t.Context()
 	a, err := dlock.Open(ctx, "mem://shared-test")

@@ -3,6 +3,7 @@ package dlock
 import (
 	"context"
 	"fmt"
+	"reflect"
 	"sort"
 	"strings"
 	"sync"
@@ -66,6 +67,31 @@ func Open(ctx context.Context, rawURL string, opts ...Option) (*Client, error) {
 		}
 		return nil, fmt.Errorf("%w: unknown backend scheme %q; registered: %s", ErrInvalidOption, u.Scheme, list)
 	}
+	return openWith(ctx, opener, u, opts)
+}
+
+// OpenWith opens rawURL with opener instead of the one registered for its
+// scheme, and returns a Client. It is how a URL-opened client is configured
+// in code: every driver package exports a URLOpener struct whose fields
+// (its Options, TLS settings and the like) are the defaults the URL's query
+// parameters override, e.g.
+//
+//	c, err := dlock.OpenWith(ctx, &redisdlock.URLOpener{TLSConfig: tlsCfg}, "rediss://cache:6380/0")
+//
+// The scheme is not looked up: opener decides which schemes it accepts.
+// Errors never contain the URL's password, as with Open.
+func OpenWith(ctx context.Context, opener driver.URLOpener, rawURL string, opts ...Option) (*Client, error) {
+	if v := reflect.ValueOf(opener); opener == nil || v.Kind() == reflect.Pointer && v.IsNil() {
+		return nil, fmt.Errorf("%w: OpenWith needs a non-nil URLOpener", ErrInvalidOption)
+	}
+	u, err := driver.ParseURL(rawURL)
+	if err != nil {
+		return nil, err
+	}
+	return openWith(ctx, opener, u, opts)
+}
+
+func openWith(ctx context.Context, opener driver.URLOpener, u *driver.URL, opts []Option) (*Client, error) {
 	d, err := opener.OpenLockerURL(ctx, u)
 	if err != nil {
 		return nil, u.RedactError(err)
