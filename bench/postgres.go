@@ -93,7 +93,7 @@ func newPostgresBackend(ctx context.Context, t *serverT) (*backend, error) {
 		if err != nil {
 			return nil, nil, err
 		}
-		c, err := pgdlock.NewClient(ctx, pool, pgdlock.Config{})
+		c, err := pgdlock.NewClient(ctx, pool, pgdlock.Options{})
 		if err != nil {
 			pool.Close()
 			return nil, nil, err

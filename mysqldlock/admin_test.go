@@ -26,7 +26,7 @@ func TestAdmin(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		d, err := openURL(ctx, u)
+		d, err := OpenURL(ctx, u)
 		if err != nil {
 			t.Fatalf("open: %v", err)
 		}
@@ -51,7 +51,7 @@ func TestAdmin(t *testing.T) {
 						t.Fatal(err)
 					}
 					t.Cleanup(func() { db.Close() })
-					if c, err = NewClient(ctx, db, Config{Table: "admin_list_db"}); err != nil {
+					if c, err = NewClient(ctx, db, Options{Table: "admin_list_db"}); err != nil {
 						t.Fatal(err)
 					}
 					t.Cleanup(func() { _ = c.Close() })
@@ -246,7 +246,7 @@ func TestAdmin(t *testing.T) {
 				t.Fatal(err)
 			}
 			t.Cleanup(func() { db.Close() })
-			d, err := NewDriver(ctx, db, Config{Table: "admin_contract"})
+			d, err := NewDriver(ctx, db, Options{Table: "admin_contract"})
 			if err != nil {
 				t.Fatal(err)
 			}

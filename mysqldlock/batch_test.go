@@ -68,7 +68,7 @@ func TestBatchRefresher(t *testing.T) {
 					if err != nil {
 						return nil, err
 					}
-					d, err := NewDriver(ctx, db, Config{})
+					d, err := NewDriver(ctx, db, Options{})
 					if err != nil {
 						db.Close()
 						return nil, err

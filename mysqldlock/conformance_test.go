@@ -30,7 +30,7 @@ func (h *harness) MakeDriver(ctx context.Context) (driver.Locker, error) {
 		if err != nil {
 			return nil, err
 		}
-		return openURL(ctx, u)
+		return OpenURL(ctx, u)
 	}
 	// An application's own handle: default go-sql-driver settings, so
 	// statements are prepared on the server.
@@ -38,7 +38,7 @@ func (h *harness) MakeDriver(ctx context.Context) (driver.Locker, error) {
 	if err != nil {
 		return nil, err
 	}
-	d, err := NewDriver(ctx, db, Config{})
+	d, err := NewDriver(ctx, db, Options{})
 	if err != nil {
 		db.Close()
 		return nil, err

@@ -48,8 +48,10 @@
 //
 // A driver opened from a URL keeps up to 16 connections and sends each
 // statement in one round trip (client-side placeholder interpolation).
-// Applications that already have a *sql.DB use NewClient; Config holds the
-// same settings.
+// Applications that already have a *sql.DB use NewClient; Options holds the
+// same settings. A URLOpener takes Options as the defaults its URLs
+// override, plus what only code can give (a tls.Config, a hook on the
+// mysql.Config).
 //
 // # The table
 //

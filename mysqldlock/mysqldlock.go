@@ -17,7 +17,7 @@ import (
 	"github.com/dlock-go/dlock/internal/sqllease"
 )
 
-// DefaultTable is the lock table used when Config.Table is empty.
+// DefaultTable is the lock table used when Options.Table is empty.
 const DefaultTable = sqllease.DefaultTable
 
 // MinTTL is the shortest TTL the driver accepts.
@@ -37,15 +37,15 @@ const (
 	maxMetadata = 65535
 )
 
-// Config configures a driver made by NewClient or NewDriver. The zero value
-// is the default.
-type Config struct {
+// Options configure a driver made by NewClient, NewDriver or a URLOpener.
+// The zero value is the default.
+type Options struct {
 	// Table is the lock table, "name" or "database.name": ASCII letters,
 	// digits and '_'. Default DefaultTable ("dlock_locks") in the
 	// connection's database.
 	Table string
-	// SkipCreateTable leaves the schema alone: the table must exist. By
-	// default the driver creates it when missing.
+	// SkipCreateTable leaves the schema alone: the table must exist.
+	// Default false: the driver creates it when missing.
 	SkipCreateTable bool
 }
 
@@ -54,21 +54,21 @@ type Config struct {
 // github.com/go-sql-driver/mysql (or another driver that reports
 // LAST_INSERT_ID(expr) as the insert id). ctx bounds the table check (and
 // creation).
-func NewClient(ctx context.Context, db *sql.DB, cfg Config, opts ...dlock.Option) (*dlock.Client, error) {
-	d, err := NewDriver(ctx, db, cfg)
+func NewClient(ctx context.Context, db *sql.DB, opts Options, clientOpts ...dlock.Option) (*dlock.Client, error) {
+	d, err := NewDriver(ctx, db, opts)
 	if err != nil {
 		return nil, err
 	}
-	return dlock.NewClient(d, opts...), nil
+	return dlock.NewClient(d, clientOpts...), nil
 }
 
 // NewDriver returns the driver.Locker behind NewClient, for dlock.NewClient
 // and the conformance suite.
-func NewDriver(ctx context.Context, db *sql.DB, cfg Config) (driver.Locker, error) {
+func NewDriver(ctx context.Context, db *sql.DB, opts Options) (driver.Locker, error) {
 	if db == nil {
 		return nil, fmt.Errorf("%w: mysqldlock: nil *sql.DB", driver.ErrInvalidOption)
 	}
-	d, err := open(ctx, db, cfg, "", "", nil)
+	d, err := open(ctx, db, opts, "", "", nil)
 	if err != nil {
 		return nil, err
 	}
@@ -92,7 +92,7 @@ type myDriver struct {
 	closeFn   func() error
 }
 
-func open(ctx context.Context, db *sql.DB, cfg Config, addr, secret string, closeFn func() error) (*myDriver, error) {
+func open(ctx context.Context, db *sql.DB, cfg Options, addr, secret string, closeFn func() error) (*myDriver, error) {
 	name := cfg.Table
 	if name == "" {
 		name = DefaultTable

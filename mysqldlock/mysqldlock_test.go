@@ -29,7 +29,7 @@ func dbClient(t *testing.T, ctx context.Context, cfg *mysql.Config) *dlock.Clien
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { db.Close() })
-	c, err := NewClient(ctx, db, Config{})
+	c, err := NewClient(ctx, db, Options{})
 	if err != nil {
 		t.Fatalf("NewClient: %v", err)
 	}

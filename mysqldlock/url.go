@@ -2,6 +2,7 @@ package mysqldlock
 
 import (
 	"context"
+	"crypto/tls"
 	"database/sql"
 	"fmt"
 	"io"
@@ -30,7 +31,7 @@ const (
 )
 
 func init() {
-	dlock.Register(Scheme, driver.URLOpenerFunc(openURL))
+	dlock.Register(Scheme, &URLOpener{})
 }
 
 const urlForm = "mysql://[user[:password]@]host[:port]/database[?params] or mysql://user@/database?socket=/path/to/mysqld.sock"
@@ -44,9 +45,47 @@ var refused = []string{
 	"serverPubKey", "strict", "timeTruncate",
 }
 
-// openURL opens a connection pool from mysql://user:pass@host:port/db (see
-// the package documentation for the other forms and the parameters).
-func openURL(ctx context.Context, u *driver.URL) (driver.Locker, error) {
+// OpenURL opens a driver for a mysql:// URL (see the package documentation
+// for its forms and parameters) with the default settings:
+// (&URLOpener{}).OpenLockerURL(ctx, u).
+func OpenURL(ctx context.Context, u *driver.URL) (driver.Locker, error) {
+	return (&URLOpener{}).OpenLockerURL(ctx, u)
+}
+
+// URLOpener opens mysql:// URLs (see the package documentation for their
+// forms and parameters) with settings given in code. The zero value uses
+// the defaults; init registers one for the mysql scheme with
+// dlock.Register.
+type URLOpener struct {
+	// Options are the driver's settings where the URL does not give them:
+	// a query parameter, when present, wins over the field it names (table
+	// over Table, create_table over SkipCreateTable); a field no parameter
+	// names applies as it is.
+	Options Options
+	// TLSConfig, when not nil, is the TLS configuration of every TCP
+	// connection, whatever the URL's tls parameter says (go-sql-driver's
+	// mysql.Config.TLS). Nil: the tls parameter decides. A Unix socket
+	// refuses it.
+	TLSConfig *tls.Config
+	// ConfigureMySQL, when not nil, is called with the go-sql-driver
+	// configuration made from the URL (TLSConfig already applied) before
+	// the pool is made, to set what a URL cannot (a dialer, a logger,
+	// connection attributes). What it sets wins over the URL, but the
+	// driver's statements need interpolateParams on and multiStatements,
+	// clientFoundRows and parseTime off: a hook that changes them breaks
+	// the driver.
+	ConfigureMySQL func(*mysql.Config)
+}
+
+var _ driver.URLOpener = (*URLOpener)(nil)
+
+// OpenLockerURL implements driver.URLOpener: it opens a connection pool
+// from mysql://user:pass@host:port/db (or a socket form) and returns the
+// driver, which owns the pool and closes it on Close. Errors never include
+// the password; an invalid URL or setting gives an error matching
+// dlock.ErrInvalidOption, a server that cannot be reached one matching
+// dlock.ErrUnavailable.
+func (o *URLOpener) OpenLockerURL(ctx context.Context, u *driver.URL) (driver.Locker, error) {
 	if err := u.RequireHost(urlForm); err != nil && !u.Has("socket") {
 		return nil, err
 	} else if err := u.CheckForm(urlForm); err != nil {
@@ -55,13 +94,8 @@ func openURL(ctx context.Context, u *driver.URL) (driver.Locker, error) {
 	if u.Fragment != "" {
 		return nil, fmt.Errorf("%w: mysql URL takes no #fragment (write '#' in a password as %%23)", driver.ErrInvalidOption)
 	}
-	cfg := Config{
-		Table:           u.String("table", DefaultTable),
-		SkipCreateTable: !u.Bool("create_table", true),
-	}
-	if cfg.Table == "" {
-		u.Fail(fmt.Errorf("%w: parameter \"table\" is empty", driver.ErrInvalidOption))
-	}
+	cfg := o.Options
+	cfg.Table, cfg.SkipCreateTable = sqllease.TableParams(u, cfg.Table, cfg.SkipCreateTable)
 	for _, name := range refused {
 		if u.Has(name) {
 			u.String(name, "")
@@ -124,7 +158,7 @@ func openURL(ctx context.Context, u *driver.URL) (driver.Locker, error) {
 			return nil, fmt.Errorf("%w: mysql URL: the socket must be an absolute path", driver.ErrInvalidOption)
 		}
 		mc.Net, mc.Addr = "unix", socket
-		if tlsMode != "false" {
+		if tlsMode != "false" || o.TLSConfig != nil {
 			return nil, fmt.Errorf("%w: mysql URL: tls has no meaning over a Unix socket", driver.ErrInvalidOption)
 		}
 	} else {
@@ -149,6 +183,12 @@ func openURL(ctx context.Context, u *driver.URL) (driver.Locker, error) {
 	// The pool retries around dead connections itself; its notes on them
 	// would go to the process's stderr.
 	mc.Logger = log.New(io.Discard, "", 0)
+	if o.TLSConfig != nil {
+		mc.TLS = o.TLSConfig.Clone()
+	}
+	if o.ConfigureMySQL != nil {
+		o.ConfigureMySQL(mc)
+	}
 	conn, err := mysql.NewConnector(mc)
 	if err != nil {
 		return nil, fmt.Errorf("%w: mysql URL: %s", driver.ErrInvalidOption, sqllease.Redact(err.Error(), mc.Passwd))

@@ -3,118 +3,81 @@ package mysqldlock
 import (
 	"context"
 	"errors"
-	"fmt"
-	"net"
+	"net/url"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/go-sql-driver/mysql"
+
 	"github.com/dlock-go/dlock"
 	"github.com/dlock-go/dlock/driver"
+	"github.com/dlock-go/dlock/drivertest"
 	"github.com/dlock-go/dlock/internal/testserver"
 )
 
-func TestOpenInvalidURL(t *testing.T) {
-	// Nothing listens here; every case must fail before connecting.
-	addr := testserver.Addr(testserver.FreePort(t))
-	tests := []struct {
-		name, url, want string
-	}{
-		{"unknown parameter", "mysql://u:pw@" + addr + "/db?tabel=x", "tabel"},
-		{"driver parameter", "mysql://u:pw@" + addr + "/db?parseTime=true", "parseTime"},
-		{"repeated parameter", "mysql://u:pw@" + addr + "/db?table=a&table=b", "table"},
-		{"three-part table", "mysql://u:pw@" + addr + "/db?table=a.b.c", "a.b.c"},
-		{"table with a backquote", "mysql://u:pw@" + addr + "/db?table=a%60b", "table"},
-		{"empty table", "mysql://u:pw@" + addr + "/db?table=", "table"},
-		{"bad tls", "mysql://u:pw@" + addr + "/db?tls=maybe", "tls"},
-		{"bad create_table", "mysql://u:pw@" + addr + "/db?create_table=2", "create_table"},
-		{"bad timeout", "mysql://u:pw@" + addr + "/db?timeout=soon", "timeout"},
-		{"no database", "mysql://u:pw@" + addr, "database"},
-		{"nested path", "mysql://u:pw@" + addr + "/db/x", "database"},
-	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
-			defer cancel()
-			c, err := dlock.Open(ctx, tc.url)
-			if err == nil {
-				c.Close()
-				t.Fatal("Open succeeded, want an error")
-			}
-			if !errors.Is(err, dlock.ErrInvalidOption) {
-				t.Fatalf("Open = %v, want ErrInvalidOption", err)
-			}
-			if !strings.Contains(err.Error(), tc.want) {
-				t.Errorf("error %q does not name %q", err, tc.want)
-			}
-			if strings.Contains(err.Error(), ":pw@") {
-				t.Errorf("error %q contains the password", err)
-			}
-		})
-	}
-}
-
-func TestOpenUnreachable(t *testing.T) {
-	const password = "s3cret-Passw0rd"
-	refused := testserver.Addr(testserver.FreePort(t))
-	// A server that accepts and never sends its greeting.
-	silent, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer silent.Close()
-	var (
-		mu    sync.Mutex
-		conns []net.Conn
-	)
-	go func() {
-		for {
-			c, err := silent.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			conns = append(conns, c)
-			mu.Unlock()
-		}
-	}()
-	defer func() {
-		mu.Lock()
-		defer mu.Unlock()
-		for _, c := range conns {
-			c.Close()
-		}
-	}()
-	for _, addr := range []string{refused, silent.Addr().String()} {
-		t.Run(addr, func(t *testing.T) {
-			ctx, cancel := context.WithTimeout(t.Context(), 500*time.Millisecond)
-			defer cancel()
-			start := time.Now()
-			c, err := dlock.Open(ctx, "mysql://dlock:"+password+"@"+addr+"/db")
-			took := time.Since(start)
-			if err == nil {
-				c.Close()
-				t.Fatal("Open of an unreachable server succeeded")
-			}
-			if !errors.Is(err, dlock.ErrUnavailable) {
-				t.Errorf("Open = %v, want ErrUnavailable", err)
-			}
-			if !strings.Contains(err.Error(), addr) || !strings.Contains(err.Error(), "mysql") {
-				t.Errorf("error %q does not name mysql at %s", err, addr)
-			}
-			if strings.Contains(err.Error(), password) {
-				t.Errorf("error %q contains the password", err)
-			}
-			if took > 5*time.Second {
-				t.Errorf("Open took %v with a 500ms deadline", took)
-			}
-		})
-	}
-}
-
-func TestOpenURL(t *testing.T) {
+// TestURLs: the URLs and errors every SQL driver checks (see
+// drivertest.RunURLTests), here with MySQL's parameters and forms.
+func TestURLs(t *testing.T) {
 	srv := testserver.StartMariaDB(t)
+	const pw = "s3cret-Pa55"
+	// Nothing listens here; every invalid case must fail before connecting.
+	base := "mysql://u:" + pw + "@" + testserver.Addr(testserver.FreePort(t))
+	userinfo := url.UserPassword(srv.User, srv.Password).String()
+	sockHost := strings.ReplaceAll(url.PathEscape(srv.Socket), "/", "%2F")
+	cases := drivertest.URLCases{
+		Secret: pw,
+		Valid: []string{
+			srv.URL() + "?readTimeout=30s&writeTimeout=30s&checkConnLiveness=false&rejectReadOnly=true&maxAllowedPacket=0&connectionAttributes=app:test&allowNativePasswords=true&compress=true",
+			"mysql://" + userinfo + "@/" + srv.Database + "?socket=" + url.QueryEscape(srv.Socket),
+			"mysql://" + userinfo + "@" + sockHost + "/" + srv.Database,
+			"mysql://" + userinfo + "@unix(" + srv.Socket + ")/" + srv.Database,
+			srv.URL() + "?table=locking.leases&timeout=5s",
+			srv.URL() + "?table=locking.leases&create_table=false",
+			srv.URL() + "?tls=preferred",
+			srv.URL() + "?tls=false&timeout=3",
+			srv.URL() + "?table=other_locks",
+		},
+		Unreachable:      func(addr string) string { return "mysql://dlock:" + pw + "@" + addr + "/db" },
+		Backend:          "mysql",
+		WrongSecret:      strings.Replace(srv.URL(), srv.Password, pw, 1),
+		WrongSecretAddr:  srv.Addr(),
+		MissingTable:     srv.URL() + "?table=nosuch&create_table=false",
+		MissingTableName: "nosuch",
+		ConcurrentCreate: srv.URL() + "?table=locking.racing",
+	}
+	for _, bad := range [][2]string{
+		{"/db?tabel=x", "tabel"},
+		{"/db?parseTime=true", "parseTime"},
+		{"/db?table=a&table=b", "table"},
+		{"/db?table=a.b.c", "a.b.c"},
+		{"/db?table=a%60b", "table"},
+		{"/db?table=", "table"},
+		{"/db?tls=maybe", "tls"},
+		{"/db?create_table=2", "create_table"},
+		{"/db?timeout=soon", "timeout"},
+		{"", "database"},
+		{"/db/x", "database"},
+		{"/db?multiStatements=true", "multiStatements"},
+		{"/db?clientFoundRows=true", "clientFoundRows"},
+		{"/db?loc=Local", "loc"},
+		{"/db?readTimeout=soon", "readTimeout"},
+		{"/db?writeTimeout=-1s", "writeTimeout"},
+		{"/db?maxAllowedPacket=-1", "maxAllowedPacket"},
+		{"/db?rejectReadOnly=maybe", "rejectReadOnly"},
+		{"/db?socket=/run/mysqld.sock", "both a host and a socket"},
+		{"/db#x", "fragment"},
+	} {
+		cases.Invalid = append(cases.Invalid, drivertest.InvalidURL{URL: base + bad[0], Want: bad[1]})
+	}
+	for _, bad := range [][2]string{
+		{"mysql://u:" + pw + "@/db", "mysql URL names no host"},
+		{"mysql://u:" + pw + "@/db?socket=relative.sock", "absolute"},
+		{"mysql://u:" + pw + "@/db?socket=/x.sock&tls=true", "tls"},
+		{"mysql://u:" + pw + "@unix(/x.sock/db", "unix("},
+	} {
+		cases.Invalid = append(cases.Invalid, drivertest.InvalidURL{URL: bad[0], Want: bad[1]})
+	}
 	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
 	defer cancel()
 	root, err := srv.RootDB()
@@ -125,50 +88,31 @@ func TestOpenURL(t *testing.T) {
 	if _, err := root.ExecContext(ctx, "CREATE DATABASE locking"); err != nil {
 		t.Fatal(err)
 	}
+	drivertest.RunURLTests(t, cases)
+	var n int
+	err = root.QueryRowContext(ctx, `SELECT COUNT(*) FROM information_schema.tables
+		WHERE (table_schema, table_name) IN (('locking', 'leases'), ('dlock', 'other_locks'))`).Scan(&n)
+	if err != nil || n != 2 {
+		t.Fatalf("tables made: %d, %v; want 2", n, err)
+	}
+}
 
-	t.Run("wrong password", func(t *testing.T) {
-		u := strings.Replace(srv.URL(), srv.Password, "wrong-Secret-1", 1)
-		_, err := dlock.Open(ctx, u)
-		if !errors.Is(err, dlock.ErrUnavailable) || strings.Contains(err.Error(), "wrong-Secret-1") || !strings.Contains(err.Error(), srv.Addr()) {
-			t.Fatalf("Open with a wrong password = %v, want ErrUnavailable naming %s, without the password", err, srv.Addr())
-		}
-	})
-
-	t.Run("missing table without create", func(t *testing.T) {
-		_, err := dlock.Open(ctx, srv.URL()+"?table=nosuch&create_table=false")
-		if err == nil || errors.Is(err, dlock.ErrUnavailable) || !strings.Contains(err.Error(), "nosuch") {
-			t.Fatalf("Open = %v, want an error naming the missing table", err)
-		}
-	})
-
-	t.Run("parameters", func(t *testing.T) {
-		for _, q := range []string{
-			"?table=locking.leases&timeout=5s",
-			"?table=locking.leases&create_table=false",
-			"?tls=preferred",
-			"?tls=false&timeout=3",
-			"?table=other_locks",
-		} {
-			c, err := dlock.Open(ctx, srv.URL()+q)
-			if err != nil {
-				t.Fatalf("Open(%s): %v", q, err)
-			}
-			l, err := c.TryLock(ctx, "k"+q)
-			if err != nil {
-				t.Fatalf("TryLock with %s: %v", q, err)
-			}
-			if err := l.Unlock(ctx); err != nil {
-				t.Fatal(err)
-			}
-			c.Close()
-		}
-		var n int
-		err := root.QueryRowContext(ctx, `SELECT COUNT(*) FROM information_schema.tables
-			WHERE (table_schema, table_name) IN (('locking', 'leases'), ('dlock', 'other_locks'))`).Scan(&n)
-		if err != nil || n != 2 {
-			t.Fatalf("tables made: %d, %v; want 2", n, err)
-		}
-	})
+// TestURLOpener: tls=true against a plain-text server, the driver is a
+// Notifier, and a URLOpener's settings reach the driver (Options and the
+// go-sql-driver hook), with a URL parameter winning over the Options field
+// it names.
+func TestURLOpener(t *testing.T) {
+	srv := testserver.StartMariaDB(t)
+	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
+	defer cancel()
+	root, err := srv.RootDB()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer root.Close()
+	if _, err := root.ExecContext(ctx, "CREATE DATABASE coded"); err != nil {
+		t.Fatal(err)
+	}
 
 	t.Run("tls=true without server TLS", func(t *testing.T) {
 		_, err := dlock.Open(ctx, srv.URL()+"?tls=true")
@@ -177,32 +121,9 @@ func TestOpenURL(t *testing.T) {
 		}
 	})
 
-	t.Run("concurrent create", func(t *testing.T) {
-		const n = 12
-		var wg sync.WaitGroup
-		errs := make(chan error, n)
-		for i := range n {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				c, err := dlock.Open(ctx, srv.URL()+"?table=locking.racing")
-				if err != nil {
-					errs <- fmt.Errorf("open %d: %w", i, err)
-					return
-				}
-				c.Close()
-			}()
-		}
-		wg.Wait()
-		close(errs)
-		for err := range errs {
-			t.Error(err)
-		}
-	})
-
 	t.Run("is a notifier", func(t *testing.T) {
 		u, _ := driver.ParseURL(srv.URL())
-		d, err := openURL(ctx, u)
+		d, err := OpenURL(ctx, u)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -211,4 +132,30 @@ func TestOpenURL(t *testing.T) {
 			t.Error("driver is not a Notifier")
 		}
 	})
+
+	coded := &URLOpener{
+		Options:        Options{Table: "coded_locks", SkipCreateTable: true},
+		ConfigureMySQL: func(c *mysql.Config) { c.DBName = "coded" }, // wins over the URL's database
+	}
+	for _, tc := range []struct{ query, table string }{
+		{"?create_table=true", "coded_locks"},
+		{"?table=url_locks&create_table=true", "url_locks"},
+		{"", "coded_locks"}, // exists now, and SkipCreateTable applies
+	} {
+		u, _ := driver.ParseURL(srv.URL() + tc.query)
+		d, err := coded.OpenLockerURL(ctx, u)
+		if err != nil {
+			t.Fatalf("OpenLockerURL(%s): %v", tc.query, err)
+		}
+		var tables int
+		err = root.QueryRowContext(ctx, `SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = 'coded' AND table_name = ?`, tc.table).Scan(&tables)
+		d.Close()
+		if err != nil || tables != 1 {
+			t.Errorf("%q: table coded.%s made: %d, %v; want 1", tc.query, tc.table, tables, err)
+		}
+	}
+	u, _ := driver.ParseURL(srv.URL() + "?table=none_locks")
+	if _, err := coded.OpenLockerURL(ctx, u); err == nil || !strings.Contains(err.Error(), "none_locks") {
+		t.Errorf("OpenLockerURL with SkipCreateTable and no table = %v, want an error naming none_locks", err)
+	}
 }

@@ -26,7 +26,7 @@ func TestAdmin(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		d, err := openURL(ctx, u)
+		d, err := OpenURL(ctx, u)
 		if err != nil {
 			t.Fatalf("open %s: %v", url, err)
 		}

@@ -77,7 +77,7 @@ func TestRefreshBatchPlan(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer pool.Close()
-	d, err := NewDriver(ctx, pool, Config{Table: "plan_locks"})
+	d, err := NewDriver(ctx, pool, Options{Table: "plan_locks"})
 	if err != nil {
 		t.Fatal(err)
 	}

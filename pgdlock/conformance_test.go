@@ -22,7 +22,7 @@ func (h *harness) MakeDriver(ctx context.Context) (driver.Locker, error) {
 		if err != nil {
 			return nil, err
 		}
-		return openURL(ctx, u)
+		return OpenURL(ctx, u)
 	}
 	db, err := openDB(h.url)
 	if err != nil {
@@ -31,7 +31,7 @@ func (h *harness) MakeDriver(ctx context.Context) (driver.Locker, error) {
 	// database/sql keeps only 2 idle connections by default; a busy client
 	// would reconnect (and re-authenticate) for most statements.
 	db.SetMaxIdleConns(8)
-	d, err := NewDriverDB(ctx, db, Config{})
+	d, err := NewDriverDB(ctx, db, Options{})
 	if err != nil {
 		db.Close()
 		return nil, err

@@ -68,7 +68,9 @@
 // otherwise send it to the server as a run-time setting).
 //
 // Applications that already have a *pgxpool.Pool or a *sql.DB use NewClient
-// or NewClientDB instead; Config holds the same settings.
+// or NewClientDB instead, and Options holds the same settings; a URLOpener
+// takes Options as the defaults its URLs override, plus what only code can
+// give (a tls.Config, a hook on the pgxpool.Config).
 //
 // # The table
 //

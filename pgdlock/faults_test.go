@@ -82,7 +82,7 @@ func TestListenerReconnects(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer pool.Close()
-	dl, err := NewDriver(ctx, pool, Config{})
+	dl, err := NewDriver(ctx, pool, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -144,7 +144,7 @@ func TestListenerIdles(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
 	defer cancel()
 	u, _ := driver.ParseURL(pg.URL())
-	dl, err := openURL(ctx, u)
+	dl, err := OpenURL(ctx, u)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -21,7 +21,7 @@ import (
 	"github.com/dlock-go/dlock/internal/sqllease"
 )
 
-// DefaultTable is the lock table used when Config.Table is empty.
+// DefaultTable is the lock table used when Options.Table is empty.
 const DefaultTable = sqllease.DefaultTable
 
 // MinTTL is the shortest TTL the driver accepts.
@@ -35,20 +35,22 @@ const MinTTL = 10 * time.Millisecond
 // their ranges at MaxTTL.
 const MaxTTL = driver.MaxTTL
 
-// Config configures a driver made by NewClient, NewClientDB, NewDriver or
-// NewDriverDB. The zero value is the default.
-type Config struct {
+// Options configure a driver made by NewClient, NewClientDB, NewDriver,
+// NewDriverDB, Open, OpenDriver or a URLOpener. The zero value is the
+// default.
+type Options struct {
 	// Table is the lock table, "name" or "schema.name": ASCII letters,
 	// digits and '_', used exactly as given (case-sensitive). Default
 	// DefaultTable ("dlock_locks") in the connection's search_path.
 	Table string
-	// SkipCreateTable leaves the schema alone: the table must exist. By
-	// default the driver creates it when missing.
+	// SkipCreateTable leaves the schema alone: the table must exist.
+	// Default false: the driver creates it when missing.
 	SkipCreateTable bool
 	// DisableNotify turns LISTEN/NOTIFY off: releases send no
 	// notification and waiters poll with their retry strategy (bounded by
 	// the holder's remaining lease). Use it behind a pooler that cannot
-	// LISTEN, such as PgBouncer in transaction mode.
+	// LISTEN, such as PgBouncer in transaction mode. Default false:
+	// notifications on.
 	DisableNotify bool
 }
 
@@ -57,12 +59,12 @@ type Config struct {
 // it. Release notifications use one extra connection made with the pool's
 // configuration while anyone waits. ctx bounds the table check (and
 // creation).
-func NewClient(ctx context.Context, pool *pgxpool.Pool, cfg Config, opts ...dlock.Option) (*dlock.Client, error) {
-	d, err := NewDriver(ctx, pool, cfg)
+func NewClient(ctx context.Context, pool *pgxpool.Pool, opts Options, clientOpts ...dlock.Option) (*dlock.Client, error) {
+	d, err := NewDriver(ctx, pool, opts)
 	if err != nil {
 		return nil, err
 	}
-	return dlock.NewClient(d, opts...), nil
+	return dlock.NewClient(d, clientOpts...), nil
 }
 
 // NewClientDB is NewClient for a database/sql handle, normally over pgx's
@@ -70,30 +72,30 @@ func NewClient(ctx context.Context, pool *pgxpool.Pool, cfg Config, opts ...dloc
 // one connection of db while anyone waits. The statements use only $n
 // placeholders, bytea, bigint and text, so other PostgreSQL drivers should
 // work, without notifications: their waiters poll.
-func NewClientDB(ctx context.Context, db *sql.DB, cfg Config, opts ...dlock.Option) (*dlock.Client, error) {
-	d, err := NewDriverDB(ctx, db, cfg)
+func NewClientDB(ctx context.Context, db *sql.DB, opts Options, clientOpts ...dlock.Option) (*dlock.Client, error) {
+	d, err := NewDriverDB(ctx, db, opts)
 	if err != nil {
 		return nil, err
 	}
-	return dlock.NewClient(d, opts...), nil
+	return dlock.NewClient(d, clientOpts...), nil
 }
 
 // NewDriver returns the driver.Locker behind NewClient, for
 // dlock.NewClient and the conformance suite.
-func NewDriver(ctx context.Context, pool *pgxpool.Pool, cfg Config) (driver.Locker, error) {
+func NewDriver(ctx context.Context, pool *pgxpool.Pool, opts Options) (driver.Locker, error) {
 	if pool == nil {
 		return nil, fmt.Errorf("%w: pgdlock: nil pool", driver.ErrInvalidOption)
 	}
 	cc := pool.Config().ConnConfig
-	return open(ctx, poolQuerier{pool}, cfg, hostPort(cc.Host, cc.Port), cc.Password, nil)
+	return open(ctx, poolQuerier{pool}, opts, hostPort(cc.Host, cc.Port), cc.Password, nil)
 }
 
 // NewDriverDB returns the driver.Locker behind NewClientDB.
-func NewDriverDB(ctx context.Context, db *sql.DB, cfg Config) (driver.Locker, error) {
+func NewDriverDB(ctx context.Context, db *sql.DB, opts Options) (driver.Locker, error) {
 	if db == nil {
 		return nil, fmt.Errorf("%w: pgdlock: nil *sql.DB", driver.ErrInvalidOption)
 	}
-	return open(ctx, dbQuerier{db}, cfg, "", "", nil)
+	return open(ctx, dbQuerier{db}, opts, "", "", nil)
 }
 
 // pgDriver is the lock driver over one table.
@@ -116,7 +118,7 @@ type pgDriver struct {
 // pollOnly hides the Notifier of a driver whose notifications are off.
 type pollOnly struct{ driver.Locker }
 
-func open(ctx context.Context, q querier, cfg Config, addr, secret string, closeFn func()) (driver.Locker, error) {
+func open(ctx context.Context, q querier, cfg Options, addr, secret string, closeFn func()) (driver.Locker, error) {
 	name := cfg.Table
 	if name == "" {
 		name = DefaultTable

@@ -93,7 +93,7 @@ func TestPostgres(t *testing.T) {
 					t.Fatal(err)
 				}
 				t.Cleanup(func() { db.Close() })
-				waiter, err = NewClientDB(ctx, db, Config{})
+				waiter, err = NewClientDB(ctx, db, Options{})
 				if err != nil {
 					t.Fatal(err)
 				}

@@ -2,6 +2,7 @@ package pgdlock
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"os"
@@ -23,8 +24,8 @@ const (
 )
 
 func init() {
-	dlock.Register(Scheme, driver.URLOpenerFunc(openURL))
-	dlock.Register(SchemeAlt, driver.URLOpenerFunc(openURL))
+	dlock.Register(Scheme, &URLOpener{})
+	dlock.Register(SchemeAlt, &URLOpener{})
 }
 
 // passThrough lists the connection parameters a URL may carry: libpq's, as
@@ -50,19 +51,52 @@ var passThrough = []string{
 
 const urlForm = "postgres://[user[:password]@]host[:port][,...]/dbname[?params] or postgres:///dbname?host=/socket/dir"
 
-// openURL opens a pgx pool from a postgres:// or postgresql:// URL.
-func openURL(ctx context.Context, u *driver.URL) (driver.Locker, error) {
+// OpenURL opens a driver for a postgres:// or postgresql:// URL (see the
+// package documentation) with the default settings:
+// (&URLOpener{}).OpenLockerURL(ctx, u).
+func OpenURL(ctx context.Context, u *driver.URL) (driver.Locker, error) {
+	return (&URLOpener{}).OpenLockerURL(ctx, u)
+}
+
+// URLOpener opens postgres:// and postgresql:// URLs (see the package
+// documentation for their forms and parameters) with settings given in
+// code. The zero value uses the defaults; init registers one for both
+// schemes with dlock.Register.
+type URLOpener struct {
+	// Options are the driver's settings where the URL does not give them:
+	// a query parameter, when present, wins over the field it names (table
+	// over Table, create_table over SkipCreateTable, notify over
+	// DisableNotify); a field no parameter names applies as it is.
+	Options Options
+	// TLSConfig, when not nil, is the TLS configuration of every
+	// connection, whatever the URL's sslmode says (pgx's
+	// ConnConfig.TLSConfig; the fallbacks sslmode=prefer or allow would try
+	// are dropped). Nil: sslmode and the ssl* parameters decide.
+	TLSConfig *tls.Config
+	// ConfigurePool, when not nil, is called with the pool configuration
+	// parsed from the URL (TLSConfig already applied) before the pool is
+	// made, to set what a URL cannot (hooks, a tracer, a dialer). What it
+	// sets wins over the URL.
+	ConfigurePool func(*pgxpool.Config)
+}
+
+var _ driver.URLOpener = (*URLOpener)(nil)
+
+// OpenLockerURL implements driver.URLOpener: it opens a pgx pool with the
+// URL's connection settings and returns the driver, which owns the pool
+// and closes it on Close. Errors never include the password; an invalid
+// URL or setting gives an error matching dlock.ErrInvalidOption, a server
+// that cannot be reached one matching dlock.ErrUnavailable.
+func (o *URLOpener) OpenLockerURL(ctx context.Context, u *driver.URL) (driver.Locker, error) {
 	if err := u.CheckForm(urlForm); err != nil {
 		return nil, err
 	}
 	if u.Fragment != "" {
 		return nil, fmt.Errorf("%w: postgres URL takes no #fragment (write '#' in a password as %%23)", driver.ErrInvalidOption)
 	}
-	cfg := Config{
-		Table:           u.String("table", DefaultTable),
-		SkipCreateTable: !u.Bool("create_table", true),
-		DisableNotify:   !u.Bool("notify", true),
-	}
+	opts := o.Options
+	opts.Table, opts.SkipCreateTable = sqllease.TableParams(u, opts.Table, opts.SkipCreateTable)
+	opts.DisableNotify = !u.Bool("notify", !opts.DisableNotify)
 	settings := urlSettings(u)
 	for _, name := range passThrough {
 		if u.Has(name) {
@@ -73,9 +107,6 @@ func openURL(ctx context.Context, u *driver.URL) (driver.Locker, error) {
 		delete(settings, "database")
 		settings["dbname"] = v
 	}
-	if cfg.Table == "" {
-		u.Fail(fmt.Errorf("%w: parameter \"table\" is empty", driver.ErrInvalidOption))
-	}
 	if err := u.Finish(); err != nil {
 		return nil, err
 	}
@@ -84,12 +115,23 @@ func openURL(ctx context.Context, u *driver.URL) (driver.Locker, error) {
 	}
 	password, hasPassword := settings["password"]
 	delete(settings, "password")
-	return openConfig(ctx, keywordValue(settings), password, hasPassword, cfg)
+	return openConfig(ctx, keywordValue(settings), opts, func(pcfg *pgxpool.Config) {
+		if hasPassword {
+			pcfg.ConnConfig.Password = password
+		}
+		if o.TLSConfig != nil {
+			pcfg.ConnConfig.TLSConfig = o.TLSConfig.Clone()
+			pcfg.ConnConfig.Fallbacks = nil
+		}
+		if o.ConfigurePool != nil {
+			o.ConfigurePool(pcfg)
+		}
+	})
 }
 
 // Open connects to PostgreSQL with connString, in either form pgx's
 // pgxpool.ParseConfig accepts: a postgres:// URL with only connection
-// parameters (no table, create_table or notify: cfg holds those), or a
+// parameters (no table, create_table or notify: opts holds those), or a
 // libpq keyword/value string such as
 // "host=/run/postgresql dbname=app user=locker sslmode=disable". Missing
 // parts come from the PG* environment variables and the password file, as
@@ -97,39 +139,41 @@ func openURL(ctx context.Context, u *driver.URL) (driver.Locker, error) {
 // Errors never include the password; a string that does not parse, or a
 // table name that is not valid, is an error matching dlock.ErrInvalidOption,
 // a server that cannot be reached one matching dlock.ErrUnavailable.
-func Open(ctx context.Context, connString string, cfg Config, opts ...dlock.Option) (*dlock.Client, error) {
-	d, err := OpenDriver(ctx, connString, cfg)
+// The Client is made with clientOpts.
+func Open(ctx context.Context, connString string, opts Options, clientOpts ...dlock.Option) (*dlock.Client, error) {
+	d, err := OpenDriver(ctx, connString, opts)
 	if err != nil {
 		return nil, err
 	}
-	return dlock.NewClient(d, opts...), nil
+	return dlock.NewClient(d, clientOpts...), nil
 }
 
 // OpenDriver is Open's driver, for dlock.NewClient with custom options and
 // for tests. Closing it closes its pool.
-func OpenDriver(ctx context.Context, connString string, cfg Config) (driver.Locker, error) {
-	d, err := openConfig(ctx, connString, "", false, cfg)
+func OpenDriver(ctx context.Context, connString string, opts Options) (driver.Locker, error) {
+	d, err := openConfig(ctx, connString, opts, nil)
 	return d, driver.RedactError(err, connString)
 }
 
-// openConfig parses connString with pgx, sets password (when given: it is
-// kept out of connString so that pgx's messages cannot quote it), and opens
-// the pool and the driver.
-func openConfig(ctx context.Context, connString, password string, hasPassword bool, cfg Config) (driver.Locker, error) {
+// openConfig parses connString with pgx, lets adjust (when not nil) change
+// the configuration (OpenLockerURL sets the password there, kept out of
+// connString so that pgx's messages cannot quote it), and opens the pool and
+// the driver.
+func openConfig(ctx context.Context, connString string, opts Options, adjust func(*pgxpool.Config)) (driver.Locker, error) {
 	pcfg, err := pgxpool.ParseConfig(connString)
 	if err != nil {
 		return nil, fmt.Errorf("%w: postgres connection settings: %s", driver.ErrInvalidOption, parseMessage(err))
 	}
-	cc := pcfg.ConnConfig
-	if hasPassword {
-		cc.Password = password
+	if adjust != nil {
+		adjust(pcfg)
 	}
+	cc := pcfg.ConnConfig
 	addr := hostPort(cc.Host, cc.Port)
 	pool, err := pgxpool.NewWithConfig(ctx, pcfg)
 	if err != nil {
 		return nil, sqllease.Unavailable("postgres", addr, cc.Password, err)
 	}
-	d, err := open(ctx, poolQuerier{pool}, cfg, addr, cc.Password, pool.Close)
+	d, err := open(ctx, poolQuerier{pool}, opts, addr, cc.Password, pool.Close)
 	if err != nil {
 		pool.Close()
 		return nil, err

@@ -175,3 +175,16 @@ func Redact(msg, secret string) string {
 func IsContext(err error) bool {
 	return errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)
 }
+
+// TableParams consumes a URL's table and create_table parameters: table
+// replaces table, create_table=false sets skipCreate (true clears it); an
+// absent parameter leaves its value as given. An empty table parameter is
+// an error recorded on u (see driver.URL.Fail).
+func TableParams(u *driver.URL, table string, skipCreate bool) (string, bool) {
+	if u.Has("table") {
+		if table = u.String("table", ""); table == "" {
+			u.Fail(fmt.Errorf("%w: parameter \"table\" is empty", driver.ErrInvalidOption))
+		}
+	}
+	return table, !u.Bool("create_table", !skipCreate)
+}
