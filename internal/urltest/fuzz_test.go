@@ -160,7 +160,7 @@ func FuzzOpenNeverShowsPassword(f *testing.F) {
 			}
 			for _, dsn := range dsns {
 				check("pgdlock.OpenDriver", open(t, func(ctx context.Context) (func() error, error) {
-					d, err := pgdlock.OpenDriver(ctx, dsn, pgdlock.Config{})
+					d, err := pgdlock.OpenDriver(ctx, dsn, pgdlock.Options{})
 					if err != nil {
 						return nil, err
 					}
