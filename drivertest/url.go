@@ -69,7 +69,7 @@ type InvalidURL struct {
 //		drivertest.RunURLTests(t, drivertest.URLCases{
 //			Secret:  "s3cret",
 //			Valid:   []string{srv.URL(), srv.URL() + "?table=other"},
-//			Invalid: []drivertest.InvalidURL{{"x://u:s3cret@h/db?tabel=x", "tabel"}},
+//			Invalid: []drivertest.InvalidURL{{URL: "x://u:s3cret@h/db?tabel=x", Want: "tabel"}},
 //		})
 //	}
 func RunURLTests(t *testing.T, cases URLCases) {
