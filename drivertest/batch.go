@@ -2,8 +2,6 @@ package drivertest
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"strconv"
@@ -74,14 +72,8 @@ func RunBatchRefresherTests(t *testing.T, newHarness HarnessMaker) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
-			defer cancel()
-			h, err := newHarness(ctx, t)
-			if err != nil {
-				t.Fatalf("harness: %v", err)
-			}
-			t.Cleanup(h.Close)
-			s := &batchSuite{t: t, ctx: ctx, h: h, prefix: batchPrefix(t)}
+			su := newSuite(t, newHarness, 2*time.Minute)
+			s := &batchSuite{t: t, ctx: su.ctx, h: su.h, prefix: su.prefix}
 			if _, ok := s.driver().(driver.BatchRefresher); !ok {
 				t.Skipf("%T does not implement driver.BatchRefresher", s.driver())
 			}
@@ -95,16 +87,6 @@ type batchSuite struct {
 	ctx    context.Context
 	h      Harness
 	prefix string
-}
-
-func batchPrefix(t *testing.T) string {
-	var b [4]byte
-	_, _ = rand.Read(b[:])
-	name := t.Name()
-	if i := strings.LastIndexByte(name, '/'); i >= 0 {
-		name = name[i+1:]
-	}
-	return "bt-" + name + "-" + hex.EncodeToString(b[:]) + "-"
 }
 
 // driver makes a new driver, closed when the test ends.

@@ -1,7 +1,6 @@
 package drivertest
 
 import (
-	"context"
 	"testing"
 	"time"
 )
@@ -45,18 +44,7 @@ func RunConformanceTests(t *testing.T, newHarness HarnessMaker) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			ctx, cancel := context.WithTimeout(t.Context(), 90*time.Second)
-			defer cancel()
-			h, err := newHarness(ctx, t)
-			if err != nil {
-				t.Fatalf("making harness: %v", err)
-			}
-			t.Cleanup(h.Close)
-			s := &suite{t: t, ctx: ctx, h: h, ttl: 300 * time.Millisecond, prefix: uniquePrefix(t)}
-			if st, ok := h.(ShortTTLer); ok {
-				s.ttl = st.ShortTTL()
-			}
-			tc.fn(t, s)
+			tc.fn(t, newSuite(t, newHarness, 90*time.Second))
 		})
 	}
 }

@@ -134,25 +134,9 @@ func RunFaultTests(t *testing.T, newHarness HarnessMaker) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			s, cancel := newSuite(t, newHarness)
-			defer cancel()
-			tc.fn(t, &faults{suite: s})
+			tc.fn(t, &faults{suite: newSuite(t, newHarness, 90*time.Second)})
 		})
 	}
-}
-
-// newSuite makes t's harness with newHarness and a suite over it, whose
-// context ends after 90 s or when cancel is called.
-func newSuite(t *testing.T, newHarness HarnessMaker) (s *suite, cancel context.CancelFunc) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(t.Context(), 90*time.Second)
-	h, err := newHarness(ctx, t)
-	if err != nil {
-		cancel()
-		t.Fatalf("making harness: %v", err)
-	}
-	t.Cleanup(h.Close)
-	return &suite{t: t, ctx: ctx, h: h, prefix: uniquePrefix(t)}, cancel
 }
 
 // Break calls brk and returns a function that calls fix, once however often

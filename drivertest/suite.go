@@ -25,6 +25,25 @@ type suite struct {
 	caps   *driver.Capabilities
 }
 
+// newSuite makes t's harness with newHarness and a suite over it, whose
+// context ends after timeout or with t. The suite's short TTL is 300 ms or
+// the harness's ShortTTL.
+func newSuite(t *testing.T, newHarness HarnessMaker, timeout time.Duration) *suite {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), timeout)
+	t.Cleanup(cancel)
+	h, err := newHarness(ctx, t)
+	if err != nil {
+		t.Fatalf("making harness: %v", err)
+	}
+	t.Cleanup(h.Close)
+	s := &suite{t: t, ctx: ctx, h: h, ttl: 300 * time.Millisecond, prefix: uniquePrefix(t)}
+	if st, ok := h.(ShortTTLer); ok {
+		s.ttl = st.ShortTTL()
+	}
+	return s
+}
+
 // uniquePrefix returns a key prefix for t's subtest: its name and random hex
 // digits, so that runs never share keys.
 func uniquePrefix(t *testing.T) string {

@@ -19,3 +19,9 @@ func TestConformance(t *testing.T) {
 		return harness{memdlock.NewStore()}, nil
 	})
 }
+
+// BenchmarkDriver: the suite's benchmarks, the floor of the portable layer
+// without a server.
+func BenchmarkDriver(b *testing.B) {
+	drivertest.RunBenchmarks(b, harness{memdlock.NewStore()})
+}
