@@ -175,14 +175,8 @@ func unhex(c byte) (byte, bool) {
 // the creator ACLs (acl=creator, creator-read) only the identity that
 // created it can.
 func (d *zkDriver) ForceRelease(ctx context.Context, key string) (driver.Info, error) {
-	if d.isClosed() {
-		return driver.Info{}, driver.ErrClosed
-	}
-	keyPath := d.keyPath(key)
-	if err := d.settle(ctx, keyPath); err != nil {
-		return driver.Info{}, d.wrap(ctx, "force release "+keyPath, err)
-	}
-	if err := d.sync(ctx, keyPath); err != nil {
+	keyPath, err := d.syncQueue(ctx, key, "force release")
+	if err != nil {
 		return driver.Info{}, err
 	}
 	for range forceAttempts {

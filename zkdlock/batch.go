@@ -72,10 +72,6 @@ func (d *zkDriver) RefreshBatch(ctx context.Context, reqs []driver.RefreshReques
 	session := d.conn.SessionID()
 	var items []batchItem
 	for i, r := range reqs {
-		if err := d.checkTTL(r.TTL); err != nil {
-			errs[i] = err
-			continue
-		}
 		h := d.lookup(r.Key, r.Token)
 		if h == nil {
 			errs[i] = fmt.Errorf("%w: %q is not held by this token", driver.ErrNotHeld, r.Key)

@@ -2,7 +2,6 @@ package zkdlock
 
 import (
 	"context"
-	"fmt"
 	"net"
 	"strconv"
 	"strings"
@@ -14,6 +13,7 @@ import (
 	"github.com/go-zookeeper/zk"
 
 	"github.com/dlock-go/dlock"
+	"github.com/dlock-go/dlock/drivertest"
 	"github.com/dlock-go/dlock/internal/testserver"
 )
 
@@ -203,155 +203,12 @@ func TestRequestsPerCycle(t *testing.T) {
 	}
 }
 
-func startBenchServer(b *testing.B) *testserver.ZooKeeper {
-	b.Helper()
-	return testserver.StartZooKeeper(b, testserver.ZooKeeperConfig{})
-}
-
-// BenchmarkUncontended: one lock–unlock cycle on a free key, dlock's Lock
-// beside go-zookeeper's zk.Lock on the same server, interleaved in one run.
-// Metrics: ns per cycle of each, and their ratio (dlock/zk.Lock; below 1
-// means dlock is faster).
-func BenchmarkUncontended(b *testing.B) {
-	z := startBenchServer(b)
-	const base = "/bench-uncontended"
-	w := &deleteWatches{}
-	c, err := NewClient(countingConn(b, z.Addrs(), w), Options{Base: base, SessionTimeout: 10 * time.Second},
-		dlock.WithLockDefaults(dlock.WithTTL(10*time.Second)))
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { _ = c.Close() })
-	zl := zk.NewLock(countingConn(b, z.Addrs(), w), Path(base, "zk"), zk.WorldACL(zk.PermAll))
-	ctx := context.Background()
-	for i := 0; i < 100; i++ { // warm up the server
-		if l, err := c.Lock(ctx, "dlock"); err == nil {
-			_ = l.Unlock(ctx)
-		}
-		if zl.Lock() == nil {
-			_ = zl.Unlock()
-		}
-	}
-	var dl, zt time.Duration
-	b.ResetTimer()
-	for i := 0; i < b.N; i++ {
-		t0 := time.Now()
-		l, err := c.Lock(ctx, "dlock")
-		if err != nil {
-			b.Fatal(err)
-		}
-		if err := l.Unlock(ctx); err != nil {
-			b.Fatal(err)
-		}
-		t1 := time.Now()
-		if err := zl.Lock(); err != nil {
-			b.Fatal(err)
-		}
-		if err := zl.Unlock(); err != nil {
-			b.Fatal(err)
-		}
-		dl += t1.Sub(t0)
-		zt += time.Since(t1)
-	}
-	b.ReportMetric(float64(dl.Nanoseconds())/float64(b.N), "dlock-ns/cycle")
-	b.ReportMetric(float64(zt.Nanoseconds())/float64(b.N), "zklock-ns/cycle")
-	b.ReportMetric(float64(dl)/float64(zt), "dlock/zklock")
-}
-
-// BenchmarkHandOff: contenders, each on its own session, take and release
-// one hot key in turn; b.N hand-offs with dlock and b.N with zk.Lock on the
-// same server, interleaved in rounds. Metrics: ns per hand-off of each, their ratio, and watch
-// notifications per release (1 means no herd).
-func BenchmarkHandOff(b *testing.B) {
-	for _, contenders := range []int{2, 8} {
-		b.Run(fmt.Sprint("contenders=", contenders), func(b *testing.B) {
-			z := startBenchServer(b)
-			base := fmt.Sprint("/bench-handoff-", contenders)
-			dw := &deleteWatches{prefix: Path(base, "dlock") + "/"}
-			zw := &deleteWatches{prefix: Path(base, "zk") + "/"}
-			var clients []*dlock.Client
-			var locks []*zk.Lock
-			for i := 0; i < contenders; i++ {
-				c, err := NewClient(countingConn(b, z.Addrs(), dw), Options{Base: base, SessionTimeout: 10 * time.Second},
-					dlock.WithLockDefaults(dlock.WithTTL(10*time.Second)))
-				if err != nil {
-					b.Fatal(err)
-				}
-				b.Cleanup(func() { _ = c.Close() })
-				clients = append(clients, c)
-				locks = append(locks, zk.NewLock(countingConn(b, z.Addrs(), zw), Path(base, "zk"), zk.WorldACL(zk.PermAll)))
-			}
-			ctx := context.Background()
-			// run makes n hand-offs among the contenders.
-			run := func(n int, take func(i int) (release func() error, err error)) time.Duration {
-				var (
-					left  atomic.Int64
-					wg    sync.WaitGroup
-					start = time.Now()
-				)
-				left.Store(int64(n))
-				for i := 0; i < contenders; i++ {
-					wg.Add(1)
-					go func() {
-						defer wg.Done()
-						for left.Add(-1) >= 0 {
-							release, err := take(i)
-							if err != nil {
-								b.Error(err)
-								return
-							}
-							if err := release(); err != nil {
-								b.Error(err)
-								return
-							}
-						}
-					}()
-				}
-				wg.Wait()
-				return time.Since(start)
-			}
-			withDlock := func(i int) (func() error, error) {
-				l, err := clients[i].Lock(ctx, "dlock")
-				if err != nil {
-					return nil, err
-				}
-				return func() error { return l.Unlock(ctx) }, nil
-			}
-			withZK := func(i int) (func() error, error) {
-				if err := locks[i].Lock(); err != nil {
-					return nil, err
-				}
-				return locks[i].Unlock, nil
-			}
-			run(200, withDlock) // warm up the server
-			run(200, withZK)
-			dw.n.Store(0)
-			zw.n.Store(0)
-			b.ResetTimer()
-			// Interleave in rounds, alternating which goes first, so that
-			// both see the same server and machine.
-			var dl, zt time.Duration
-			const rounds = 10
-			for r := 0; r < rounds; r++ {
-				n := b.N / rounds
-				if r == 0 {
-					n += b.N % rounds
-				}
-				if r%2 == 0 {
-					dl += run(n, withDlock)
-					zt += run(n, withZK)
-				} else {
-					zt += run(n, withZK)
-					dl += run(n, withDlock)
-				}
-			}
-			b.StopTimer()
-			n := float64(b.N)
-			b.ReportMetric(float64(dl.Nanoseconds())/n, "dlock-ns/handoff")
-			b.ReportMetric(float64(zt.Nanoseconds())/n, "zklock-ns/handoff")
-			b.ReportMetric(float64(dl)/float64(zt), "dlock/zklock")
-			b.ReportMetric(float64(dw.n.Load())/n, "dlock-wakeups/release")
-			b.ReportMetric(float64(zw.n.Load())/n, "zklock-wakeups/release")
-		})
-	}
+// BenchmarkDriver runs the portable benchmarks (uncontended, hot key,
+// batched refresh; see drivertest.RunBenchmarks) on a standalone server.
+// The bench module compares them with go-zookeeper's zk.Lock (see
+// docs/benchmarks.md); TestOneWakeupPerRelease checks that a release wakes
+// one waiter.
+func BenchmarkDriver(b *testing.B) {
+	z := testserver.StartZooKeeper(b, testserver.ZooKeeperConfig{})
+	drivertest.RunBenchmarks(b, &harness{url: "zk://" + z.Addr() + "/bench"})
 }

@@ -20,7 +20,7 @@ func (h *harness) MakeDriver(ctx context.Context) (driver.Locker, error) {
 	if err != nil {
 		return nil, err
 	}
-	return openURL(ctx, u)
+	return OpenURL(ctx, u)
 }
 
 func (h *harness) Close() {}

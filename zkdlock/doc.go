@@ -37,6 +37,12 @@
 // Durations take Go syntax ("500ms", "10s"); a bare number is seconds.
 // Any other parameter is an error matching dlock.ErrInvalidOption.
 //
+// A URLOpener with settings given in code (Options defaults, a dialer,
+// zk.Connect options) opens the same URLs: register it with
+// dlock.Register, or call its OpenLockerURL; OpenURL opens a URL with the
+// defaults. Applications that already have a *zk.Conn use NewClient (or
+// NewDriver with dlock.NewClient) with Options instead of a URL.
+//
 // # The recipe
 //
 // A contender creates an ephemeral, sequential node named
@@ -78,8 +84,8 @@
 // session that made it. The driver maps dlock's TTL onto that as follows:
 //
 //   - A TTL may be at most the session timeout the server granted
-//     (Capabilities().MaxTTL); a longer one is an error matching
-//     dlock.ErrInvalidTTL. The client counts its validity from the TTL,
+//     (Capabilities().MaxTTL); dlock refuses a longer one with an error
+//     matching dlock.ErrInvalidTTL. The client counts its validity from the TTL,
 //     and a session is only known to live for one session timeout after the
 //     server last heard from it, so a longer TTL could outlive the lock. A
 //     TTL of exactly the session timeout is safe: its validity deadline

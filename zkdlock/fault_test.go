@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/dlock-go/dlock"
+	"github.com/dlock-go/dlock/drivertest"
+	"github.com/dlock-go/dlock/internal/testserver"
 )
 
 // faultDialer wraps the connections of a real go-zookeeper client: it can
@@ -341,4 +343,34 @@ func TestDisconnectRecovers(t *testing.T) {
 	if err := l.Unlock(ctx); err != nil {
 		t.Fatalf("Unlock: %v", err)
 	}
+}
+
+// faultHarness is a harness over a standalone server of its own that the
+// fault scenarios may kill, restart and pause. It cuts no connections and
+// has no proxy: go-zookeeper waits a second before it dials the only
+// server again, longer than ConnectionsKilled's 900 ms TTL, and
+// BlackholeBatch wants a RefreshBatch of a key the driver never held to
+// wait for the server, which the driver answers at once with ErrNotHeld.
+// TestDisconnectRecovers and TestSessionExpiry cut connections with a
+// session timeout chosen for them.
+type faultHarness struct {
+	harness
+	z *testserver.ZooKeeper
+}
+
+func (h *faultHarness) Addr() string       { return h.z.Addr() }
+func (h *faultHarness) Kill(testing.TB)    { h.z.Server(0).Kill() }
+func (h *faultHarness) Restart(testing.TB) { h.z.Server(0).Restart() }
+
+func (h *faultHarness) Pause(t testing.TB) func() {
+	return drivertest.Break(t, h.z.Server(0).Pause, h.z.Server(0).Resume)
+}
+
+// TestFaults runs the portable fault scenarios of a server killed and
+// restarted, or paused.
+func TestFaults(t *testing.T) {
+	z := startStandalone(t)
+	drivertest.RunFaultTests(t, func(ctx context.Context, t *testing.T) (drivertest.Harness, error) {
+		return &faultHarness{harness: harness{url: "zk://" + z.Addr() + "/faults"}, z: z}, nil
+	})
 }

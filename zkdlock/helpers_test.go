@@ -28,7 +28,7 @@ func openDriver(t testing.TB, rawURL string) *zkDriver {
 	if err != nil {
 		t.Fatalf("ParseURL(%q): %v", rawURL, err)
 	}
-	l, err := openURL(ctx, u)
+	l, err := OpenURL(ctx, u)
 	if err != nil {
 		t.Fatalf("open %s: %v", u.Redacted(), err)
 	}

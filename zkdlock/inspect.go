@@ -51,18 +51,30 @@ func decodeData(b []byte) (ttl time.Duration, metadata string, ok bool) {
 // other clients, this driver's session timeout, after which a vanished
 // holder's node is gone), Waiters the other nodes in the queue.
 func (d *zkDriver) Inspect(ctx context.Context, key string) (driver.Info, error) {
-	if d.isClosed() {
-		return driver.Info{}, driver.ErrClosed
-	}
-	keyPath := d.keyPath(key)
-	if err := d.settle(ctx, keyPath); err != nil {
-		return driver.Info{}, d.wrap(ctx, "inspecting "+keyPath, err)
-	}
-	if err := d.sync(ctx, keyPath); err != nil {
+	keyPath, err := d.syncQueue(ctx, key, "inspecting")
+	if err != nil {
 		return driver.Info{}, err
 	}
 	h, err := d.head(ctx, keyPath)
 	return h.info, err
+}
+
+// syncQueue prepares a read of key's queue that sees every change
+// committed before it: it waits for this driver's removals of abandoned
+// nodes under the key (settle), then syncs with the leader. It returns the
+// key node's path; op names the read in errors.
+func (d *zkDriver) syncQueue(ctx context.Context, key, op string) (string, error) {
+	if d.isClosed() {
+		return "", driver.ErrClosed
+	}
+	keyPath := d.keyPath(key)
+	if err := d.settle(ctx, keyPath); err != nil {
+		return "", d.wrap(ctx, op+" "+keyPath, err)
+	}
+	if err := d.sync(ctx, keyPath); err != nil {
+		return "", err
+	}
+	return keyPath, nil
 }
 
 // sync makes the server the connection talks to catch up with the leader,

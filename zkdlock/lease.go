@@ -25,13 +25,6 @@ type holding struct {
 	done     bool // released or expired: no longer in held
 }
 
-func (d *zkDriver) admit(ttl time.Duration) error {
-	if d.isClosed() {
-		return driver.ErrClosed
-	}
-	return d.checkTTL(ttl)
-}
-
 func (d *zkDriver) lookup(key, token string) *holding {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -131,8 +124,8 @@ func (d *zkDriver) reacquire(ctx context.Context, req driver.Request) (res drive
 // Refresh checks that the node still exists and belongs to the current
 // session, and moves the lease timer to ttl from now.
 func (d *zkDriver) Refresh(ctx context.Context, key, token string, ttl time.Duration) error {
-	if err := d.admit(ttl); err != nil {
-		return err
+	if d.isClosed() {
+		return driver.ErrClosed
 	}
 	h := d.lookup(key, token)
 	if h == nil {

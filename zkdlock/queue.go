@@ -149,30 +149,57 @@ func (d *zkDriver) children(ctx context.Context, keyPath string) (children, erro
 	})
 }
 
-// Acquire is TryLock: join the queue; when not at its head, leave again.
-func (d *zkDriver) Acquire(ctx context.Context, req driver.Request) (driver.Result, error) {
-	if err := d.admit(req.TTL); err != nil {
-		return driver.Result{}, err
+// attempt is an acquisition under way in the queue: the lock node it
+// created, the listing sent with the create (see listEarly) and the send
+// time the grant's validity counts from.
+type attempt struct {
+	n     *node
+	early <-chan listing
+	sent  time.Time
+}
+
+// join starts an attempt of Acquire or AcquireQueued: a re-acquire with a
+// token that holds the key, or else a lock node created in the key's
+// queue (after this driver's removals of abandoned nodes there, when
+// settle is set). When that ends the attempt — the re-acquire, a node
+// alone in a new queue (granted at once), an error — join returns a nil
+// attempt and the attempt's result.
+func (d *zkDriver) join(ctx context.Context, req driver.Request, settle bool) (*attempt, driver.Result, error) {
+	if d.isClosed() {
+		return nil, driver.Result{}, driver.ErrClosed
 	}
 	if res, ok, err := d.reacquire(ctx, req); ok || err != nil {
-		return res, err
+		return nil, res, err
 	}
 	keyPath := d.keyPath(req.Key)
-	if err := d.settle(ctx, keyPath); err != nil {
-		return driver.Result{}, d.wrap(ctx, "joining "+keyPath, err)
+	if settle {
+		if err := d.settle(ctx, keyPath); err != nil {
+			return nil, driver.Result{}, d.wrap(ctx, "joining "+keyPath, err)
+		}
 	}
-	sent := time.Now()
-	early := d.listEarly(keyPath)
+	a := &attempt{sent: time.Now(), early: d.listEarly(keyPath)}
 	n, err := d.create(ctx, keyPath, encodeData(req.Token, req.TTL, req.Metadata))
 	if err != nil {
-		return driver.Result{}, err
+		return nil, driver.Result{}, err
 	}
 	d.noteQueue(n)
 	if n.alone {
-		return d.grant(ctx, req, n, sent)
+		res, err := d.grant(ctx, req, n, a.sent)
+		return nil, res, err
 	}
+	a.n = n
+	return a, driver.Result{}, nil
+}
+
+// Acquire is TryLock: join the queue; when not at its head, leave again.
+func (d *zkDriver) Acquire(ctx context.Context, req driver.Request) (driver.Result, error) {
+	a, res, err := d.join(ctx, req, true)
+	if a == nil {
+		return res, err
+	}
+	n, sent := a.n, a.sent
 	var kids children
-	pre, _, _, err := d.awaitEarly(ctx, n, early)
+	pre, _, _, err := d.awaitEarly(ctx, n, a.early)
 	if err == nil {
 		if pre != nil {
 			sent, kids = pre.sent, pre.kids

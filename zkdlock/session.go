@@ -14,15 +14,20 @@ import (
 	"github.com/dlock-go/dlock/driver"
 )
 
-// dial is the driver-owned connection's dialer. It reads the session
-// timeout the server grants out of each connect response, which the client
-// library does not expose.
-func (d *zkDriver) dial(network, addr string, timeout time.Duration) (net.Conn, error) {
-	c, err := net.DialTimeout(network, addr, timeout)
-	if err != nil {
-		return nil, err
+// dialer is the driver-owned connection's dialer: dial (nil:
+// net.DialTimeout), reading the session timeout the server grants out of
+// each connect response, which the client library does not expose.
+func (d *zkDriver) dialer(dial zk.Dialer) zk.Dialer {
+	if dial == nil {
+		dial = net.DialTimeout
 	}
-	return &sniffConn{Conn: c, granted: func(ms int32) { d.timeoutMs.Store(int64(ms)) }}, nil
+	return func(network, addr string, timeout time.Duration) (net.Conn, error) {
+		c, err := dial(network, addr, timeout)
+		if err != nil {
+			return nil, err
+		}
+		return &sniffConn{Conn: c, granted: func(ms int32) { d.timeoutMs.Store(int64(ms)) }}, nil
+	}
 }
 
 // sniffConn watches the first bytes the server sends on a connection: the

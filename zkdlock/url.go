@@ -5,16 +5,77 @@ import (
 	"fmt"
 	"net"
 	"strings"
+	"time"
 
 	"github.com/go-zookeeper/zk"
 
 	"github.com/dlock-go/dlock/driver"
 )
 
-func openURL(ctx context.Context, u *driver.URL) (driver.Locker, error) {
-	sessionTimeout := u.Duration("session_timeout", DefaultSessionTimeout)
-	connectTimeout := u.Duration("connect_timeout", DefaultConnectTimeout)
-	aclName := u.String("acl", "world")
+// OpenURL connects to the ensemble a zk:// URL names (see the package
+// documentation) with the default settings and returns the driver, which
+// owns its connection and closes it on Close. It is
+// (&URLOpener{}).OpenLockerURL(ctx, u).
+func OpenURL(ctx context.Context, u *driver.URL) (driver.Locker, error) {
+	return (&URLOpener{}).OpenLockerURL(ctx, u)
+}
+
+// URLOpener opens zk:// URLs (see the package documentation for their
+// parameters) with settings given in code. The zero value uses the
+// defaults; init registers one for the zk scheme with dlock.Register. A
+// part of the URL wins over the field it overrides; a field nothing in the
+// URL overrides applies as it is.
+type URLOpener struct {
+	// Options are the driver's settings where the URL does not give them.
+	// The URL's path, when it has one, replaces Base (zero: DefaultBase);
+	// the acl parameter replaces ACL (zero: zk.WorldACL(zk.PermAll)); the
+	// session_timeout parameter replaces SessionTimeout, which here is the
+	// session timeout to ask for (zero: DefaultSessionTimeout): the driver
+	// then uses the one the server grants, as it does for the URL's.
+	Options Options
+	// ConnectTimeout bounds the wait for the first session in
+	// OpenLockerURL (ctx may end it sooner); the connect_timeout
+	// parameter replaces it. Zero means DefaultConnectTimeout.
+	ConnectTimeout time.Duration
+	// Dialer, when not nil, opens the connections to the servers (to
+	// reach them through a proxy, say); nil means net.DialTimeout. The
+	// driver reads the granted session timeout from the connections it
+	// returns.
+	Dialer zk.Dialer
+	// ConnOptions are zk.Connect's options (zk.WithMaxBufferSize, ...),
+	// passed after the driver's logger (which discards the library's log
+	// lines, so a zk.WithLogger here wins) and before the driver's dialer
+	// and event callback, which the driver needs and which therefore
+	// always win: set Dialer to dial differently.
+	ConnOptions []func(*zk.Conn)
+}
+
+var _ driver.URLOpener = (*URLOpener)(nil)
+
+// OpenLockerURL implements driver.URLOpener: it connects to the ensemble u
+// names, waits for the first session (bounded by ConnectTimeout and ctx)
+// and returns the driver, which owns its connection and closes it on
+// Close. Errors never show the URL's password; an invalid URL or setting
+// gives an error matching dlock.ErrInvalidOption, no session in time one
+// matching dlock.ErrUnavailable.
+func (o *URLOpener) OpenLockerURL(ctx context.Context, u *driver.URL) (driver.Locker, error) {
+	d, err := o.open(ctx, u)
+	return d, u.RedactError(err)
+}
+
+func (o *URLOpener) open(ctx context.Context, u *driver.URL) (driver.Locker, error) {
+	sessionTimeout := o.Options.SessionTimeout
+	if sessionTimeout == 0 {
+		sessionTimeout = DefaultSessionTimeout
+	}
+	connectTimeout := o.ConnectTimeout
+	if connectTimeout == 0 {
+		connectTimeout = DefaultConnectTimeout
+	}
+	sessionTimeout = u.Duration("session_timeout", sessionTimeout)
+	connectTimeout = u.Duration("connect_timeout", connectTimeout)
+	hasACL := u.Has("acl")
+	aclName := u.String("acl", "")
 	if err := u.Finish(); err != nil {
 		return nil, err
 	}
@@ -31,8 +92,11 @@ func openURL(ctx context.Context, u *driver.URL) (driver.Locker, error) {
 	if err != nil {
 		return nil, err
 	}
-	base, err := cleanBase(u.Path)
-	if err != nil {
+	base := o.Options.Base
+	if u.Path != "" {
+		base = u.Path
+	}
+	if base, err = cleanBase(base); err != nil {
 		return nil, err
 	}
 	var auth []byte
@@ -43,21 +107,25 @@ func openURL(ctx context.Context, u *driver.URL) (driver.Locker, error) {
 		}
 		auth = []byte(u.User.Username() + ":" + pw)
 	}
-	var acl []zk.ACL
-	switch aclName {
-	case "world":
+	acl := o.Options.ACL
+	switch {
+	case !hasACL:
+		if len(acl) == 0 {
+			acl = zk.WorldACL(zk.PermAll)
+		}
+	case aclName == "world":
 		acl = zk.WorldACL(zk.PermAll)
-	case "creator":
+	case aclName == "creator":
 		acl = zk.AuthACL(zk.PermAll)
-	case "creator-read":
+	case aclName == "creator-read":
 		acl = append(zk.AuthACL(zk.PermAll), zk.WorldACL(zk.PermRead)...)
 	default:
 		return nil, fmt.Errorf("%w: zk URL: acl=%q (want world, creator or creator-read)", driver.ErrInvalidOption, aclName)
 	}
-	if aclName != "world" && auth == nil {
+	if hasACL && aclName != "world" && auth == nil {
 		return nil, fmt.Errorf("%w: zk URL: acl=%s needs digest credentials (zk://user:password@host/...)", driver.ErrInvalidOption, aclName)
 	}
-	return dial(ctx, servers, base, acl, auth, sessionTimeout, connectTimeout)
+	return o.dial(ctx, servers, base, acl, auth, sessionTimeout, connectTimeout)
 }
 
 func parseHosts(host string) ([]string, error) {

@@ -3,7 +3,10 @@ package zkdlock
 import (
 	"context"
 	"errors"
+	"net"
+	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -157,9 +160,6 @@ func TestSessionTimeoutBoundsTTL(t *testing.T) {
 		if _, err := c.TryLock(t.Context(), "k", dlock.WithTTL(tc.granted+time.Millisecond)); !errors.Is(err, dlock.ErrInvalidTTL) {
 			t.Errorf("session %v: TryLock with a longer TTL = %v, want ErrInvalidTTL", tc.granted, err)
 		}
-		if _, err := d.Acquire(t.Context(), driver.Request{Key: "k", Token: "t", TTL: 2 * tc.granted}); !errors.Is(err, driver.ErrInvalidTTL) {
-			t.Errorf("session %v: Acquire with TTL %v = %v, want ErrInvalidTTL", tc.granted, 2*tc.granted, err)
-		}
 		l, err := c.TryLock(t.Context(), "k", dlock.WithTTL(tc.granted))
 		if err != nil {
 			t.Errorf("session %v: TryLock with TTL = session timeout: %v", tc.granted, err)
@@ -214,5 +214,68 @@ func TestDigestACL(t *testing.T) {
 				t.Errorf("Unlock: %v", err)
 			}
 		})
+	}
+}
+
+// TestURLOpener: a URLOpener's settings reach the driver and the
+// connection, and the URL's path and parameters win over the settings they
+// override.
+func TestURLOpener(t *testing.T) {
+	z := startStandalone(t)
+	conn := connect(t, z.Addrs(), 10*time.Second, nil)
+	var dials, configured atomic.Int64
+	noAdmin := zk.WorldACL(zk.PermRead | zk.PermCreate | zk.PermDelete | zk.PermWrite)
+	o := &URLOpener{
+		Options:        Options{Base: "/opener", SessionTimeout: 2 * time.Second, ACL: noAdmin},
+		ConnectTimeout: 10 * time.Second,
+		Dialer: func(network, addr string, timeout time.Duration) (net.Conn, error) {
+			dials.Add(1)
+			return net.DialTimeout(network, addr, timeout)
+		},
+		ConnOptions: []func(*zk.Conn){zk.WithMaxBufferSize(1 << 20), func(*zk.Conn) { configured.Add(1) }},
+	}
+	tests := []struct {
+		rest    string
+		base    string
+		session time.Duration
+		acl     []zk.ACL
+	}{
+		{"", "/opener", 2 * time.Second, noAdmin},
+		{"/other?session_timeout=3s&acl=world", "/other", 3 * time.Second, zk.WorldACL(zk.PermAll)},
+	}
+	for _, tc := range tests {
+		raw := "zk://" + z.Addr() + tc.rest
+		u, err := driver.ParseURL(raw)
+		if err != nil {
+			t.Fatal(err)
+		}
+		dials.Store(0)
+		configured.Store(0)
+		ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+		l, err := o.OpenLockerURL(ctx, u)
+		if err != nil {
+			cancel()
+			t.Fatalf("OpenLockerURL(%q): %v", raw, err)
+		}
+		d := l.(*zkDriver)
+		if d.base != tc.base || d.Capabilities().MaxTTL != tc.session || !slices.Equal(d.acl, tc.acl) {
+			t.Errorf("%q: base %q, MaxTTL %v, ACL %v; want %q, %v, %v", raw, d.base, d.Capabilities().MaxTTL, d.acl, tc.base, tc.session, tc.acl)
+		}
+		if dials.Load() == 0 || configured.Load() != 1 {
+			t.Errorf("%q: %d dials through the Dialer, ConnOptions applied %d times; want some, once", raw, dials.Load(), configured.Load())
+		}
+		c := dlock.NewClient(d)
+		lk, err := c.TryLock(ctx, "k")
+		if err != nil {
+			t.Fatalf("%q: TryLock: %v", raw, err)
+		}
+		if kids, _, err := conn.Children(Path(tc.base, "k")); err != nil || len(kids) != 1 {
+			t.Errorf("%q: lock nodes under %s: %q, %v; want one", raw, Path(tc.base, "k"), kids, err)
+		}
+		if err := lk.Unlock(ctx); err != nil {
+			t.Error(err)
+		}
+		_ = c.Close()
+		cancel()
 	}
 }

@@ -14,23 +14,12 @@ import (
 // AcquireQueued is Lock: join the queue and wait, watching only the node
 // just before ours, until ours is the lowest.
 func (d *zkDriver) AcquireQueued(ctx context.Context, req driver.Request) (driver.Result, error) {
-	if err := d.admit(req.TTL); err != nil {
-		return driver.Result{}, err
-	}
-	if res, ok, err := d.reacquire(ctx, req); ok || err != nil {
+	a, res, err := d.join(ctx, req, false)
+	if a == nil {
 		return res, err
 	}
-	keyPath := d.keyPath(req.Key)
-	sent := time.Now()
-	early := d.listEarly(keyPath)
-	n, err := d.create(ctx, keyPath, encodeData(req.Token, req.TTL, req.Metadata))
-	if err != nil {
-		return driver.Result{}, err
-	}
-	d.noteQueue(n)
-	if n.alone {
-		return d.grant(ctx, req, n, sent)
-	}
+	n := a.n
+	var sent time.Time // the request the grant's validity counts from
 	var poll *time.Timer
 	defer func() {
 		if poll != nil {
@@ -66,7 +55,7 @@ func (d *zkDriver) AcquireQueued(ctx context.Context, req driver.Request) (drive
 	// the only node before ours: its going proves ours the lowest, as
 	// nodes that join later get higher sequence numbers, and the queue
 	// need not be listed again.
-	pre, pred, last, err := d.awaitEarly(ctx, n, early)
+	pre, pred, last, err := d.awaitEarly(ctx, n, a.early)
 	if err != nil {
 		return fail("listing "+n.keyPath, err)
 	}

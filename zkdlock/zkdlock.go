@@ -18,9 +18,14 @@ import (
 // Scheme is the URL scheme this package registers.
 const Scheme = "zk"
 
-// Defaults of the URL parameters.
+// Defaults of the URL parameters and of the URLOpener's settings.
 const (
+	// DefaultSessionTimeout is the session timeout a URL asks for when
+	// neither it (session_timeout) nor URLOpener.Options says otherwise.
 	DefaultSessionTimeout = 30 * time.Second
+	// DefaultConnectTimeout bounds the wait for the first session when
+	// neither the URL (connect_timeout) nor URLOpener.ConnectTimeout says
+	// otherwise.
 	DefaultConnectTimeout = 10 * time.Second
 )
 
@@ -33,11 +38,11 @@ const (
 const MinTTL = dlock.MinTTL
 
 func init() {
-	dlock.Register(Scheme, driver.URLOpenerFunc(openURL))
+	dlock.Register(Scheme, &URLOpener{})
 }
 
 // Options configures a driver over a connection the application already
-// has (NewClient, NewDriver).
+// has (NewClient, NewDriver), and holds URLOpener's defaults.
 type Options struct {
 	// Base is the path under which each key gets its node. Default
 	// DefaultBase ("/dlock").
@@ -57,22 +62,27 @@ type Options struct {
 	SessionTimeout time.Duration
 }
 
-// NewClient returns a dlock Client whose locks live under o.Base on conn.
-// The Client does not close conn. Locks it holds when it is closed are left
-// to their TTL (the driver deletes their nodes when it runs out).
+// NewClient returns a dlock Client, configured by clientOpts, whose locks
+// live under o.Base on conn. The Client does not close conn. Locks it holds
+// when it is closed are left to their TTL (the driver deletes their nodes
+// when it runs out). A nil conn or invalid o give an error matching
+// dlock.ErrInvalidOption.
 //
 // conn keeps re-establishing itself: after a session expiry, locks of the
 // old session report dlock.ErrLost and new locks use the new session.
-func NewClient(conn *zk.Conn, o Options, opts ...dlock.Option) (*dlock.Client, error) {
+func NewClient(conn *zk.Conn, o Options, clientOpts ...dlock.Option) (*dlock.Client, error) {
 	d, err := NewDriver(conn, o)
 	if err != nil {
 		return nil, err
 	}
-	return dlock.NewClient(d, opts...), nil
+	return dlock.NewClient(d, clientOpts...), nil
 }
 
-// NewDriver returns the driver.Locker behind NewClient, for the conformance
-// suite and for dlock.NewClient with custom options.
+// NewDriver returns the driver behind NewClient, for dlock.NewClient, tests
+// and advanced use. It implements driver.Locker, driver.Queuer,
+// driver.BatchRefresher, driver.Lister and driver.ForceReleaser. Closing
+// the driver does not close conn. A nil conn or invalid o give an error
+// matching dlock.ErrInvalidOption.
 func NewDriver(conn *zk.Conn, o Options) (driver.Locker, error) {
 	if conn == nil {
 		return nil, fmt.Errorf("%w: zkdlock: nil *zk.Conn", driver.ErrInvalidOption)
@@ -147,19 +157,23 @@ func (d *zkDriver) keyPath(key string) string { return Path(d.base, key) }
 
 // dial connects a driver-owned connection and waits for its first session,
 // to learn the session timeout the server grants.
-func dial(ctx context.Context, servers []string, base string, acl []zk.ACL, auth []byte, sessionTimeout, connectTimeout time.Duration) (*zkDriver, error) {
+func (o *URLOpener) dial(ctx context.Context, servers []string, base string, acl []zk.ACL, auth []byte, sessionTimeout, connectTimeout time.Duration) (*zkDriver, error) {
 	d := newDriver(base, acl, strings.Join(servers, ","))
 	d.ownConn = true
 	up := make(chan struct{})
 	var once sync.Once
-	conn, _, err := zk.Connect(servers, sessionTimeout,
-		zk.WithDialer(d.dial),
-		zk.WithLogger(discardLogger{}),
+	connOpts := options(zk.WithLogger(discardLogger{}))
+	for _, opt := range o.ConnOptions {
+		connOpts = append(connOpts, opt)
+	}
+	connOpts = append(connOpts,
+		zk.WithDialer(d.dialer(o.Dialer)),
 		zk.WithEventCallback(func(ev zk.Event) {
 			if ev.Type == zk.EventSession && ev.State == zk.StateHasSession {
 				once.Do(func() { close(up) })
 			}
 		}))
+	conn, _, err := zk.Connect(servers, sessionTimeout, connOpts...)
 	if err != nil {
 		return nil, fmt.Errorf("%w: zookeeper %s: %v", driver.ErrUnavailable, d.servers, err)
 	}
@@ -189,6 +203,10 @@ func dial(ctx context.Context, servers []string, base string, acl []zk.ACL, auth
 	return d, nil
 }
 
+// options is its arguments as a slice of their type: zk.Connect's option
+// type is not exported.
+func options[T any](opts ...T) []T { return opts }
+
 type discardLogger struct{}
 
 func (discardLogger) Printf(string, ...any) {}
@@ -203,18 +221,6 @@ func (d *zkDriver) Capabilities() driver.Capabilities {
 		MinTTL:             MinTTL,
 		MaxTTL:             d.sessionTimeout(),
 	}
-}
-
-// checkTTL enforces MinTTL ≤ TTL ≤ the session timeout (see the package
-// documentation), for callers of the driver that bypass dlock's checks.
-func (d *zkDriver) checkTTL(ttl time.Duration) error {
-	if ttl < MinTTL {
-		return fmt.Errorf("%w: %v is below the minimum of %v", driver.ErrInvalidTTL, ttl, MinTTL)
-	}
-	if s := d.sessionTimeout(); ttl > s {
-		return fmt.Errorf("%w: %v is longer than the ZooKeeper session timeout %v (the lease ends when the session does; raise session_timeout or lower the TTL)", driver.ErrInvalidTTL, ttl, s)
-	}
-	return nil
 }
 
 func (d *zkDriver) isClosed() bool {

@@ -21,7 +21,7 @@ import (
 	_ "github.com/dlock-go/dlock/redisdlock"
 	_ "github.com/dlock-go/dlock/redlock"
 	_ "github.com/dlock-go/dlock/sqlitedlock"
-	_ "github.com/dlock-go/dlock/zkdlock"
+	"github.com/dlock-go/dlock/zkdlock"
 )
 
 // marker starts every generated password; no other piece contains it.
@@ -187,6 +187,7 @@ func FuzzOpenNeverShowsPassword(f *testing.F) {
 var urlOpeners = map[string]func(context.Context, *driver.URL) (driver.Locker, error){
 	etcddlock.Scheme:    etcddlock.OpenURL,
 	etcddlock.SchemeTLS: etcddlock.OpenURL,
+	zkdlock.Scheme:      zkdlock.OpenURL,
 }
 
 func containsMarker(s string) bool {
