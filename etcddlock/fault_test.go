@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/dlock-go/dlock"
+	"github.com/dlock-go/dlock/drivertest"
 	"github.com/dlock-go/dlock/internal/testserver"
 )
 
@@ -309,4 +310,28 @@ func findLeader(t *testing.T, srv *testserver.Etcd) *testserver.EtcdMember {
 	}
 	t.Fatal("no leader")
 	return nil
+}
+
+// faultHarness is a harness over a single-member server of its own that
+// the fault scenarios may pause. It does not restart the server: etcd
+// extends every lease when a member starts, so a lease does not run out
+// while the server is down, as RestartLeaseLapses expects (TestCluster
+// kills members of a cluster instead). It has no proxy: BlackholeBatch
+// wants a RefreshBatch of a key the driver never held to wait for the
+// server, which the driver answers at once with ErrNotHeld.
+type faultHarness struct {
+	harness
+	srv *testserver.Etcd
+}
+
+func (h *faultHarness) Pause(t testing.TB) func() {
+	return drivertest.Break(t, h.srv.Members[0].Pause, h.srv.Members[0].Resume)
+}
+
+// TestFaults runs the portable fault scenario of a paused server.
+func TestFaults(t *testing.T) {
+	srv := testserver.StartEtcd(t)
+	drivertest.RunFaultTests(t, func(ctx context.Context, t *testing.T) (drivertest.Harness, error) {
+		return &faultHarness{harness: harness{url: "etcd://" + srv.Addr()}, srv: srv}, nil
+	})
 }
