@@ -152,8 +152,8 @@ func testDriverTTLBounds(t *testing.T, s *suite) {
 	}
 }
 
-// Keys are compared byte for byte: no normalisation, case folding, trimming
-// or unescaping puts two different keys on one lock.
+// Keys are compared byte for byte: no normalisation, case folding, trimming,
+// unescaping or pattern matching puts two different keys on one lock.
 func testDriverByteKeys(t *testing.T, s *suite) {
 	a, b := s.driver(), s.driver()
 	ttl := max(s.ttl, 10*time.Second)
@@ -166,6 +166,13 @@ func testDriverByteKeys(t *testing.T, s *suite) {
 		{"a", "A"},
 		{"k", "k "},
 		{"i", "\u0130"}, // dotted capital I
+		// SQL LIKE wildcards and quotes, Redis glob characters.
+		{"%", "_"},
+		{"a%", "ab"},
+		{"a_c", "abc"},
+		{"'", `"`},
+		{"a*", "a?"},
+		{"[a]", "a"},
 	}
 	for _, p := range pairs {
 		k0, k1 := s.key(p[0]), s.key(p[1])
