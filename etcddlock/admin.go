@@ -11,6 +11,7 @@ import (
 
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/dlock-go/dlock"
 	"github.com/dlock-go/dlock/driver"
@@ -267,44 +268,30 @@ func (d *etcdDriver) leaseTTLs(ctx context.Context, queues []*queueEnt) (map[int
 			ids = append(ids, q.lease)
 		}
 	}
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	var (
-		mu       sync.Mutex
-		firstErr error
-		wg       sync.WaitGroup
-		sem      = make(chan struct{}, listLeaseReads)
-	)
+	var mu sync.Mutex // guards ttls, written by the reads below
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(listLeaseReads)
 	for _, id := range ids {
-		select {
-		case sem <- struct{}{}:
-		case <-ctx.Done():
-		}
-		if ctx.Err() != nil {
+		if gctx.Err() != nil {
 			break
 		}
-		wg.Add(1)
-		go func() {
-			defer func() { <-sem; wg.Done() }()
-			ttl, err := d.leaseTTL(ctx, id)
-			mu.Lock()
-			defer mu.Unlock()
+		g.Go(func() error {
+			ttl, err := d.leaseTTL(gctx, id)
 			if err != nil {
-				if firstErr == nil {
-					firstErr = err
-				}
-				cancel()
-				return
+				return err
 			}
+			mu.Lock()
 			ttls[id] = ttl
-		}()
+			mu.Unlock()
+			return nil
+		})
 	}
-	wg.Wait()
-	if firstErr == nil {
-		firstErr = ctx.Err()
+	err := g.Wait()
+	if err == nil {
+		err = ctx.Err()
 	}
-	if firstErr != nil {
-		return nil, d.fail(ctx, "list: lease TTL", firstErr)
+	if err != nil {
+		return nil, d.fail(ctx, "list: lease TTL", err)
 	}
 	return ttls, nil
 }

@@ -6,9 +6,9 @@ import (
 	"fmt"
 	"slices"
 	"strings"
-	"sync"
 
 	"github.com/go-zookeeper/zk"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/dlock-go/dlock"
 	"github.com/dlock-go/dlock/driver"
@@ -60,45 +60,24 @@ func (d *zkDriver) List(ctx context.Context, prefix string) ([]driver.KeyInfo, e
 	}
 	slices.Sort(keys)
 	heads := make([]queueHead, len(keys))
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	var (
-		wg       sync.WaitGroup
-		mu       sync.Mutex
-		firstErr error
-		sem      = make(chan struct{}, listReads)
-	)
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(listReads)
 	for i, key := range keys {
-		select {
-		case sem <- struct{}{}:
-		case <-ctx.Done():
-		}
-		if ctx.Err() != nil {
+		if gctx.Err() != nil {
 			break
 		}
-		wg.Add(1)
-		go func() {
-			defer func() { <-sem; wg.Done() }()
+		g.Go(func() error {
 			keyPath := d.keyPath(key)
-			err := d.settle(ctx, keyPath)
-			if err == nil {
-				heads[i], err = d.head(ctx, keyPath)
-			} else {
-				err = d.wrap(ctx, "listing "+keyPath, err)
+			if err := d.settle(gctx, keyPath); err != nil {
+				return d.wrap(gctx, "listing "+keyPath, err)
 			}
-			if err != nil {
-				mu.Lock()
-				if firstErr == nil {
-					firstErr = err
-				}
-				mu.Unlock()
-				cancel()
-			}
-		}()
+			var err error
+			heads[i], err = d.head(gctx, keyPath)
+			return err
+		})
 	}
-	wg.Wait()
-	if firstErr != nil {
-		return nil, firstErr
+	if err := g.Wait(); err != nil {
+		return nil, err
 	}
 	if err := ctx.Err(); err != nil {
 		return nil, d.wrap(ctx, "listing "+d.base, err)
