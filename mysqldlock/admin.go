@@ -22,50 +22,32 @@ var (
 // text key column is refused when its order is not). Free rows and leases
 // that ran out on the server's clock are left out.
 func (d *myDriver) List(ctx context.Context, prefix string) ([]driver.KeyInfo, error) {
-	if err := d.check(ctx); err != nil {
-		return nil, err
-	}
-	return sqllease.List(ctx, prefix, d.listBatch)
+	return sqllease.List(ctx, prefix, d.Check, d.listBatch)
 }
 
 // listBatch reads up to n held keys of [lo, hi).
 func (d *myDriver) listBatch(ctx context.Context, lo, hi string, n int) ([]driver.KeyInfo, error) {
-	out, err := d.listRows(ctx, lo, hi, n)
-	if err != nil {
-		return nil, d.wrap("list", err)
-	}
-	return out, nil
-}
-
-func (d *myDriver) listRows(ctx context.Context, lo, hi string, n int) ([]driver.KeyInfo, error) {
-	rows, err := d.db.QueryContext(ctx, d.st.list, []byte(lo), []byte(hi), n)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
 	var out []driver.KeyInfo
-	for rows.Next() {
+	rows, err := d.db.QueryContext(ctx, d.st.list, []byte(lo), []byte(hi), n)
+	err = sqllease.QueryRows(rows, err, func(scan func(dest ...any) error) error {
 		var (
 			key, meta []byte
 			fence     uint64
 			us        sql.NullInt64
 		)
-		if err := rows.Scan(&key, &fence, &us, &meta); err != nil {
-			return nil, err
+		if err := scan(&key, &fence, &us, &meta); err != nil {
+			return err
 		}
 		out = append(out, driver.KeyInfo{Key: string(key), Info: driver.Info{
 			Held: true, Fence: fence, TTL: sqllease.FromMicros(us.Int64), Metadata: string(meta), Waiters: -1,
 		}})
+		return nil
+	})
+	if err != nil {
+		return nil, d.Wrap("list", err)
 	}
-	if err := rows.Err(); err != nil {
-		return nil, err
-	}
-	return out, rows.Close()
+	return out, nil
 }
-
-// forceTries bounds ForceRelease's read-then-free rounds when the key keeps
-// changing hands in between.
-const forceTries = 5
 
 // ForceRelease implements driver.ForceReleaser: it reads the key's holder,
 // then frees exactly that holder (same token, fence and metadata, lease
@@ -77,39 +59,34 @@ const forceTries = 5
 // Release does. The freed holder's next Refresh or RefreshBatch finds its
 // token gone and returns ErrNotHeld.
 func (d *myDriver) ForceRelease(ctx context.Context, key string) (driver.Info, error) {
-	if err := d.check(ctx); err != nil {
+	if err := d.Check(ctx); err != nil {
 		return driver.Info{}, err
 	}
 	k := []byte(key)
-	for range forceTries {
-		token, fence, left, meta, found, err := d.state(ctx, k)
+	read := func() (sqllease.Row, error) {
+		r, err := d.state(ctx, k)
 		if err != nil {
-			return driver.Info{}, d.wrap("force release", err)
+			return sqllease.Row{}, d.Wrap("force release", err)
 		}
-		in := driver.Info{Waiters: -1}
-		if !found {
-			return in, nil
-		}
-		in.Fence = fence
-		if len(token) == 0 || left <= 0 {
-			return in, nil
-		}
+		return r, nil
+	}
+	free := func(r sqllease.Row) (bool, error) {
+		meta := []byte(r.Metadata)
 		if meta == nil {
 			meta = []byte{} // empty, not NULL, which would match no row
 		}
-		res, err := d.db.ExecContext(ctx, d.st.forceRelease, k, token, fence, meta)
+		res, err := d.db.ExecContext(ctx, d.st.forceRelease, k, []byte(r.Token), r.Fence, meta)
 		if err != nil {
-			return driver.Info{}, d.wrap("force release", err)
+			return false, d.Wrap("force release", err)
 		}
 		n, err := res.RowsAffected()
 		if err != nil {
-			return driver.Info{}, d.wrap("force release", err)
+			return false, d.Wrap("force release", err)
 		}
 		if n > 0 {
 			d.hub.Notify(key)
-			in.Held, in.TTL, in.Metadata = true, left, string(meta)
-			return in, nil
 		}
+		return n > 0, nil
 	}
-	return driver.Info{}, fmt.Errorf("mysqldlock: force release of %q (table %s): the key changed hands %d times while being freed; try again", key, d.table, forceTries)
+	return sqllease.ForceRelease(fmt.Sprintf("mysqldlock (table %s)", d.Table), key, read, free)
 }

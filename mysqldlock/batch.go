@@ -2,10 +2,8 @@ package mysqldlock
 
 import (
 	"bytes"
-	"cmp"
 	"context"
 	"database/sql"
-	"slices"
 	"strings"
 	"time"
 
@@ -34,40 +32,9 @@ var _ driver.BatchRefresher = (*myDriver)(nil)
 // share the result. A statement that fails gives its error to every lock it
 // carried.
 func (d *myDriver) RefreshBatch(ctx context.Context, reqs []driver.RefreshRequest) []error {
-	b := sqllease.NewBatch(reqs)
-	errs := make([]error, len(b.Items))
-	if err := d.check(ctx); err != nil {
-		sqllease.Fill(errs, 0, len(errs), err)
-		return b.Spread(errs)
-	}
 	// Rows are locked in key order, so that two clients' batches over the
 	// same keys cannot deadlock on each other.
-	order := make([]int, len(b.Items))
-	for i := range order {
-		order[i] = i
-	}
-	slices.SortFunc(order, func(i, j int) int {
-		return cmp.Or(strings.Compare(b.Items[i].Key, b.Items[j].Key), strings.Compare(b.Items[i].Token, b.Items[j].Token))
-	})
-	items := make([]driver.RefreshRequest, len(order))
-	for i, j := range order {
-		items[i] = b.Items[j]
-	}
-	sorted := make([]error, len(items))
-	chunks := sqllease.Chunks(len(items), batchRows, batchBytes, func(i int) int {
-		return len(items[i].Key) + len(items[i].Token)
-	})
-	for _, c := range chunks {
-		if err := d.check(ctx); err != nil {
-			sqllease.Fill(sorted, c[0], c[1], err)
-			continue
-		}
-		d.refreshChunk(ctx, items[c[0]:c[1]], sorted[c[0]:c[1]])
-	}
-	for i, j := range order {
-		errs[j] = sorted[i]
-	}
-	return b.Spread(errs)
+	return sqllease.RefreshBatch(ctx, reqs, sqllease.Limits{Rows: batchRows, Bytes: batchBytes, Sorted: true}, d.Check, d.refreshChunk)
 }
 
 // refreshChunk refreshes items, sorted by key, and sets errs (of the same
@@ -76,7 +43,7 @@ func (d *myDriver) refreshChunk(ctx context.Context, items []driver.RefreshReque
 	d.batchStatements.Add(1)
 	res, err := d.db.ExecContext(ctx, refreshBatchSQL(d.st.refreshBatch, len(items)), refreshBatchArgs(items)...)
 	if err != nil {
-		sqllease.Fill(errs, 0, len(errs), d.wrap("refresh", err))
+		sqllease.Fill(errs, 0, len(errs), d.Wrap("refresh", err))
 		return
 	}
 	dupKeys := false
@@ -92,7 +59,7 @@ func (d *myDriver) refreshChunk(ctx context.Context, items []driver.RefreshReque
 	d.batchStatements.Add(1)
 	held, err := d.states(ctx, items)
 	if err != nil {
-		sqllease.Fill(errs, 0, len(errs), d.wrap("refresh", err))
+		sqllease.Fill(errs, 0, len(errs), d.Wrap("refresh", err))
 		return
 	}
 	for i, it := range items {
@@ -119,26 +86,23 @@ func (d *myDriver) states(ctx context.Context, items []driver.RefreshRequest) (m
 		}
 	}
 	q := d.st.states + "(" + strings.Repeat("?, ", len(args)-1) + "?)"
-	rows, err := d.db.QueryContext(ctx, q, args...)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
 	out := make(map[string]holder, len(args))
-	for rows.Next() {
+	rows, err := d.db.QueryContext(ctx, q, args...)
+	err = sqllease.QueryRows(rows, err, func(scan func(dest ...any) error) error {
 		var (
 			key, token []byte
 			us         sql.NullInt64
 		)
-		if err := rows.Scan(&key, &token, &us); err != nil {
-			return nil, err
+		if err := scan(&key, &token, &us); err != nil {
+			return err
 		}
 		out[string(key)] = holder{token: token, left: sqllease.FromMicros(us.Int64)}
-	}
-	if err := rows.Err(); err != nil {
+		return nil
+	})
+	if err != nil {
 		return nil, err
 	}
-	return out, rows.Close()
+	return out, nil
 }
 
 // refreshBatchSQL completes the statement for n locks: the derived table

@@ -1,12 +1,10 @@
 package mysqldlock
 
 import (
-	"bytes"
 	"context"
 	"database/sql"
 	"errors"
 	"fmt"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -77,19 +75,17 @@ func NewDriver(ctx context.Context, db *sql.DB, opts Options) (driver.Locker, er
 
 // myDriver is the lock driver over one table.
 type myDriver struct {
-	db     *sql.DB
-	st     statements
-	table  sqllease.Table
-	addr   string // host:port for messages, or ""
-	secret string // the password, kept out of messages
-	hub    sqllease.Hub
+	sqllease.Server  // backend, address, password and table for errors
+	sqllease.Closing // Check and Close
+
+	db  *sql.DB
+	st  statements
+	hub sqllease.Hub
 
 	// batchStatements counts the statements RefreshBatch has sent.
 	batchStatements atomic.Int64
 
-	closeOnce sync.Once
-	closed    atomic.Bool
-	closeFn   func() error
+	closeFn func() error // closes a pool the driver opened, or nil
 }
 
 func open(ctx context.Context, db *sql.DB, cfg Options, addr, secret string, closeFn func() error) (*myDriver, error) {
@@ -102,11 +98,9 @@ func open(ctx context.Context, db *sql.DB, cfg Options, addr, secret string, clo
 		return nil, err
 	}
 	d := &myDriver{
+		Server:  sqllease.Server{Package: "mysqldlock", Backend: "mysql", Addr: addr, Secret: secret, Table: table, Refused: serverRefused},
 		db:      db,
 		st:      newStatements(table.Quote("`")),
-		table:   table,
-		addr:    addr,
-		secret:  secret,
 		closeFn: closeFn,
 	}
 	if err := d.prepare(ctx, !cfg.SkipCreateTable); err != nil {
@@ -119,7 +113,7 @@ func open(ctx context.Context, db *sql.DB, cfg Options, addr, secret string, clo
 // and missing, and checks its shape.
 func (d *myDriver) prepare(ctx context.Context, create bool) error {
 	if err := d.db.PingContext(ctx); err != nil {
-		return sqllease.Unavailable("mysql", d.addr, d.secret, err)
+		return d.Unavailable(err)
 	}
 	if create {
 		if err := d.createTable(ctx); err != nil {
@@ -127,7 +121,7 @@ func (d *myDriver) prepare(ctx context.Context, create bool) error {
 		}
 	}
 	if _, err := d.db.ExecContext(ctx, d.st.check); err != nil {
-		return d.wrap("checking the lock table", err)
+		return d.Wrap("checking the lock table", err)
 	}
 	return nil
 }
@@ -138,25 +132,25 @@ func (d *myDriver) prepare(ctx context.Context, create bool) error {
 // counts as success.
 func (d *myDriver) createTable(ctx context.Context) error {
 	var schema any
-	if d.table.Schema != "" {
-		schema = d.table.Schema
+	if d.Table.Schema != "" {
+		schema = d.Table.Schema
 	}
 	var n int
-	if err := d.db.QueryRowContext(ctx, sqlTableExists, schema, d.table.Name).Scan(&n); err != nil {
-		return d.wrap("checking for the lock table", err)
+	if err := d.db.QueryRowContext(ctx, sqlTableExists, schema, d.Table.Name).Scan(&n); err != nil {
+		return d.Wrap("checking for the lock table", err)
 	}
 	if n > 0 {
 		return nil
 	}
 	conn, err := d.db.Conn(ctx)
 	if err != nil {
-		return d.wrap("creating the lock table", err)
+		return d.Wrap("creating the lock table", err)
 	}
 	defer conn.Close()
-	lockName := "dlock_create_" + sqllease.Hash(d.table.String(), 32)
+	lockName := "dlock_create_" + sqllease.Hash(d.Table.String(), 32)
 	var got sql.NullInt64
 	if err := conn.QueryRowContext(ctx, "SELECT GET_LOCK(?, 30)", lockName).Scan(&got); err != nil {
-		return d.wrap("creating the lock table", err)
+		return d.Wrap("creating the lock table", err)
 	}
 	if got.Valid && got.Int64 == 1 {
 		defer func() {
@@ -166,16 +160,9 @@ func (d *myDriver) createTable(ctx context.Context) error {
 		}()
 	}
 	if _, err := conn.ExecContext(ctx, d.st.create); err != nil && !isCode(err, 1050) {
-		return d.wrap("creating the lock table", err)
+		return d.Wrap("creating the lock table", err)
 	}
 	return nil
-}
-
-func (d *myDriver) check(ctx context.Context) error {
-	if d.closed.Load() {
-		return driver.ErrClosed
-	}
-	return ctx.Err()
 }
 
 // Acquire implements driver.Locker with one INSERT ... ON DUPLICATE KEY
@@ -183,7 +170,7 @@ func (d *myDriver) check(ctx context.Context) error {
 // or another owner's live lease) a SELECT of the row tells which, and the
 // holder's remaining lease.
 func (d *myDriver) Acquire(ctx context.Context, req driver.Request) (driver.Result, error) {
-	if err := d.check(ctx); err != nil {
+	if err := d.Check(ctx); err != nil {
 		return driver.Result{}, err
 	}
 	if len(req.Token) > maxToken {
@@ -199,76 +186,74 @@ func (d *myDriver) Acquire(ctx context.Context, req driver.Request) (driver.Resu
 		if isCode(err, 1213, 1205) { // deadlock victim, lock wait timeout
 			return driver.Result{}, nil
 		}
-		return driver.Result{}, d.wrap("acquire", err)
+		return driver.Result{}, d.Wrap("acquire", err)
 	}
 	if id, err := res.LastInsertId(); err == nil && id > 0 {
 		return driver.Result{Acquired: true, Fence: uint64(id)}, nil
 	}
-	token, fence, left, _, found, err := d.state(ctx, key)
-	if err != nil {
-		return driver.Result{}, d.wrap("acquire", err)
-	}
+	r, err := d.state(ctx, key)
 	switch {
-	case !found:
-		return driver.Result{}, nil
-	case bytes.Equal(token, tok) && left > 0 && fence > 0:
-		return driver.Result{Acquired: true, Fence: fence}, nil
-	case len(token) > 0:
-		return driver.Result{HolderTTL: left}, nil
+	case err != nil:
+		return driver.Result{}, d.Wrap("acquire", err)
+	case r.Held && r.Token == req.Token && r.Fence > 0:
+		return driver.Result{Acquired: true, Fence: uint64(r.Fence)}, nil
+	case r.Token != "":
+		return driver.Result{HolderTTL: r.TTL}, nil
 	}
 	return driver.Result{}, nil
 }
 
-// state reads a key's row: holder token, fence, remaining lease (zero when
-// lapsed) and metadata.
-func (d *myDriver) state(ctx context.Context, key []byte) (token []byte, fence uint64, left time.Duration, meta []byte, found bool, err error) {
-	var us int64
-	err = d.db.QueryRowContext(ctx, d.st.state, key).Scan(&token, &fence, &us, &meta)
-	if errors.Is(err, sql.ErrNoRows) {
-		return nil, 0, 0, nil, false, nil
+// state reads a key's row (the zero Row when there is none).
+func (d *myDriver) state(ctx context.Context, key []byte) (sqllease.Row, error) {
+	var (
+		token, meta []byte
+		fence       uint64
+		us          int64
+	)
+	found, err := sqllease.Found(d.db.QueryRowContext(ctx, d.st.state, key).Scan(&token, &fence, &us, &meta), sql.ErrNoRows)
+	if !found {
+		return sqllease.Row{}, err
 	}
-	if err != nil {
-		return nil, 0, 0, nil, false, err
-	}
-	return token, fence, sqllease.FromMicros(us), meta, true, nil
+	left := sqllease.FromMicros(us)
+	return sqllease.Row{Held: len(token) > 0 && left > 0, Token: string(token), Fence: int64(fence), TTL: left, Metadata: string(meta)}, nil
 }
 
 // Refresh implements driver.Locker with one owner-checked UPDATE.
 func (d *myDriver) Refresh(ctx context.Context, key, token string, ttl time.Duration) error {
-	if err := d.check(ctx); err != nil {
+	if err := d.Check(ctx); err != nil {
 		return err
 	}
 	res, err := d.db.ExecContext(ctx, d.st.refresh, sqllease.Micros(ttl), []byte(key), []byte(token))
 	if err != nil {
-		return d.wrap("refresh", err)
+		return d.Wrap("refresh", err)
 	}
 	if n, err := res.RowsAffected(); err == nil && n > 0 {
 		return nil
 	}
 	// Zero rows changed: not ours, or (in the same microsecond) the same
 	// expiry written again, which MySQL does not count as a change.
-	tok, _, left, _, found, err := d.state(ctx, []byte(key))
+	r, err := d.state(ctx, []byte(key))
 	if err != nil {
-		return d.wrap("refresh", err)
+		return d.Wrap("refresh", err)
 	}
-	if found && left > 0 && bytes.Equal(tok, []byte(token)) {
+	if r.Held && r.Token == token {
 		return nil
 	}
-	return fmt.Errorf("%w: %q", driver.ErrNotHeld, key)
+	return sqllease.NotHeld(key)
 }
 
 // Release implements driver.Locker with one owner-checked UPDATE, then
 // wakes this driver's own waiters for the key.
 func (d *myDriver) Release(ctx context.Context, key, token string) error {
-	if err := d.check(ctx); err != nil {
+	if err := d.Check(ctx); err != nil {
 		return err
 	}
 	res, err := d.db.ExecContext(ctx, d.st.release, []byte(key), []byte(token))
 	if err != nil {
-		return d.wrap("release", err)
+		return d.Wrap("release", err)
 	}
 	if n, err := res.RowsAffected(); err != nil || n == 0 {
-		return fmt.Errorf("%w: %q", driver.ErrNotHeld, key)
+		return sqllease.NotHeld(key)
 	}
 	d.hub.Notify(key)
 	return nil
@@ -276,22 +261,14 @@ func (d *myDriver) Release(ctx context.Context, key, token string) error {
 
 // Inspect implements driver.Locker.
 func (d *myDriver) Inspect(ctx context.Context, key string) (driver.Info, error) {
-	if err := d.check(ctx); err != nil {
+	if err := d.Check(ctx); err != nil {
 		return driver.Info{}, err
 	}
-	token, fence, left, meta, found, err := d.state(ctx, []byte(key))
+	r, err := d.state(ctx, []byte(key))
 	if err != nil {
-		return driver.Info{}, d.wrap("inspect", err)
+		return driver.Info{}, d.Wrap("inspect", err)
 	}
-	in := driver.Info{Waiters: -1}
-	if !found {
-		return in, nil
-	}
-	in.Fence = fence
-	if len(token) > 0 && left > 0 {
-		in.Held, in.TTL, in.Metadata = true, left, string(meta)
-	}
-	return in, nil
+	return r.Info(), nil
 }
 
 // WatchReleases implements driver.Notifier for the waiters of this driver
@@ -300,7 +277,7 @@ func (d *myDriver) Inspect(ctx context.Context, key string) (driver.Info, error)
 // processes) wake on their retry backoff, which never exceeds the holder's
 // remaining lease.
 func (d *myDriver) WatchReleases(ctx context.Context, key string) (<-chan struct{}, func(), error) {
-	if err := d.check(ctx); err != nil {
+	if err := d.Check(ctx); err != nil {
 		return nil, nil, err
 	}
 	ch, stop := d.hub.Watch(key)
@@ -315,25 +292,19 @@ func (d *myDriver) Capabilities() driver.Capabilities {
 // Close closes the connection pool of a driver opened from a URL; a pool
 // the application passed in stays open. It is safe to call more than once.
 func (d *myDriver) Close() error {
-	var err error
-	d.closeOnce.Do(func() {
-		d.closed.Store(true)
+	return d.CloseOnce(func() error {
 		if d.closeFn != nil {
-			err = d.closeFn()
+			return d.closeFn()
 		}
+		return nil
 	})
-	return err
 }
 
-// wrap classifies err: lost connections and servers going away wrap
-// driver.ErrUnavailable with the address; other SQL errors are returned
-// with the operation and table.
-func (d *myDriver) wrap(op string, err error) error {
+// serverRefused reports a server error about the statement (sqllease.Server's
+// Refused): lost connections and servers going away are ErrUnavailable.
+func serverRefused(err error) bool {
 	var me *mysql.MySQLError
-	if errors.As(err, &me) && !unavailableCode(me.Number) {
-		return fmt.Errorf("mysqldlock: %s (table %s): %w", op, d.table, err)
-	}
-	return sqllease.Unavailable("mysql", d.addr, d.secret, fmt.Errorf("%s: %w", op, err))
+	return errors.As(err, &me) && !unavailableCode(me.Number)
 }
 
 // unavailableCode reports server errors that mean the server is going away

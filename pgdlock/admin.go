@@ -21,10 +21,7 @@ var (
 // compares bytes, so the order is bytewise. Free rows and leases that ran
 // out on the server's clock are left out.
 func (d *pgDriver) List(ctx context.Context, prefix string) ([]driver.KeyInfo, error) {
-	if err := d.check(ctx); err != nil {
-		return nil, err
-	}
-	return sqllease.List(ctx, prefix, d.listBatch)
+	return sqllease.List(ctx, prefix, d.Check, d.listBatch)
 }
 
 // listBatch reads up to n held keys of [lo, hi).
@@ -44,7 +41,7 @@ func (d *pgDriver) listBatch(ctx context.Context, lo, hi string, n int) ([]drive
 		return nil
 	})
 	if err != nil {
-		return nil, d.wrap("list", err)
+		return nil, d.Wrap("list", err)
 	}
 	return out, nil
 }
@@ -56,35 +53,21 @@ func (d *pgDriver) listBatch(ctx context.Context, lo, hi string, n int) ([]drive
 // waiters on commit, as Release does. The freed holder's next Refresh or
 // RefreshBatch finds no row with its token and returns ErrNotHeld.
 func (d *pgDriver) ForceRelease(ctx context.Context, key string) (driver.Info, error) {
-	if err := d.check(ctx); err != nil {
+	if err := d.Check(ctx); err != nil {
 		return driver.Info{}, err
 	}
-	var (
-		held  bool
-		fence int64
-		us    int64
-		meta  string
-	)
 	q, args := d.st.forceRelease, []any{[]byte(key)}
 	if d.lis != nil {
 		q, args = d.st.forceReleaseNotify, []any{[]byte(key), d.lis.channel, payload(key)}
 	}
-	found, err := d.q.queryRow(ctx, q, args, &held, &fence, &us, &meta)
+	r, err := d.row(ctx, "force release", q, args...)
 	if err != nil {
-		return driver.Info{}, d.wrap("force release", err)
+		return driver.Info{}, err
 	}
-	in := driver.Info{Waiters: -1}
-	if !found {
-		return in, nil
+	if r.Held && r.Fence <= 0 {
+		return driver.Info{}, fmt.Errorf("pgdlock: force release: table %s returned fence %d", d.Table, r.Fence)
 	}
-	if fence <= 0 && held {
-		return driver.Info{}, fmt.Errorf("pgdlock: force release: table %s returned fence %d", d.table, fence)
-	}
-	in.Fence = uint64(max(fence, 0))
-	if held {
-		in.Held, in.TTL, in.Metadata = true, sqllease.FromMicros(us), meta
-	}
-	return in, nil
+	return r.Info(), nil
 }
 
 // List implements driver.Lister.

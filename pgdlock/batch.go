@@ -29,23 +29,7 @@ var (
 // of their TTLs, and share the result. A statement that fails gives its
 // error to every lock it carried.
 func (d *pgDriver) RefreshBatch(ctx context.Context, reqs []driver.RefreshRequest) []error {
-	b := sqllease.NewBatch(reqs)
-	errs := make([]error, len(b.Items))
-	if err := d.check(ctx); err != nil {
-		sqllease.Fill(errs, 0, len(errs), err)
-		return b.Spread(errs)
-	}
-	chunks := sqllease.Chunks(len(b.Items), batchRows, batchBytes, func(i int) int {
-		return len(b.Items[i].Key) + len(b.Items[i].Token)
-	})
-	for _, c := range chunks {
-		if err := d.check(ctx); err != nil {
-			sqllease.Fill(errs, c[0], c[1], err)
-			continue
-		}
-		d.refreshChunk(ctx, b.Items[c[0]:c[1]], errs[c[0]:c[1]])
-	}
-	return b.Spread(errs)
+	return sqllease.RefreshBatch(ctx, reqs, sqllease.Limits{Rows: batchRows, Bytes: batchBytes}, d.Check, d.refreshChunk)
 }
 
 // refreshChunk refreshes items with one statement and sets errs (of the
@@ -66,7 +50,7 @@ func (d *pgDriver) refreshChunk(ctx context.Context, items []driver.RefreshReque
 		return nil
 	})
 	if err != nil {
-		sqllease.Fill(errs, 0, len(errs), d.wrap("refresh", err))
+		sqllease.Fill(errs, 0, len(errs), d.Wrap("refresh", err))
 		return
 	}
 	for i, ok := range done {

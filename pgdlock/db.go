@@ -11,6 +11,8 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/jackc/pgx/v5/stdlib"
+
+	"github.com/dlock-go/dlock/internal/sqllease"
 )
 
 // querier runs the driver's statements on a pgx pool or a database/sql
@@ -39,11 +41,7 @@ var errNoListen = errors.New("pgdlock: release notifications need a pgx connecti
 type poolQuerier struct{ pool *pgxpool.Pool }
 
 func (q poolQuerier) queryRow(ctx context.Context, query string, args []any, dest ...any) (bool, error) {
-	err := q.pool.QueryRow(ctx, query, args...).Scan(dest...)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return false, nil
-	}
-	return err == nil, err
+	return sqllease.Found(q.pool.QueryRow(ctx, query, args...).Scan(dest...), pgx.ErrNoRows)
 }
 
 func (q poolQuerier) exec(ctx context.Context, query string, args ...any) (int64, error) {
@@ -60,12 +58,7 @@ func (q poolQuerier) query(ctx context.Context, query string, args []any, each f
 		return err
 	}
 	defer rows.Close()
-	for rows.Next() {
-		if err := each(rows.Scan); err != nil {
-			return err
-		}
-	}
-	return rows.Err()
+	return sqllease.ScanRows(rows, each)
 }
 
 func (q poolQuerier) canListen() bool { return true }
@@ -88,11 +81,7 @@ func (q poolQuerier) listen(ctx context.Context, timeout time.Duration, fn func(
 type dbQuerier struct{ db *sql.DB }
 
 func (q dbQuerier) queryRow(ctx context.Context, query string, args []any, dest ...any) (bool, error) {
-	err := q.db.QueryRowContext(ctx, query, args...).Scan(dest...)
-	if errors.Is(err, sql.ErrNoRows) {
-		return false, nil
-	}
-	return err == nil, err
+	return sqllease.Found(q.db.QueryRowContext(ctx, query, args...).Scan(dest...), sql.ErrNoRows)
 }
 
 func (q dbQuerier) exec(ctx context.Context, query string, args ...any) (int64, error) {
@@ -105,19 +94,7 @@ func (q dbQuerier) exec(ctx context.Context, query string, args ...any) (int64, 
 
 func (q dbQuerier) query(ctx context.Context, query string, args []any, each func(scan func(dest ...any) error) error) error {
 	rows, err := q.db.QueryContext(ctx, query, args...)
-	if err != nil {
-		return err
-	}
-	defer rows.Close()
-	for rows.Next() {
-		if err := each(rows.Scan); err != nil {
-			return err
-		}
-	}
-	if err := rows.Err(); err != nil {
-		return err
-	}
-	return rows.Close()
+	return sqllease.QueryRows(rows, err, each)
 }
 
 func (q dbQuerier) canListen() bool {

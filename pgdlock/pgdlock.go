@@ -9,7 +9,6 @@ import (
 	"net"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -100,19 +99,17 @@ func NewDriverDB(ctx context.Context, db *sql.DB, opts Options) (driver.Locker, 
 
 // pgDriver is the lock driver over one table.
 type pgDriver struct {
-	q      querier
-	st     statements
-	table  sqllease.Table
-	addr   string // host:port for messages, or ""
-	secret string // the password, kept out of messages
-	lis    *listener
+	sqllease.Server  // backend, address, password and table for errors
+	sqllease.Closing // Check and Close
+
+	q   querier
+	st  statements
+	lis *listener
 
 	// batchStatements counts the statements RefreshBatch has sent.
 	batchStatements atomic.Int64
 
-	closeOnce sync.Once
-	closed    atomic.Bool
-	closeFn   func()
+	closeFn func() // closes a pool the driver opened, or nil
 }
 
 // pollOnly hides the Notifier of a driver whose notifications are off.
@@ -128,11 +125,9 @@ func open(ctx context.Context, q querier, cfg Options, addr, secret string, clos
 		return nil, err
 	}
 	d := &pgDriver{
+		Server:  sqllease.Server{Package: "pgdlock", Backend: "postgres", Addr: addr, Secret: secret, Table: table, Refused: serverRefused},
 		q:       q,
 		st:      newStatements(table.Quote(`"`), advisoryID(table)),
-		table:   table,
-		addr:    addr,
-		secret:  secret,
 		closeFn: closeFn,
 	}
 	if err := d.prepare(ctx, !cfg.SkipCreateTable); err != nil {
@@ -150,21 +145,21 @@ func open(ctx context.Context, q querier, cfg Options, addr, secret string, clos
 func (d *pgDriver) prepare(ctx context.Context, create bool) error {
 	var one int
 	if _, err := d.q.queryRow(ctx, "SELECT 1", nil, &one); err != nil {
-		return sqllease.Unavailable("postgres", d.addr, d.secret, err)
+		return d.Unavailable(err)
 	}
 	if create {
 		var exists bool
-		if _, err := d.q.queryRow(ctx, sqlTableExists, []any{d.table.Quote(`"`)}, &exists); err != nil {
-			return d.wrap("checking for the lock table", err)
+		if _, err := d.q.queryRow(ctx, sqlTableExists, []any{d.Table.Quote(`"`)}, &exists); err != nil {
+			return d.Wrap("checking for the lock table", err)
 		}
 		if !exists {
 			if _, err := d.q.exec(ctx, d.st.create); err != nil {
-				return d.wrap("creating the lock table", err)
+				return d.Wrap("creating the lock table", err)
 			}
 		}
 	}
 	if _, err := d.q.exec(ctx, d.st.check); err != nil {
-		return d.wrap("checking the lock table", err)
+		return d.Wrap("checking the lock table", err)
 	}
 	return nil
 }
@@ -186,16 +181,9 @@ func channelName(t sqllease.Table) string {
 // fits and none can break the message.
 func payload(key string) string { return sqllease.Hash(key, 32) }
 
-func (d *pgDriver) check(ctx context.Context) error {
-	if d.closed.Load() {
-		return driver.ErrClosed
-	}
-	return ctx.Err()
-}
-
 // Acquire implements driver.Locker with one INSERT ... ON CONFLICT.
 func (d *pgDriver) Acquire(ctx context.Context, req driver.Request) (driver.Result, error) {
-	if err := d.check(ctx); err != nil {
+	if err := d.Check(ctx); err != nil {
 		return driver.Result{}, err
 	}
 	var (
@@ -209,28 +197,28 @@ func (d *pgDriver) Acquire(ctx context.Context, req driver.Request) (driver.Resu
 	case err != nil && contention(err):
 		return driver.Result{}, nil // another transaction won the row
 	case err != nil:
-		return driver.Result{}, d.wrap("acquire", err)
+		return driver.Result{}, d.Wrap("acquire", err)
 	case !found:
 		return driver.Result{}, nil // held by a grant newer than our snapshot
 	case !acquired:
 		return driver.Result{HolderTTL: sqllease.FromMicros(holderUS)}, nil
 	case fence <= 0:
-		return driver.Result{}, fmt.Errorf("pgdlock: acquire: table %s returned fence %d", d.table, fence)
+		return driver.Result{}, fmt.Errorf("pgdlock: acquire: table %s returned fence %d", d.Table, fence)
 	}
 	return driver.Result{Acquired: true, Fence: uint64(fence)}, nil
 }
 
 // Refresh implements driver.Locker with one owner-checked UPDATE.
 func (d *pgDriver) Refresh(ctx context.Context, key, token string, ttl time.Duration) error {
-	if err := d.check(ctx); err != nil {
+	if err := d.Check(ctx); err != nil {
 		return err
 	}
 	n, err := d.q.exec(ctx, d.st.refresh, []byte(key), []byte(token), sqllease.Micros(ttl))
 	if err != nil {
-		return d.wrap("refresh", err)
+		return d.Wrap("refresh", err)
 	}
 	if n == 0 {
-		return fmt.Errorf("%w: %q", driver.ErrNotHeld, key)
+		return sqllease.NotHeld(key)
 	}
 	return nil
 }
@@ -238,7 +226,7 @@ func (d *pgDriver) Refresh(ctx context.Context, key, token string, ttl time.Dura
 // Release implements driver.Locker with one owner-checked UPDATE that also
 // notifies waiters (on commit) when notifications are on.
 func (d *pgDriver) Release(ctx context.Context, key, token string) error {
-	if err := d.check(ctx); err != nil {
+	if err := d.Check(ctx); err != nil {
 		return err
 	}
 	var (
@@ -251,44 +239,45 @@ func (d *pgDriver) Release(ctx context.Context, key, token string) error {
 		n, err = d.q.exec(ctx, d.st.release, []byte(key), []byte(token))
 	}
 	if err != nil {
-		return d.wrap("release", err)
+		return d.Wrap("release", err)
 	}
 	if n == 0 {
-		return fmt.Errorf("%w: %q", driver.ErrNotHeld, key)
+		return sqllease.NotHeld(key)
 	}
 	return nil
 }
 
 // Inspect implements driver.Locker.
 func (d *pgDriver) Inspect(ctx context.Context, key string) (driver.Info, error) {
-	if err := d.check(ctx); err != nil {
+	if err := d.Check(ctx); err != nil {
 		return driver.Info{}, err
 	}
-	var (
-		held  bool
-		fence int64
-		us    int64
-		meta  string
-	)
-	found, err := d.q.queryRow(ctx, d.st.inspect, []any{[]byte(key)}, &held, &fence, &us, &meta)
+	r, err := d.row(ctx, "inspect", d.st.inspect, []byte(key))
 	if err != nil {
-		return driver.Info{}, d.wrap("inspect", err)
+		return driver.Info{}, err
 	}
-	in := driver.Info{Waiters: -1}
-	if !found {
-		return in, nil
+	return r.Info(), nil
+}
+
+// row runs q, a statement that returns a key's row as held, fence,
+// remaining µs and metadata (sqlInspect, sqlForceRelease), and reads it:
+// the zero Row when there is none.
+func (d *pgDriver) row(ctx context.Context, op, q string, args ...any) (sqllease.Row, error) {
+	var (
+		r  sqllease.Row
+		us int64
+	)
+	if _, err := d.q.queryRow(ctx, q, args, &r.Held, &r.Fence, &us, &r.Metadata); err != nil {
+		return sqllease.Row{}, d.Wrap(op, err)
 	}
-	in.Fence = uint64(max(fence, 0))
-	if held {
-		in.Held, in.TTL, in.Metadata = true, sqllease.FromMicros(us), meta
-	}
-	return in, nil
+	r.TTL = sqllease.FromMicros(us)
+	return r, nil
 }
 
 // WatchReleases implements driver.Notifier over LISTEN/NOTIFY: all watches
 // of the driver share one listening connection.
 func (d *pgDriver) WatchReleases(ctx context.Context, key string) (<-chan struct{}, func(), error) {
-	if err := d.check(ctx); err != nil {
+	if err := d.Check(ctx); err != nil {
 		return nil, nil, err
 	}
 	return d.lis.watch(ctx, payload(key))
@@ -302,27 +291,23 @@ func (d *pgDriver) Capabilities() driver.Capabilities {
 // Close stops the listener and, for a driver opened from a URL, closes its
 // pool. It is safe to call more than once.
 func (d *pgDriver) Close() error {
-	d.closeOnce.Do(func() {
-		d.closed.Store(true)
+	return d.CloseOnce(func() error {
 		if d.lis != nil {
 			d.lis.close()
 		}
 		if d.closeFn != nil {
 			d.closeFn()
 		}
+		return nil
 	})
-	return nil
 }
 
-// wrap classifies err: lost connections and servers shutting down or
-// refusing connections wrap driver.ErrUnavailable with the address; other
-// SQL errors are returned with the operation and table.
-func (d *pgDriver) wrap(op string, err error) error {
+// serverRefused reports a server error about the statement
+// (sqllease.Server's Refused): lost connections and servers shutting down
+// or refusing connections are ErrUnavailable.
+func serverRefused(err error) bool {
 	var pe *pgconn.PgError
-	if errors.As(err, &pe) && !unavailableCode(pe.Code) {
-		return fmt.Errorf("pgdlock: %s (table %s): %w", op, d.table, err)
-	}
-	return sqllease.Unavailable("postgres", d.addr, d.secret, fmt.Errorf("%s: %w", op, err))
+	return errors.As(err, &pe) && !unavailableCode(pe.Code)
 }
 
 // unavailableCode reports SQLSTATEs that mean the server is going away or

@@ -41,7 +41,7 @@ func TestForceReleaseExactHolder(t *testing.T) {
 	} {
 		change.do()
 		before := readRow(t, db, "k")
-		res, err := db.ExecContext(ctx, q, "k", seen.token, seen.fence, seen.meta)
+		res, err := db.ExecContext(ctx, q, "k", seen.Token, seen.Fence, seen.Metadata)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -30,20 +30,7 @@ var _ driver.BatchRefresher = (*sqliteDriver)(nil)
 // longest of their TTLs, and share the result. A statement that fails
 // gives its error to every lock it carried.
 func (d *sqliteDriver) RefreshBatch(ctx context.Context, reqs []driver.RefreshRequest) []error {
-	b := sqllease.NewBatch(reqs)
-	errs := make([]error, len(b.Items))
-	if err := d.check(ctx); err != nil {
-		sqllease.Fill(errs, 0, len(errs), err)
-		return b.Spread(errs)
-	}
-	for _, c := range sqllease.Chunks(len(b.Items), batchRows, 0, nil) {
-		if err := d.check(ctx); err != nil {
-			sqllease.Fill(errs, c[0], c[1], err)
-			continue
-		}
-		d.refreshChunk(ctx, b.Items[c[0]:c[1]], errs[c[0]:c[1]])
-	}
-	return b.Spread(errs)
+	return sqllease.RefreshBatch(ctx, reqs, sqllease.Limits{Rows: batchRows}, d.Check, d.refreshChunk)
 }
 
 type keyToken struct{ key, token string }
@@ -65,21 +52,14 @@ func (d *sqliteDriver) refreshChunk(ctx context.Context, items []driver.RefreshR
 		d.batchStatements.Add(1)
 		done = make(map[keyToken]bool, len(items))
 		rows, err := st.QueryContext(ctx, args...)
-		if err != nil {
-			return err
-		}
-		defer rows.Close()
-		for rows.Next() {
+		return sqllease.QueryRows(rows, err, func(scan func(dest ...any) error) error {
 			var kt keyToken
-			if err := rows.Scan(&kt.key, &kt.token); err != nil {
+			if err := scan(&kt.key, &kt.token); err != nil {
 				return err
 			}
 			done[kt] = true
-		}
-		if err := rows.Err(); err != nil {
-			return err
-		}
-		return rows.Close()
+			return nil
+		})
 	})
 	if err != nil {
 		sqllease.Fill(errs, 0, len(errs), err)
@@ -114,7 +94,7 @@ func (d *sqliteDriver) batchStmt(ctx context.Context, n int) (*sql.Stmt, int, er
 	rows := 1 << i
 	d.batchMu.Lock()
 	defer d.batchMu.Unlock()
-	if d.closed.Load() {
+	if d.Closed() {
 		return nil, 0, driver.ErrClosed // Close has closed the statements
 	}
 	if d.batchStmts[i] != nil {

@@ -78,7 +78,7 @@ func (d *sqliteDriver) wrap(ctx context.Context, op string, err error) error {
 	if cerr := ctx.Err(); cerr != nil {
 		return fmt.Errorf("sqlite %s: %s: %w", d.name, op, cerr)
 	}
-	if d.closed.Load() {
+	if d.Closed() {
 		return driver.ErrClosed
 	}
 	if isBusy(err) {

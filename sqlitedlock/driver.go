@@ -3,7 +3,6 @@ package sqlitedlock
 import (
 	"context"
 	"database/sql"
-	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -21,6 +20,8 @@ const minVersion = "3.35.0"
 // sqliteDriver implements driver.Locker and driver.Notifier over one
 // database/sql handle.
 type sqliteDriver struct {
+	sqllease.Closing // Check and Close
+
 	db    *sql.DB
 	ownDB bool   // opened by this package, closed by Close
 	name  string // the file path, for messages
@@ -37,10 +38,7 @@ type sqliteDriver struct {
 	batchStatements atomic.Int64
 
 	mu       sync.Mutex // guards adding to cleanups against Close
-	closed   atomic.Bool
 	cleanups sync.WaitGroup
-	once     sync.Once
-	closeErr error
 }
 
 var (
@@ -147,28 +145,18 @@ const MaxTTL = driver.MaxTTL
 // database keeps is never shorter than asked.
 func millis(ttl time.Duration) int64 { return sqllease.Millis(ttl) }
 
-func (d *sqliteDriver) check(ctx context.Context) error {
-	if d.closed.Load() {
-		return driver.ErrClosed
-	}
-	return ctx.Err()
-}
-
 // Acquire implements driver.Locker with one upsert statement.
 func (d *sqliteDriver) Acquire(ctx context.Context, req driver.Request) (driver.Result, error) {
-	if err := d.check(ctx); err != nil {
+	if err := d.Check(ctx); err != nil {
 		return driver.Result{}, err
 	}
 	var (
 		fence    int64
 		acquired bool
 	)
-	err := d.retry(ctx, "acquire", func() error {
-		err := d.acquire.QueryRowContext(ctx, req.Key, req.Token, millis(req.TTL), req.Metadata).Scan(&fence)
-		acquired = err == nil
-		if errors.Is(err, sql.ErrNoRows) {
-			return nil // held by another owner: the upsert wrote nothing
-		}
+	err := d.retry(ctx, "acquire", func() (err error) {
+		// No row: held by another owner, the upsert wrote nothing.
+		acquired, err = sqllease.Found(d.acquire.QueryRowContext(ctx, req.Key, req.Token, millis(req.TTL), req.Metadata).Scan(&fence), sql.ErrNoRows)
 		return err
 	})
 	if err != nil {
@@ -189,14 +177,14 @@ func (d *sqliteDriver) Acquire(ctx context.Context, req driver.Request) (driver.
 	// Not acquired: read how long the holder has left, so that a waiter
 	// sleeps no longer than that. If the lease ended in between, ask for a
 	// prompt retry.
-	st, err := d.read(ctx, req.Key)
+	r, err := d.read(ctx, req.Key)
 	switch {
 	case err != nil && ctx.Err() != nil:
 		return driver.Result{}, err
 	case err != nil:
 		return driver.Result{}, nil // holder's TTL unknown
-	case st.held():
-		return driver.Result{HolderTTL: sqllease.FromMillis(st.remaining)}, nil
+	case r.Held:
+		return driver.Result{HolderTTL: r.TTL}, nil
 	}
 	return driver.Result{HolderTTL: time.Millisecond}, nil
 }
@@ -207,7 +195,7 @@ func (d *sqliteDriver) Acquire(ctx context.Context, req driver.Request) (driver.
 func (d *sqliteDriver) releaseAbandoned(key, token string) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if d.closed.Load() {
+	if d.Closed() {
 		return
 	}
 	d.cleanups.Add(1)
@@ -223,7 +211,7 @@ func (d *sqliteDriver) releaseAbandoned(key, token string) {
 
 // Refresh implements driver.Locker.
 func (d *sqliteDriver) Refresh(ctx context.Context, key, token string, ttl time.Duration) error {
-	if err := d.check(ctx); err != nil {
+	if err := d.Check(ctx); err != nil {
 		return err
 	}
 	return d.update(ctx, "refresh", d.refresh, key, token, millis(ttl))
@@ -232,7 +220,7 @@ func (d *sqliteDriver) Refresh(ctx context.Context, key, token string, ttl time.
 // Release implements driver.Locker. It keeps the key's row, and so its
 // fence, and wakes one waiter for the key in this process.
 func (d *sqliteDriver) Release(ctx context.Context, key, token string) error {
-	if err := d.check(ctx); err != nil {
+	if err := d.Check(ctx); err != nil {
 		return err
 	}
 	if err := d.update(ctx, "release", d.release, key, token); err != nil {
@@ -263,46 +251,35 @@ func (d *sqliteDriver) update(ctx context.Context, op string, stmt *sql.Stmt, ar
 	return nil
 }
 
-// state is a key's row as one read saw it.
-type state struct {
-	found       bool
-	token, meta string
-	fence       int64
-	remaining   int64 // ms; zero or less once expired
-}
-
-func (s state) held() bool { return s.found && s.token != "" && s.remaining > 0 }
-
-// read reads key's row without writing.
-func (d *sqliteDriver) read(ctx context.Context, key string) (state, error) {
-	var st state
-	err := d.retry(ctx, "inspect", func() error {
-		err := d.inspect.QueryRowContext(ctx, key).Scan(&st.token, &st.fence, &st.remaining, &st.meta)
-		st.found = err == nil
-		if errors.Is(err, sql.ErrNoRows) {
-			return nil
-		}
+// read reads key's row without writing (the zero Row when there is none).
+func (d *sqliteDriver) read(ctx context.Context, key string) (sqllease.Row, error) {
+	var (
+		r     sqllease.Row
+		ms    int64 // zero or less once expired
+		found bool
+	)
+	err := d.retry(ctx, "inspect", func() (err error) {
+		found, err = sqllease.Found(d.inspect.QueryRowContext(ctx, key).Scan(&r.Token, &r.Fence, &ms, &r.Metadata), sql.ErrNoRows)
 		return err
 	})
-	return st, err
+	if err != nil || !found {
+		return sqllease.Row{}, err
+	}
+	r.TTL = sqllease.FromMillis(ms)
+	r.Held = r.Token != "" && r.TTL > 0
+	return r, nil
 }
 
 // Inspect implements driver.Locker.
 func (d *sqliteDriver) Inspect(ctx context.Context, key string) (driver.Info, error) {
-	if err := d.check(ctx); err != nil {
+	if err := d.Check(ctx); err != nil {
 		return driver.Info{}, err
 	}
-	st, err := d.read(ctx, key)
+	r, err := d.read(ctx, key)
 	if err != nil {
 		return driver.Info{}, err
 	}
-	info := driver.Info{Fence: uint64(max(st.fence, 0)), Waiters: -1}
-	if st.held() {
-		info.Held = true
-		info.TTL = sqllease.FromMillis(st.remaining)
-		info.Metadata = st.meta
-	}
-	return info, nil
+	return r.Info(), nil
 }
 
 // Capabilities implements driver.Locker.
@@ -313,18 +290,20 @@ func (d *sqliteDriver) Capabilities() driver.Capabilities {
 // Close implements driver.Locker. It closes the database handle only when
 // the driver opened it.
 func (d *sqliteDriver) Close() error {
-	d.once.Do(func() {
+	return d.CloseOnce(func() error {
+		// releaseAbandoned adds cleanups only under mu while the driver is
+		// open: none starts once mu is taken here, and those under way do
+		// not need mu.
 		d.mu.Lock()
-		d.closed.Store(true)
-		d.mu.Unlock()
 		d.cleanups.Wait()
+		d.mu.Unlock()
 		d.closeStatements()
 		releaseHub(d.hub)
 		if d.ownDB {
-			d.closeErr = d.db.Close()
+			return d.db.Close()
 		}
+		return nil
 	})
-	return d.closeErr
 }
 
 func (d *sqliteDriver) closeStatements() {

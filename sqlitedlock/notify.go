@@ -4,7 +4,7 @@ import (
 	"context"
 	"sync"
 
-	"github.com/dlock-go/dlock/driver"
+	"github.com/dlock-go/dlock/internal/sqllease"
 )
 
 // SQLite cannot tell one process about another's writes, so release
@@ -19,13 +19,17 @@ var hubs = struct {
 	m map[string]*hub
 }{m: map[string]*hub{}}
 
-// hub fans release notifications out to the waiters of one database file.
+// hub fans release notifications out to the waiters of one database file,
+// by table and key. Every waiter of a key in this process is equivalent,
+// so a release wakes one of them (sqllease.Hub's One): waking them all would
+// only make all but one fail their attempt, each a write to the file. The
+// woken waiter, when it takes the key, wakes the next one with its own
+// release; one that leaves without trying passes its wake-up on. Waiters
+// whose wake-up is lost still poll.
 type hub struct {
+	sqllease.Hub
 	id   string
 	refs int // drivers using the hub; guarded by hubs
-
-	mu    sync.Mutex
-	watch map[string]map[chan struct{}]struct{} // by table + "\x00" + key
 }
 
 // acquireHub returns the hub for id, creating it, and counts a user.
@@ -34,7 +38,7 @@ func acquireHub(id string) *hub {
 	defer hubs.Unlock()
 	h := hubs.m[id]
 	if h == nil {
-		h = &hub{id: id, watch: map[string]map[chan struct{}]struct{}{}}
+		h = &hub{Hub: sqllease.Hub{One: true}, id: id}
 		hubs.m[id] = h
 	}
 	h.refs++
@@ -51,64 +55,19 @@ func releaseHub(h *hub) {
 	}
 }
 
-// notify wakes one waiter of key: one that has no wake-up pending, if any.
-// Every waiter of the key in this process is equivalent, so waking them
-// all would only make all but one fail their attempt, each a write to the
-// file. The woken waiter, when it takes the key, wakes the next one with its
-// own release; one that leaves without trying passes its wake-up on (see
-// subscribe). Waiters whose wake-up is lost still poll.
-func (h *hub) notify(table, key string) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	h.wakeOneLocked(table + "\x00" + key)
-}
+// notify wakes one waiter of key in table, one without a wake-up pending.
+func (h *hub) notify(table, key string) { h.Notify(table + "\x00" + key) }
 
-func (h *hub) wakeOneLocked(key string) {
-	for ch := range h.watch[key] {
-		if len(ch) == 0 {
-			ch <- struct{}{} // cannot block: buffer of one, empty, h.mu held
-			return
-		}
-	}
-}
-
-// subscribe registers a waiter of key.
+// subscribe registers a waiter of key in table.
 func (h *hub) subscribe(table, key string) (<-chan struct{}, func()) {
-	key = table + "\x00" + key
-	ch := make(chan struct{}, 1)
-	h.mu.Lock()
-	if h.watch[key] == nil {
-		h.watch[key] = map[chan struct{}]struct{}{}
-	}
-	h.watch[key][ch] = struct{}{}
-	h.mu.Unlock()
-	var once sync.Once
-	return ch, func() {
-		once.Do(func() {
-			h.mu.Lock()
-			defer h.mu.Unlock()
-			delete(h.watch[key], ch)
-			select {
-			case <-ch:
-				// A wake-up this waiter will not use goes to another.
-				h.wakeOneLocked(key)
-			default:
-			}
-			if len(h.watch[key]) == 0 {
-				delete(h.watch, key)
-			}
-		})
-	}
+	return h.Watch(table + "\x00" + key)
 }
 
 // WatchReleases implements driver.Notifier. It reports releases made by
 // clients of this process on the same database file and table; releases by
 // other processes and expiries are not reported.
 func (d *sqliteDriver) WatchReleases(ctx context.Context, key string) (<-chan struct{}, func(), error) {
-	if d.closed.Load() {
-		return nil, nil, driver.ErrClosed
-	}
-	if err := ctx.Err(); err != nil {
+	if err := d.Check(ctx); err != nil {
 		return nil, nil, err
 	}
 	ch, stop := d.hub.subscribe(d.table, key)

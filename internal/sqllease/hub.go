@@ -2,11 +2,20 @@ package sqllease
 
 import "sync"
 
-// Hub fans release notifications out to the waiters of one driver. Waiters
-// watch a topic (a key, or a digest of it); a notification wakes every
-// watcher of its topic with a non-blocking send into a buffer of one. The
-// zero value is ready to use.
+// Hub fans release notifications out to the waiters of one driver (or of
+// one database file). Waiters watch a topic (a key, or a digest of it); a
+// notification wakes every watcher of its topic, or one of them (One),
+// with a non-blocking send into a buffer of one. The zero value is ready
+// to use.
 type Hub struct {
+	// One makes Notify wake a single watcher of the topic, one without a
+	// wake-up pending (none when all have one), and makes a watcher that
+	// stops with a wake-up it did not take pass it on the same way: for
+	// waiters that are all alike, of whom only one can take the key that
+	// was released, so that waking all would only make the others fail.
+	// Set it before the first Watch.
+	One bool
+
 	mu sync.Mutex
 	w  map[string]map[chan struct{}]struct{}
 	n  int
@@ -31,6 +40,13 @@ func (h *Hub) Watch(topic string) (<-chan struct{}, func()) {
 		once.Do(func() {
 			h.mu.Lock()
 			delete(h.w[topic], ch)
+			if h.One {
+				select {
+				case <-ch:
+					h.wakeOneLocked(topic) // a wake-up this watcher will not use
+				default:
+				}
+			}
 			if len(h.w[topic]) == 0 {
 				delete(h.w, topic)
 			}
@@ -40,12 +56,25 @@ func (h *Hub) Watch(topic string) (<-chan struct{}, func()) {
 	}
 }
 
-// Notify wakes the watchers of topic.
+// Notify wakes the watchers of topic, or one of them (One).
 func (h *Hub) Notify(topic string) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	if h.One {
+		h.wakeOneLocked(topic)
+		return
+	}
 	for ch := range h.w[topic] {
 		wake(ch)
+	}
+}
+
+func (h *Hub) wakeOneLocked(topic string) {
+	for ch := range h.w[topic] {
+		if len(ch) == 0 {
+			ch <- struct{}{} // cannot block: a buffer of one, empty, h.mu held
+			return
+		}
 	}
 }
 

@@ -29,14 +29,18 @@ func PrefixEnd(prefix string) string {
 // order, each with its Info.
 type Fetch func(ctx context.Context, lo, hi string, n int) ([]driver.KeyInfo, error)
 
-// List returns the held keys that start with prefix, in bytewise order,
-// reading them with fetch in batches of ListBatch rows: each batch starts
+// List is driver.Lister's List over a driver's range scan: after
+// check(ctx) has passed, it returns the held keys that start with prefix,
+// in bytewise order, reading them with fetch in batches of ListBatch rows: each batch starts
 // just after the last key of the one before (at that key plus "\x00", the
 // next string in bytewise order). A batch whose keys are not strictly
 // increasing bytewise, or leave [lo, hi), means a key column whose
 // collation is not bytewise (a table made by hand): that is an error
 // rather than a wrong or endless listing.
-func List(ctx context.Context, prefix string, fetch Fetch) ([]driver.KeyInfo, error) {
+func List(ctx context.Context, prefix string, check func(context.Context) error, fetch Fetch) ([]driver.KeyInfo, error) {
+	if err := check(ctx); err != nil {
+		return nil, err
+	}
 	var out []driver.KeyInfo
 	lo, hi := prefix, PrefixEnd(prefix)
 	for {

@@ -2,6 +2,7 @@ package sqllease
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -79,7 +80,7 @@ func TestList(t *testing.T) {
 	}
 	for _, tc := range tests {
 		tb.calls = 0
-		got, err := List(t.Context(), tc.prefix, tb.fetch)
+		got, err := List(t.Context(), tc.prefix, open, tb.fetch)
 		if err != nil {
 			t.Fatalf("List(%q): %v", tc.prefix, err)
 		}
@@ -103,13 +104,25 @@ func TestListOutOfOrder(t *testing.T) {
 	fetch := func(ctx context.Context, lo, hi string, n int) ([]driver.KeyInfo, error) {
 		return []driver.KeyInfo{{Key: "b"}, {Key: "a"}}, nil
 	}
-	if _, err := List(t.Context(), "", fetch); err == nil || !strings.Contains(err.Error(), "bytewise") {
+	if _, err := List(t.Context(), "", open, fetch); err == nil || !strings.Contains(err.Error(), "bytewise") {
 		t.Errorf("List over keys out of order = %v, want an error about bytewise order", err)
 	}
 	outside := func(ctx context.Context, lo, hi string, n int) ([]driver.KeyInfo, error) {
 		return []driver.KeyInfo{{Key: "B/1"}}, nil
 	}
-	if _, err := List(t.Context(), "b/", outside); err == nil {
+	if _, err := List(t.Context(), "b/", open, outside); err == nil {
 		t.Errorf("List over a key outside the prefix = nil error, want one")
+	}
+}
+
+// open is the check of a driver that is open: the context's error.
+func open(ctx context.Context) error { return ctx.Err() }
+
+// List makes no fetch when the driver's check refuses the call.
+func TestListChecks(t *testing.T) {
+	tb := &table{keys: []string{"a"}}
+	closed := func(context.Context) error { return driver.ErrClosed }
+	if _, err := List(t.Context(), "", closed, tb.fetch); !errors.Is(err, driver.ErrClosed) || tb.calls != 0 {
+		t.Errorf("List on a closed driver = %v after %d fetches, want ErrClosed after none", err, tb.calls)
 	}
 }

@@ -1,15 +1,16 @@
 // Package sqllease holds what the SQL lock drivers share: the lock table's
-// name rules, TTL arithmetic, in-process release fan-out, error helpers
-// that keep passwords out of messages (PostgreSQL and MySQL), the
-// bookkeeping of batched refreshes and the batched range scans of List (all
-// three, SQLite included).
+// name rules, TTL arithmetic, in-process release fan-out (Hub), the closed
+// state (Closing), a key's row as a read sees it and what Inspect reports
+// of it (Row), reading rows (ScanRows, QueryRows), the batched refreshes
+// (RefreshBatch), the batched range scans of List and the read-then-free
+// rounds of ForceRelease (all three drivers, SQLite included), and the
+// errors that name the backend and keep passwords out of messages
+// (Server, for PostgreSQL and MySQL).
 package sqllease
 
 import (
-	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"math"
 	"strings"
@@ -96,84 +97,44 @@ func Hash(s string, n int) string {
 }
 
 // Micros converts a TTL to whole microseconds, rounding up so that the
-// lease the server keeps is never shorter than asked.
-func Micros(ttl time.Duration) int64 {
-	us := int64(ttl / time.Microsecond)
-	if ttl%time.Microsecond > 0 {
-		us++
-	}
-	return us
-}
+// lease the server keeps is never shorter than asked. It cannot overflow,
+// whatever the TTL.
+func Micros(ttl time.Duration) int64 { return ceilUnits(ttl, time.Microsecond) }
 
 // Millis converts a TTL to whole milliseconds, rounding up so that the
 // lease the database keeps is never shorter than asked. It cannot overflow,
 // whatever the TTL.
-func Millis(ttl time.Duration) int64 {
-	ms := int64(ttl / time.Millisecond)
-	if ttl%time.Millisecond > 0 {
-		ms++
-	}
-	return ms
-}
+func Millis(ttl time.Duration) int64 { return ceilUnits(ttl, time.Millisecond) }
 
 // FromMillis converts a remaining lease in milliseconds to a duration; zero
 // or less gives zero, and a lease longer than any time.Duration (a row
 // written by hand) gives the longest one.
-func FromMillis(ms int64) time.Duration {
+func FromMillis(ms int64) time.Duration { return fromUnits(ms, time.Millisecond) }
+
+// FromMicros converts a remaining lease in microseconds to a duration, as
+// FromMillis does milliseconds.
+func FromMicros(us int64) time.Duration { return fromUnits(us, time.Microsecond) }
+
+// ceilUnits is d in whole units, rounded up: d/unit, plus one for a
+// remainder (never d+unit-1, which wraps near the longest duration).
+func ceilUnits(d, unit time.Duration) int64 {
+	n := int64(d / unit)
+	if d%unit > 0 {
+		n++
+	}
+	return n
+}
+
+// fromUnits is n units as a duration: zero for n <= 0, the longest duration
+// when n units are longer.
+func fromUnits(n int64, unit time.Duration) time.Duration {
 	switch {
-	case ms <= 0:
+	case n <= 0:
 		return 0
-	case ms > math.MaxInt64/int64(time.Millisecond):
+	case n > math.MaxInt64/int64(unit):
 		return math.MaxInt64
 	}
-	return time.Duration(ms) * time.Millisecond
-}
-
-// FromMicros converts a remaining lease in microseconds to a duration; zero
-// or less gives zero.
-func FromMicros(us int64) time.Duration {
-	switch {
-	case us <= 0:
-		return 0
-	case us > math.MaxInt64/int64(time.Microsecond):
-		return math.MaxInt64
-	}
-	return time.Duration(us) * time.Microsecond
-}
-
-// Unavailable returns an error matching driver.ErrUnavailable (and cause)
-// that names the backend and its address. Any occurrence of secret (the
-// password) in the cause's message is replaced.
-func Unavailable(backend, addr, secret string, cause error) error {
-	return &unavailable{backend: backend, addr: addr, secret: secret, cause: cause}
-}
-
-type unavailable struct {
-	backend, addr, secret string
-	cause                 error
-}
-
-func (e *unavailable) Error() string {
-	where := e.backend
-	if e.addr != "" {
-		where += " at " + e.addr
-	}
-	return fmt.Sprintf("%v: %s: %s", driver.ErrUnavailable, where, Redact(e.cause.Error(), e.secret))
-}
-
-func (e *unavailable) Unwrap() []error { return []error{driver.ErrUnavailable, e.cause} }
-
-// Redact replaces every occurrence of secret in msg.
-func Redact(msg, secret string) string {
-	if secret == "" {
-		return msg
-	}
-	return strings.ReplaceAll(msg, secret, "xxxxx")
-}
-
-// IsContext reports whether err is, or wraps, a context error.
-func IsContext(err error) bool {
-	return errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)
+	return time.Duration(n) * unit
 }
 
 // TableParams consumes a URL's table and create_table parameters: table

@@ -165,3 +165,45 @@ func TestHub(t *testing.T) {
 		t.Fatalf("Len = %d, want 1", h.Len())
 	}
 }
+
+func TestServerWrap(t *testing.T) {
+	refused := errors.New("syntax error")
+	s := &Server{Package: "pgdlock", Backend: "postgres", Addr: "db:5432", Secret: "hunter2", Table: Table{Name: "locks"},
+		Refused: func(err error) bool { return errors.Is(err, refused) }}
+	err := s.Wrap("acquire", refused)
+	if !errors.Is(err, refused) || errors.Is(err, driver.ErrUnavailable) || err.Error() != "pgdlock: acquire (table locks): syntax error" {
+		t.Errorf("Wrap of a refused statement = %q, want it with package, op and table, not ErrUnavailable", err)
+	}
+	lost := errors.New("conn to hunter2 reset")
+	err = s.Wrap("refresh", lost)
+	if !errors.Is(err, lost) || !errors.Is(err, driver.ErrUnavailable) || strings.Contains(err.Error(), "hunter2") ||
+		!strings.Contains(err.Error(), "postgres at db:5432: refresh: conn to") {
+		t.Errorf("Wrap of a lost connection = %q, want ErrUnavailable naming backend, address and op, without the password", err)
+	}
+}
+
+// With One, a release wakes one watcher without a pending wake-up, and a
+// watcher that stops with a wake-up passes it on.
+func TestHubOne(t *testing.T) {
+	h := Hub{One: true}
+	a, stopA := h.Watch("k")
+	b, stopB := h.Watch("k")
+	defer stopB()
+	pending := func() int { return len(a) + len(b) }
+	h.Notify("k")
+	if pending() != 1 {
+		t.Fatalf("after one Notify %d watchers woken, want 1", pending())
+	}
+	h.Notify("k")
+	h.Notify("k") // both have one pending: no one to wake, and no block
+	if len(a) != 1 || len(b) != 1 {
+		t.Fatalf("after three Notifies a, b have %d, %d pending, want 1, 1", len(a), len(b))
+	}
+	<-b
+	stopA() // its unused wake-up goes to b
+	select {
+	case <-b:
+	default:
+		t.Error("a watcher's unused wake-up was not passed on")
+	}
+}
