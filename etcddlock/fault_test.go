@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/dlock-go/dlock"
+	"github.com/dlock-go/dlock/driver"
 	"github.com/dlock-go/dlock/drivertest"
 	"github.com/dlock-go/dlock/internal/testserver"
 )
@@ -313,25 +314,37 @@ func findLeader(t *testing.T, srv *testserver.Etcd) *testserver.EtcdMember {
 }
 
 // faultHarness is a harness over a single-member server of its own that
-// the fault scenarios may pause. It does not restart the server: etcd
-// extends every lease when a member starts, so a lease does not run out
-// while the server is down, as RestartLeaseLapses expects (TestCluster
-// kills members of a cluster instead). It has no proxy: BlackholeBatch
-// wants a RefreshBatch of a key the driver never held to wait for the
-// server, which the driver answers at once with ErrNotHeld.
+// the fault scenarios may kill, restart, pause, and cut off through a proxy.
+// (etcd extends every lease when a member starts: RestartLeaseLapses waits
+// for that.) TestCluster kills members of a cluster.
 type faultHarness struct {
 	harness
-	srv *testserver.Etcd
+	srv   *testserver.Etcd
+	proxy *testserver.Proxy
 }
+
+func (h *faultHarness) Addr() string       { return h.srv.Addr() }
+func (h *faultHarness) Kill(testing.TB)    { h.srv.Members[0].Kill() }
+func (h *faultHarness) Restart(testing.TB) { h.srv.Members[0].Restart() }
 
 func (h *faultHarness) Pause(t testing.TB) func() {
 	return drivertest.Break(t, h.srv.Members[0].Pause, h.srv.Members[0].Resume)
 }
 
-// TestFaults runs the portable fault scenario of a paused server.
+func (h *faultHarness) MakeProxiedDriver(ctx context.Context) (driver.Locker, error) {
+	return openDriver(ctx, "etcd://"+h.proxy.Addr())
+}
+
+func (h *faultHarness) Blackhole(t testing.TB) func() {
+	return drivertest.Break(t, func() { h.proxy.Blackhole(true) }, func() { h.proxy.Blackhole(false) })
+}
+
+// TestFaults runs the portable fault scenarios of a server killed and
+// restarted, paused, or cut off.
 func TestFaults(t *testing.T) {
 	srv := testserver.StartEtcd(t)
+	proxy := testserver.StartProxy(t, srv.Addr())
 	drivertest.RunFaultTests(t, func(ctx context.Context, t *testing.T) (drivertest.Harness, error) {
-		return &faultHarness{harness: harness{url: "etcd://" + srv.Addr()}, srv: srv}, nil
+		return &faultHarness{harness: harness{url: "etcd://" + srv.Addr()}, srv: srv, proxy: proxy}, nil
 	})
 }

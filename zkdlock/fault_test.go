@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/dlock-go/dlock"
+	"github.com/dlock-go/dlock/driver"
 	"github.com/dlock-go/dlock/drivertest"
 	"github.com/dlock-go/dlock/internal/testserver"
 )
@@ -346,16 +347,13 @@ func TestDisconnectRecovers(t *testing.T) {
 }
 
 // faultHarness is a harness over a standalone server of its own that the
-// fault scenarios may kill, restart and pause. It cuts no connections and
-// has no proxy: go-zookeeper waits a second before it dials the only
-// server again, longer than ConnectionsKilled's 900 ms TTL, and
-// BlackholeBatch wants a RefreshBatch of a key the driver never held to
-// wait for the server, which the driver answers at once with ErrNotHeld.
-// TestDisconnectRecovers and TestSessionExpiry cut connections with a
-// session timeout chosen for them.
+// fault scenarios may kill, restart, pause, and cut off through a proxy.
+// It cuts no connections of its own: TestDisconnectRecovers and
+// TestSessionExpiry do, with a session timeout chosen for them.
 type faultHarness struct {
 	harness
-	z *testserver.ZooKeeper
+	z     *testserver.ZooKeeper
+	proxy *testserver.Proxy
 }
 
 func (h *faultHarness) Addr() string       { return h.z.Addr() }
@@ -366,11 +364,22 @@ func (h *faultHarness) Pause(t testing.TB) func() {
 	return drivertest.Break(t, h.z.Server(0).Pause, h.z.Server(0).Resume)
 }
 
+// MakeProxiedDriver's session is short: a cut-off holder's node goes when
+// its session expires on the server, which bounds the takeover.
+func (h *faultHarness) MakeProxiedDriver(ctx context.Context) (driver.Locker, error) {
+	return (&harness{url: "zk://" + h.proxy.Addr() + "/faults?session_timeout=2s"}).MakeDriver(ctx)
+}
+
+func (h *faultHarness) Blackhole(t testing.TB) func() {
+	return drivertest.Break(t, func() { h.proxy.Blackhole(true) }, func() { h.proxy.Blackhole(false) })
+}
+
 // TestFaults runs the portable fault scenarios of a server killed and
-// restarted, or paused.
+// restarted, paused, or cut off.
 func TestFaults(t *testing.T) {
 	z := startStandalone(t)
+	proxy := testserver.StartProxy(t, z.Addr())
 	drivertest.RunFaultTests(t, func(ctx context.Context, t *testing.T) (drivertest.Harness, error) {
-		return &faultHarness{harness: harness{url: "zk://" + z.Addr() + "/faults"}, z: z}, nil
+		return &faultHarness{harness: harness{url: "zk://" + z.Addr() + "/faults"}, z: z, proxy: proxy}, nil
 	})
 }
