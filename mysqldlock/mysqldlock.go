@@ -89,11 +89,7 @@ type myDriver struct {
 }
 
 func open(ctx context.Context, db *sql.DB, cfg Options, addr, secret string, closeFn func() error) (*myDriver, error) {
-	name := cfg.Table
-	if name == "" {
-		name = DefaultTable
-	}
-	table, err := sqllease.ParseTable(name)
+	table, err := sqllease.ParseTable(cfg.Table)
 	if err != nil {
 		return nil, err
 	}

@@ -116,11 +116,7 @@ type pgDriver struct {
 type pollOnly struct{ driver.Locker }
 
 func open(ctx context.Context, q querier, cfg Options, addr, secret string, closeFn func()) (driver.Locker, error) {
-	name := cfg.Table
-	if name == "" {
-		name = DefaultTable
-	}
-	table, err := sqllease.ParseTable(name)
+	table, err := sqllease.ParseTable(cfg.Table)
 	if err != nil {
 		return nil, err
 	}

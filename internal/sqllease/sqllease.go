@@ -34,8 +34,12 @@ type Table struct {
 
 // ParseTable validates s: "name" or "schema.name", where each part is
 // ASCII letters, digits and '_', not starting with a digit, at most 63
-// bytes. Names are used exactly as given (quoted, so case-sensitive).
+// bytes; the empty s is DefaultTable (an Options.Table left empty). Names
+// are used exactly as given (quoted, so case-sensitive).
 func ParseTable(s string) (Table, error) {
+	if s == "" {
+		return Table{Name: DefaultTable}, nil
+	}
 	parts := strings.Split(s, ".")
 	if len(parts) > 2 {
 		return Table{}, fmt.Errorf("%w: table %q: at most one '.' (schema.table)", driver.ErrInvalidOption, s)

@@ -24,7 +24,6 @@ func TestParseTable(t *testing.T) {
 		{"_x", true, `"_x"`, "`_x`"},
 		{strings.Repeat("a", 63), true, `"` + strings.Repeat("a", 63) + `"`, "`" + strings.Repeat("a", 63) + "`"},
 		{strings.Repeat("a", 64), false, "", ""},
-		{"", false, "", ""},
 		{"a.b.c", false, "", ""},
 		{".t", false, "", ""},
 		{"s.", false, "", ""},
@@ -56,6 +55,12 @@ func TestParseTable(t *testing.T) {
 		if got.String() != tc.in {
 			t.Errorf("ParseTable(%q).String() = %q", tc.in, got.String())
 		}
+	}
+}
+
+func TestParseTableDefault(t *testing.T) {
+	if got, err := ParseTable(""); err != nil || got != (Table{Name: DefaultTable}) {
+		t.Errorf("ParseTable(\"\") = %+v, %v, want DefaultTable", got, err)
 	}
 }
 
