@@ -164,6 +164,7 @@ func testDriverByteKeys(t *testing.T, s *suite) {
 		{"stra\u00dfe", "strasse"},  // ß vs ss
 		{"a/b", "a%2Fb"},
 		{"a", "A"},
+		{"\u00c4", "\u00e4"}, // Ä vs ä (case-insensitive collations)
 		{"k", "k "},
 		{"i", "\u0130"}, // dotted capital I
 		// SQL LIKE wildcards and quotes, Redis glob characters.

@@ -122,23 +122,6 @@ func TestMariaDB(t *testing.T) {
 		})
 	}
 
-	t.Run("keys are bytes", func(t *testing.T) {
-		a, b := openClient(t, ctx, srv.URL()), openClient(t, ctx, srv.URL())
-		pairs := [][2]string{{"nul\x00a", "nul\x00b"}, {"nul\x00", "nul"}, {"é", "e\u0301"}, {"ß", "ss"}, {"a", "a "}, {"Ä", "ä"}}
-		for _, p := range pairs {
-			l1, err := a.TryLock(ctx, p[0])
-			if err != nil {
-				t.Fatalf("TryLock(%q): %v", p[0], err)
-			}
-			l2, err := b.TryLock(ctx, p[1])
-			if err != nil {
-				t.Fatalf("holding %q blocks %q: %v", p[0], p[1], err)
-			}
-			_ = l1.Unlock(ctx)
-			_ = l2.Unlock(ctx)
-		}
-	})
-
 	t.Run("table shape", func(t *testing.T) {
 		openClient(t, ctx, srv.URL())
 		root, err := srv.RootDB()

@@ -2,7 +2,6 @@ package pgdlock
 
 import (
 	"context"
-	"errors"
 	"testing"
 	"time"
 
@@ -16,27 +15,6 @@ func TestPostgres(t *testing.T) {
 	pg := testserver.StartPostgres(t)
 	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
 	defer cancel()
-
-	t.Run("keys are bytes", func(t *testing.T) {
-		a, b := openClient(t, ctx, pg.URL()), openClient(t, ctx, pg.URL())
-		// U+0000 is valid UTF-8 but cannot be stored in a text column.
-		pairs := [][2]string{{"nul\x00a", "nul\x00b"}, {"nul\x00", "nul"}, {"é", "e\u0301"}, {"ß", "ss"}}
-		for _, p := range pairs {
-			l1, err := a.TryLock(ctx, p[0])
-			if err != nil {
-				t.Fatalf("TryLock(%q): %v", p[0], err)
-			}
-			l2, err := b.TryLock(ctx, p[1])
-			if err != nil {
-				t.Fatalf("holding %q blocks %q: %v", p[0], p[1], err)
-			}
-			if _, err := b.TryLock(ctx, p[0]); !errors.Is(err, dlock.ErrNotAcquired) {
-				t.Fatalf("TryLock(%q) by another owner = %v, want ErrNotAcquired", p[0], err)
-			}
-			_ = l1.Unlock(ctx)
-			_ = l2.Unlock(ctx)
-		}
-	})
 
 	t.Run("metadata is cleaned", func(t *testing.T) {
 		c := openClient(t, ctx, pg.URL())

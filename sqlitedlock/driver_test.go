@@ -86,39 +86,6 @@ func TestInspectHeld(t *testing.T) {
 	}
 }
 
-// TestKeysByteExact checks that keys that differ in any byte are different
-// locks, including ones SQLite could fold (case, NUL, normalisation).
-func TestKeysByteExact(t *testing.T) {
-	ctx := testCtx(t)
-	c := openClient(t, "sqlite://"+filepath.Join(t.TempDir(), "locks.db"))
-	keys := []string{"a", "A", "a\x00b", "a\x00c", "a ", "caf\u00e9", "cafe\u0301", "a/b", "a%2Fb", "%", "_", "'", `"`}
-	var held []*dlock.Lock
-	for _, k := range keys {
-		l, err := c.TryLock(ctx, k, dlock.WithTTL(time.Minute))
-		if err != nil {
-			t.Fatalf("TryLock(%q) while the other keys are held: %v", k, err)
-		}
-		held = append(held, l)
-	}
-	for i, k := range keys {
-		in, err := c.Inspect(ctx, k)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if !in.Held || in.Fence != held[i].Fence() {
-			t.Errorf("Inspect(%q) = %+v, want held with fence %d", k, in, held[i].Fence())
-		}
-		if _, err := c.TryLock(ctx, k); !errors.Is(err, dlock.ErrNotAcquired) {
-			t.Errorf("second TryLock(%q) = %v, want ErrNotAcquired", k, err)
-		}
-	}
-	for _, l := range held {
-		if err := l.Unlock(ctx); err != nil {
-			t.Errorf("Unlock(%q): %v", l.Key(), err)
-		}
-	}
-}
-
 // TestSameProcessNotification checks that a release by one client wakes a
 // waiter of another client on the same file at once, not at its backoff:
 // the waiter's backoff is an hour.
