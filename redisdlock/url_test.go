@@ -1,18 +1,8 @@
 package redisdlock_test
 
 import (
-	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"errors"
-	"math/big"
-	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -22,49 +12,58 @@ import (
 
 	"github.com/dlock-go/dlock"
 	"github.com/dlock-go/dlock/driver"
+	"github.com/dlock-go/dlock/drivertest"
 	"github.com/dlock-go/dlock/internal/redisengine"
+	"github.com/dlock-go/dlock/internal/redisengine/redistest"
 	"github.com/dlock-go/dlock/internal/testserver"
 	"github.com/dlock-go/dlock/redisdlock"
 )
 
-func TestSchemesRegistered(t *testing.T) {
-	for _, s := range []string{"redis", "rediss", "redis+cluster", "rediss+cluster", "redis+sentinel", "rediss+sentinel"} {
-		if !slices.Contains(dlock.Schemes(), s) {
-			t.Errorf("scheme %q not registered; have %v", s, dlock.Schemes())
-		}
-	}
-}
-
-// TestOpenURL opens URLs without contacting a server (Open is lazy) and
-// checks the options they produce.
-func TestOpenURL(t *testing.T) {
-	ca := writeTestCA(t)
-	tests := []struct {
-		url    string
-		prefix string
-	}{
-		{"redis://127.0.0.1:1", ""},
+// TestURLs: drivertest.RunURLTests with this package's schemes (the
+// refusals every Redis URL shares are redistest.InvalidURLs'), then forms
+// of a Cluster, Sentinels and addresses where nothing listens, opened
+// without contacting them (opening is lazy), with the key prefix each
+// gives the driver.
+func TestURLs(t *testing.T) {
+	srv, tlsSrv := testserver.StartRedis(t), testserver.StartRedis(t, testserver.RedisTLS())
+	ca := "tls_ca_file=" + tlsSrv.CAFile
+	drivertest.RunURLTests(t, drivertest.URLCases{
+		Secret: redistest.Secret,
+		Valid: []string{
+			srv.URL(),
+			srv.URL() + "/2?prefix=app:",
+			srv.URL() + "?dial_timeout=1s&read_timeout=250ms&write_timeout=2&pool_size=3&fence_ttl=48h",
+			tlsSrv.URL() + "?" + ca + "&tls_server_name=127.0.0.1&tls_insecure_skip_verify=false",
+			tlsSrv.URL() + "/1?tls_insecure_skip_verify=1",
+		},
+		Invalid: append(redistest.InvalidURLs(redisdlock.Scheme, redisdlock.SchemeTLS, redisdlock.SchemeCluster,
+			redisdlock.SchemeClusterTLS, redisdlock.SchemeSentinel, redisdlock.SchemeSentinelTLS), []drivertest.InvalidURL{
+			{URL: "redis://127.0.0.1:1,127.0.0.1:2", Want: "names 2 hosts"},
+			{URL: "redis+cluster://127.0.0.1:1/0", Want: "takes no path"},
+			{URL: "redis+cluster://127.0.0.1:1?sentinel_username=x", Want: "sentinel_username"},
+			{URL: "redis+sentinel://127.0.0.1:1", Want: "master name"},
+			{URL: "redis+sentinel://127.0.0.1:1/", Want: "master name"},
+			{URL: "redis+sentinel://127.0.0.1:1/m/1/2", Want: "master name"},
+			{URL: "redis+sentinel://127.0.0.1:1/m/x", Want: "database number"},
+			{URL: "redis+sentinel://:" + redistest.Secret + "@127.0.0.1:1/m?bogus=1", Want: "bogus"},
+		}...),
+	})
+	for _, tc := range []struct{ url, prefix string }{
 		{"redis://localhost", ""},
-		{"redis://127.0.0.1:1?prefix=dlock:", "dlock:"},
-		{"redis://u:p@127.0.0.1:1/2?prefix=app:", "app:"},
-		{"redis://127.0.0.1:1/?prefix=", ""},
+		{"redis://[::1]:6379/0?prefix=", ""},
 		{"redis://127.0.0.1:1?prefix=%7Bapp%7D:", "{app}:"},
-		{"redis://[::1]:6379/0", ""},
-		{"redis://127.0.0.1:1?dial_timeout=1s&read_timeout=250ms&write_timeout=2&pool_size=3&fence_ttl=48h", ""},
-		{"rediss://127.0.0.1:1?tls_ca_file=" + ca + "&tls_server_name=redis.example&tls_insecure_skip_verify=false", ""},
 		{"redis+cluster://127.0.0.1:1,127.0.0.1:2,127.0.0.1:3?prefix=c:", "c:"},
 		{"redis+cluster://127.0.0.1:1/", ""},
 		{"rediss+cluster://127.0.0.1:1,127.0.0.1:2?tls_insecure_skip_verify=1", ""},
 		{"redis+sentinel://127.0.0.1:1,127.0.0.1:2/mymaster", ""},
 		{"redis+sentinel://:pw@127.0.0.1/mymaster/3?sentinel_password=spw&sentinel_username=su", ""},
-		{"rediss+sentinel://127.0.0.1:1/mymaster?tls_ca_file=" + ca, ""},
-	}
-	for _, tc := range tests {
+		{"rediss+sentinel://127.0.0.1:1/mymaster?" + ca, ""},
+	} {
 		u, err := driver.ParseURL(tc.url)
 		if err != nil {
 			t.Fatalf("ParseURL(%q): %v", tc.url, err)
 		}
-		l, err := redisdlock.OpenURL(context.Background(), u)
+		l, err := redisdlock.OpenURL(t.Context(), u)
 		if err != nil {
 			t.Errorf("OpenURL(%q): %v", tc.url, err)
 			continue
@@ -73,96 +72,6 @@ func TestOpenURL(t *testing.T) {
 			t.Errorf("OpenURL(%q): prefix %q, want %q", tc.url, got, tc.prefix)
 		}
 		_ = l.Close()
-	}
-}
-
-func TestOpenURLInvalid(t *testing.T) {
-	const pw = "pa55word-in-url"
-	tests := []string{
-		"redis://127.0.0.1:1?unknown=1",
-		"redis://127.0.0.1:1?prefix=a&prefix=b",
-		"redis://127.0.0.1:1?dial_timeout=soon",
-		"redis://127.0.0.1:1?read_timeout=0",
-		"redis://127.0.0.1:1?write_timeout=-1s",
-		"redis://127.0.0.1:1?pool_size=0",
-		"redis://127.0.0.1:1?pool_size=many",
-		"redis://127.0.0.1:1?fence_ttl=1ms",
-		"redis://127.0.0.1:1?prefix=%7B",
-		"redis://127.0.0.1:1?prefix=%7B%7D",
-		"redis://127.0.0.1:1?prefix=%FF",
-		"redis://127.0.0.1:1/x",
-		"redis://127.0.0.1:1/-1",
-		"redis://127.0.0.1:1/1/2",
-		"redis://127.0.0.1:99999",
-		"redis://127.0.0.1:1,127.0.0.1:2",
-		"redis://127.0.0.1:1?tls_ca_file=/x",
-		"redis://127.0.0.1:1?tls_insecure_skip_verify=true",
-		"redis://127.0.0.1:1?sentinel_password=x",
-		"rediss://127.0.0.1:1?tls_ca_file=/does/not/exist",
-		"rediss://127.0.0.1:1?tls_cert_file=/x",
-		"rediss://127.0.0.1:1?tls_insecure_skip_verify=maybe",
-		"redis+cluster://127.0.0.1:1/0",
-		"redis+cluster://127.0.0.1:1,,127.0.0.1:2",
-		"redis+cluster://127.0.0.1:1?sentinel_username=x",
-		"redis+sentinel://127.0.0.1:1",
-		"redis+sentinel://127.0.0.1:1/",
-		"redis+sentinel://127.0.0.1:1/m/x",
-		"redis+sentinel://127.0.0.1:1/m/1/2",
-		"redis+sentinel://:" + pw + "@127.0.0.1:1/m?bogus=1",
-		"redis://:" + pw + "@127.0.0.1:1?bogus=1",
-		"redis://:" + pw + "@127.0.0.1:1/nodb",
-	}
-	for _, raw := range tests {
-		c, err := dlock.Open(context.Background(), raw)
-		if err == nil {
-			_ = c.Close()
-			t.Errorf("Open(%q) succeeded, want ErrInvalidOption", raw)
-			continue
-		}
-		if !errors.Is(err, dlock.ErrInvalidOption) {
-			t.Errorf("Open(%q) = %v, want ErrInvalidOption", raw, err)
-		}
-		if strings.Contains(err.Error(), pw) {
-			t.Errorf("Open(%q) error %q shows the password", raw, err)
-		}
-	}
-}
-
-// TestOpenURLNeedsHost: a URL without a host, or without the "//" that
-// introduces one, is an error naming the scheme and what is missing, not a
-// client of localhost:6379.
-func TestOpenURLNeedsHost(t *testing.T) {
-	const pw = "pa55word-in-url"
-	tests := []struct{ url, want string }{
-		{"redis:127.0.0.1:1", `redis URL is missing the "//"`},
-		{"redis:app:" + pw + "@127.0.0.1:1/0", `redis URL is missing the "//"`},
-		{"redis:/app:" + pw + "@127.0.0.1:1/0", `redis URL is missing the "//"`},
-		{"rediss:127.0.0.1:1", `rediss URL is missing the "//"`},
-		{"redis+cluster:127.0.0.1:1", `redis+cluster URL is missing the "//"`},
-		{"redis+sentinel:/m", `redis+sentinel URL is missing the "//"`},
-		{"redis://", "redis URL names no host"},
-		{"redis:///0", "redis URL names no host"},
-		{"redis://:" + pw + "@/0", "redis URL names no host"},
-		{"rediss://?tls_insecure_skip_verify=true", "rediss URL names no host"},
-		{"redis+cluster://", "redis+cluster URL names no host"},
-		{"rediss+cluster:///", "rediss+cluster URL names no host"},
-		{"redis+sentinel:///mymaster", "redis+sentinel URL names no host"},
-		{"rediss+sentinel://:" + pw + "@/mymaster", "rediss+sentinel URL names no host"},
-		{"redis://%2Ftmp%2Fredis.sock/0", "not valid"},
-	}
-	for _, tc := range tests {
-		c, err := dlock.Open(t.Context(), tc.url)
-		if err == nil {
-			_ = c.Close()
-			t.Errorf("Open(%q) succeeded, want ErrInvalidOption", tc.url)
-			continue
-		}
-		if !errors.Is(err, dlock.ErrInvalidOption) || !strings.Contains(err.Error(), tc.want) {
-			t.Errorf("Open(%q) = %v, want ErrInvalidOption containing %q", tc.url, err, tc.want)
-		}
-		if strings.Contains(err.Error(), pw) {
-			t.Errorf("Open(%q) error %q shows the password", tc.url, err)
-		}
 	}
 }
 
@@ -193,34 +102,6 @@ func TestNewDriverOptions(t *testing.T) {
 	if _, err := redisdlock.NewDriver(nil, redisdlock.Options{}); !errors.Is(err, dlock.ErrInvalidOption) {
 		t.Errorf("NewDriver(nil) = %v, want ErrInvalidOption", err)
 	}
-}
-
-// writeTestCA writes a throw-away self-signed CA certificate and returns
-// its path.
-func writeTestCA(t *testing.T) string {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: "test CA"},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(time.Hour),
-		IsCA:                  true,
-		KeyUsage:              x509.KeyUsageCertSign,
-		BasicConstraintsValid: true,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	path := filepath.Join(t.TempDir(), "ca.pem")
-	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return path
 }
 
 // TestURLOpener: a configured URLOpener's Options, TLSConfig and

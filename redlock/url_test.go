@@ -1,10 +1,8 @@
 package redlock_test
 
 import (
-	"context"
 	"crypto/tls"
 	"errors"
-	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -13,115 +11,62 @@ import (
 
 	"github.com/dlock-go/dlock"
 	"github.com/dlock-go/dlock/driver"
+	"github.com/dlock-go/dlock/drivertest"
+	"github.com/dlock-go/dlock/internal/redisengine/redistest"
 	"github.com/dlock-go/dlock/internal/testserver"
 	"github.com/dlock-go/dlock/redlock"
 )
 
-func TestSchemesRegistered(t *testing.T) {
-	for _, s := range []string{"redlock", "redlocks"} {
-		if !slices.Contains(dlock.Schemes(), s) {
-			t.Errorf("scheme %q not registered; have %v", s, dlock.Schemes())
-		}
-	}
-}
+// TestURLs: drivertest.RunURLTests with redlock:// and redlocks:// URLs
+// (the refusals every Redis URL shares are redistest.InvalidURLs'), on
+// plain nodes and on TLS nodes with a password; then a wrong password,
+// which the first lock call meets (opening is lazy), and forms opened
+// without contacting the nodes, with the nodes, quorum and key prefix each
+// gives the driver.
+func TestURLs(t *testing.T) {
+	url := testserver.RedlockURL(startNodes(t, 3)...)
+	tlsNodes := startNodes(t, 3, testserver.RedisTLS(), testserver.RedisPassword("s3cret-rl"))
+	// Each TLS node has its own CA; trust them all for the test.
+	tlsURL := testserver.RedlockURL(tlsNodes...) + "?tls_insecure_skip_verify=true"
+	drivertest.RunURLTests(t, drivertest.URLCases{
+		Secret: redistest.Secret,
+		Valid:  []string{url, url + "/2?prefix=app:", url + "?node_timeout=2s&dial_timeout=1s&read_timeout=250ms&write_timeout=2&pool_size=3&fence_ttl=48h", tlsURL},
+		Invalid: append(redistest.InvalidURLs(redlock.Scheme, redlock.SchemeTLS), []drivertest.InvalidURL{
+			{URL: "redlock://127.0.0.1:1,127.0.0.1:1", Want: "names node 127.0.0.1:1 twice"},
+			{URL: "redlock://127.0.0.1:1?node_timeout=0", Want: "node_timeout"},
+			{URL: "redlock://127.0.0.1:1?node_timeout=soon", Want: "node_timeout"},
+		}...),
+	})
 
-// TestOpenURL opens URLs without contacting a server (Open is lazy).
-func TestOpenURL(t *testing.T) {
-	tests := []struct {
+	_, err := openURL(t, strings.Replace(tlsURL, "s3cret-rl", "wrong-pw", 1)).TryLock(testCtx(t, 30*time.Second), "k")
+	if !errors.Is(err, dlock.ErrUnavailable) || strings.Contains(err.Error(), "wrong-pw") || !strings.Contains(err.Error(), tlsNodes[0].Addr()) {
+		t.Fatalf("TryLock with a wrong password = %v; want ErrUnavailable naming %s without the password", err, tlsNodes[0].Addr())
+	}
+
+	for _, tc := range []struct {
 		url    string
 		nodes  int
 		prefix string
 	}{
-		{"redlock://127.0.0.1:1,127.0.0.1:2,127.0.0.1:3", 3, ""},
 		{"redlock://127.0.0.1", 1, ""},
 		{"redlock://u:p@h1,h2:7000,h3:7001/2?prefix=app:", 3, "app:"},
-		{"redlock://127.0.0.1:1,127.0.0.1:2?node_timeout=20ms&dial_timeout=1s&read_timeout=250ms&write_timeout=2&pool_size=3&fence_ttl=48h", 2, ""},
+		{"redlock://127.0.0.1:1,127.0.0.1:2?node_timeout=20ms", 2, ""},
 		{"redlocks://127.0.0.1:1,127.0.0.1:2?tls_server_name=redis.example&tls_insecure_skip_verify=true", 2, ""},
-	}
-	for _, tc := range tests {
+	} {
 		u, err := driver.ParseURL(tc.url)
 		if err != nil {
 			t.Fatalf("ParseURL(%q): %v", tc.url, err)
 		}
-		l, err := redlock.OpenURL(context.Background(), u)
+		l, err := redlock.OpenURL(t.Context(), u)
 		if err != nil {
 			t.Errorf("OpenURL(%q): %v", tc.url, err)
 			continue
 		}
 		d := l.(*redlock.Driver)
-		if got := len(d.Nodes()); got != tc.nodes {
-			t.Errorf("OpenURL(%q): %d nodes, want %d", tc.url, got, tc.nodes)
-		}
-		if got, want := d.Quorum(), tc.nodes/2+1; got != want {
-			t.Errorf("OpenURL(%q): quorum %d, want %d", tc.url, got, want)
-		}
-		if got := d.Nodes()[0].Prefix(); got != tc.prefix {
-			t.Errorf("OpenURL(%q): prefix %q, want %q", tc.url, got, tc.prefix)
+		if len(d.Nodes()) != tc.nodes || d.Quorum() != tc.nodes/2+1 || d.Nodes()[0].Prefix() != tc.prefix {
+			t.Errorf("OpenURL(%q): %d nodes, quorum %d, prefix %q; want %d, %d, %q", tc.url, len(d.Nodes()), d.Quorum(), d.Nodes()[0].Prefix(), tc.nodes, tc.nodes/2+1, tc.prefix)
 		}
 		_ = l.Close()
-	}
-}
-
-func TestOpenURLInvalid(t *testing.T) {
-	const pw = "pa55word-in-url"
-	tests := []string{
-		"redlock://",
-		"redlock://127.0.0.1:1?unknown=1",
-		"redlock://127.0.0.1:1,127.0.0.1:1",
-		"redlock://127.0.0.1:1,,127.0.0.1:2",
-		"redlock://127.0.0.1:99999",
-		"redlock://127.0.0.1:1/x",
-		"redlock://127.0.0.1:1?node_timeout=0",
-		"redlock://127.0.0.1:1?node_timeout=soon",
-		"redlock://127.0.0.1:1?pool_size=0",
-		"redlock://127.0.0.1:1?fence_ttl=1ms",
-		"redlock://127.0.0.1:1?prefix=%7B",
-		"redlock://127.0.0.1:1?tls_insecure_skip_verify=true",
-		"redlock://127.0.0.1:1?sentinel_password=x",
-		"redlocks://127.0.0.1:1?tls_ca_file=/does/not/exist",
-		"redlock://:" + pw + "@127.0.0.1:1?bogus=1",
-	}
-	for _, raw := range tests {
-		c, err := dlock.Open(context.Background(), raw)
-		if err == nil {
-			_ = c.Close()
-			t.Errorf("Open(%q) succeeded, want ErrInvalidOption", raw)
-			continue
-		}
-		if !errors.Is(err, dlock.ErrInvalidOption) {
-			t.Errorf("Open(%q) = %v, want ErrInvalidOption", raw, err)
-		}
-		if strings.Contains(err.Error(), pw) {
-			t.Errorf("Open(%q) error %q shows the password", raw, err)
-		}
-	}
-}
-
-// TestOpenURLNeedsHost: a URL without nodes, or without the "//" that
-// introduces them, is an error naming the scheme and what is missing.
-func TestOpenURLNeedsHost(t *testing.T) {
-	const pw = "pa55word-in-url"
-	tests := []struct{ url, want string }{
-		{"redlock:127.0.0.1:1,127.0.0.1:2", `redlock URL is missing the "//"`},
-		{"redlock:app:" + pw + "@127.0.0.1:1/0", `redlock URL is missing the "//"`},
-		{"redlocks:/app:" + pw + "@127.0.0.1:1/0", `redlocks URL is missing the "//"`},
-		{"redlock://", "redlock URL names no host"},
-		{"redlock://:" + pw + "@/0", "redlock URL names no host"},
-		{"redlock://%2Ftmp%2Fredis.sock/0", "not valid"},
-	}
-	for _, tc := range tests {
-		c, err := dlock.Open(t.Context(), tc.url)
-		if err == nil {
-			_ = c.Close()
-			t.Errorf("Open(%q) succeeded, want ErrInvalidOption", tc.url)
-			continue
-		}
-		if !errors.Is(err, dlock.ErrInvalidOption) || !strings.Contains(err.Error(), tc.want) {
-			t.Errorf("Open(%q) = %v, want ErrInvalidOption containing %q", tc.url, err, tc.want)
-		}
-		if strings.Contains(err.Error(), pw) {
-			t.Errorf("Open(%q) error %q shows the password", tc.url, err)
-		}
 	}
 }
 
@@ -141,27 +86,6 @@ func TestNewDriverInvalid(t *testing.T) {
 		if _, err := redlock.NewDriver([]*redis.Client{rdb}, o); !errors.Is(err, dlock.ErrInvalidOption) {
 			t.Errorf("NewDriver(%+v) = %v, want ErrInvalidOption", o, err)
 		}
-	}
-}
-
-// TestTLSAndAuth opens redlocks:// with a password against TLS nodes, and
-// fails cleanly (naming nodes, not the password) with a wrong one.
-func TestTLSAndAuth(t *testing.T) {
-	nodes := startNodes(t, 3, testserver.RedisTLS(), testserver.RedisPassword("s3cret-rl"))
-	ctx := testCtx(t, 30*time.Second)
-	// Each node has its own CA; trust them all for the test.
-	c := openURL(t, testserver.RedlockURL(nodes...)+"?tls_insecure_skip_verify=true")
-	l, err := c.TryLock(ctx, "k")
-	if err != nil {
-		t.Fatalf("TryLock over TLS with a password: %v", err)
-	}
-	if err := l.Unlock(ctx); err != nil {
-		t.Fatalf("Unlock: %v", err)
-	}
-	bad := openURL(t, strings.Replace(testserver.RedlockURL(nodes...), "s3cret-rl", "wrong-pw", 1)+"?tls_insecure_skip_verify=true")
-	_, err = bad.TryLock(ctx, "k")
-	if !errors.Is(err, dlock.ErrUnavailable) || strings.Contains(err.Error(), "wrong-pw") || !strings.Contains(err.Error(), nodes[0].Addr()) {
-		t.Fatalf("TryLock with a wrong password = %v; want ErrUnavailable naming %s without the password", err, nodes[0].Addr())
 	}
 }
 

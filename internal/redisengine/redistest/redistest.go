@@ -1,5 +1,7 @@
-// Package redistest holds the conformance-suite harnesses that the tests of
-// redisdlock and redlock share.
+// Package redistest holds what the tests of redisdlock and redlock share:
+// the harnesses of the conformance and batch-refresh suites (URLHarness,
+// CountingHarness) and the URLs every scheme of the Redis family refuses
+// (InvalidURLs).
 package redistest
 
 import (
