@@ -125,15 +125,6 @@ func waitFor(t testing.TB, d time.Duration, what string, cond func() bool) {
 	}
 }
 
-func isDone(l *dlock.Lock) bool {
-	select {
-	case <-l.Done():
-		return true
-	default:
-		return false
-	}
-}
-
 // lockInBackground calls c.Lock and, when granted, Unlock, in a goroutine;
 // the channel gets the first error (nil when both succeeded).
 func lockInBackground(ctx context.Context, c *dlock.Client, key string, opts ...dlock.LockOption) <-chan error {

@@ -10,6 +10,9 @@ import (
 	"time"
 
 	"github.com/dlock-go/dlock"
+	"github.com/dlock-go/dlock/driver"
+	"github.com/dlock-go/dlock/drivertest"
+	"github.com/dlock-go/dlock/internal/redisengine/redistest"
 	"github.com/dlock-go/dlock/internal/testserver"
 )
 
@@ -30,23 +33,20 @@ func proxied(t testing.TB, nodes []*testserver.Redis, params string) ([]*testser
 	return ps, u
 }
 
-// exclusive runs a few goroutines on clients taking key in turn and fails
+// exclusive has 4 goroutines per client take key 10 times each, and fails
 // the test if two critical sections overlap.
 func exclusive(t *testing.T, ctx context.Context, key string, clients ...*dlock.Client) {
 	t.Helper()
 	var (
 		inside, overlap atomic.Int32
 		wg              sync.WaitGroup
-		errs            = make(chan error, 4*len(clients))
 	)
-	for g := 0; g < 4*len(clients); g++ {
-		wg.Add(1)
-		go func(c *dlock.Client) {
-			defer wg.Done()
-			for r := 0; r < 10; r++ {
-				l, err := c.Lock(ctx, key, dlock.WithRetry(dlock.ExponentialBackoff(time.Millisecond, 20*time.Millisecond)))
+	for g := range 4 * len(clients) {
+		wg.Go(func() {
+			for range 10 {
+				l, err := clients[g%len(clients)].Lock(ctx, key, dlock.WithRetry(dlock.ExponentialBackoff(time.Millisecond, 20*time.Millisecond)))
 				if err != nil {
-					errs <- err
+					t.Errorf("exclusion run: Lock: %v", err)
 					return
 				}
 				if inside.Add(1) != 1 {
@@ -55,30 +55,79 @@ func exclusive(t *testing.T, ctx context.Context, key string, clients ...*dlock.
 				time.Sleep(100 * time.Microsecond)
 				inside.Add(-1)
 				if err := l.Unlock(ctx); err != nil {
-					errs <- err
+					t.Errorf("exclusion run: Unlock: %v", err)
 					return
 				}
 			}
-		}(clients[g%len(clients)])
+		})
 	}
 	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Fatalf("exclusion run: %v", err)
-	}
 	if n := overlap.Load(); n != 0 {
 		t.Fatalf("critical sections overlapped %d times", n)
 	}
 }
 
-// TestNodesDown: with 2 of 5 nodes down locks are still granted and
-// exclusive; with 3 down Lock and TryLock fail at once with an error saying
-// the quorum was not reached; with the nodes back it works again.
+// TestFaults: the server faults of drivertest.RunFaultTests (a crash and a
+// restart, connections ended, a partition, a paused server) on every node
+// of five at once, and on a majority of them while the other two keep
+// answering; the nodes keep their writes.
+func TestFaults(t *testing.T) {
+	nodes, proxies := redistest.StartFaultServers(t, 5)
+	for _, broken := range []int{5, 3} {
+		var healthy []string
+		for _, n := range nodes[broken:] {
+			healthy = append(healthy, n.Addr())
+		}
+		t.Run(map[int]string{5: "AllNodes", 3: "Majority"}[broken], func(t *testing.T) {
+			h := &redistest.FaultHarness{Servers: nodes[:broken], Proxies: proxies[:broken], Open: func(ctx context.Context, addrs []string) (driver.Locker, error) {
+				return urlHarness("redlock://" + strings.Join(append(addrs, healthy...), ",")).MakeDriver(ctx)
+			}}
+			drivertest.RunFaultTests(t, func(context.Context, *testing.T) (drivertest.Harness, error) { return h, nil })
+		})
+	}
+}
+
+// TestNodesDown: with 3 of 5 nodes silent (blackholed, node_timeout=100ms)
+// or down, TryLock and Lock fail at once, not at the caller's deadline,
+// with an error saying the quorum was not reached and naming a node; with
+// 2 of 5 down locks are still granted and exclusive. (What a majority's
+// crash, partition or pause does to a held lock, and the recovery, is
+// TestFaults/Majority.)
 func TestNodesDown(t *testing.T) {
 	nodes := startNodes(t, 5)
 	ctx := testCtx(t, 60*time.Second)
 	url := testserver.RedlockURL(nodes...)
-	a, b := openURL(t, url), openURL(t, url)
+	ps, viaProxies := proxied(t, nodes, "node_timeout=100ms")
+	a, b, cut := openURL(t, url), openURL(t, url), openURL(t, viaProxies)
+	quorumLost := func(what string, c *dlock.Client, node string) {
+		t.Helper()
+		for _, try := range []bool{true, false} {
+			lctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			var err error
+			if try {
+				_, err = c.TryLock(lctx, "k")
+			} else {
+				_, err = c.Lock(lctx, "k")
+			}
+			ended := lctx.Err()
+			cancel()
+			if !errors.Is(err, dlock.ErrUnavailable) || !strings.Contains(err.Error(), "quorum of 3 of 5 nodes not reached") || !strings.Contains(err.Error(), node) {
+				t.Fatalf("lock (try %v) with %s = %v; want ErrUnavailable saying the quorum was not reached and naming %s", try, what, err, node)
+			}
+			if ended != nil {
+				t.Fatalf("lock (try %v) with %s returned only when its 5s deadline ended: %v", try, what, err)
+			}
+		}
+	}
+
+	for _, p := range ps[:3] {
+		p.Blackhole(true)
+	}
+	quorumLost("3 of 5 nodes silent", cut, ps[0].Addr())
+	for _, p := range ps[:3] {
+		p.ResetAll() // the held requests never arrive
+		p.Blackhole(false)
+	}
 
 	nodes[3].Kill()
 	nodes[4].Kill()
@@ -95,83 +144,7 @@ func TestNodesDown(t *testing.T) {
 	exclusive(t, ctx, "shared", a, b)
 
 	nodes[2].Kill()
-	for _, tc := range []struct {
-		name string
-		try  bool
-	}{{"TryLock", true}, {"Lock", false}} {
-		lctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		var err error
-		if tc.try {
-			_, err = a.TryLock(lctx, "k")
-		} else {
-			_, err = a.Lock(lctx, "k")
-		}
-		ended := lctx.Err()
-		cancel()
-		if !errors.Is(err, dlock.ErrUnavailable) || !strings.Contains(err.Error(), "quorum of 3 of 5 nodes not reached") || !strings.Contains(err.Error(), nodes[2].Addr()) {
-			t.Fatalf("%s with 3 of 5 nodes down = %v; want ErrUnavailable saying the quorum was not reached and naming %s", tc.name, err, nodes[2].Addr())
-		}
-		if ended != nil {
-			t.Fatalf("%s with 3 of 5 nodes down returned only when its 5s deadline ended: %v", tc.name, err)
-		}
-	}
-
-	for _, n := range nodes[2:] {
-		n.Restart()
-	}
-	wctx, cancel := context.WithTimeout(ctx, 20*time.Second)
-	defer cancel()
-	l, err := a.Lock(wctx, "k")
-	if err != nil {
-		t.Fatalf("Lock with the nodes back: %v", err)
-	}
-	if _, err := b.TryLock(ctx, "k"); !errors.Is(err, dlock.ErrNotAcquired) {
-		t.Fatalf("second TryLock with the nodes back = %v, want ErrNotAcquired", err)
-	}
-	if err := l.Unlock(ctx); err != nil {
-		t.Fatalf("Unlock: %v", err)
-	}
-}
-
-// TestMajorityUnresponsive: with 3 of 5 nodes blackholed (requests go
-// unanswered), TryLock and Lock fail within the node timeout, not the
-// caller's deadline, and nothing is granted.
-func TestMajorityUnresponsive(t *testing.T) {
-	nodes := startNodes(t, 5)
-	ctx := testCtx(t, 60*time.Second)
-	ps, url := proxied(t, nodes, "node_timeout=100ms")
-	a := openURL(t, url)
-	for _, p := range ps[:3] {
-		p.Blackhole(true)
-	}
-	for _, try := range []bool{true, false} {
-		lctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		var err error
-		if try {
-			_, err = a.TryLock(lctx, "k")
-		} else {
-			_, err = a.Lock(lctx, "k")
-		}
-		ended := lctx.Err()
-		cancel()
-		if !errors.Is(err, dlock.ErrUnavailable) || !strings.Contains(err.Error(), "quorum") {
-			t.Fatalf("lock (try %v) with 3 of 5 nodes blackholed = %v; want ErrUnavailable about the quorum", try, err)
-		}
-		if ended != nil {
-			t.Fatalf("lock (try %v) with 3 of 5 nodes blackholed ran into its deadline: %v", try, err)
-		}
-	}
-	for _, p := range ps[:3] {
-		p.ResetAll()
-		p.Blackhole(false)
-	}
-	wctx, cancel := context.WithTimeout(ctx, 20*time.Second)
-	defer cancel()
-	l, err := a.Lock(wctx, "k")
-	if err != nil {
-		t.Fatalf("Lock after the partition healed: %v", err)
-	}
-	_ = l.Unlock(ctx)
+	quorumLost("3 of 5 nodes down", a, nodes[2].Addr())
 }
 
 // TestLatencyPastTTL: when the replies of a majority come later than the

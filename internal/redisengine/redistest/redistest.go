@@ -1,7 +1,7 @@
 // Package redistest holds what the tests of redisdlock and redlock share:
-// the harnesses of the conformance and batch-refresh suites (URLHarness,
-// CountingHarness) and the URLs every scheme of the Redis family refuses
-// (InvalidURLs).
+// the harnesses of the conformance, batch-refresh and fault suites
+// (URLHarness, CountingHarness, FaultHarness) and the URLs every scheme of
+// the Redis family refuses (InvalidURLs).
 package redistest
 
 import (
