@@ -74,10 +74,10 @@ func (e *Engine) ListHolders(ctx context.Context, prefix string) ([]HeldKey, err
 	select {
 	case err := <-done:
 		if err != nil {
-			return nil, e.unavailable(err)
+			return nil, e.unavailable(ctx, err)
 		}
 	case <-ctx.Done():
-		return nil, e.unavailable(ctx.Err())
+		return nil, e.unavailable(ctx, ctx.Err())
 	}
 	slices.SortFunc(l.out, func(a, b HeldKey) int { return strings.Compare(a.Key, b.Key) })
 	return l.out, nil
@@ -251,7 +251,7 @@ func (e *Engine) forceRelease(ctx context.Context, key string, args []any) (driv
 	}
 	in, _, state, err := parseInspect(v)
 	if err != nil {
-		return driver.Info{}, e.unavailable(err)
+		return driver.Info{}, e.unavailable(ctx, err)
 	}
 	switch state {
 	case 0:

@@ -37,12 +37,12 @@ func (e *Engine) RefreshBatch(ctx context.Context, reqs []driver.RefreshRequest)
 	select {
 	case cmds = <-done:
 	case <-ctx.Done():
-		fill(errs, e.unavailable(ctx.Err()))
+		fill(errs, e.unavailable(ctx, ctx.Err()))
 		return errs
 	}
 	for i, cmd := range cmds {
 		if err := cmd.Err(); err != nil {
-			errs[i] = e.unavailable(err)
+			errs[i] = e.unavailable(ctx, err)
 		} else if n, _ := cmd.Val().(int64); n != 1 {
 			errs[i] = fmt.Errorf("%w: %q", driver.ErrNotHeld, reqs[i].Key)
 		}

@@ -246,7 +246,7 @@ func (e *Engine) runTracked(ctx context.Context, s *redis.Script, keys []string,
 		if err != nil && ctx.Err() != nil && abandoned != nil {
 			go abandoned(v, err)
 		}
-		return v, e.unavailable(err)
+		return v, e.unavailable(ctx, err)
 	}
 	if err := ctx.Err(); err != nil {
 		replied()
@@ -268,7 +268,7 @@ func (e *Engine) runTracked(ctx context.Context, s *redis.Script, keys []string,
 			// Cut short by ctx: the server may have run the script.
 			go abandoned(r.v, r.err)
 		}
-		return r.v, e.unavailable(r.err)
+		return r.v, e.unavailable(ctx, r.err)
 	case <-ctx.Done():
 		if abandoned != nil {
 			go func() {
@@ -276,18 +276,29 @@ func (e *Engine) runTracked(ctx context.Context, s *redis.Script, keys []string,
 				abandoned(r.v, r.err)
 			}()
 		}
-		return nil, e.unavailable(ctx.Err())
+		return nil, e.unavailable(ctx, ctx.Err())
 	}
 }
 
-// unavailable wraps an error from go-redis with ErrUnavailable and the
-// server's address; a call cancelled by its caller keeps only the address.
+// unavailable wraps the error of a call made under ctx with ErrUnavailable
+// and the server's address; a call cancelled by its caller keeps only the
+// address. When ctx has ended, or its deadline has passed (a socket
+// deadline taken from it fires a moment before ctx says so), the error
+// also matches ctx's error, whatever go-redis made of it ("i/o timeout").
 // Errors never contain credentials: go-redis does not put them in its
 // errors, and the address is host:port only.
-func (e *Engine) unavailable(err error) error {
-	switch {
-	case err == nil:
+func (e *Engine) unavailable(ctx context.Context, err error) error {
+	if err == nil {
 		return nil
+	}
+	cerr := ctx.Err()
+	if dl, ok := ctx.Deadline(); cerr == nil && ok && !time.Now().Before(dl) {
+		cerr = context.DeadlineExceeded
+	}
+	if cerr != nil && !errors.Is(err, cerr) {
+		err = fmt.Errorf("%w (%w)", err, cerr)
+	}
+	switch {
 	case errors.Is(err, redis.ErrClosed) && e.closed.Load():
 		return driver.ErrClosed
 	case errors.Is(err, context.Canceled):

@@ -119,7 +119,7 @@ func (e *Engine) acquire(ctx context.Context, req driver.Request, attempt uint64
 	}
 	res, err := parseAcquire(v)
 	if err != nil {
-		return driver.Result{}, e.unavailable(err)
+		return driver.Result{}, e.unavailable(ctx, err)
 	}
 	if qa.w != nil && e.notify.setQueued(qa, !res.Acquired, false) {
 		res.Queued.Wait = queueKeepEvery
@@ -207,7 +207,7 @@ func (e *Engine) InspectHolder(ctx context.Context, key string) (driver.Info, st
 	}
 	in, token, state, err := parseInspect(v)
 	if err != nil {
-		return driver.Info{}, "", e.unavailable(err)
+		return driver.Info{}, "", e.unavailable(ctx, err)
 	}
 	in.Held = state == 1
 	return in, token, nil

@@ -124,7 +124,7 @@ func (n *notifier) watch(ctx context.Context, key, channel string) (<-chan struc
 	if needSync {
 		if err := n.sync(ctx); err != nil {
 			stop()
-			return nil, nil, n.e.unavailable(err)
+			return nil, nil, n.e.unavailable(ctx, err)
 		}
 	}
 	t := time.NewTimer(subscribeWait)
