@@ -14,7 +14,17 @@ import (
 	"github.com/dlock-go/dlock/drivertest"
 	"github.com/dlock-go/dlock/internal/redisengine/redistest"
 	"github.com/dlock-go/dlock/internal/testserver"
+	"github.com/dlock-go/dlock/redlock"
 )
+
+func mustParse(t testing.TB, raw string) *driver.URL {
+	t.Helper()
+	u, err := driver.ParseURL(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return u
+}
 
 // proxied starts a TCP proxy in front of each node and returns them with a
 // redlock URL through the proxies.
@@ -142,6 +152,31 @@ func TestNodesDown(t *testing.T) {
 		t.Fatalf("Unlock with 2 of 5 nodes down: %v", err)
 	}
 	exclusive(t, ctx, "shared", a, b)
+	// The three live nodes' "not ours" is a majority: another owner's
+	// Refresh and Release, and the Refresh of a holder freed by an
+	// operator, get ErrNotHeld, not ErrUnavailable because two nodes
+	// cannot answer.
+	d, err := redlock.OpenURL(ctx, mustParse(t, url))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	lf, err := a.TryLock(ctx, "freed", dlock.WithTTL(time.Minute))
+	if err != nil {
+		t.Fatalf("TryLock with 2 of 5 nodes down: %v", err)
+	}
+	if err := d.Refresh(ctx, "freed", "other", time.Minute); !errors.Is(err, driver.ErrNotHeld) {
+		t.Errorf("another owner's Refresh with 2 of 5 nodes down = %v, want ErrNotHeld", err)
+	}
+	if err := d.Release(ctx, "freed", "other"); !errors.Is(err, driver.ErrNotHeld) {
+		t.Errorf("another owner's Release with 2 of 5 nodes down = %v, want ErrNotHeld", err)
+	}
+	if in, err := b.ForceUnlock(ctx, "freed"); err != nil || !in.Held {
+		t.Fatalf("ForceUnlock with 2 of 5 nodes down = %+v, %v; want the holder freed", in, err)
+	}
+	if err := lf.Refresh(ctx, 0); !errors.Is(err, dlock.ErrNotHeld) {
+		t.Errorf("the freed holder's Refresh with 2 of 5 nodes down = %v, want ErrNotHeld", err)
+	}
 
 	nodes[2].Kill()
 	quorumLost("3 of 5 nodes down", a, nodes[2].Addr())

@@ -73,10 +73,17 @@ func (t *tally) fail(err error) {
 	t.failed = append(t.failed, nodeError(err))
 }
 
-// decided reports whether the outcome is known: a majority said yes, or so
-// many said no or failed that a majority cannot say yes.
+// decided reports whether the outcome is known: a majority said yes, a
+// majority said no (not ours), or the answers still to come can make
+// neither. (A majority that cannot say yes may still say no: with nodes
+// down, the live ones' "not ours" must all be heard, or another owner's
+// Refresh would look like unavailability instead of ErrNotHeld.)
 func (t *tally) decided() bool {
-	return t.ok >= t.quorum || t.refused+len(t.failed) > t.n-t.quorum
+	if t.ok >= t.quorum || t.refused > t.n-t.quorum {
+		return true
+	}
+	pending := t.n - t.ok - t.refused - len(t.failed)
+	return t.ok+pending < t.quorum && t.refused+pending <= t.n-t.quorum
 }
 
 // unavailable returns the error for an operation that did not reach a
