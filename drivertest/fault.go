@@ -23,8 +23,9 @@ import (
 // RestartHarness is a Harness whose server can crash and start again.
 type RestartHarness interface {
 	Harness
-	// Addr returns the server's address ("host:port"), which every error
-	// of a driver must name while the server is down.
+	// Addr returns the server's address ("host:port"), or the addresses
+	// of all its servers separated by commas; every error of a driver must
+	// name one of them while the server is down.
 	Addr() string
 	// Kill stops the server at once, as a crash would, and returns when it
 	// is gone. Its data stay where a restart finds them.
@@ -54,6 +55,11 @@ type BlackholeHarness interface {
 	// connected through the proxy. Drivers from MakeDriver reach the server
 	// directly and are not cut off.
 	MakeProxiedDriver(ctx context.Context) (driver.Locker, error)
+	// ProxyAddr returns the proxy's address ("host:port"), or those of
+	// all the proxies separated by commas where each server has its own;
+	// the errors of a proxied driver must name one of them while it is cut
+	// off.
+	ProxyAddr() string
 	// Blackhole makes the proxy forward nothing in either direction, for
 	// open and new connections alike, until heal is called; what was held
 	// back flows again then. heal is safe to call more than once; the
@@ -118,6 +124,15 @@ type PauseHarness interface {
 //     driver holds with an error that is not driver.ErrNotHeld and matches
 //     context.DeadlineExceeded; that of a key it never held may also fail
 //     with ErrNotHeld at once.
+//   - DownCallsEnd: with the server killed, the Refresh and Unlock of a
+//     held lock, TryLock, Lock, Inspect, and List and ForceUnlock (where
+//     the driver has them), each with a 500 ms context, return within 2 s
+//     with an error matching dlock.ErrUnavailable that names the server's
+//     address.
+//   - BlackholeCallsEnd: the same calls through the partition, by a
+//     Client that holds a lock through the proxy and by one that never
+//     used its connection, with an error matching ErrUnavailable or
+//     context.DeadlineExceeded that names the proxy's address.
 //   - Pause: a lock (TTL 1 s, auto-refresh) is held when the server is
 //     paused. Its Done closes and Err matches ErrLost; another Client's
 //     TryLock with a 500 ms context returns within 3 s with an error
@@ -135,6 +150,8 @@ func RunFaultTests(t *testing.T, newHarness HarnessMaker) {
 		{"BlackholeLost", testBlackholeLost},
 		{"BlackholeDeadline", testBlackholeDeadline},
 		{"BlackholeBatch", testBlackholeBatch},
+		{"DownCallsEnd", testDownCallsEnd},
+		{"BlackholeCallsEnd", testBlackholeCallsEnd},
 		{"Pause", testPause},
 	}
 	for _, tc := range tests {
@@ -245,7 +262,7 @@ func testRestartLeaseLapses(t *testing.T, f *faults) {
 	down, cancel := context.WithTimeout(f.ctx, 2*time.Second)
 	defer cancel()
 	_, err := b.TryLock(down, f.key("other"))
-	if !errors.Is(err, dlock.ErrUnavailable) || !strings.Contains(fmt.Sprint(err), h.Addr()) {
+	if !errors.Is(err, dlock.ErrUnavailable) || !namesOneOf(err, h.Addr()) {
 		t.Fatalf("TryLock with the server down = %v, want ErrUnavailable naming %s", err, h.Addr())
 	}
 	h.Restart(t)
@@ -428,4 +445,96 @@ func testPause(t *testing.T, f *faults) {
 	})
 	resume()
 	f.unlock(f.takeOver(b, key, l.Fence()))
+}
+
+func testDownCallsEnd(t *testing.T, f *faults) {
+	h := faultHarness[RestartHarness](f)
+	c := f.client()
+	withLock, without := f.calls(c, true), f.calls(c, false)
+	h.Kill(t)
+	defer h.Restart(t) // for the next scenario
+	f.callsEnd(withLock, h.Addr(), true)
+	f.callsEnd(without, h.Addr(), true)
+}
+
+func testBlackholeCallsEnd(t *testing.T, f *faults) {
+	h := faultHarness[BlackholeHarness](f)
+	used, fresh := f.calls(f.proxiedClient(h), true), f.calls(f.proxiedClient(h), false)
+	h.Blackhole(t)
+	f.callsEnd(used, h.ProxyAddr(), false)
+	f.callsEnd(fresh, h.ProxyAddr(), false)
+}
+
+// call is one Client call of callsEnd.
+type call struct {
+	name string
+	do   func(ctx context.Context) error
+}
+
+// calls returns c's calls for callsEnd: when withLock, the Refresh and
+// Unlock of a lock c takes now (so c has used its connection); TryLock,
+// Lock, Inspect, and List and ForceUnlock where the driver has them.
+func (f *faults) calls(c *dlock.Client, withLock bool) []call {
+	f.t.Helper()
+	key := f.key("unanswered")
+	var calls []call
+	if withLock {
+		// First, while the lease lasts (a short one on a backend whose
+		// MaxTTL is a short session), refreshed only by these calls.
+		ttl := min(30*time.Second, c.Capabilities().MaxTTL)
+		held := f.tryLock(c, f.key("held"), dlock.WithTTL(ttl), dlock.WithAutoRefresh(false))
+		calls = append(calls,
+			call{"Refresh", func(ctx context.Context) error { return held.Refresh(ctx, 0) }},
+			call{"Unlock", func(ctx context.Context) error { return held.Unlock(ctx) }})
+	}
+	calls = append(calls, []call{
+		{"TryLock", func(ctx context.Context) error { _, err := c.TryLock(ctx, key); return err }},
+		{"Lock", func(ctx context.Context) error { _, err := c.Lock(ctx, key); return err }},
+		{"Inspect", func(ctx context.Context) error { _, err := c.Inspect(ctx, key); return err }},
+	}...)
+	if _, err := c.List(f.ctx, key); !errors.Is(err, dlock.ErrUnsupported) {
+		calls = append(calls, call{"List", func(ctx context.Context) error { _, err := c.List(ctx, key); return err }})
+	}
+	if f.implements(func(d driver.Locker) bool { _, ok := d.(driver.ForceReleaser); return ok }) {
+		calls = append(calls, call{"ForceUnlock", func(ctx context.Context) error { _, err := c.ForceUnlock(ctx, key); return err }})
+	}
+	return calls
+}
+
+// callsEnd checks that each call ends by a 500 ms deadline (and some slack)
+// with an error that names (one of) addr and matches ErrUnavailable, or,
+// unless refused (the server refuses connections), context.DeadlineExceeded.
+func (f *faults) callsEnd(calls []call, addr string, refused bool) {
+	f.t.Helper()
+	for _, c := range calls {
+		const d = 500 * time.Millisecond
+		ctx, cancel := context.WithTimeout(f.ctx, d)
+		start := time.Now()
+		err := c.do(ctx)
+		took := time.Since(start)
+		cancel()
+		switch {
+		case took > d+1500*time.Millisecond:
+			f.t.Errorf("%s took %v with a context of %v", c.name, took, d)
+		case err == nil:
+			f.t.Errorf("%s succeeded with the server unreachable", c.name)
+		case refused && !errors.Is(err, dlock.ErrUnavailable):
+			f.t.Errorf("%s = %v, want an error matching ErrUnavailable", c.name, err)
+		case !errors.Is(err, dlock.ErrUnavailable) && !errors.Is(err, context.DeadlineExceeded):
+			f.t.Errorf("%s = %v, want an error matching ErrUnavailable or context.DeadlineExceeded", c.name, err)
+		case !namesOneOf(err, addr):
+			f.t.Errorf("%s = %v, want an error naming %s", c.name, err, addr)
+		}
+	}
+}
+
+// namesOneOf reports whether err's message names one of addrs, a
+// comma-separated list of addresses.
+func namesOneOf(err error, addrs string) bool {
+	for _, a := range strings.Split(addrs, ",") {
+		if strings.Contains(fmt.Sprint(err), a) {
+			return true
+		}
+	}
+	return false
 }

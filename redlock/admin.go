@@ -41,16 +41,27 @@ func (d *locker) List(ctx context.Context, prefix string) ([]driver.KeyInfo, err
 	lctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	type nodeKeys struct {
+		node int
 		keys []redisengine.HeldKey
 		err  error
 	}
 	replies := make(chan nodeKeys, len(d.nodes))
 	start := time.Now()
-	for _, n := range d.nodes {
+	for i, n := range d.nodes {
 		go func() {
 			keys, err := n.ListHolders(lctx, prefix)
-			replies <- nodeKeys{keys, err}
+			replies <- nodeKeys{i, keys, err}
 		}()
+	}
+	heard := make([]bool, len(d.nodes))
+	unheard := func() []string {
+		var out []string
+		for i, h := range heard {
+			if !h {
+				out = append(out, d.nodes[i].Addr())
+			}
+		}
+		return out
 	}
 	t := tally{n: len(d.nodes), quorum: d.quorum}
 	byKey := map[string][]holding{}
@@ -59,6 +70,7 @@ collect:
 	for range d.nodes {
 		select {
 		case r := <-replies:
+			heard[r.node] = true
 			if r.err != nil {
 				t.fail(r.err)
 				break
@@ -73,11 +85,11 @@ collect:
 		case <-grace:
 			break collect
 		case <-ctx.Done():
-			return nil, fmt.Errorf("redlock: list: %w", ctx.Err())
+			return nil, fmt.Errorf("redlock: list: %w (no answer from %s)", ctx.Err(), strings.Join(unheard(), ", "))
 		}
 	}
 	if t.ok < t.quorum {
-		return nil, t.unavailable("list")
+		return nil, t.unavailable("list", unheard())
 	}
 	var out []driver.KeyInfo
 	for key, seen := range byKey {
@@ -133,5 +145,5 @@ func (d *locker) ForceRelease(ctx context.Context, key string) (driver.Info, err
 	case invalid != nil:
 		return driver.Info{}, fmt.Errorf("redlock: force release %q: %w", key, invalid)
 	}
-	return driver.Info{}, t.unavailable(fmt.Sprintf("force release %q", key))
+	return driver.Info{}, t.unavailable(fmt.Sprintf("force release %q", key), f.unheard())
 }

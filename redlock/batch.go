@@ -58,7 +58,7 @@ func (d *locker) RefreshBatch(ctx context.Context, reqs []driver.RefreshRequest)
 			errs[i] = fmt.Errorf("redlock: refresh %q: %w", r.Key, err)
 			continue
 		}
-		errs[i] = tallies[i].result("refresh", r.Key)
+		errs[i] = tallies[i].result("refresh", r.Key, f.unheard())
 	}
 	return errs
 }

@@ -25,12 +25,16 @@ type fanout[T any] struct {
 	replies chan reply[T]
 	done    []chan struct{} // done[i] is closed when node i's call returned
 	pending int
+	addrs   []string // the nodes' addresses
+	heard   []bool   // heard[i]: node i's reply was collected
 }
 
 func startFanout[T any](ctx context.Context, nodes []*redisengine.Engine, timeout time.Duration, call func(context.Context, *redisengine.Engine) (T, error)) *fanout[T] {
-	f := &fanout[T]{replies: make(chan reply[T], len(nodes)), done: make([]chan struct{}, len(nodes)), pending: len(nodes)}
+	f := &fanout[T]{replies: make(chan reply[T], len(nodes)), done: make([]chan struct{}, len(nodes)), pending: len(nodes),
+		addrs: make([]string, len(nodes)), heard: make([]bool, len(nodes))}
 	base := context.WithoutCancel(ctx)
 	for i, n := range nodes {
+		f.addrs[i] = n.Addr()
 		f.done[i] = make(chan struct{})
 		go func() {
 			nctx, cancel := context.WithTimeout(base, timeout)
@@ -45,20 +49,33 @@ func startFanout[T any](ctx context.Context, nodes []*redisengine.Engine, timeou
 
 // collect passes replies to take as they arrive, until take returns true
 // (the outcome is decided), every node has replied, or ctx ends, in which
-// case it returns an error wrapping ctx.Err().
+// case it returns an error wrapping ctx.Err() that names the nodes not
+// heard from.
 func (f *fanout[T]) collect(ctx context.Context, take func(reply[T]) bool) error {
 	for f.pending > 0 {
 		select {
 		case r := <-f.replies:
 			f.pending--
+			f.heard[r.node] = true
 			if take(r) {
 				return nil
 			}
 		case <-ctx.Done():
-			return ctx.Err()
+			return fmt.Errorf("%w (no answer from %s)", ctx.Err(), strings.Join(f.unheard(), ", "))
 		}
 	}
 	return nil
+}
+
+// unheard returns the addresses of the nodes whose reply was not collected.
+func (f *fanout[T]) unheard() []string {
+	var out []string
+	for i, h := range f.heard {
+		if !h {
+			out = append(out, f.addrs[i])
+		}
+	}
+	return out
 }
 
 // tally counts the nodes' answers to one operation.
@@ -87,10 +104,15 @@ func (t *tally) decided() bool {
 }
 
 // unavailable returns the error for an operation that did not reach a
-// quorum of nodes able to answer.
-func (t *tally) unavailable(op string) error {
-	return fmt.Errorf("%w: redlock: %s: quorum of %d of %d nodes not reached (%d failed: %s)",
-		driver.ErrUnavailable, op, t.quorum, t.n, len(t.failed), strings.Join(t.failed, "; "))
+// quorum of nodes able to answer; unheard are the nodes whose answers were
+// not waited for.
+func (t *tally) unavailable(op string, unheard []string) error {
+	msg := fmt.Sprintf("%d failed: %s", len(t.failed), strings.Join(t.failed, "; "))
+	if len(unheard) > 0 {
+		msg += "; not heard: " + strings.Join(unheard, ", ")
+	}
+	return fmt.Errorf("%w: redlock: %s: quorum of %d of %d nodes not reached (%s)",
+		driver.ErrUnavailable, op, t.quorum, t.n, msg)
 }
 
 // nodeError returns a node's error as text, without the repeated sentinel

@@ -191,7 +191,7 @@ func (d *locker) Acquire(ctx context.Context, req driver.Request) (driver.Result
 		case err != nil:
 			return driver.Result{}, fmt.Errorf("redlock: acquire %q: %w", req.Key, err)
 		case t.ok+t.refused < t.quorum:
-			return driver.Result{}, t.unavailable(fmt.Sprintf("acquire %q", req.Key))
+			return driver.Result{}, t.unavailable(fmt.Sprintf("acquire %q", req.Key), f.unheard())
 		}
 		res := driver.Result{HolderTTL: holderTTL(holders, t)}
 		if len(queued) >= d.quorum && len(granted) == 0 {
@@ -244,7 +244,7 @@ func (d *locker) recordFence(ctx context.Context, req driver.Request, fence uint
 	case err != nil:
 		return fmt.Errorf("redlock: acquire %q: recording the fence: %w", req.Key, err)
 	case t.ok < t.quorum:
-		return t.unavailable(fmt.Sprintf("acquire %q: recording the fence", req.Key))
+		return t.unavailable(fmt.Sprintf("acquire %q: recording the fence", req.Key), f.unheard())
 	}
 	return nil
 }
@@ -303,7 +303,7 @@ func (d *locker) Refresh(ctx context.Context, key, token string, ttl time.Durati
 	if err := f.collect(ctx, t.count); err != nil {
 		return fmt.Errorf("redlock: refresh %q: %w", key, err)
 	}
-	return t.result("refresh", key)
+	return t.result("refresh", key, f.unheard())
 }
 
 // Release implements driver.Locker: it frees key on every node token holds
@@ -322,7 +322,7 @@ func (d *locker) Release(ctx context.Context, key, token string) error {
 	if err := f.collect(ctx, t.count); err != nil {
 		return fmt.Errorf("redlock: release %q: %w", key, err)
 	}
-	return t.result("release", key)
+	return t.result("release", key, f.unheard())
 }
 
 // count tallies a refresh or release reply.
@@ -338,14 +338,14 @@ func (t *tally) count(r reply[struct{}]) bool {
 	return t.decided()
 }
 
-func (t *tally) result(op, key string) error {
+func (t *tally) result(op, key string, unheard []string) error {
 	switch {
 	case t.ok >= t.quorum:
 		return nil
 	case t.refused > t.n-t.quorum:
 		return fmt.Errorf("%w: redlock: %s %q: %d of %d nodes say the key is not ours (a majority is %d)", driver.ErrNotHeld, op, key, t.refused, t.n, t.quorum)
 	}
-	return t.unavailable(fmt.Sprintf("%s %q", op, key))
+	return t.unavailable(fmt.Sprintf("%s %q", op, key), unheard)
 }
 
 type holding struct {
@@ -387,7 +387,7 @@ func (d *locker) inspect(ctx context.Context, key string) (driver.Info, string, 
 		return driver.Info{}, "", fmt.Errorf("redlock: inspect %q: %w", key, err)
 	}
 	if t.ok < t.quorum {
-		return driver.Info{}, "", t.unavailable(fmt.Sprintf("inspect %q", key))
+		return driver.Info{}, "", t.unavailable(fmt.Sprintf("inspect %q", key), f.unheard())
 	}
 	in, token := d.holder(seen)
 	return in, token, nil

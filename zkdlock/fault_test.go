@@ -370,6 +370,8 @@ func (h *faultHarness) MakeProxiedDriver(ctx context.Context) (driver.Locker, er
 	return (&harness{url: "zk://" + h.proxy.Addr() + "/faults?session_timeout=2s"}).MakeDriver(ctx)
 }
 
+func (h *faultHarness) ProxyAddr() string { return h.proxy.Addr() }
+
 func (h *faultHarness) Blackhole(t testing.TB) func() {
 	return drivertest.Break(t, func() { h.proxy.Blackhole(true) }, func() { h.proxy.Blackhole(false) })
 }

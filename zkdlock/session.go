@@ -112,7 +112,8 @@ func (d *zkDriver) wrap(ctx context.Context, op string, err error) error {
 		if d.conn.State() != zk.StateHasSession {
 			return fmt.Errorf("%w: zookeeper %s: %s: no session (%w)", driver.ErrUnavailable, d.servers, op, cerr)
 		}
-		return fmt.Errorf("zookeeper %s: %w", op, cerr)
+		// The server did not answer in time: name it, as for a failure.
+		return fmt.Errorf("zookeeper %s: %s: %w", d.servers, op, cerr)
 	}
 	if transient(err) {
 		return fmt.Errorf("%w: zookeeper %s: %s: %v", driver.ErrUnavailable, d.servers, op, err)

@@ -181,6 +181,9 @@ func (e *Engine) QueueKeys(key string) (queue, waits string) {
 // announced.
 func (e *Engine) Channel(key string) string { return e.ks.channel(key) }
 
+// Addr returns the server's address as errors name it.
+func (e *Engine) Addr() string { return e.addr }
+
 // ID returns the engine's waiter id, as it appears in waiting queues and
 // release messages.
 func (e *Engine) ID() string { return e.id }

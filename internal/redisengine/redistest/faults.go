@@ -3,6 +3,7 @@ package redistest
 import (
 	"context"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -70,8 +71,14 @@ func (h *FaultHarness) MakeProxiedDriver(ctx context.Context) (driver.Locker, er
 // the test that started them.
 func (*FaultHarness) Close() {}
 
-// Addr implements drivertest.RestartHarness: the first server's address.
-func (h *FaultHarness) Addr() string { return h.Servers[0].Addr() }
+// Addr implements drivertest.RestartHarness: the servers' addresses.
+func (h *FaultHarness) Addr() string {
+	addrs := make([]string, len(h.Servers))
+	for i, s := range h.Servers {
+		addrs[i] = s.Addr()
+	}
+	return strings.Join(addrs, ",")
+}
 
 // Kill implements drivertest.RestartHarness: it kills every server. A
 // server still down when t ends is started again then, for the next
@@ -117,6 +124,16 @@ func (h *FaultHarness) KillConnections(t testing.TB) int {
 		}
 	}
 	return killed
+}
+
+// ProxyAddr implements drivertest.BlackholeHarness: the proxies'
+// addresses.
+func (h *FaultHarness) ProxyAddr() string {
+	addrs := make([]string, len(h.Proxies))
+	for i, p := range h.Proxies {
+		addrs[i] = p.Addr()
+	}
+	return strings.Join(addrs, ",")
 }
 
 // Blackhole implements drivertest.BlackholeHarness: every proxy stops
