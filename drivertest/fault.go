@@ -78,7 +78,8 @@ type PauseHarness interface {
 
 // RunFaultTests runs the fault scenarios against a backend whose server the
 // harness can break. The harnesses newHarness makes implement one or more
-// of RestartHarness, ConnKillHarness, BlackholeHarness and PauseHarness;
+// of RestartHarness, ConnKillHarness, BlackholeHarness, PauseHarness and
+// ProcessHarness;
 // the scenarios of the interfaces a harness lacks are skipped, saying
 // which. Call it with a server started for it alone, as the scenarios stop,
 // cut off and restart it (one after another, never in parallel):
@@ -136,8 +137,16 @@ type PauseHarness interface {
 //     TryLock with a 500 ms context returns within 3 s with an error
 //     matching context.DeadlineExceeded. After resume another Client takes
 //     the key with a higher fence.
+//   - HolderKilled, for a ProcessHarness: the test binary, run again as a
+//     child process, takes a lock (TTL 2 s, or the driver's MaxTTL when
+//     shorter; auto-refresh) and is killed with SIGKILL halfway through a
+//     lease; a waiter gets the key no sooner than the kill, within the TTL
+//     plus 1.5 s, with a higher fence. (RunFaultTests itself plays the
+//     child, so the driver's test must call it from a test the child can
+//     select by name.)
 func RunFaultTests(t *testing.T, newHarness HarnessMaker) {
 	t.Helper()
+	parent := t.Name()
 	tests := []struct {
 		name string
 		fn   func(t *testing.T, f *faults)
@@ -151,10 +160,14 @@ func RunFaultTests(t *testing.T, newHarness HarnessMaker) {
 		{"DownCallsEnd", testDownCallsEnd},
 		{"BlackholeCallsEnd", testBlackholeCallsEnd},
 		{"Pause", testPause},
+		{"HolderKilled", testHolderKilled},
+	}
+	if runHolderChild(t) {
+		return // the child process of HolderKilled
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			tc.fn(t, &faults{suite: newSuite(t, newHarness, 90*time.Second)})
+			tc.fn(t, &faults{suite: newSuite(t, newHarness, 90*time.Second), parent: parent})
 		})
 	}
 }
@@ -174,8 +187,12 @@ func Break(t testing.TB, brk, fix func()) func() {
 	return once
 }
 
-// faults is one fault scenario's state.
-type faults struct{ *suite }
+// faults is one fault scenario's state; parent is the name of the test
+// that called RunFaultTests.
+type faults struct {
+	*suite
+	parent string
+}
 
 // faultHarness returns the harness as H, or skips the test when it is not one.
 func faultHarness[H Harness](f *faults) H {

@@ -1,12 +1,9 @@
 package etcddlock
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
-	"os"
-	"os/exec"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -33,97 +30,6 @@ func TestOpenWithUserUnreachable(t *testing.T) {
 	}
 	if !errors.Is(err, dlock.ErrUnavailable) || !strings.Contains(fmt.Sprint(err), addr) || strings.Contains(fmt.Sprint(err), "s3cret-pw") {
 		t.Errorf("Open with a user = %v; want ErrUnavailable naming %s, without the password", err, addr)
-	}
-}
-
-// holderEnv makes the test binary, re-run as a child, take a lock and
-// hold it until killed.
-const holderEnv = "ETCDDLOCK_TEST_HOLDER"
-
-// TestHelperHolder is the child process of TestHolderProcessKilled.
-func TestHelperHolder(t *testing.T) {
-	spec := os.Getenv(holderEnv)
-	if spec == "" {
-		t.Skip("child process helper")
-	}
-	url, key, _ := strings.Cut(spec, " ")
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	c, err := dlock.Open(ctx, url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	l, err := c.TryLock(ctx, key, dlock.WithTTL(2*time.Second))
-	if err != nil {
-		t.Fatal(err)
-	}
-	fmt.Printf("LOCKED %d\n", l.Fence())
-	<-ctx.Done() // until killed
-}
-
-// TestHolderProcessKilled kills -9 a process holding a lock: the next
-// waiter gets it within the lease TTL plus a second.
-func TestHolderProcessKilled(t *testing.T) {
-	srv := testserver.StartEtcd(t)
-	url := "etcd://" + srv.Addr()
-	key := "killed-holder"
-	ctx := testCtx(t, 60*time.Second)
-	const ttl = 2 * time.Second
-
-	cmd := exec.CommandContext(ctx, os.Args[0], "-test.run=^TestHelperHolder$", "-test.count=1")
-	cmd.Env = append(os.Environ(), holderEnv+"="+url+" "+key)
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd.Stderr = os.Stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
-	locked := make(chan string, 1)
-	go func() {
-		sc := bufio.NewScanner(out)
-		for sc.Scan() {
-			if strings.HasPrefix(sc.Text(), "LOCKED ") {
-				locked <- sc.Text()
-			}
-		}
-	}()
-	select {
-	case <-locked:
-	case <-time.After(30 * time.Second):
-		t.Fatal("child did not take the lock")
-	}
-
-	c := openClient(t, url)
-	got := make(chan error, 1)
-	go func() {
-		l, err := c.Lock(ctx, key)
-		if err == nil {
-			err = l.Unlock(ctx)
-		}
-		got <- err
-	}()
-	waitWaiters(t, c, key, 1)
-	// Let the child refresh at least once more, then kill it mid-lease.
-	time.Sleep(ttl / 2)
-	if err := cmd.Process.Kill(); err != nil {
-		t.Fatal(err)
-	}
-	killed := time.Now()
-	select {
-	case err := <-got:
-		if err != nil {
-			t.Fatalf("waiter: %v", err)
-		}
-		if took := time.Since(killed); took > ttl+time.Second {
-			t.Errorf("waiter granted %v after the holder was killed, want within TTL %v + 1s", took, ttl)
-		} else {
-			t.Logf("waiter granted %v after the holder was killed (TTL %v)", took, ttl)
-		}
-	case <-time.After(ttl + 10*time.Second):
-		t.Fatal("waiter not granted after the holder was killed")
 	}
 }
 
@@ -316,6 +222,8 @@ func (h *faultHarness) Pause(t testing.TB) func() {
 func (h *faultHarness) MakeProxiedDriver(ctx context.Context) (driver.Locker, error) {
 	return openDriver(ctx, "etcd://"+h.proxy.Addr())
 }
+
+func (h *faultHarness) URL() string { return h.url }
 
 func (h *faultHarness) ProxyAddr() string { return h.proxy.Addr() }
 

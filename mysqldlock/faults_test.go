@@ -61,6 +61,8 @@ func (h *faultHarness) MakeProxiedDriver(ctx context.Context) (driver.Locker, er
 	return proxied.MakeDriver(ctx)
 }
 
+func (h *faultHarness) URL() string { return h.srv.URL() }
+
 func (h *faultHarness) ProxyAddr() string { return h.proxy.Addr() }
 
 func (h *faultHarness) Blackhole(t testing.TB) func() {

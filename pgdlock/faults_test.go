@@ -56,6 +56,8 @@ func (h *faultHarness) MakeProxiedDriver(ctx context.Context) (driver.Locker, er
 	return (&harness{url: strings.Replace(h.url, h.pg.Addr(), h.proxy.Addr(), 1)}).MakeDriver(ctx)
 }
 
+func (h *faultHarness) URL() string { return h.url }
+
 func (h *faultHarness) ProxyAddr() string { return h.proxy.Addr() }
 
 func (h *faultHarness) Blackhole(t testing.TB) func() {

@@ -29,6 +29,9 @@ func TestFaults(t *testing.T) {
 		}
 		t.Run(map[bool]string{true: "URL", false: "NewDriver"}[viaURL], func(t *testing.T) {
 			h := &redistest.FaultHarness{Servers: servers, Proxies: proxies, Open: open}
+			if viaURL {
+				h.URLForChild = "redis://" + servers[0].Addr()
+			}
 			drivertest.RunFaultTests(t, func(context.Context, *testing.T) (drivertest.Harness, error) { return h, nil })
 		})
 	}

@@ -92,6 +92,9 @@ func TestFaults(t *testing.T) {
 			h := &redistest.FaultHarness{Servers: nodes[:broken], Proxies: proxies[:broken], Open: func(ctx context.Context, addrs []string) (driver.Locker, error) {
 				return urlHarness("redlock://" + strings.Join(append(addrs, healthy...), ",")).MakeDriver(ctx)
 			}}
+			if broken == len(nodes) {
+				h.URLForChild = testserver.RedlockURL(nodes...)
+			}
 			drivertest.RunFaultTests(t, func(context.Context, *testing.T) (drivertest.Harness, error) { return h, nil })
 		})
 	}

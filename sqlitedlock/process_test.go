@@ -23,7 +23,6 @@ const (
 	childEnv     = "DLOCK_SQLITE_TEST_CHILD" // the child's number
 	childURLEnv  = "DLOCK_SQLITE_TEST_URL"
 	childDirEnv  = "DLOCK_SQLITE_TEST_DIR"
-	childModeEnv = "DLOCK_SQLITE_TEST_MODE" // "contend" (default) or "hold"
 	childRounds  = 50
 	childWorkers = 4
 )
@@ -158,15 +157,6 @@ func TestMultiProcessChild(t *testing.T) {
 		t.Fatalf("child %s: Open: %v", id, err)
 	}
 	defer c.Close()
-	if os.Getenv(childModeEnv) == "hold" {
-		l, err := c.TryLock(ctx, "held", dlock.WithTTL(time.Second))
-		if err != nil {
-			t.Fatalf("child %s: TryLock: %v", id, err)
-		}
-		fmt.Printf("HELD %d\n", l.Fence())
-		<-ctx.Done() // until killed
-		return
-	}
 	retry := dlock.WithRetry(dlock.ExponentialBackoff(time.Millisecond, 20*time.Millisecond))
 	for r := range childRounds {
 		l, err := c.Lock(ctx, "shared", retry, dlock.WithTTL(10*time.Second))
@@ -214,61 +204,4 @@ func criticalSection(dir, id string, fence uint64) error {
 	defer log.Close()
 	_, err = fmt.Fprintf(log, "%s-%d %d\n", id, os.Getpid(), fence)
 	return err
-}
-
-// TestKilledHolder kills -9 a process that holds a lock (auto-refreshed,
-// 1 s TTL) and checks that another process takes the key once the lease
-// runs out, with a higher fence. Nothing in this process is notified: the
-// waiter relies on its backoff bounded by the holder's remaining lease.
-func TestKilledHolder(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts processes")
-	}
-	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
-	defer cancel()
-	db := filepath.Join(t.TempDir(), "locks.db")
-	cmd := exec.CommandContext(ctx, os.Args[0], "-test.run=^TestMultiProcessChild$", "-test.count=1")
-	cmd.Env = append(os.Environ(), childEnv+"=holder", childURLEnv+"=sqlite://"+db, childModeEnv+"=hold")
-	cmd.WaitDelay = 5 * time.Second
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
-	var childFence uint64
-	sc := bufio.NewScanner(out)
-	for sc.Scan() {
-		if _, err := fmt.Sscanf(sc.Text(), "HELD %d", &childFence); err == nil {
-			break
-		}
-	}
-	if childFence == 0 {
-		t.Fatalf("the child did not report holding the lock (scan: %v)", sc.Err())
-	}
-	c, err := sqlitedlock.Open(ctx, db, sqlitedlock.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	if _, err := c.TryLock(ctx, "held"); !errors.Is(err, dlock.ErrNotAcquired) {
-		t.Fatalf("TryLock while the child holds the key = %v, want ErrNotAcquired", err)
-	}
-	if err := cmd.Process.Kill(); err != nil {
-		t.Fatal(err)
-	}
-	lctx, lcancel := context.WithTimeout(ctx, 10*time.Second)
-	defer lcancel()
-	l, err := c.Lock(lctx, "held")
-	if err != nil {
-		t.Fatalf("Lock after the holder was killed: %v", err)
-	}
-	if l.Fence() <= childFence {
-		t.Errorf("fence after takeover = %d, want more than the dead holder's %d", l.Fence(), childFence)
-	}
-	if err := l.Unlock(ctx); err != nil {
-		t.Fatal(err)
-	}
 }

@@ -1,110 +1,15 @@
 package zkdlock
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
-	"os"
-	"os/exec"
-	"strconv"
-	"strings"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/dlock-go/dlock"
 	"github.com/dlock-go/dlock/internal/testserver"
 )
-
-// holderEnv makes the test binary, started by TestHolderKilled, a lock
-// holder process.
-const holderEnv = "ZKDLOCK_TEST_HOLDER_URL"
-
-// TestHolderProcess is the body of the child process of TestHolderKilled.
-func TestHolderProcess(t *testing.T) {
-	url := os.Getenv(holderEnv)
-	if url == "" {
-		t.Skip("runs only as TestHolderKilled's child process")
-	}
-	c, err := dlock.Open(t.Context(), url)
-	if err != nil {
-		t.Fatalf("Open: %v", err)
-	}
-	l, err := c.TryLock(t.Context(), "k", dlock.WithTTL(2*time.Second))
-	if err != nil {
-		t.Fatalf("TryLock: %v", err)
-	}
-	fmt.Printf("held %d\n", l.Fence())
-	time.Sleep(30 * time.Second) // until killed
-}
-
-// TestHolderKilled: kill -9 of the holder's process frees the key after its
-// session timeout; the next waiter gets it.
-func TestHolderKilled(t *testing.T) {
-	z := startStandalone(t)
-	url := "zk://" + z.Addr() + "/killed?session_timeout=2s"
-	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, os.Args[0], "-test.run=^TestHolderProcess$", "-test.count=1")
-	cmd.Env = append(os.Environ(), holderEnv+"="+url)
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd.Stderr = os.Stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("starting the holder process: %v", err)
-	}
-	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
-	var fence uint64
-	sc := bufio.NewScanner(out)
-	for sc.Scan() {
-		if f, ok := strings.CutPrefix(sc.Text(), "held "); ok {
-			fence, _ = strconv.ParseUint(f, 10, 64)
-			break
-		}
-	}
-	if fence == 0 {
-		t.Fatalf("holder process did not report a lock (%v)", sc.Err())
-	}
-	go func() { // drain
-		for sc.Scan() {
-		}
-	}()
-
-	c := openClient(t, url, dlock.WithLockDefaults(dlock.WithTTL(2*time.Second)))
-	got := make(chan *dlock.Lock, 1)
-	go func() {
-		l, err := c.Lock(ctx, "k")
-		if err != nil {
-			t.Errorf("waiter: %v", err)
-		}
-		got <- l
-	}()
-	select {
-	case <-got:
-		t.Fatal("waiter granted while the holder process lives")
-	case <-time.After(500 * time.Millisecond):
-	}
-	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
-		t.Fatalf("kill -9: %v", err)
-	}
-	killed := time.Now()
-	select {
-	case l := <-got:
-		if l == nil {
-			t.FailNow()
-		}
-		t.Logf("waiter granted %v after kill -9 (session timeout 2s)", time.Since(killed).Round(time.Millisecond))
-		if l.Fence() <= fence {
-			t.Errorf("waiter fence %d, want > the killed holder's %d", l.Fence(), fence)
-		}
-		_ = l.Unlock(ctx)
-	case <-time.After(15 * time.Second):
-		t.Fatal("waiter not granted within 15s of the holder's kill -9")
-	}
-}
 
 // TestKillOneOfThree: kill -9 of the ensemble member the holder is connected
 // to loses no lock; locks keep working on the remaining two.

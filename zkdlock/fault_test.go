@@ -370,6 +370,9 @@ func (h *faultHarness) MakeProxiedDriver(ctx context.Context) (driver.Locker, er
 	return (&harness{url: "zk://" + h.proxy.Addr() + "/faults?session_timeout=2s"}).MakeDriver(ctx)
 }
 
+// URL is for HolderKilled's child: a short session, which is its lease.
+func (h *faultHarness) URL() string { return "zk://" + h.z.Addr() + "/faults?session_timeout=2s" }
+
 func (h *faultHarness) ProxyAddr() string { return h.proxy.Addr() }
 
 func (h *faultHarness) Blackhole(t testing.TB) func() {

@@ -27,6 +27,9 @@ type FaultHarness struct {
 	// server, in the order of Servers): the servers' own addresses, or
 	// those of their proxies.
 	Open func(ctx context.Context, addrs []string) (driver.Locker, error)
+	// URLForChild, when not empty, is a dlock.Open URL of the servers
+	// for drivertest's HolderKilled child process.
+	URLForChild string
 }
 
 // StartFaultServers starts n redis-servers for a FaultHarness, with a
@@ -66,6 +69,9 @@ func (h *FaultHarness) MakeProxiedDriver(ctx context.Context) (driver.Locker, er
 	}
 	return h.Open(ctx, addrs)
 }
+
+// URL implements drivertest.ProcessHarness: URLForChild.
+func (h *FaultHarness) URL() string { return h.URLForChild }
 
 // Close implements drivertest.Harness; the servers and proxies end with
 // the test that started them.
