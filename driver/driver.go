@@ -193,8 +193,9 @@ type Capabilities struct {
 	// driver, the column types of a table) without overflow, at most
 	// [MaxTTL]. The portable layer rejects any TTL outside [MinTTL,
 	// MaxTTL] with an error wrapping ErrInvalidTTL before it reaches the
-	// driver, for Acquire and Refresh alike; a driver that declares no
-	// MaxTTL (zero) gets [MaxTTL]. Drivers round a TTL up to their
+	// driver, for Acquire, Refresh and RefreshBatch alike, so these fields
+	// are the one place a driver states its bounds: it does not check them
+	// again. A driver that declares no MaxTTL (zero) gets [MaxTTL]. Drivers round a TTL up to their
 	// granularity only where the server-side lease is then at least as
 	// long as requested.
 	MinTTL, MaxTTL time.Duration
