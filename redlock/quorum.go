@@ -107,10 +107,14 @@ func (t *tally) decided() bool {
 // quorum of nodes able to answer; unheard are the nodes whose answers were
 // not waited for.
 func (t *tally) unavailable(op string, unheard []string) error {
-	msg := fmt.Sprintf("%d failed: %s", len(t.failed), strings.Join(t.failed, "; "))
-	if len(unheard) > 0 {
-		msg += "; not heard: " + strings.Join(unheard, ", ")
+	var parts []string
+	if len(t.failed) > 0 {
+		parts = append(parts, fmt.Sprintf("%d failed: %s", len(t.failed), strings.Join(t.failed, "; ")))
 	}
+	if len(unheard) > 0 {
+		parts = append(parts, "not heard: "+strings.Join(unheard, ", "))
+	}
+	msg := strings.Join(parts, "; ")
 	return fmt.Errorf("%w: redlock: %s: quorum of %d of %d nodes not reached (%s)",
 		driver.ErrUnavailable, op, t.quorum, t.n, msg)
 }
