@@ -16,9 +16,10 @@ import (
 // running out. A driver with its own queue (driver.Queuer) does the whole
 // wait instead.
 //
-// The backend-specific hints of driver.Hints and driver.Queued are read in
-// exactly two places: attemptRequest (what the waiter tells the driver) and
-// nextWait (how a queued attempt changes the wait).
+// The backend-specific hints of driver.Hints and driver.Queued are set in
+// attemptRequest (what the waiter tells the driver) and read in watch and
+// nextWait (how an attempt that queued the caller changes the wait); acquire
+// also sends a call marked Hints.Wait to a driver.Queuer.
 type waiter struct {
 	c     *Client
 	ctx   context.Context
