@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/dlock-go/dlock"
+	"github.com/dlock-go/dlock/driver"
 )
 
 // URLCases are the URLs RunURLTests opens with dlock.Open, so the driver's
@@ -261,4 +262,22 @@ func testConcurrentCreate(t *testing.T, c URLCases) {
 	for err := range errs {
 		t.Error(err)
 	}
+}
+
+// OpenURL opens raw with opener, as dlock.OpenWith does, for a driver's
+// tests of its URLOpener: it fails t when raw does not parse or the opener
+// refuses it, and closes the driver when t ends (its error ignored, so a
+// test may close the driver itself first).
+func OpenURL(ctx context.Context, t testing.TB, opener driver.URLOpener, raw string) driver.Locker {
+	t.Helper()
+	u, err := driver.ParseURL(raw)
+	if err != nil {
+		t.Fatalf("ParseURL(%q): %v", raw, err)
+	}
+	d, err := opener.OpenLockerURL(ctx, u)
+	if err != nil {
+		t.Fatalf("OpenLockerURL(%q): %v", raw, err)
+	}
+	t.Cleanup(func() { _ = d.Close() })
+	return d
 }

@@ -23,6 +23,7 @@ import (
 
 	"github.com/dlock-go/dlock"
 	"github.com/dlock-go/dlock/driver"
+	"github.com/dlock-go/dlock/drivertest"
 	"github.com/dlock-go/dlock/internal/testserver"
 )
 
@@ -108,22 +109,14 @@ func TestURLOpener(t *testing.T) {
 	}
 	for _, tc := range tests {
 		raw := "etcd://" + srv.Addr() + tc.query
-		u, err := driver.ParseURL(raw)
-		if err != nil {
-			t.Fatal(err)
-		}
-		d, err := o.OpenLockerURL(ctx, u)
-		if err != nil {
-			t.Fatalf("OpenLockerURL(%q): %v", raw, err)
-		}
-		ed := d.(*etcdDriver)
+		ed := drivertest.OpenURL(ctx, t, o, raw).(*etcdDriver)
 		if ed.prefix != tc.prefix || ed.raw != tc.raw || ed.reqTimeout != tc.timeout {
 			t.Errorf("%q: prefix %q raw %v request timeout %v, want %q %v %v", raw, ed.prefix, ed.raw, ed.reqTimeout, tc.prefix, tc.raw, tc.timeout)
 		}
 		if seen.DialTimeout != tc.dialing || !slices.Equal(seen.Endpoints, srv.Endpoints()) {
 			t.Errorf("%q: ConfigureClient saw dial timeout %v, endpoints %q; want %v, %q", raw, seen.DialTimeout, seen.Endpoints, tc.dialing, srv.Endpoints())
 		}
-		c := dlock.NewClient(d)
+		c := dlock.NewClient(ed)
 		l, err := c.TryLock(ctx, "job")
 		if err != nil {
 			t.Fatalf("%q: TryLock: %v", raw, err)
@@ -243,14 +236,7 @@ func TestTLS(t *testing.T) {
 		query string
 		ok    bool
 	}{{"", false}, {"?cacert=" + files["ca.pem"], true}} {
-		u, err := driver.ParseURL("etcds://" + srv.Addr() + tc.query)
-		if err != nil {
-			t.Fatal(err)
-		}
-		d, err := o.OpenLockerURL(ctx, u)
-		if err != nil {
-			t.Fatalf("OpenLockerURL with a TLSConfig, %q: %v", tc.query, err)
-		}
+		d := drivertest.OpenURL(ctx, t, o, "etcds://"+srv.Addr()+tc.query)
 		tctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 		_, err = d.Inspect(tctx, "tls")
 		cancel()

@@ -142,13 +142,9 @@ func TestURLOpener(t *testing.T) {
 		{"?table=url_locks&create_table=true", "url_locks"},
 		{"", "coded_locks"}, // exists now, and SkipCreateTable applies
 	} {
-		u, _ := driver.ParseURL(srv.URL() + tc.query)
-		d, err := coded.OpenLockerURL(ctx, u)
-		if err != nil {
-			t.Fatalf("OpenLockerURL(%s): %v", tc.query, err)
-		}
+		d := drivertest.OpenURL(ctx, t, coded, srv.URL()+tc.query)
 		var tables int
-		err = root.QueryRowContext(ctx, `SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = 'coded' AND table_name = ?`, tc.table).Scan(&tables)
+		err := root.QueryRowContext(ctx, `SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = 'coded' AND table_name = ?`, tc.table).Scan(&tables)
 		d.Close()
 		if err != nil || tables != 1 {
 			t.Errorf("%q: table coded.%s made: %d, %v; want 1", tc.query, tc.table, tables, err)

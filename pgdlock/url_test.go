@@ -128,11 +128,7 @@ func TestURLOpener(t *testing.T) {
 		{coded, "", "coded_locks", false, true},
 		{coded, "&notify=true&table=url_locks", "url_locks", true, true},
 	} {
-		u, _ := driver.ParseURL(pg.URL() + tc.query)
-		d, err := tc.o.OpenLockerURL(ctx, u)
-		if err != nil {
-			t.Fatal(err)
-		}
+		d := drivertest.OpenURL(ctx, t, tc.o, pg.URL()+tc.query)
 		if _, ok := d.(driver.Notifier); ok != tc.notify {
 			t.Errorf("%q: driver is a Notifier: %v, want %v", tc.query, ok, tc.notify)
 		}

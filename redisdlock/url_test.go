@@ -122,16 +122,7 @@ func TestURLOpener(t *testing.T) {
 	}
 	open := func(raw string) *redisengine.Engine {
 		t.Helper()
-		u, err := driver.ParseURL(raw)
-		if err != nil {
-			t.Fatalf("ParseURL(%q): %v", raw, err)
-		}
-		l, err := o.OpenLockerURL(ctx, u)
-		if err != nil {
-			t.Fatalf("OpenLockerURL(%q): %v", raw, err)
-		}
-		t.Cleanup(func() { _ = l.Close() })
-		return l.(*redisengine.Engine)
+		return drivertest.OpenURL(ctx, t, o, raw).(*redisengine.Engine)
 	}
 
 	d := open(srv.URL())

@@ -107,16 +107,7 @@ func TestURLOpener(t *testing.T) {
 	}
 	open := func(raw string) *redlock.Driver {
 		t.Helper()
-		u, err := driver.ParseURL(raw)
-		if err != nil {
-			t.Fatalf("ParseURL(%q): %v", raw, err)
-		}
-		l, err := o.OpenLockerURL(ctx, u)
-		if err != nil {
-			t.Fatalf("OpenLockerURL(%q): %v", raw, err)
-		}
-		t.Cleanup(func() { _ = l.Close() })
-		return l.(*redlock.Driver)
+		return drivertest.OpenURL(ctx, t, o, raw).(*redlock.Driver)
 	}
 
 	seen = nil

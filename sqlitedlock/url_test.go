@@ -104,15 +104,7 @@ func TestURLOpener(t *testing.T) {
 		{"?table=url_locks&create_table=true", "url_locks"},
 		{"", "coded_locks"}, // exists now, and SkipCreateTable applies
 	} {
-		u, err := driver.ParseURL("sqlite://" + path + tc.query)
-		if err != nil {
-			t.Fatal(err)
-		}
-		d, err := o.OpenLockerURL(ctx, u)
-		if err != nil {
-			t.Fatalf("OpenLockerURL(%s): %v", tc.query, err)
-		}
-		c := dlock.NewClient(d)
+		c := dlock.NewClient(drivertest.OpenURL(ctx, t, o, "sqlite://"+path+tc.query))
 		l, err := c.TryLock(ctx, "opener"+tc.query)
 		if err != nil {
 			t.Fatal(err)

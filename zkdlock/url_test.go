@@ -12,7 +12,6 @@ import (
 	"github.com/go-zookeeper/zk"
 
 	"github.com/dlock-go/dlock"
-	"github.com/dlock-go/dlock/driver"
 	"github.com/dlock-go/dlock/drivertest"
 	"github.com/dlock-go/dlock/internal/testserver"
 )
@@ -189,19 +188,10 @@ func TestURLOpener(t *testing.T) {
 	}
 	for _, tc := range tests {
 		raw := "zk://" + z.Addr() + tc.rest
-		u, err := driver.ParseURL(raw)
-		if err != nil {
-			t.Fatal(err)
-		}
 		dials.Store(0)
 		configured.Store(0)
 		ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
-		l, err := o.OpenLockerURL(ctx, u)
-		if err != nil {
-			cancel()
-			t.Fatalf("OpenLockerURL(%q): %v", raw, err)
-		}
-		d := l.(*zkDriver)
+		d := drivertest.OpenURL(ctx, t, o, raw).(*zkDriver)
 		if d.base != tc.base || d.Capabilities().MaxTTL != tc.session || !slices.Equal(d.acl, tc.acl) {
 			t.Errorf("%q: base %q, MaxTTL %v, ACL %v; want %q, %v, %v", raw, d.base, d.Capabilities().MaxTTL, d.acl, tc.base, tc.session, tc.acl)
 		}
