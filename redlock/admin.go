@@ -54,15 +54,7 @@ func (d *locker) List(ctx context.Context, prefix string) ([]driver.KeyInfo, err
 		}()
 	}
 	heard := make([]bool, len(d.nodes))
-	unheard := func() []string {
-		var out []string
-		for i, h := range heard {
-			if !h {
-				out = append(out, d.nodes[i].Addr())
-			}
-		}
-		return out
-	}
+	unheard := func() []string { return notHeard(d.nodes, heard) }
 	t := tally{n: len(d.nodes), quorum: d.quorum}
 	byKey := map[string][]holding{}
 	var grace <-chan time.Time

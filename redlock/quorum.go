@@ -25,16 +25,15 @@ type fanout[T any] struct {
 	replies chan reply[T]
 	done    []chan struct{} // done[i] is closed when node i's call returned
 	pending int
-	addrs   []string // the nodes' addresses
-	heard   []bool   // heard[i]: node i's reply was collected
+	nodes   []*redisengine.Engine
+	heard   []bool // heard[i]: node i's reply was collected
 }
 
 func startFanout[T any](ctx context.Context, nodes []*redisengine.Engine, timeout time.Duration, call func(context.Context, *redisengine.Engine) (T, error)) *fanout[T] {
 	f := &fanout[T]{replies: make(chan reply[T], len(nodes)), done: make([]chan struct{}, len(nodes)), pending: len(nodes),
-		addrs: make([]string, len(nodes)), heard: make([]bool, len(nodes))}
+		nodes: nodes, heard: make([]bool, len(nodes))}
 	base := context.WithoutCancel(ctx)
 	for i, n := range nodes {
-		f.addrs[i] = n.Addr()
 		f.done[i] = make(chan struct{})
 		go func() {
 			nctx, cancel := context.WithTimeout(base, timeout)
@@ -68,11 +67,14 @@ func (f *fanout[T]) collect(ctx context.Context, take func(reply[T]) bool) error
 }
 
 // unheard returns the addresses of the nodes whose reply was not collected.
-func (f *fanout[T]) unheard() []string {
+func (f *fanout[T]) unheard() []string { return notHeard(f.nodes, f.heard) }
+
+// notHeard returns the addresses of the nodes i for which heard[i] is false.
+func notHeard(nodes []*redisengine.Engine, heard []bool) []string {
 	var out []string
-	for i, h := range f.heard {
+	for i, h := range heard {
 		if !h {
-			out = append(out, f.addrs[i])
+			out = append(out, nodes[i].Addr())
 		}
 	}
 	return out
