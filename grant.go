@@ -2,6 +2,7 @@ package dlock
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"time"
 
@@ -19,7 +20,13 @@ func (w *waiter) grant(res driver.Result, sent time.Time) *Lock {
 	}
 	now := time.Now()
 	if !now.Before(deadline) {
-		c.releaseNow(req.Key, req.Token, w.cfg.ttl)
+		// A release that fails goes on in the background, on the schedule
+		// of an unknown outcome: the link that brought the reply late may
+		// hold back the release too, and a key left behind would stay held
+		// for its TTL, or as long as a lease it shares lives (etcd).
+		if err := c.releaseNow(req.Key, req.Token, w.cfg.ttl); err != nil && !errors.Is(err, ErrNotHeld) {
+			c.cleanUnknown(req.Key, req.Token, err)
+		}
 		c.log.Warn("dlock: grant arrived after its validity deadline; released", "key", req.Key)
 		return nil
 	}
@@ -39,7 +46,7 @@ func (w *waiter) grant(res driver.Result, sent time.Time) *Lock {
 	c.mu.Lock()
 	if c.closed {
 		c.mu.Unlock()
-		c.releaseNow(req.Key, req.Token, w.cfg.ttl)
+		_ = c.releaseNow(req.Key, req.Token, w.cfg.ttl)
 		return nil
 	}
 	c.held[l] = struct{}{}
@@ -56,10 +63,10 @@ func (w *waiter) grant(res driver.Result, sent time.Time) *Lock {
 
 // releaseNow releases a grant that is not turned into a Lock, bounded by
 // its TTL.
-func (c *Client) releaseNow(key, token string, ttl time.Duration) {
+func (c *Client) releaseNow(key, token string, ttl time.Duration) error {
 	ctx, cancel := context.WithTimeout(context.Background(), unlockTimeout(ttl))
 	defer cancel()
-	_ = c.d.Release(ctx, key, token)
+	return c.d.Release(ctx, key, token)
 }
 
 // The Client is the lockHost of the locks it grants.

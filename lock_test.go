@@ -95,6 +95,18 @@ type faulty struct {
 	acquireDelay time.Duration
 	acquireErrs  int // fail this many attempts after the first
 	attempts     int
+	releaseErrs  int // fail this many releases
+}
+
+func (f *faulty) Release(ctx context.Context, key, token string) error {
+	f.mu.Lock()
+	fail := f.releaseErrs > 0
+	f.releaseErrs--
+	f.mu.Unlock()
+	if fail {
+		return fmt.Errorf("%w: test backend 127.0.0.1:1 down", driver.ErrUnavailable)
+	}
+	return f.Locker.Release(ctx, key, token)
 }
 
 func (f *faulty) Refresh(ctx context.Context, key, token string, ttl time.Duration) error {
@@ -199,6 +211,42 @@ func TestLateGrantIsNotAGrant(t *testing.T) {
 	l, err := other.TryLock(ctx, "k")
 	if err != nil {
 		t.Fatalf("key left held by a late grant: %v", err)
+	}
+	_ = l.Unlock(ctx)
+}
+
+// TestLateGrantReleaseRetried: when the release of a late grant fails (the
+// slow link holds it back), it is retried in the background, so the key is
+// not left held for its TTL.
+func TestLateGrantReleaseRetried(t *testing.T) {
+	ctx := t.Context()
+	store := memdlock.NewStore()
+	// The delay comes before the grant, so the lease runs 200 ms from the
+	// moment TryLock learns of it: only a release frees the key sooner.
+	f := &faulty{Locker: store.Driver(), acquireDelay: 250 * time.Millisecond, releaseErrs: 1}
+	c := dlock.NewClient(f)
+	defer c.Close()
+	if _, err := c.TryLock(ctx, "k", dlock.WithTTL(200*time.Millisecond), dlock.WithAutoRefresh(false)); !errors.Is(err, dlock.ErrNotAcquired) {
+		t.Fatalf("TryLock whose reply came after the TTL = %v, want ErrNotAcquired", err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		f.mu.Lock()
+		retried := f.releaseErrs < 0
+		f.mu.Unlock()
+		if retried {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the late grant's failed release was not retried within 5 s")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	other := store.NewClient()
+	defer other.Close()
+	l, err := other.TryLock(ctx, "k")
+	if err != nil {
+		t.Fatalf("key still held after the retried release: %v", err)
 	}
 	_ = l.Unlock(ctx)
 }

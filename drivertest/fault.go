@@ -12,7 +12,7 @@ import (
 	"github.com/dlock-go/dlock/driver"
 )
 
-// The fault scenarios break the server in one of four ways. A harness
+// The fault scenarios break the server in one of five ways. A harness
 // offers a way by implementing its interface; RunFaultTests skips the
 // scenarios of the ways it does not offer. Each method restores what it
 // broke by the time the subtest ends, so that one server can serve every
@@ -78,8 +78,8 @@ type PauseHarness interface {
 
 // RunFaultTests runs the fault scenarios against a backend whose server the
 // harness can break. The harnesses newHarness makes implement one or more
-// of RestartHarness, ConnKillHarness, BlackholeHarness, PauseHarness and
-// ProcessHarness;
+// of RestartHarness, ConnKillHarness, BlackholeHarness, LatencyHarness,
+// PauseHarness and ProcessHarness;
 // the scenarios of the interfaces a harness lacks are skipped, saying
 // which. Call it with a server started for it alone, as the scenarios stop,
 // cut off and restart it (one after another, never in parallel):
@@ -123,6 +123,19 @@ type PauseHarness interface {
 //     driver holds with an error that is not driver.ErrNotHeld and matches
 //     context.DeadlineExceeded; that of a key it never held may also fail
 //     with ErrNotHeld at once.
+//   - BlackholeHeals: a lock (TTL 4 s, or the driver's MaxTTL when shorter;
+//     auto-refresh) is held through the proxy while it forwards nothing
+//     for a quarter of the TTL; another owner cannot take it meanwhile,
+//     and a TTL after the partition it is still held with its fence.
+//   - AbandonedAcquire: TryLock through the partition (TTL a minute, or
+//     MaxTTL) gives up after 300 ms; once the partition heals, the
+//     held-back request may reach the server and be granted, and then the
+//     key must be free again within 5 s, not held for its TTL.
+//   - LateGrant, for a LatencyHarness: with the proxy delaying each way by
+//     3/4 of a 200 ms TTL (or the driver's MinTTL), TryLock must not
+//     return a lock (ErrNotAcquired or ErrUnavailable), and another Client
+//     takes the key; with 25 ms each way, a 3 s lock is granted, refreshed
+//     and released as usual.
 //   - DownCallsEnd: with the server killed, the Refresh and Unlock of a
 //     held lock, TryLock, Lock, Inspect, and List and ForceUnlock (where
 //     the driver has them), each with a 500 ms context, return within 2 s
@@ -157,6 +170,9 @@ func RunFaultTests(t *testing.T, newHarness HarnessMaker) {
 		{"BlackholeLost", testBlackholeLost},
 		{"BlackholeDeadline", testBlackholeDeadline},
 		{"BlackholeBatch", testBlackholeBatch},
+		{"BlackholeHeals", testBlackholeHeals},
+		{"AbandonedAcquire", testAbandonedAcquire},
+		{"LateGrant", testLateGrant},
 		{"DownCallsEnd", testDownCallsEnd},
 		{"BlackholeCallsEnd", testBlackholeCallsEnd},
 		{"Pause", testPause},

@@ -207,8 +207,8 @@ func findLeader(t *testing.T, srv *testserver.Etcd) *testserver.EtcdMember {
 // for that.) TestCluster kills members of a cluster.
 type faultHarness struct {
 	harness
-	srv   *testserver.Etcd
-	proxy *testserver.Proxy
+	srv *testserver.Etcd
+	testserver.ProxyFaults
 }
 
 func (h *faultHarness) Addr() string       { return h.srv.Addr() }
@@ -220,16 +220,10 @@ func (h *faultHarness) Pause(t testing.TB) func() {
 }
 
 func (h *faultHarness) MakeProxiedDriver(ctx context.Context) (driver.Locker, error) {
-	return openDriver(ctx, "etcd://"+h.proxy.Addr())
+	return openDriver(ctx, "etcd://"+h.Proxies[0].Addr())
 }
 
 func (h *faultHarness) URL() string { return h.url }
-
-func (h *faultHarness) ProxyAddr() string { return h.proxy.Addr() }
-
-func (h *faultHarness) Blackhole(t testing.TB) func() {
-	return drivertest.Break(t, func() { h.proxy.Blackhole(true) }, func() { h.proxy.Blackhole(false) })
-}
 
 // TestFaults runs the portable fault scenarios of a server killed and
 // restarted, paused, or cut off.
@@ -237,6 +231,6 @@ func TestFaults(t *testing.T) {
 	srv := testserver.StartEtcd(t)
 	proxy := testserver.StartProxy(t, srv.Addr())
 	drivertest.RunFaultTests(t, func(ctx context.Context, t *testing.T) (drivertest.Harness, error) {
-		return &faultHarness{harness: harness{url: "etcd://" + srv.Addr()}, srv: srv, proxy: proxy}, nil
+		return &faultHarness{harness: harness{url: "etcd://" + srv.Addr()}, srv: srv, ProxyFaults: testserver.ProxyFaultsOf(proxy)}, nil
 	})
 }

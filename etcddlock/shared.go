@@ -196,8 +196,11 @@ func (d *etcdDriver) sharedLease(ctx context.Context, pfx string, sec int64) (l 
 		delete(d.granting, sec)
 		closed := d.closed
 		if err == nil && !closed {
-			nl.shared = true
-			nl.names = map[string]bool{}
+			// Taken at once by the call that granted it: over a link whose
+			// round trip is half the TTL or more, it would be found stale
+			// on the next pass, and granting again would loop.
+			nl.shared, nl.refs = true, 1
+			nl.names = map[string]bool{entryName(pfx, nl.id): false}
 			d.shared[sec] = append(d.shared[sec], nl)
 		}
 		d.mu.Unlock()
@@ -209,6 +212,7 @@ func (d *etcdDriver) sharedLease(ctx context.Context, pfx string, sec int64) (l 
 			d.revokeAsync(nl)
 			return nil, driver.ErrClosed
 		}
+		return nl, nil
 	}
 }
 

@@ -40,7 +40,7 @@ func killUser(t testing.TB, ctx context.Context, root *sql.DB, user string) int 
 // scenarios may kill, restart, pause and cut off behind a proxy.
 type faultHarness struct {
 	harness
-	proxy *testserver.Proxy
+	testserver.ProxyFaults
 }
 
 func (h *faultHarness) Addr() string       { return h.srv.Addr() }
@@ -57,17 +57,11 @@ func (h *faultHarness) KillConnections(t testing.TB) int {
 }
 
 func (h *faultHarness) MakeProxiedDriver(ctx context.Context) (driver.Locker, error) {
-	proxied := harness{srv: h.srv, url: strings.Replace(h.srv.URL(), h.srv.Addr(), h.proxy.Addr(), 1)}
+	proxied := harness{srv: h.srv, url: strings.Replace(h.srv.URL(), h.srv.Addr(), h.Proxies[0].Addr(), 1)}
 	return proxied.MakeDriver(ctx)
 }
 
 func (h *faultHarness) URL() string { return h.srv.URL() }
-
-func (h *faultHarness) ProxyAddr() string { return h.proxy.Addr() }
-
-func (h *faultHarness) Blackhole(t testing.TB) func() {
-	return drivertest.Break(t, func() { h.proxy.Blackhole(true) }, func() { h.proxy.Blackhole(false) })
-}
 
 func (h *faultHarness) Pause(t testing.TB) func() {
 	return drivertest.Break(t, h.srv.Pause, h.srv.Resume)
@@ -77,6 +71,6 @@ func TestFaults(t *testing.T) {
 	srv := testserver.StartMariaDB(t)
 	proxy := testserver.StartProxy(t, srv.Addr())
 	drivertest.RunFaultTests(t, func(ctx context.Context, t *testing.T) (drivertest.Harness, error) {
-		return &faultHarness{harness: harness{srv: srv}, proxy: proxy}, nil
+		return &faultHarness{harness: harness{srv: srv}, ProxyFaults: testserver.ProxyFaultsOf(proxy)}, nil
 	})
 }

@@ -35,8 +35,8 @@ func terminateOthers(t testing.TB, ctx context.Context, admin *pgx.Conn) int {
 // scenarios may kill, restart and cut off behind a proxy.
 type faultHarness struct {
 	harness
-	pg    *testserver.Postgres
-	proxy *testserver.Proxy
+	pg *testserver.Postgres
+	testserver.ProxyFaults
 }
 
 func (h *faultHarness) Addr() string       { return h.pg.Addr() }
@@ -53,22 +53,16 @@ func (h *faultHarness) KillConnections(t testing.TB) int {
 }
 
 func (h *faultHarness) MakeProxiedDriver(ctx context.Context) (driver.Locker, error) {
-	return (&harness{url: strings.Replace(h.url, h.pg.Addr(), h.proxy.Addr(), 1)}).MakeDriver(ctx)
+	return (&harness{url: strings.Replace(h.url, h.pg.Addr(), h.Proxies[0].Addr(), 1)}).MakeDriver(ctx)
 }
 
 func (h *faultHarness) URL() string { return h.url }
-
-func (h *faultHarness) ProxyAddr() string { return h.proxy.Addr() }
-
-func (h *faultHarness) Blackhole(t testing.TB) func() {
-	return drivertest.Break(t, func() { h.proxy.Blackhole(true) }, func() { h.proxy.Blackhole(false) })
-}
 
 func TestFaults(t *testing.T) {
 	pg := testserver.StartPostgres(t)
 	proxy := testserver.StartProxy(t, pg.Addr())
 	drivertest.RunFaultTests(t, func(ctx context.Context, t *testing.T) (drivertest.Harness, error) {
-		return &faultHarness{harness: harness{url: pg.URL()}, pg: pg, proxy: proxy}, nil
+		return &faultHarness{harness: harness{url: pg.URL()}, pg: pg, ProxyFaults: testserver.ProxyFaultsOf(proxy)}, nil
 	})
 }
 

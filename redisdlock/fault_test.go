@@ -28,7 +28,7 @@ func TestFaults(t *testing.T) {
 			return clientHarness{addr: addrs[0], t: t}.MakeDriver(ctx)
 		}
 		t.Run(map[bool]string{true: "URL", false: "NewDriver"}[viaURL], func(t *testing.T) {
-			h := &redistest.FaultHarness{Servers: servers, Proxies: proxies, Open: open}
+			h := &redistest.FaultHarness{Servers: servers, ProxyFaults: testserver.ProxyFaultsOf(proxies...), Open: open}
 			if viaURL {
 				h.URLForChild = "redis://" + servers[0].Addr()
 			}
@@ -72,67 +72,4 @@ func TestRestartLosesLock(t *testing.T) {
 			}
 		})
 	}
-}
-
-// TestSlowReply: with a proxy adding latency, a grant whose reply comes
-// after its validity deadline is not a grant, and the key is given back.
-func TestSlowReply(t *testing.T) {
-	srv := testserver.StartRedis(t)
-	ctx := testCtx(t, 30*time.Second)
-	proxy := testserver.StartProxy(t, srv.Addr())
-	c := openURL(t, "redis://"+proxy.Addr())
-	direct := openURL(t, srv.URL())
-	// Warm the connection, so that the dial does not count.
-	if _, err := c.Inspect(ctx, "warm"); err != nil {
-		t.Fatalf("Inspect: %v", err)
-	}
-	proxy.SetLatency(40 * time.Millisecond) // 80 ms round trip
-	_, err := c.TryLock(ctx, "slow", dlock.WithTTL(50*time.Millisecond))
-	if !errors.Is(err, dlock.ErrNotAcquired) {
-		t.Fatalf("TryLock with a 50ms TTL over an 80ms round trip = %v, want ErrNotAcquired", err)
-	}
-	if in, err := direct.Inspect(ctx, "slow"); err != nil || in.Held {
-		t.Fatalf("after the late grant: Inspect = %+v, %v; want free", in, err)
-	}
-	l, err := c.TryLock(ctx, "slow", dlock.WithTTL(2*time.Second))
-	if err != nil {
-		t.Fatalf("TryLock with a 2s TTL over an 80ms round trip: %v", err)
-	}
-	proxy.SetLatency(0)
-	if err := l.Unlock(ctx); err != nil {
-		t.Fatalf("Unlock: %v", err)
-	}
-}
-
-// TestAbandonedAcquire: an acquire whose caller gave up before the reply
-// (the server was silent) is granted when the server finally runs it; the
-// driver then gives the key back instead of leaving it held for its TTL.
-func TestAbandonedAcquire(t *testing.T) {
-	srv := testserver.StartRedis(t)
-	ctx := testCtx(t, 30*time.Second)
-	proxy := testserver.StartProxy(t, srv.Addr())
-	d, _ := newDriver(t, proxy.Addr(), redisdlock.Options{}) // go-redis defaults: no socket deadlines from ctx
-	c := dlock.NewClient(d)
-	t.Cleanup(func() { _ = c.Close() })
-	direct := openURL(t, srv.URL())
-	// Warm the connection and the server's script cache.
-	if l, err := c.TryLock(ctx, "warm"); err != nil {
-		t.Fatalf("TryLock: %v", err)
-	} else if err := l.Unlock(ctx); err != nil {
-		t.Fatalf("Unlock: %v", err)
-	}
-	proxy.Blackhole(true)
-	tctx, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
-	_, err := c.TryLock(tctx, "k", dlock.WithTTL(time.Minute))
-	cancel()
-	if !errors.Is(err, context.DeadlineExceeded) {
-		t.Fatalf("TryLock against a silent server = %v, want DeadlineExceeded", err)
-	}
-	proxy.Blackhole(false)
-	// The held request now reaches the server and is granted; the driver
-	// sees the late reply and releases.
-	waitFor(t, 10*time.Second, "abandoned grant released", func() bool {
-		in, err := direct.Inspect(ctx, "k")
-		return err == nil && !in.Held && in.Fence > 0
-	})
 }

@@ -89,7 +89,7 @@ func TestFaults(t *testing.T) {
 			healthy = append(healthy, n.Addr())
 		}
 		t.Run(map[int]string{5: "AllNodes", 3: "Majority"}[broken], func(t *testing.T) {
-			h := &redistest.FaultHarness{Servers: nodes[:broken], Proxies: proxies[:broken], Open: func(ctx context.Context, addrs []string) (driver.Locker, error) {
+			h := &redistest.FaultHarness{Servers: nodes[:broken], ProxyFaults: testserver.ProxyFaultsOf(proxies[:broken]...), Open: func(ctx context.Context, addrs []string) (driver.Locker, error) {
 				return urlHarness("redlock://" + strings.Join(append(addrs, healthy...), ",")).MakeDriver(ctx)
 			}}
 			if broken == len(nodes) {

@@ -352,8 +352,8 @@ func TestDisconnectRecovers(t *testing.T) {
 // TestSessionExpiry do, with a session timeout chosen for them.
 type faultHarness struct {
 	harness
-	z     *testserver.ZooKeeper
-	proxy *testserver.Proxy
+	z *testserver.ZooKeeper
+	testserver.ProxyFaults
 }
 
 func (h *faultHarness) Addr() string       { return h.z.Addr() }
@@ -367,17 +367,11 @@ func (h *faultHarness) Pause(t testing.TB) func() {
 // MakeProxiedDriver's session is short: a cut-off holder's node goes when
 // its session expires on the server, which bounds the takeover.
 func (h *faultHarness) MakeProxiedDriver(ctx context.Context) (driver.Locker, error) {
-	return (&harness{url: "zk://" + h.proxy.Addr() + "/faults?session_timeout=2s"}).MakeDriver(ctx)
+	return (&harness{url: "zk://" + h.Proxies[0].Addr() + "/faults?session_timeout=2s"}).MakeDriver(ctx)
 }
 
 // URL is for HolderKilled's child: a short session, which is its lease.
 func (h *faultHarness) URL() string { return "zk://" + h.z.Addr() + "/faults?session_timeout=2s" }
-
-func (h *faultHarness) ProxyAddr() string { return h.proxy.Addr() }
-
-func (h *faultHarness) Blackhole(t testing.TB) func() {
-	return drivertest.Break(t, func() { h.proxy.Blackhole(true) }, func() { h.proxy.Blackhole(false) })
-}
 
 // TestFaults runs the portable fault scenarios of a server killed and
 // restarted, paused, or cut off.
@@ -385,6 +379,6 @@ func TestFaults(t *testing.T) {
 	z := startStandalone(t)
 	proxy := testserver.StartProxy(t, z.Addr())
 	drivertest.RunFaultTests(t, func(ctx context.Context, t *testing.T) (drivertest.Harness, error) {
-		return &faultHarness{harness: harness{url: "zk://" + z.Addr() + "/faults"}, z: z, proxy: proxy}, nil
+		return &faultHarness{harness: harness{url: "zk://" + z.Addr() + "/faults"}, z: z, ProxyFaults: testserver.ProxyFaultsOf(proxy)}, nil
 	})
 }

@@ -16,13 +16,15 @@ import (
 // servers: one server, or every node of a Redlock deployment, broken all
 // at once. It implements drivertest.RestartHarness (Kill and Restart act on
 // every server), drivertest.ConnKillHarness (CLIENT KILL on every server),
-// drivertest.BlackholeHarness (every proxy at once) and
-// drivertest.PauseHarness (every server at once).
+// drivertest.BlackholeHarness and drivertest.LatencyHarness (every proxy
+// at once) and drivertest.PauseHarness (every server at once).
 type FaultHarness struct {
 	// Servers keep their writes across a crash; see StartFaultServers.
 	Servers []*testserver.Redis
-	// Proxies are a proxy in front of each of Servers, in the same order.
-	Proxies []*testserver.Proxy
+	// ProxyFaults' Proxies are a proxy in front of each of Servers, in
+	// the same order; they break (drivertest.BlackholeHarness,
+	// drivertest.LatencyHarness) all at once.
+	testserver.ProxyFaults
 	// Open makes a driver of the servers at addrs ("host:port", one per
 	// server, in the order of Servers): the servers' own addresses, or
 	// those of their proxies.
@@ -130,28 +132,6 @@ func (h *FaultHarness) KillConnections(t testing.TB) int {
 		}
 	}
 	return killed
-}
-
-// ProxyAddr implements drivertest.BlackholeHarness: the proxies'
-// addresses.
-func (h *FaultHarness) ProxyAddr() string {
-	addrs := make([]string, len(h.Proxies))
-	for i, p := range h.Proxies {
-		addrs[i] = p.Addr()
-	}
-	return strings.Join(addrs, ",")
-}
-
-// Blackhole implements drivertest.BlackholeHarness: every proxy stops
-// forwarding until heal.
-func (h *FaultHarness) Blackhole(t testing.TB) (heal func()) {
-	return drivertest.Break(t, func() { h.blackhole(true) }, func() { h.blackhole(false) })
-}
-
-func (h *FaultHarness) blackhole(on bool) {
-	for _, p := range h.Proxies {
-		p.Blackhole(on)
-	}
 }
 
 // Pause implements drivertest.PauseHarness: every server is stopped with
