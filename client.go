@@ -18,6 +18,7 @@ type Client struct {
 	d        driver.Locker
 	notifier driver.Notifier
 	queuer   driver.Queuer
+	sharer   driver.SharedLocker
 	batch    *batchRefresher
 	caps     driver.Capabilities
 	cfg      clientConfig
@@ -64,6 +65,7 @@ func NewClient(d driver.Locker, opts ...Option) *Client {
 	}
 	c.notifier, _ = d.(driver.Notifier)
 	c.queuer, _ = d.(driver.Queuer)
+	c.sharer, _ = d.(driver.SharedLocker)
 	if br, ok := d.(driver.BatchRefresher); ok {
 		c.batch = newBatchRefresher(c, br)
 	}

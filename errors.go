@@ -46,6 +46,11 @@ var (
 	// errors.ErrUnsupported.
 	ErrUnsupported = driver.ErrUnsupported
 
+	// ErrLimitMismatch reports a Semaphore whose limit differs from the one
+	// the key's current holders use (two sizes on one key, or a Semaphore on
+	// an RWMutex's key): a clear error, not an oversubscribed key.
+	ErrLimitMismatch = driver.ErrLimitMismatch
+
 	// ErrStaleFence is returned by FenceGuard.Admit for a write whose fence
 	// is lower than one the resource has already seen.
 	ErrStaleFence = errors.New("dlock: stale fencing token")

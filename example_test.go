@@ -84,3 +84,85 @@ func ExampleExponentialBackoff() {
 	// Output:
 	// true
 }
+
+func ExampleClient_Semaphore() {
+	ctx := context.Background()
+	client, err := dlock.Open(ctx, "mem://example-semaphore")
+	if err != nil {
+		panic(err)
+	}
+	defer client.Close()
+
+	// At most 2 workers call the payment API at once.
+	sem := client.Semaphore("payments-api", 2)
+	p1, _ := sem.Acquire(ctx, dlock.WithTTL(10*time.Second))
+	p2, _ := sem.Acquire(ctx, dlock.WithTTL(10*time.Second))
+	_, err = sem.TryAcquire(ctx)
+	fmt.Println("third permit:", errors.Is(err, dlock.ErrNotAcquired))
+	n, _ := sem.Holders(ctx)
+	fmt.Println("permits out:", n, "fences:", p1.Fence(), p2.Fence())
+
+	// A Semaphore of another size on the same key is an error, not an
+	// oversubscribed key.
+	_, err = client.Semaphore("payments-api", 5).TryAcquire(ctx)
+	fmt.Println("other size:", errors.Is(err, dlock.ErrLimitMismatch))
+
+	_ = p1.Unlock(ctx)
+	_ = p2.Unlock(ctx)
+	// Output:
+	// third permit: true
+	// permits out: 2 fences: 1 2
+	// other size: true
+}
+
+func ExampleClient_RWMutex() {
+	ctx := context.Background()
+	client, err := dlock.Open(ctx, "mem://example-rwmutex")
+	if err != nil {
+		panic(err)
+	}
+	defer client.Close()
+
+	rw := client.RWMutex("config")
+	r1, _ := rw.RLock(ctx)
+	r2, _ := rw.RLock(ctx) // readers share the key
+	_, err = rw.TryLock(ctx)
+	fmt.Println("writer while two read:", errors.Is(err, dlock.ErrNotAcquired))
+	_ = r1.Unlock(ctx)
+	_ = r2.Unlock(ctx)
+
+	w, err := rw.Lock(ctx)
+	if err != nil {
+		panic(err)
+	}
+	fmt.Println("writer's fence:", w.Fence())
+	_ = w.Unlock(ctx)
+	// Output:
+	// writer while two read: true
+	// writer's fence: 3
+}
+
+func ExampleClient_LockMany() {
+	ctx := context.Background()
+	client, err := dlock.Open(ctx, "mem://example-lockmany")
+	if err != nil {
+		panic(err)
+	}
+	defer client.Close()
+
+	// Both accounts or neither; another transfer locking them in the other
+	// order cannot deadlock with this one.
+	set, err := client.LockMany(ctx, []string{"acct/2", "acct/1"}, dlock.WithTTL(10*time.Second))
+	if err != nil {
+		panic(err)
+	}
+	for _, l := range set.Locks() {
+		fmt.Println(l.Key(), "fence", l.Fence())
+	}
+	if err := set.Unlock(ctx); err != nil {
+		panic(err)
+	}
+	// Output:
+	// acct/2 fence 1
+	// acct/1 fence 1
+}

@@ -514,3 +514,39 @@ func TestHugeHolderTTLNoBusyLoop(t *testing.T) {
 		t.Errorf("%d attempts in 300ms with a 50ms backoff, want a few (a negative sleep polls without pause)", d.attempts)
 	}
 }
+
+// exclusiveOnly hides every optional interface of a driver.
+type exclusiveOnly struct{ driver.Locker }
+
+// TestFamilyUnsupported: on a driver without shared leases, Semaphore and
+// RWMutex's readers fail with ErrUnsupported; the writer's side and
+// LockMany work.
+func TestFamilyUnsupported(t *testing.T) {
+	ctx := t.Context()
+	c := dlock.NewClient(exclusiveOnly{memdlock.NewStore().Driver()})
+	defer c.Close()
+	if _, err := c.Semaphore("k", 2).TryAcquire(ctx); !errors.Is(err, dlock.ErrUnsupported) {
+		t.Errorf("TryAcquire = %v, want ErrUnsupported", err)
+	}
+	if _, err := c.RWMutex("k").RLock(ctx); !errors.Is(err, dlock.ErrUnsupported) {
+		t.Errorf("RLock = %v, want ErrUnsupported", err)
+	}
+	if _, err := c.Holders(ctx, "k"); !errors.Is(err, dlock.ErrUnsupported) {
+		t.Errorf("Holders = %v, want ErrUnsupported", err)
+	}
+	w, err := c.RWMutex("k").Lock(ctx)
+	if err != nil {
+		t.Fatalf("RWMutex.Lock: %v", err)
+	}
+	_ = w.Unlock(ctx)
+	set, err := c.LockMany(ctx, []string{"a", "b"})
+	if err != nil {
+		t.Fatalf("LockMany: %v", err)
+	}
+	if err := set.Unlock(ctx); err != nil {
+		t.Fatalf("LockSet.Unlock: %v", err)
+	}
+	if err := set.Err(); !errors.Is(err, dlock.ErrNotHeld) {
+		t.Errorf("LockSet.Err after Unlock = %v, want ErrNotHeld", err)
+	}
+}

@@ -26,12 +26,14 @@ type waiter struct {
 	req   driver.Request
 	cfg   lockConfig
 	try   bool
+	share *share // a shared attempt's limit; nil for exclusive
 	start time.Time
 
 	attempts int           // attempts made so far
 	waited   time.Duration // time spent waiting, for EventWaited
 	turn     *keyTurn      // the client's turn on the key (Lock only)
 	lastErr  error         // the last attempt's error, while riding it out
+	writer   bool          // the token is recorded as a waiting writer
 	timer    *time.Timer
 }
 
@@ -40,11 +42,23 @@ type waiter struct {
 // is one and otherwise waits for the client's turn on key and retries until
 // the key is granted, the strategy gives up, ctx ends or the client closes.
 func (c *Client) acquire(ctx context.Context, key string, opts []LockOption, try bool) (*Lock, error) {
+	return c.acquireAs(ctx, key, opts, try, nil)
+}
+
+// share is what makes an attempt shared: the key's limit of shared grants
+// (0 for no limit).
+type share struct{ limit int }
+
+// acquireAs is acquire for an exclusive grant (sh nil) or a shared one.
+func (c *Client) acquireAs(ctx context.Context, key string, opts []LockOption, try bool, sh *share) (*Lock, error) {
 	if err := ValidateKey(key); err != nil {
 		return nil, err
 	}
 	if c.isClosed() {
 		return nil, ErrClosed
+	}
+	if sh != nil && c.sharer == nil {
+		return nil, fmt.Errorf("%w: shared leases (semaphores, RW locks)", ErrUnsupported)
 	}
 	cfg, err := c.lockConfig(opts)
 	if err != nil {
@@ -53,9 +67,9 @@ func (c *Client) acquire(ctx context.Context, key string, opts []LockOption, try
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	w := &waiter{c: c, ctx: ctx, cfg: cfg, try: try, start: time.Now()}
+	w := &waiter{c: c, ctx: ctx, cfg: cfg, try: try, share: sh, start: time.Now()}
 	w.req = w.attemptRequest(key)
-	if w.req.Hints.Wait && c.queuer != nil {
+	if w.req.Hints.Wait && c.queuer != nil && sh == nil {
 		return w.queued()
 	}
 	if !try {
@@ -138,14 +152,21 @@ func (w *waiter) attempt() (driver.Result, time.Time, error) {
 		return driver.Result{}, time.Time{}, err
 	}
 	sent := time.Now()
-	res, err := c.d.Acquire(w.ctx, w.req)
+	var res driver.Result
+	var err error
+	if w.share != nil {
+		res, err = c.sharer.AcquireShared(w.ctx, driver.SharedRequest{Request: w.req, Limit: w.share.limit})
+	} else {
+		res, err = c.d.Acquire(w.ctx, w.req)
+	}
 	if err == nil {
 		w.lastErr = nil
+		w.writer = w.writer || res.WriterWaiting
 		return res, sent, nil
 	}
 	// The request may have been granted all the same.
 	c.cleanUnknown(w.req.Key, w.req.Token, err)
-	if w.try || w.attempts == 1 || !transient(w.ctx, err) {
+	if w.try || w.attempts == 1 || !transient(w.ctx, err) || errors.Is(err, ErrLimitMismatch) {
 		return driver.Result{}, sent, ctxErr(w.ctx, err)
 	}
 	// The next attempt must not share a token with the release just
@@ -228,6 +249,7 @@ func (w *waiter) sleep(d time.Duration) error {
 // ended emits EventWaited for a wait that ended without a lock (when it
 // waited at all) and returns err.
 func (w *waiter) ended(err error) error {
+	w.dropWriter()
 	if w.waited > 0 {
 		w.c.emit(Event{Kind: EventWaited, Key: w.req.Key, Duration: w.waited, Attempts: w.attempts, Err: err})
 	}
@@ -269,12 +291,26 @@ func (w *waiter) renewToken() error {
 	if w.cfg.tokenGiven {
 		return nil
 	}
+	w.dropWriter()
 	t, err := w.c.newToken()
 	if err != nil {
 		return err
 	}
 	w.req.Token, w.cfg.token = t, t
 	return nil
+}
+
+// errWriterGaveUp is why the record of a waiting writer is released.
+var errWriterGaveUp = errors.New("the waiting writer stopped waiting")
+
+// dropWriter releases, in the background, the record of the waiter's token
+// as a waiting writer (driver.SharedLocker), if an attempt made one: the
+// waiter stops waiting with this token, and readers must not wait for it.
+func (w *waiter) dropWriter() {
+	if w.writer {
+		w.writer = false
+		w.c.cleanUnknown(w.req.Key, w.req.Token, errWriterGaveUp)
+	}
 }
 
 // keyTurn orders the waiters of one client on one key. Only the waiter that
@@ -341,7 +377,7 @@ func (w *waiter) takeTurn() (giveUp func(), err error) {
 		leave()
 		return nil, ErrClosed
 	}
-	if backoff := w.cfg.retry.NextBackoff(1); backoff >= 0 && c.holdsKey(key) {
+	if backoff := w.cfg.retry.NextBackoff(1); backoff >= 0 && w.share == nil && c.holdsKey(key) {
 		t := time.NewTimer(backoff)
 		defer t.Stop()
 		select {

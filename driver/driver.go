@@ -40,6 +40,8 @@
 // release wakes exactly one waiter) and [BatchRefresher] (many refreshes in
 // one round trip). Operators' tools use [Lister] (enumerate held keys) and
 // [ForceReleaser] (free a key whatever its owner) where a driver has them.
+// [SharedLocker] adds shared leases beside exclusive ones, for the lock
+// family (semaphores, RW locks).
 // Fencing support is declared in [Capabilities].
 package driver
 
@@ -102,6 +104,11 @@ type Result struct {
 	// Queued answers Hints.Wait; see Queued. The zero value means the
 	// caller was not queued.
 	Queued Queued
+	// WriterWaiting reports, on an exclusive attempt of a SharedLocker
+	// that was not granted, that the driver recorded the token as a
+	// waiting writer (see SharedLocker). The caller then releases the
+	// token when it stops waiting without a grant.
+	WriterWaiting bool
 	// ValidUntil, when not zero, is a deadline on the local monotonic clock
 	// (from time.Now) after which the grant must be treated as lost unless
 	// refreshed. Drivers whose grant is not tied to the moment the request

@@ -41,6 +41,16 @@ func RunConformanceTests(t *testing.T, newHarness HarnessMaker) {
 		{"DriverByteKeys", testDriverByteKeys},
 		{"List", testList},
 		{"ForceRelease", testForceRelease},
+		{"LockManyNoDeadlock", testLockManyNoDeadlock},
+		{"LockManyAllOrNothing", testLockManyAllOrNothing},
+		{"LockManyInput", testLockManyInput},
+		{"SemaphoreLimit", testSemaphoreLimit},
+		{"SemaphoreLimitMismatch", testSemaphoreLimitMismatch},
+		{"RWExclusion", testRWExclusion},
+		{"WriterPreference", testWriterPreference},
+		{"WriterGivesUp", testWriterGivesUp},
+		{"SharedHandOff", testSharedHandOff},
+		{"DriverShared", testDriverShared},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

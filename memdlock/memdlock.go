@@ -15,8 +15,10 @@
 package memdlock
 
 import (
+	"cmp"
 	"context"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"sync"
@@ -59,12 +61,21 @@ func openURL(_ context.Context, u *driver.URL) (driver.Locker, error) {
 }
 
 // Store is a set of in-process locks. Clients made from the same Store
-// exclude each other, like clients of one server.
+// exclude each other, like clients of one server. It grants shared leases
+// too (driver.SharedLocker), for semaphores and RW locks.
 type Store struct {
 	mu      sync.Mutex
-	entries map[string]*entry
+	entries map[string]*entry // exclusive holders
+	shared  map[string]*sharedKey
 	fences  map[string]uint64
 	watch   map[string]map[chan struct{}]struct{}
+}
+
+// sharedKey is a key's shared grants, their limit and its waiting writers.
+type sharedKey struct {
+	grants  map[string]*entry // by token
+	limit   int
+	writers map[string]time.Time // token: when the record lapses
 }
 
 type entry struct {
@@ -83,6 +94,7 @@ func (e *entry) info(now time.Time) driver.Info {
 func NewStore() *Store {
 	return &Store{
 		entries: map[string]*entry{},
+		shared:  map[string]*sharedKey{},
 		fences:  map[string]uint64{},
 		watch:   map[string]map[chan struct{}]struct{}{},
 	}
@@ -100,6 +112,8 @@ func (s *Store) Driver() driver.Locker { return &memDriver{s: s} }
 // NewClient returns a dlock Client over a new, isolated Store.
 func NewClient(opts ...dlock.Option) *dlock.Client { return NewStore().NewClient(opts...) }
 
+var _ driver.SharedLocker = (*memDriver)(nil)
+
 type memDriver struct {
 	s      *Store
 	mu     sync.Mutex
@@ -116,6 +130,68 @@ func (d *memDriver) check(ctx context.Context) error {
 	return ctx.Err()
 }
 
+// liveShared returns key's shared state with lapsed grants and writer
+// records dropped, or nil when nothing of it is left. s.mu held.
+func (s *Store) liveShared(key string, now time.Time) *sharedKey {
+	sk := s.shared[key]
+	if sk == nil {
+		return nil
+	}
+	for t, e := range sk.grants {
+		if !now.Before(e.expires) {
+			delete(sk.grants, t)
+		}
+	}
+	for t, until := range sk.writers {
+		if !now.Before(until) {
+			delete(sk.writers, t)
+		}
+	}
+	if len(sk.grants) == 0 && len(sk.writers) == 0 {
+		delete(s.shared, key)
+		return nil
+	}
+	return sk
+}
+
+// soonest returns the shortest remaining lease of sk's grants, or zero.
+func (sk *sharedKey) soonest(now time.Time) time.Duration {
+	var d time.Duration
+	for _, e := range sk.grants {
+		if left := e.expires.Sub(now); d == 0 || left < d {
+			d = left
+		}
+	}
+	return d
+}
+
+// info is what Inspect reports of a key with shared grants: the newest
+// grant's fence and metadata, the longest TTL.
+func (sk *sharedKey) info(now time.Time) (driver.Info, bool) {
+	var newest *entry
+	var ttl time.Duration
+	for _, e := range sk.grants {
+		if newest == nil || e.fence > newest.fence {
+			newest = e
+		}
+		ttl = max(ttl, e.expires.Sub(now))
+	}
+	if newest == nil {
+		return driver.Info{}, false
+	}
+	return driver.Info{Held: true, Fence: newest.fence, TTL: ttl, Metadata: newest.metadata, Waiters: -1}, true
+}
+
+// begin checks that d is open and ctx live, and locks the store: the
+// caller unlocks s.mu. now is the time of the call.
+func (d *memDriver) begin(ctx context.Context) (s *Store, now time.Time, err error) {
+	if err := d.check(ctx); err != nil {
+		return nil, time.Time{}, err
+	}
+	d.s.mu.Lock()
+	return d.s, time.Now(), nil
+}
+
 // live returns the entry for key if its lease has not run out. s.mu held.
 func (s *Store) live(key string, now time.Time) *entry {
 	e := s.entries[key]
@@ -130,19 +206,28 @@ func (s *Store) live(key string, now time.Time) *entry {
 }
 
 func (d *memDriver) Acquire(ctx context.Context, req driver.Request) (driver.Result, error) {
-	if err := d.check(ctx); err != nil {
+	s, now, err := d.begin(ctx)
+	if err != nil {
 		return driver.Result{}, err
 	}
-	s := d.s
-	s.mu.Lock()
 	defer s.mu.Unlock()
-	now := time.Now()
 	if e := s.live(req.Key, now); e != nil {
 		if e.token != req.Token {
 			return driver.Result{HolderTTL: e.expires.Sub(now)}, nil
 		}
 		e.expires, e.metadata = now.Add(req.TTL), req.Metadata
 		return driver.Result{Acquired: true, Fence: e.fence}, nil
+	}
+	if sk := s.liveShared(req.Key, now); sk != nil {
+		if len(sk.grants) > 0 {
+			res := driver.Result{HolderTTL: sk.soonest(now)}
+			if req.Hints.Wait {
+				sk.writers[req.Token] = now.Add(req.TTL)
+				res.WriterWaiting = true
+			}
+			return res, nil
+		}
+		delete(sk.writers, req.Token)
 	}
 	s.fences[req.Key]++
 	e := &entry{token: req.Token, fence: s.fences[req.Key], expires: now.Add(req.TTL), metadata: req.Metadata}
@@ -151,18 +236,30 @@ func (d *memDriver) Acquire(ctx context.Context, req driver.Request) (driver.Res
 }
 
 func (d *memDriver) Refresh(ctx context.Context, key, token string, ttl time.Duration) error {
-	if err := d.check(ctx); err != nil {
+	s, now, err := d.begin(ctx)
+	if err != nil {
 		return err
 	}
-	s := d.s
-	s.mu.Lock()
 	defer s.mu.Unlock()
-	now := time.Now()
-	e := s.live(key, now)
-	if e == nil || e.token != token {
+	e := s.grant(key, token, now)
+	if e == nil {
 		return driver.ErrNotHeld
 	}
 	e.expires = now.Add(ttl)
+	return nil
+}
+
+// grant returns token's live grant of key, exclusive or shared. s.mu held.
+func (s *Store) grant(key, token string, now time.Time) *entry {
+	if e := s.live(key, now); e != nil {
+		if e.token == token {
+			return e
+		}
+		return nil
+	}
+	if sk := s.liveShared(key, now); sk != nil {
+		return sk.grants[token]
+	}
 	return nil
 }
 
@@ -176,51 +273,138 @@ func (d *memDriver) RefreshBatch(ctx context.Context, reqs []driver.RefreshReque
 }
 
 func (d *memDriver) Release(ctx context.Context, key, token string) error {
-	if err := d.check(ctx); err != nil {
+	s, now, err := d.begin(ctx)
+	if err != nil {
 		return err
 	}
-	s := d.s
-	s.mu.Lock()
 	defer s.mu.Unlock()
-	e := s.live(key, time.Now())
-	if e == nil || e.token != token {
+	if e := s.live(key, now); e != nil && e.token == token {
+		delete(s.entries, key)
+		s.notifyLocked(key)
+		return nil
+	}
+	sk := s.liveShared(key, now)
+	if sk == nil {
 		return driver.ErrNotHeld
 	}
-	delete(s.entries, key)
-	s.notifyLocked(key)
+	_, writer := sk.writers[token]
+	delete(sk.writers, token)
+	_, held := sk.grants[token]
+	delete(sk.grants, token)
+	s.liveShared(key, now) // drops what is left empty
+	if writer || held {
+		s.notifyLocked(key) // readers held back by the writer may go
+	}
+	if !held {
+		return driver.ErrNotHeld
+	}
 	return nil
 }
 
+// AcquireShared implements driver.SharedLocker.
+func (d *memDriver) AcquireShared(ctx context.Context, req driver.SharedRequest) (driver.Result, error) {
+	s, now, err := d.begin(ctx)
+	if err != nil {
+		return driver.Result{}, err
+	}
+	defer s.mu.Unlock()
+	if e := s.live(req.Key, now); e != nil {
+		return driver.Result{HolderTTL: e.expires.Sub(now)}, nil
+	}
+	sk := s.liveShared(req.Key, now)
+	if sk == nil {
+		sk = &sharedKey{grants: map[string]*entry{}, writers: map[string]time.Time{}, limit: req.Limit}
+		s.shared[req.Key] = sk
+	}
+	if len(sk.grants) > 0 && sk.limit != req.Limit {
+		return driver.Result{}, fmt.Errorf("%w: %q is shared with limit %d, not %d", driver.ErrLimitMismatch, req.Key, sk.limit, req.Limit)
+	}
+	sk.limit = req.Limit
+	if e := sk.grants[req.Token]; e != nil {
+		e.expires, e.metadata = now.Add(req.TTL), req.Metadata
+		return driver.Result{Acquired: true, Fence: e.fence}, nil
+	}
+	if len(sk.writers) > 0 || (req.Limit > 0 && len(sk.grants) >= req.Limit) {
+		res := driver.Result{HolderTTL: sk.soonest(now)}
+		for _, until := range sk.writers {
+			if res.HolderTTL == 0 {
+				res.HolderTTL = until.Sub(now)
+			}
+		}
+		s.liveShared(req.Key, now)
+		return res, nil
+	}
+	s.fences[req.Key]++
+	e := &entry{token: req.Token, fence: s.fences[req.Key], expires: now.Add(req.TTL), metadata: req.Metadata}
+	sk.grants[req.Token] = e
+	return driver.Result{Acquired: true, Fence: e.fence}, nil
+}
+
+// Holders implements driver.SharedLocker.
+func (d *memDriver) Holders(ctx context.Context, key string) (driver.Holders, error) {
+	s, now, err := d.begin(ctx)
+	if err != nil {
+		return driver.Holders{}, err
+	}
+	defer s.mu.Unlock()
+	var h driver.Holders
+	if e := s.live(key, now); e != nil {
+		h.Holders = []driver.Holder{{Fence: e.fence, TTL: e.expires.Sub(now), Metadata: e.metadata}}
+	}
+	if sk := s.liveShared(key, now); sk != nil {
+		h.WritersWaiting = len(sk.writers)
+		if len(sk.grants) > 0 {
+			h.Limit = sk.limit
+		}
+		for _, e := range sk.grants {
+			h.Holders = append(h.Holders, driver.Holder{Shared: true, Fence: e.fence, TTL: e.expires.Sub(now), Metadata: e.metadata})
+		}
+	}
+	slices.SortFunc(h.Holders, func(a, b driver.Holder) int { return cmp.Compare(a.Fence, b.Fence) })
+	return h, nil
+}
+
 func (d *memDriver) Inspect(ctx context.Context, key string) (driver.Info, error) {
-	if err := d.check(ctx); err != nil {
+	s, now, err := d.begin(ctx)
+	if err != nil {
 		return driver.Info{}, err
 	}
-	s := d.s
-	s.mu.Lock()
 	defer s.mu.Unlock()
-	now := time.Now()
-	if e := s.live(key, now); e != nil {
-		return e.info(now), nil
+	if in, ok := s.infoLocked(key, now); ok {
+		return in, nil
 	}
 	return driver.Info{Fence: s.fences[key], Waiters: -1}, nil
 }
 
+// infoLocked is what Inspect reports of a held key. s.mu held.
+func (s *Store) infoLocked(key string, now time.Time) (driver.Info, bool) {
+	if e := s.live(key, now); e != nil {
+		return e.info(now), true
+	}
+	if sk := s.liveShared(key, now); sk != nil {
+		return sk.info(now)
+	}
+	return driver.Info{}, false
+}
+
 // List implements driver.Lister.
 func (d *memDriver) List(ctx context.Context, prefix string) ([]driver.KeyInfo, error) {
-	if err := d.check(ctx); err != nil {
+	s, now, err := d.begin(ctx)
+	if err != nil {
 		return nil, err
 	}
-	s := d.s
-	s.mu.Lock()
 	defer s.mu.Unlock()
-	now := time.Now()
 	var out []driver.KeyInfo
-	for key := range s.entries {
+	keys := slices.Collect(maps.Keys(s.entries))
+	for key := range s.shared {
+		keys = append(keys, key)
+	}
+	for _, key := range keys {
 		if !strings.HasPrefix(key, prefix) {
 			continue
 		}
-		if e := s.live(key, now); e != nil {
-			out = append(out, driver.KeyInfo{Key: key, Info: e.info(now)})
+		if in, ok := s.infoLocked(key, now); ok {
+			out = append(out, driver.KeyInfo{Key: key, Info: in})
 		}
 	}
 	slices.SortFunc(out, func(a, b driver.KeyInfo) int { return strings.Compare(a.Key, b.Key) })
@@ -229,20 +413,20 @@ func (d *memDriver) List(ctx context.Context, prefix string) ([]driver.KeyInfo, 
 
 // ForceRelease implements driver.ForceReleaser.
 func (d *memDriver) ForceRelease(ctx context.Context, key string) (driver.Info, error) {
-	if err := d.check(ctx); err != nil {
+	s, now, err := d.begin(ctx)
+	if err != nil {
 		return driver.Info{}, err
 	}
-	s := d.s
-	s.mu.Lock()
 	defer s.mu.Unlock()
-	now := time.Now()
-	e := s.live(key, now)
-	if e == nil {
+	in, ok := s.infoLocked(key, now)
+	if !ok {
+		delete(s.shared, key) // waiting writers
 		return driver.Info{Fence: s.fences[key], Waiters: -1}, nil
 	}
 	delete(s.entries, key)
+	delete(s.shared, key)
 	s.notifyLocked(key)
-	return e.info(now), nil
+	return in, nil
 }
 
 // notifyLocked wakes the watches of key. s.mu held.
