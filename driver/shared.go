@@ -76,6 +76,14 @@ type Holders struct {
 //     returns ErrNotHeld when the token holds nothing), or when its TTL
 //     runs out: a writer that crashes while it waits holds new readers
 //     back for at most its TTL.
+//   - A driver that is also a Queuer records waiting writers with its
+//     queue instead: while the entry of an exclusive AcquireQueued waits,
+//     no new shared grant is made, and Holders counts it in
+//     WritersWaiting; the entry goes when the wait ends (a crashed
+//     waiter's with its session or lease). The portable layer then never
+//     sends it an Acquire with Hints.Wait, and its Acquire need not record
+//     writers or set WriterWaiting. Shared attempts (AcquireShared) are
+//     still single attempts: the portable layer waits for them.
 //   - Release of a shared grant notifies waiters (Notifier) as that of an
 //     exclusive one does.
 //   - Inspect of a key with shared grants reports Held, the newest grant's
