@@ -126,7 +126,7 @@ func cmdList(args []string, sio stdio) error {
 	}
 	for _, in := range infos {
 		if *asJSON {
-			b, err := statusJSON(in)
+			b, err := statusJSON(in, nil)
 			if err != nil {
 				return exitf(ExitFailure, "dlock: list: %v", err)
 			}

@@ -306,7 +306,8 @@ func backendError(ctx, opctx context.Context, err error, what string) error {
 		return exitf(se.code(), "dlock: %s: %v", what, se)
 	}
 	switch {
-	case errors.Is(err, dlock.ErrInvalidOption), errors.Is(err, dlock.ErrInvalidKey), errors.Is(err, dlock.ErrInvalidTTL):
+	case errors.Is(err, dlock.ErrInvalidOption), errors.Is(err, dlock.ErrInvalidKey), errors.Is(err, dlock.ErrInvalidTTL),
+		errors.Is(err, dlock.ErrLimitMismatch):
 		return exitf(ExitUsage, "dlock: %s: %s", what, clean(err))
 	case opctx != nil && errors.Is(opctx.Err(), context.DeadlineExceeded) && errors.Is(err, context.DeadlineExceeded):
 		return exitf(ExitUnavailable, "dlock: %s: no answer in time (%s)", what, clean(err))

@@ -65,7 +65,7 @@ func TestFormatStatus(t *testing.T) {
 			"key:     a\\nb\nstate:   held\nholder:  x\\ny\n"},
 	}
 	for _, tt := range tests {
-		if got := formatStatus(tt.in); got != tt.want {
+		if got := formatStatus(tt.in, nil); got != tt.want {
 			t.Errorf("%s: got %q, want %q", tt.name, got, tt.want)
 		}
 	}
@@ -84,7 +84,7 @@ func TestStatusJSON(t *testing.T) {
 		{"held, no queue", dlock.Info{Key: "a\nb", Held: true, Fence: 1, Waiters: -1}, `{"key":"a\nb","held":true,"fence":1}`},
 	}
 	for _, tt := range tests {
-		got, err := statusJSON(tt.in)
+		got, err := statusJSON(tt.in, nil)
 		if err != nil || string(got) != tt.want {
 			t.Errorf("%s: got %s, %v; want %s", tt.name, got, err, tt.want)
 		}
@@ -121,5 +121,28 @@ func TestHelp(t *testing.T) {
 	}
 	if code := Main([]string{"frobnicate"}, strings.NewReader(""), &stdout, &stderr); code != ExitUsage {
 		t.Errorf("unknown command: got exit %d, want %d", code, ExitUsage)
+	}
+}
+
+func TestFormatStatusShared(t *testing.T) {
+	in := dlock.Info{Key: "api", Held: true, Fence: 9, TTL: time.Second, Metadata: "b", Waiters: -1}
+	h := &dlock.Holders{Key: "api", Limit: 3, WritersWaiting: 1, Holders: []dlock.Holder{
+		{Shared: true, Fence: 8, TTL: 1500 * time.Millisecond, Metadata: "host=a pid=1"},
+		{Shared: true, Fence: 9, TTL: time.Second, Metadata: "x\ny"},
+	}}
+	want := "key:     api\nstate:   held by 2 of 3 permits\n" +
+		"holder:  host=a pid=1 (fence 8, expires in 1.5s)\nholder:  x\\ny (fence 9, expires in 1s)\n" +
+		"waiting: 1 exclusive (new shared holders wait for them)\n"
+	if got := formatStatus(in, h); got != want {
+		t.Errorf("got %q, want %q", got, want)
+	}
+	h.Limit, h.WritersWaiting = 0, 0
+	if got := formatStatus(in, h); !strings.Contains(got, "state:   held by 2 shared holders\n") || strings.Contains(got, "waiting") {
+		t.Errorf("readers: got %q", got)
+	}
+	b, err := statusJSON(in, &dlock.Holders{Limit: 3, WritersWaiting: 1, Holders: h.Holders[:1]})
+	wantJSON := `{"key":"api","held":true,"fence":9,"expires_in_ms":1000,"holder":"b","holders":[{"fence":8,"expires_in_ms":1500,"holder":"host=a pid=1"}],"limit":3,"exclusive_waiting":1}`
+	if err != nil || string(b) != wantJSON {
+		t.Errorf("statusJSON = %s, %v; want %s", b, err, wantJSON)
 	}
 }

@@ -35,6 +35,12 @@ exits. Flags come before KEY; "--" separates CMD. CMD gets DLOCK_KEY,
 DLOCK_FENCE (the fencing token: check it at the resource) and DLOCK_TOKEN.
 The lease is refreshed every TTL/3 while CMD runs.
 
+With --limit N, dlock takes one of N permits of KEY instead (at most N
+commands hold KEY at once, like consul lock -n; every user of KEY must give
+the same N, else exit 64); with --shared, a shared lock that runs beside
+other --shared holders and excludes plain ones, like flock -s (a plain
+holder that waits goes first).
+
 Without --try or --wait, dlock waits until the lock is free (Ctrl-C or
 SIGTERM stop the wait). Not acquired (--try, or --wait ran out): exit 75,
 or --conflict-exit-code.
@@ -111,6 +117,8 @@ type lockFlags struct {
 	bf        *backendFlags
 	ttl, wait *time.Duration
 	try       *bool
+	limit     *int
+	shared    *bool
 	conflict  *int
 	verbose   *bool
 }
@@ -124,6 +132,8 @@ func addLockFlags(fs *flag.FlagSet, ttlUsage string) *lockFlags {
 		ttl:      durationFlag(fs, "ttl", dlock.DefaultTTL, ttlUsage),
 		wait:     durationFlag(fs, "wait", 0, "wait at most `D` for the lock, connecting included, then exit 75 (69 if the backend gave no answer) (default: wait until acquired; 0 = --try)"),
 		try:      fs.Bool("try", false, "make one attempt; exit 75 at once if the lock is held"),
+		limit:    fs.Int("limit", 0, "take one of `N` permits of KEY (a semaphore: at most N holders at once, like consul lock -n); every holder of KEY must use the same N"),
+		shared:   fs.Bool("shared", false, "take a shared (reader's) lock of KEY, like flock -s: shared holders run together and exclude the exclusive ones; a waiting exclusive holder goes first"),
 		conflict: fs.Int("conflict-exit-code", ExitNotAcquired, "exit with `N` (0-255) instead of 75 when the lock is held by another owner (--try, or --wait ran out), like flock -E"),
 		verbose:  fs.Bool("v", false, "report waiting, acquisition and release on stderr"),
 	}
@@ -139,6 +149,10 @@ func (f *lockFlags) runner(cmd string, set map[string]bool, key string, sio stdi
 		return nil, usageError(cmd, "--ttl must be positive, got %v", *f.ttl)
 	case *f.conflict < 0 || *f.conflict > 255:
 		return nil, usageError(cmd, "--conflict-exit-code must be between 0 and 255, got %d", *f.conflict)
+	case set["limit"] && (*f.limit < 1 || *f.limit > dlock.MaxLimit):
+		return nil, usageError(cmd, "--limit must be between 1 and %d, got %d", dlock.MaxLimit, *f.limit)
+	case set["limit"] && *f.shared:
+		return nil, usageError(cmd, "--limit and --shared exclude each other")
 	}
 	if err := dlock.ValidateKey(key); err != nil {
 		return nil, usageError(cmd, "%s", clean(err))
@@ -146,6 +160,7 @@ func (f *lockFlags) runner(cmd string, set map[string]bool, key string, sio stdi
 	return &runner{
 		key: key, bf: f.bf, ttl: ttlOrDefault(set["ttl"], *f.ttl), wait: *f.wait,
 		try: *f.try || (set["wait"] && *f.wait == 0), conflict: *f.conflict, verbose: *f.verbose, sio: sio,
+		limit: *f.limit, shared: *f.shared,
 	}, nil
 }
 
@@ -158,6 +173,8 @@ type runner struct {
 	try      bool
 	grace    time.Duration
 	pgroup   bool
+	limit    int  // a semaphore's permits (--limit), or 0
+	shared   bool // a reader's share (--shared)
 	conflict int  // exit code when the lock is held by another owner
 	hold     bool // no command: hold until a signal (dlock hold)
 	verbose  bool
@@ -295,7 +312,7 @@ func (r *runner) acquire(ctx context.Context) (*dlock.Client, *dlock.Lock, error
 	var l *dlock.Lock
 	var probe <-chan error
 	if r.try {
-		l, err = c.TryLock(bctx, r.key, opts...)
+		l, err = r.take(bctx, c, true, opts)
 	} else {
 		if r.wait > 0 {
 			r.vlogf("waiting up to %v for lock %q on %s", r.wait, r.key, shown)
@@ -358,11 +375,33 @@ func (r *runner) lockProbed(ctx context.Context, c *dlock.Client, opts []dlock.L
 		}
 		probe <- err
 	}()
-	l, err := c.Lock(lctx, r.key, opts...)
+	l, err := r.take(lctx, c, false, opts)
 	if pe, ok := context.Cause(lctx).(*probeError); ok && err != nil {
 		return nil, probe, pe
 	}
 	return l, probe, err
+}
+
+// take makes the runner's attempt (try) or wait: for one of --limit
+// permits, a --shared lock, or the key alone.
+func (r *runner) take(ctx context.Context, c *dlock.Client, try bool, opts []dlock.LockOption) (*dlock.Lock, error) {
+	switch {
+	case r.limit > 0:
+		sem := c.Semaphore(r.key, r.limit)
+		if try {
+			return sem.TryAcquire(ctx, opts...)
+		}
+		return sem.Acquire(ctx, opts...)
+	case r.shared:
+		rw := c.RWMutex(r.key)
+		if try {
+			return rw.TryRLock(ctx, opts...)
+		}
+		return rw.RLock(ctx, opts...)
+	case try:
+		return c.TryLock(ctx, r.key, opts...)
+	}
+	return c.Lock(ctx, r.key, opts...)
 }
 
 // holder describes who holds the key, as " by META (fence N, expires in D)",
@@ -370,11 +409,32 @@ func (r *runner) lockProbed(ctx context.Context, c *dlock.Client, opts []dlock.L
 func (r *runner) holder(ctx context.Context, c *dlock.Client) string {
 	ictx, cancel := context.WithTimeout(ctx, min(*r.bf.timeout, 500*time.Millisecond))
 	defer cancel()
+	if h, err := c.Holders(ictx, r.key); err == nil && len(h.Holders) > 0 && (r.limit > 0 || r.shared || h.Holders[0].Shared) {
+		return describeHolders(h)
+	}
 	in, err := c.Inspect(ictx, r.key)
 	if err != nil || !in.Held {
 		return " by another owner"
 	}
 	return " by " + describeHolder(in)
+}
+
+// describeHolders returns " by N shared holders (limit L)", or " by META
+// (...)" for an exclusive holder, with the writers waiting.
+func describeHolders(h dlock.Holders) string {
+	var s string
+	switch first := h.Holders[0]; {
+	case !first.Shared:
+		s = " by " + describeHolder(dlock.Info{Held: true, Fence: first.Fence, TTL: first.TTL, Metadata: first.Metadata})
+	case h.Limit > 0:
+		s = fmt.Sprintf(" by %d of %d permit holders", len(h.Holders), h.Limit)
+	default:
+		s = fmt.Sprintf(" by %d shared holders", len(h.Holders))
+	}
+	if h.WritersWaiting > 0 {
+		s += fmt.Sprintf(", %d exclusive waiting", h.WritersWaiting)
+	}
+	return s
 }
 
 // describeHolder returns "META (fence N, expires in D)".

@@ -3,6 +3,7 @@ package cli
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 
@@ -60,6 +61,16 @@ func cmdStatus(args []string, sio stdio) error {
 		return err
 	}
 	in, err := c.Inspect(ictx, key)
+	var h *dlock.Holders
+	if err == nil && in.Held {
+		// The grants of a semaphore or RW key, on a backend with shared
+		// leases.
+		if hs, herr := c.Holders(ictx, key); herr == nil && len(hs.Holders) > 0 && hs.Holders[0].Shared {
+			h = &hs
+		} else if herr != nil && !errors.Is(herr, dlock.ErrUnsupported) {
+			err = herr
+		}
+	}
 	if err != nil {
 		err = backendError(ctx, ictx, err, fmt.Sprintf("status of %q on %s", key, shown))
 		closeClient(c, err, *bf.timeout)
@@ -67,13 +78,13 @@ func cmdStatus(args []string, sio stdio) error {
 	}
 	defer c.Close()
 	if *asJSON {
-		b, err := statusJSON(in)
+		b, err := statusJSON(in, h)
 		if err != nil {
 			return exitf(ExitFailure, "dlock: status: %v", err)
 		}
 		fmt.Fprintf(sio.out, "%s\n", b)
 	} else {
-		fmt.Fprint(sio.out, formatStatus(in))
+		fmt.Fprint(sio.out, formatStatus(in, h))
 	}
 	if !in.Held {
 		return &exitError{code: ExitFree}
@@ -90,11 +101,30 @@ type jsonStatus struct {
 	ExpiresInMS *int64 `json:"expires_in_ms,omitempty"`
 	Holder      string `json:"holder,omitempty"`
 	Waiters     *int   `json:"waiters,omitempty"`
+	// The grants of a key with shared holders (a semaphore's permits, an
+	// RW lock's readers).
+	Holders        []jsonHolder `json:"holders,omitempty"`
+	Limit          int          `json:"limit,omitempty"`
+	WritersWaiting int          `json:"exclusive_waiting,omitempty"`
 }
 
-// statusJSON renders Inspect's answer as one line of JSON.
-func statusJSON(in dlock.Info) ([]byte, error) {
+// jsonHolder is one shared grant in status --json.
+type jsonHolder struct {
+	Fence       uint64 `json:"fence"`
+	ExpiresInMS int64  `json:"expires_in_ms"`
+	Holder      string `json:"holder,omitempty"`
+}
+
+// statusJSON renders Inspect's answer, and the shared grants h (or nil),
+// as one line of JSON.
+func statusJSON(in dlock.Info, h *dlock.Holders) ([]byte, error) {
 	js := jsonStatus{Key: in.Key, Held: in.Held, Fence: in.Fence}
+	if h != nil {
+		js.Limit, js.WritersWaiting = h.Limit, h.WritersWaiting
+		for _, g := range h.Holders {
+			js.Holders = append(js.Holders, jsonHolder{Fence: g.Fence, ExpiresInMS: g.TTL.Milliseconds(), Holder: g.Metadata})
+		}
+	}
 	if in.Held {
 		js.Holder = in.Metadata
 		if in.TTL > 0 {
@@ -109,8 +139,9 @@ func statusJSON(in dlock.Info) ([]byte, error) {
 	return json.Marshal(js)
 }
 
-// formatStatus renders Inspect's answer as "name: value" lines.
-func formatStatus(in dlock.Info) string {
+// formatStatus renders Inspect's answer, and the shared grants h (or
+// nil), as "name: value" lines.
+func formatStatus(in dlock.Info, h *dlock.Holders) string {
 	var b strings.Builder
 	line := func(name, format string, args ...any) {
 		fmt.Fprintf(&b, "%-8s %s\n", name+":", fmt.Sprintf(format, args...))
@@ -120,6 +151,24 @@ func formatStatus(in dlock.Info) string {
 		line("state", "free")
 		if in.Fence > 0 {
 			line("fence", "%d (last granted)", in.Fence)
+		}
+		return b.String()
+	}
+	if h != nil {
+		state := fmt.Sprintf("held by %d shared holders", len(h.Holders))
+		if h.Limit > 0 {
+			state = fmt.Sprintf("held by %d of %d permits", len(h.Holders), h.Limit)
+		}
+		line("state", "%s", state)
+		for _, g := range h.Holders {
+			who := oneLine(g.Metadata)
+			if who == "" {
+				who = "(unknown)"
+			}
+			line("holder", "%s (fence %d, expires in %v)", who, g.Fence, roundDuration(g.TTL))
+		}
+		if h.WritersWaiting > 0 {
+			line("waiting", "%d exclusive (new shared holders wait for them)", h.WritersWaiting)
 		}
 		return b.String()
 	}
