@@ -136,6 +136,11 @@ type PauseHarness interface {
 //     return a lock (ErrNotAcquired or ErrUnavailable), and another Client
 //     takes the key; with 25 ms each way, a 3 s lock is granted, refreshed
 //     and released as usual.
+//   - SemaphoreBlackhole, for a driver.SharedLocker: of a semaphore of 2,
+//     one permit (TTL 1 s) is held through the proxy and one directly; when
+//     the proxy stops forwarding, a third client polls for a permit, and
+//     when it gets one the cut-off holder's Done has closed (Err matches
+//     ErrLost), the direct holder still holds, and the new fence is higher.
 //   - DownCallsEnd: with the server killed, the Refresh and Unlock of a
 //     held lock, TryLock, Lock, Inspect, and List and ForceUnlock (where
 //     the driver has them), each with a 500 ms context, return within 2 s
@@ -173,6 +178,7 @@ func RunFaultTests(t *testing.T, newHarness HarnessMaker) {
 		{"BlackholeHeals", testBlackholeHeals},
 		{"AbandonedAcquire", testAbandonedAcquire},
 		{"LateGrant", testLateGrant},
+		{"SemaphoreBlackhole", testSemaphoreBlackhole},
 		{"DownCallsEnd", testDownCallsEnd},
 		{"BlackholeCallsEnd", testBlackholeCallsEnd},
 		{"Pause", testPause},

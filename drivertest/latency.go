@@ -7,10 +7,12 @@ import (
 	"time"
 
 	"github.com/dlock-go/dlock"
+	"github.com/dlock-go/dlock/driver"
 )
 
 // The fault scenarios of a slow or briefly cut link: LateGrant,
-// AbandonedAcquire and BlackholeHeals.
+// AbandonedAcquire and BlackholeHeals; and SemaphoreBlackhole, a cut-off
+// permit holder.
 
 // LatencyHarness is a BlackholeHarness whose proxy can also delay what it
 // forwards, as a congested or distant link would.
@@ -115,4 +117,49 @@ func testBlackholeHeals(t *testing.T, f *faults) {
 		t.Fatalf("Inspect = %+v, %v; want held with fence %d", in, err, l.Fence())
 	}
 	f.unlock(l)
+}
+
+// testSemaphoreBlackhole: a semaphore of 2 whose one permit holder is cut
+// off: the permit goes to another client only after the cut-off holder's
+// Done closed, so never more than 2 valid permits exist, and the one that
+// stayed reachable keeps its permit throughout.
+func testSemaphoreBlackhole(t *testing.T, f *faults) {
+	h := faultHarness[BlackholeHarness](f)
+	if !f.implements(func(d driver.Locker) bool { _, ok := d.(driver.SharedLocker); return ok }) {
+		t.Skip("the driver does not implement driver.SharedLocker")
+	}
+	a, b, c := f.proxiedClient(h), f.client(), f.client()
+	key := f.key("sem")
+	ttl := ttlWithin(a, time.Second)
+	cut := f.permit(a.Semaphore(key, 2), dlock.WithTTL(ttl))
+	kept := f.permit(b.Semaphore(key, 2), dlock.WithTTL(ttl))
+	h.Blackhole(t)
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		p, err := c.Semaphore(key, 2).TryAcquire(f.ctx)
+		if err == nil {
+			if !isDone(cut) {
+				t.Fatal("a third permit was granted before the cut-off holder's Done closed")
+			}
+			if err := kept.Err(); err != nil {
+				t.Fatalf("the reachable holder lost its permit: %v", err)
+			}
+			if p.Fence() <= cut.Fence() {
+				t.Errorf("new permit's fence %d, want more than the lost one's %d", p.Fence(), cut.Fence())
+			}
+			f.unlock(p)
+			break
+		}
+		if !errors.Is(err, dlock.ErrNotAcquired) {
+			t.Fatalf("TryAcquire: %v", err)
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no permit came free 15 s after its holder was cut off")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err := cut.Err(); !errors.Is(err, dlock.ErrLost) {
+		t.Errorf("Err of the cut-off holder = %v, want ErrLost", err)
+	}
+	f.unlock(kept)
 }
