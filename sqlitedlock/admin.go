@@ -16,7 +16,9 @@ var (
 // SELECT per 100 held keys, key >= prefix AND key < the prefix's end
 // (sqllease.PrefixEnd), so no character of the prefix is a pattern. Free
 // and expired rows (by the engine's clock) are left out; the key column's
-// BINARY collation gives bytewise order.
+// BINARY collation gives bytewise order. Keys with live shared grants come
+// from the companion table in the same statement, each with its newest
+// grant's fence and metadata and the longest lease.
 func (d *sqliteDriver) List(ctx context.Context, prefix string) ([]driver.KeyInfo, error) {
 	return sqllease.List(ctx, prefix, d.Check, d.listBatch)
 }
@@ -54,6 +56,10 @@ func (d *sqliteDriver) listBatch(ctx context.Context, lo, hi string, n int) ([]d
 // hands in between it reads again, up to 5 times. The freed holder's next
 // Refresh or RefreshBatch finds no row with its token and returns
 // ErrNotHeld. Two statements; the TTL returned is the one the read saw.
+// First, one DELETE ... RETURNING frees every shared grant and waiting
+// writer of the key; when a live grant was among them, what the grants
+// were is returned (as Inspect reports it) and the exclusive path is not
+// taken.
 func (d *sqliteDriver) ForceRelease(ctx context.Context, key string) (driver.Info, error) {
 	if err := d.Check(ctx); err != nil {
 		return driver.Info{}, err
@@ -77,6 +83,12 @@ func (d *sqliteDriver) ForceRelease(ctx context.Context, key string) (driver.Inf
 			d.hub.notify(d.table, key)
 		}
 		return n > 0, nil
+	}
+	if in, err := d.forceShares(ctx, key); err != nil || in.Held {
+		if in.Held {
+			d.hub.notify(d.table, key)
+		}
+		return in, err
 	}
 	return sqllease.ForceRelease("sqlite "+d.name, key, read, free)
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/dlock-go/dlock"
 	"github.com/dlock-go/dlock/driver"
 	"github.com/dlock-go/dlock/drivertest"
+	"github.com/dlock-go/dlock/internal/sqllease/sqlleasetest"
 	"github.com/dlock-go/dlock/sqlitedlock"
 )
 
@@ -125,4 +126,15 @@ func testForceReleaseDriver(t *testing.T, ctx context.Context, d driver.Locker) 
 	if err := d.Refresh(ctx, "k", "t2", time.Minute); err != nil {
 		t.Errorf("the new holder's Refresh: %v", err)
 	}
+}
+
+// TestSharedAdmin: RefreshBatch, List and ForceRelease with shared grants.
+func TestSharedAdmin(t *testing.T) {
+	ctx := testCtx(t)
+	d, err := sqlitedlock.OpenDriver(ctx, filepath.Join(t.TempDir(), "locks.db"), sqlitedlock.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	sqlleasetest.RunSharedAdminTest(t, ctx, d, "adm/")
 }

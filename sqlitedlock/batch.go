@@ -70,6 +70,7 @@ func (d *sqliteDriver) refreshChunk(ctx context.Context, items []driver.RefreshR
 			errs[i] = sqllease.NotHeld(it.Key)
 		}
 	}
+	d.refreshShares(ctx, items, errs)
 }
 
 // refreshBatchSQL completes the statement for n locks: v gets n rows of

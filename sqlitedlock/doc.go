@@ -42,8 +42,9 @@
 //	busy_timeout=D     how long SQLite itself waits for another writer of the
 //	                   file before the driver's own retry takes over; default
 //	                   5s, a bare integer is seconds, 0 disables SQLite's wait.
-//	create_table=BOOL  create the table when missing; default true. With
-//	                   false the table must already exist.
+//	create_table=BOOL  create the table (and its companion table of shared
+//	                   grants) when missing; default true. With false both
+//	                   must already exist.
 //	synchronous=MODE   normal (default) or full: SQLite's durability for each
 //	                   grant. normal survives a crash of any process; full also
 //	                   survives a power loss or an OS crash.
@@ -85,6 +86,18 @@
 // fence, wakes a waiter in this process as a release does, and the freed
 // holder's next refresh finds no row with its token (ErrNotHeld), at no cost
 // to the refresh path.
+//
+// # Semaphores and RW locks
+//
+// The driver implements driver.SharedLocker (Client.Semaphore,
+// Client.RWMutex). Shared grants and waiting writers are rows of a
+// companion table, the lock table's name plus "_shares", created with it
+// (with create_table=false it must exist: see docs/sqlite.md for its DDL).
+// Each grant has its own token, expiry and metadata, the limit it was taken
+// with, and a fence from the key's counter in the lock table. A shared
+// acquire is one transaction; the exclusive acquire's statement refuses
+// while the key has a live shared grant. A key never given a shared grant
+// has no row there and its row in the lock table is unchanged.
 //
 // # Busy database files
 //

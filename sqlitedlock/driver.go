@@ -71,12 +71,14 @@ func newDriver(ctx context.Context, db *sql.DB, cfg Options, name, hubID string,
 		return nil, fmt.Errorf("%w: sqlite %s: SQLite %s is too old; dlock needs %s or newer (for RETURNING)", driver.ErrUnavailable, d.name, version, minVersion)
 	}
 	if !cfg.SkipCreateTable {
-		err := d.retry(ctx, "create table", func() error {
-			_, err := db.ExecContext(ctx, statement(sqlCreateTable, cfg.Table))
-			return err
-		})
-		if err != nil {
-			return nil, err
+		for _, create := range []string{sqlCreateTable, sqlCreateShares} {
+			err := d.retry(ctx, "create table", func() error {
+				_, err := db.ExecContext(ctx, statement(create, cfg.Table))
+				return err
+			})
+			if err != nil {
+				return nil, err
+			}
 		}
 	}
 	err = d.retry(ctx, "check table", func() error {
@@ -91,6 +93,9 @@ func newDriver(ctx context.Context, db *sql.DB, cfg Options, name, hubID string,
 			return nil, err
 		}
 		return nil, fmt.Errorf("%w (is table %q missing or of another shape?)", err, cfg.Table)
+	}
+	if err := d.checkShares(ctx); err != nil {
+		return nil, err
 	}
 	for _, p := range []struct {
 		stmt **sql.Stmt
@@ -150,6 +155,9 @@ func (d *sqliteDriver) Acquire(ctx context.Context, req driver.Request) (driver.
 	if err := d.Check(ctx); err != nil {
 		return driver.Result{}, err
 	}
+	if req.Hints.Wait {
+		return d.acquireWaiting(ctx, req)
+	}
 	var (
 		fence    int64
 		acquired bool
@@ -186,6 +194,11 @@ func (d *sqliteDriver) Acquire(ctx context.Context, req driver.Request) (driver.
 	case r.Held:
 		return driver.Result{HolderTTL: r.TTL}, nil
 	}
+	if si, err := d.readShareInfo(ctx, req.Key); err == nil && si.n > 0 {
+		return driver.Result{HolderTTL: si.minTTL}, nil
+	} else if err != nil && ctx.Err() != nil {
+		return driver.Result{}, err
+	}
 	return driver.Result{HolderTTL: time.Millisecond}, nil
 }
 
@@ -203,9 +216,7 @@ func (d *sqliteDriver) releaseAbandoned(key, token string) {
 		defer d.cleanups.Done()
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
-		if d.update(ctx, "release", d.release, key, token) == nil {
-			d.hub.notify(d.table, key)
-		}
+		_ = d.releaseToken(ctx, key, token)
 	}()
 }
 
@@ -214,16 +225,41 @@ func (d *sqliteDriver) Refresh(ctx context.Context, key, token string, ttl time.
 	if err := d.Check(ctx); err != nil {
 		return err
 	}
-	return d.update(ctx, "refresh", d.refresh, key, token, millis(ttl))
+	err := d.update(ctx, "refresh", d.refresh, key, token, millis(ttl))
+	if err == driver.ErrNotHeld {
+		return d.refreshShare(ctx, key, token, ttl)
+	}
+	return err
 }
 
 // Release implements driver.Locker. It keeps the key's row, and so its
-// fence, and wakes one waiter for the key in this process.
+// fence, and wakes one waiter for the key in this process. A token that
+// holds no exclusive lease has its shared grant and writer record of the
+// key deleted (a second statement).
 func (d *sqliteDriver) Release(ctx context.Context, key, token string) error {
 	if err := d.Check(ctx); err != nil {
 		return err
 	}
-	if err := d.update(ctx, "release", d.release, key, token); err != nil {
+	return d.releaseToken(ctx, key, token)
+}
+
+// releaseToken is Release after the checks.
+func (d *sqliteDriver) releaseToken(ctx context.Context, key, token string) error {
+	err := d.update(ctx, "release", d.release, key, token)
+	if err == driver.ErrNotHeld {
+		held, found, serr := d.releaseShare(ctx, key, token)
+		if serr != nil {
+			return serr
+		}
+		if found {
+			d.hub.notify(d.table, key)
+		}
+		if held {
+			return nil
+		}
+		return err
+	}
+	if err != nil {
 		return err
 	}
 	d.hub.notify(d.table, key)
@@ -278,6 +314,15 @@ func (d *sqliteDriver) Inspect(ctx context.Context, key string) (driver.Info, er
 	r, err := d.read(ctx, key)
 	if err != nil {
 		return driver.Info{}, err
+	}
+	if !r.Held {
+		si, err := d.readShareInfo(ctx, key)
+		if err != nil {
+			return driver.Info{}, err
+		}
+		if si.n > 0 {
+			return si.info(), nil
+		}
 	}
 	return r.Info(), nil
 }

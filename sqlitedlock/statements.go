@@ -24,7 +24,9 @@ const (
 ) WITHOUT ROWID`
 
 	// sqlAcquire takes the key when there is no row, or the row is free,
-	// expired or held by the same token, in one statement. A new holder gets
+	// expired or held by the same token, and the key has no live shared
+	// grant ({SHARED}: a key with shared grants always has its row, made
+	// for their fences), in one statement. A new holder gets
 	// fence+1; the same token within its lease keeps its fence. When the
 	// DO UPDATE's WHERE is false (another owner's live lease) no row is
 	// written and none is returned.
@@ -35,7 +37,7 @@ ON CONFLICT (key) DO UPDATE SET
 	fence      = CASE WHEN token = excluded.token AND expires_at > {NOW} THEN fence ELSE fence + 1 END,
 	expires_at = excluded.expires_at,
 	metadata   = excluded.metadata
-WHERE token = '' OR expires_at <= {NOW} OR token = excluded.token
+WHERE (token = '' OR expires_at <= {NOW} OR token = excluded.token) AND NOT {SHARED}
 RETURNING fence`
 
 	// sqlRefresh extends a live lease of the token.
@@ -63,13 +65,6 @@ WHERE key = ?1 AND token = ?2 AND token <> '' AND expires_at > {NOW}`
 	// lease in ms (zero or less when expired).
 	sqlInspect = `SELECT token, fence, expires_at - {NOW}, metadata FROM {T} WHERE key = ?1`
 
-	// sqlList reads up to ?3 held keys k with ?1 <= k < ?2 (BINARY
-	// collation: bytewise), in key order, from the primary key's index:
-	// key, fence, remaining lease in ms, metadata.
-	sqlList = `SELECT key, fence, expires_at - {NOW}, metadata FROM {T}
-WHERE key >= ?1 AND key < ?2 AND token <> '' AND expires_at > {NOW}
-ORDER BY key LIMIT ?3`
-
 	// sqlForceRelease frees the live lease of the holder that sqlInspect
 	// saw, whatever its token, keeping the row and its fence: it changes
 	// nothing when the key has changed hands (or was released, or expired)
@@ -81,7 +76,13 @@ WHERE key = ?1 AND token = ?2 AND fence = ?3 AND metadata = ?4 AND token <> '' A
 	sqlCheckTable = `SELECT key, token, fence, expires_at, metadata FROM {T} LIMIT 0`
 )
 
-// statement fills in the table name and the clock expression.
+// statement fills in the table names and the clock expression: {T} the
+// lock table, {S} its companion table of shared grants (sharesTable).
 func statement(tmpl, table string) string {
-	return strings.NewReplacer("{T}", `"`+table+`"`, "{NOW}", nowMS).Replace(tmpl)
+	s := strings.Replace(tmpl, "{SHARED}", sqlSharesLive, 1)
+	return strings.NewReplacer("{T}", `"`+table+`"`, "{S}", `"`+sharesTable(table)+`"`, "{NOW}", nowMS).Replace(s)
 }
+
+// sharesTable is the name of the companion table of table that holds its
+// shared grants and waiting writers.
+func sharesTable(table string) string { return table + "_shares" }
