@@ -145,7 +145,10 @@ func unhex(c byte) (byte, bool) {
 // reports (a node's name is never used again: sequence numbers only grow).
 // When the node went or was rewritten meanwhile it reads again, up to
 // forceAttempts times. Four requests in the common case (sync, children,
-// get, delete). The next waiter, watching that node, takes the lock; the
+// get, delete). A key held by shares has every share node read (the gets
+// sent together) and deleted in one multi, each delete with the version
+// read; the exclusive nodes waiting behind them stay in the queue (its
+// waiting writers: the first takes the key). The next waiter, watching that node, takes the lock; the
 // fence of its grant, a later czxid, is higher. The freed holder's next
 // Refresh or RefreshBatch, which checks that its node exists, reports
 // ErrNotHeld.
@@ -163,7 +166,11 @@ func (d *zkDriver) ForceRelease(ctx context.Context, key string) (driver.Info, e
 		if err != nil || !h.info.Held {
 			return driver.Info{}, err
 		}
-		_, err = call(ctx, func() (struct{}, error) { return struct{}{}, d.conn.Delete(h.path, h.stat.Version) })
+		if len(h.shares) > 0 {
+			err = d.forceShares(ctx, h)
+		} else {
+			_, err = call(ctx, func() (struct{}, error) { return struct{}{}, d.conn.Delete(h.path, h.stat.Version) })
+		}
 		if errors.Is(err, zk.ErrNoNode) || errors.Is(err, zk.ErrBadVersion) {
 			continue // released, expired or refreshed with new data: read again
 		}

@@ -85,7 +85,7 @@ func (d *zkDriver) RefreshBatch(ctx context.Context, reqs []driver.RefreshReques
 		it := batchItem{i: i, h: h, ttl: r.TTL, size: len(h.n.path) + 16}
 		d.mu.Lock()
 		if r.TTL != h.ttl { // keep what Inspect shows true
-			it.data = encodeData(h.token, r.TTL, h.metadata)
+			it.data = h.encode(r.TTL, h.metadata)
 			it.size += len(it.data) + 4
 		}
 		d.mu.Unlock()

@@ -43,7 +43,11 @@ func TestConformance(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			z := tc.start(t)
-			url := "zk://" + z.Addr() + "/dlock-conformance"
+			// A session timeout of a minute (the test servers' largest):
+			// the lock family's WriterGivesUp takes a writer's lock with a
+			// TTL of a minute, which MaxTTL (the session timeout) must
+			// allow.
+			url := "zk://" + z.Addr() + "/dlock-conformance?session_timeout=1m"
 			drivertest.RunConformanceTests(t, func(ctx context.Context, t *testing.T) (drivertest.Harness, error) {
 				return &harness{url: url, shortTTL: tc.shortTTL}, nil
 			})

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/go-zookeeper/zk"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/dlock-go/dlock/driver"
 )
@@ -27,14 +28,21 @@ func encodeData(token string, ttl time.Duration, metadata string) []byte {
 	return fmt.Appendf(nil, "%s %s %d\n%s", dataMagic, hex.EncodeToString(sum[:16]), ttl.Milliseconds(), metadata)
 }
 
-// decodeData reads what encodeData wrote. Data of other clients' nodes (a
-// zk.Lock's LockWithData, Curator's host address) is returned as the
-// metadata, with ok false.
+// encodeShareData is a share node's data: encodeData's with the limit
+// after the TTL, "dlock1 <token hash> <TTL in ms> <limit>\n<metadata>".
+func encodeShareData(token string, ttl time.Duration, limit int, metadata string) []byte {
+	sum := sha256.Sum256([]byte(token))
+	return fmt.Appendf(nil, "%s %s %d %d\n%s", dataMagic, hex.EncodeToString(sum[:16]), ttl.Milliseconds(), limit, metadata)
+}
+
+// decodeData reads what encodeData (or encodeShareData) wrote. Data of
+// other clients' nodes (a zk.Lock's LockWithData, Curator's host address)
+// is returned as the metadata, with ok false.
 func decodeData(b []byte) (ttl time.Duration, metadata string, ok bool) {
 	s := string(b)
 	head, rest, found := strings.Cut(s, "\n")
 	f := strings.Fields(head)
-	if !found || len(f) != 3 || f[0] != dataMagic {
+	if !found || len(f) != 3 && len(f) != 4 || f[0] != dataMagic {
 		return 0, s, false
 	}
 	ms, err := strconv.ParseInt(f[2], 10, 64)
@@ -46,10 +54,12 @@ func decodeData(b []byte) (ttl time.Duration, metadata string, ok bool) {
 
 // Inspect reads the key's queue after a sync with the leader, so a release
 // seen by another client is seen here too (and after the nodes this
-// driver's waiters left under the key are gone, see settle). The holder is the lowest node:
-// Fence is its czxid, Metadata its data, TTL the holder's TTL (for nodes of
-// other clients, this driver's session timeout, after which a vanished
-// holder's node is gone), Waiters the other nodes in the queue.
+// driver's waiters left under the key are gone, see settle). The holder is
+// the lowest node: Fence is its czxid, Metadata its data, TTL the holder's
+// TTL (for nodes of other clients, this driver's session timeout, after
+// which a vanished holder's node is gone), Waiters the other nodes in the
+// queue. A key held by shares reports the newest share's czxid and
+// metadata and the longest TTL among them (see head).
 func (d *zkDriver) Inspect(ctx context.Context, key string) (driver.Info, error) {
 	keyPath, err := d.syncQueue(ctx, key, "inspecting")
 	if err != nil {
@@ -88,15 +98,29 @@ func (d *zkDriver) sync(ctx context.Context, path string) error {
 }
 
 // queueHead is the holder of a key as head read it: what Inspect reports,
-// and the path and Stat of the holder's node.
+// and the path and Stat of the holder's node; for a key held by shares,
+// the path and Stat of each share node (the newest is path and stat).
+// holders is what Holders reports of the key.
 type queueHead struct {
-	info driver.Info
+	info    driver.Info
+	path    string
+	stat    *zk.Stat
+	shares  []readNode
+	holders driver.Holders
+}
+
+// readNode is a lock node as a Get read it.
+type readNode struct {
 	path string
+	data []byte
 	stat *zk.Stat
 }
 
-// head reads the key's queue: the lowest lock node is the holder. A key
-// with no lock node (or no key node) gives Held false.
+// head reads the key's queue. The holder is the lowest lock node, when it
+// is exclusive; when it is a share node, the holders are the share nodes
+// that lead the queue (see grantedRun). A key with no lock node (or no key
+// node) gives Held false. Each holder's node is read (one Get each, sent
+// together).
 func (d *zkDriver) head(ctx context.Context, keyPath string) (queueHead, error) {
 	for attempt := 0; attempt < 5; attempt++ {
 		kids, err := d.children(ctx, keyPath)
@@ -106,31 +130,75 @@ func (d *zkDriver) head(ctx context.Context, keyPath string) (queueHead, error) 
 		if err != nil {
 			return queueHead{}, d.wrap(ctx, "listing "+keyPath, err)
 		}
-		pos := position(kids.names, "", -1)
-		if pos.lowest == "" {
+		q := sortQueue(kids.names)
+		if len(q) == 0 {
 			return queueHead{}, nil
 		}
-		type got struct {
-			data []byte
-			stat *zk.Stat
-		}
-		path := keyPath + "/" + pos.lowest
-		g, err := call(ctx, func() (got, error) {
-			data, stat, err := d.conn.Get(path)
-			return got{data, stat}, err
-		})
+		run := grantedRun(q)
+		nodes, err := d.readNodes(ctx, keyPath, run)
 		if errors.Is(err, zk.ErrNoNode) {
 			continue // released meanwhile
 		}
 		if err != nil {
-			return queueHead{}, d.wrap(ctx, "reading "+pos.lowest, err)
+			return queueHead{}, err
 		}
-		ttl, meta, ok := decodeData(g.data)
-		if !ok {
-			ttl = d.sessionTimeout()
+		h := queueHead{holders: driver.Holders{Holders: make([]driver.Holder, len(nodes))}}
+		for _, c := range q[1:] {
+			if !c.share {
+				h.holders.WritersWaiting++
+			}
 		}
-		in := driver.Info{Held: true, Fence: uint64(g.stat.Czxid), TTL: ttl, Metadata: meta, Waiters: pos.count - 1}
-		return queueHead{info: in, path: path, stat: g.stat}, nil
+		newest := 0
+		for i, rn := range nodes {
+			ttl, meta, ok := decodeData(rn.data)
+			if !ok {
+				ttl = d.sessionTimeout()
+			}
+			h.holders.Holders[i] = driver.Holder{Shared: run[i].share, Fence: uint64(rn.stat.Czxid), TTL: ttl, Metadata: meta}
+			if rn.stat.Czxid > nodes[newest].stat.Czxid {
+				newest = i
+			}
+			h.info.TTL = max(h.info.TTL, ttl)
+		}
+		if run[0].share {
+			h.shares = nodes
+			h.holders.Limit = run[0].limit
+		}
+		g := h.holders.Holders[newest]
+		h.info = driver.Info{Held: true, Fence: g.Fence, TTL: h.info.TTL, Metadata: g.Metadata, Waiters: len(q) - len(run)}
+		h.path, h.stat = nodes[newest].path, nodes[newest].stat
+		return h, nil
 	}
 	return queueHead{}, fmt.Errorf("zookeeper: %s: the queue kept changing while it was read", keyPath)
+}
+
+// readNodes reads the data and Stat of each node of q under keyPath, all
+// requests in flight at once. A node gone meanwhile gives zk.ErrNoNode,
+// unwrapped.
+func (d *zkDriver) readNodes(ctx context.Context, keyPath string, q []qnode) ([]readNode, error) {
+	out := make([]readNode, len(q))
+	read := func(i int) error {
+		path := keyPath + "/" + q[i].name
+		rn, err := call(ctx, func() (readNode, error) {
+			data, stat, err := d.conn.Get(path)
+			return readNode{path, data, stat}, err
+		})
+		if errors.Is(err, zk.ErrNoNode) {
+			return zk.ErrNoNode
+		}
+		if err != nil {
+			return d.wrap(ctx, "reading "+q[i].name, err)
+		}
+		out[i] = rn
+		return nil
+	}
+	if len(q) == 1 {
+		return out, read(0)
+	}
+	var g errgroup.Group
+	g.SetLimit(listReads)
+	for i := range q {
+		g.Go(func() error { return read(i) })
+	}
+	return out, g.Wait()
 }

@@ -16,6 +16,9 @@ import (
 type holding struct {
 	key, token string
 	n          *node
+	// shared marks a share node (AcquireShared), taken with limit.
+	shared bool
+	limit  int
 
 	// Guarded by zkDriver.mu.
 	metadata string
@@ -25,10 +28,35 @@ type holding struct {
 	done     bool // released or expired: no longer in held
 }
 
+// hk is h's key in zkDriver.held.
+func (h *holding) hk() holdKey { return holdKey{h.key, h.token, h.shared} }
+
+// encode is h's node data for a lease of ttl with metadata.
+func (h *holding) encode(ttl time.Duration, metadata string) []byte {
+	if h.shared {
+		return encodeShareData(h.token, ttl, h.limit, metadata)
+	}
+	return encodeData(h.token, ttl, metadata)
+}
+
+// lookup returns the token's grant of key on this driver, exclusive or
+// shared (a token never has both: an exclusive node waits for every share
+// before it, a share for every exclusive node before it).
 func (d *zkDriver) lookup(key, token string) *holding {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	return d.held[holdKey{key, token}]
+	if h := d.held[holdKey{key, token, false}]; h != nil {
+		return h
+	}
+	return d.held[holdKey{key, token, true}]
+}
+
+// lookupAs returns the token's exclusive (shared false) or shared grant of
+// key on this driver.
+func (d *zkDriver) lookupAs(key, token string, shared bool) *holding {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.held[holdKey{key, token, shared}]
 }
 
 // drop forgets h; it stays on the backend only if nobody deletes its node.
@@ -37,7 +65,7 @@ func (d *zkDriver) drop(h *holding) {
 	defer d.mu.Unlock()
 	h.done = true
 	h.timer.Stop()
-	if k := (holdKey{h.key, h.token}); d.held[k] == h {
+	if k := h.hk(); d.held[k] == h {
 		delete(d.held, k)
 	}
 }
@@ -62,6 +90,12 @@ func (d *zkDriver) readFence(ctx context.Context, n *node) error {
 // of the request that saw n at the head of the queue: the session lived
 // then, so it lives for at least a session timeout (≥ TTL) after it.
 func (d *zkDriver) grant(ctx context.Context, req driver.Request, n *node, sent time.Time) (driver.Result, error) {
+	return d.grantAs(ctx, req, n, sent, nil)
+}
+
+// grantAs is grant for an exclusive node (sh nil) or a share node of limit
+// *sh.
+func (d *zkDriver) grantAs(ctx context.Context, req driver.Request, n *node, sent time.Time, sh *int) (driver.Result, error) {
 	if n.fence == 0 {
 		if err := d.readFence(ctx, n); err != nil {
 			d.giveUp(ctx, n)
@@ -69,6 +103,9 @@ func (d *zkDriver) grant(ctx context.Context, req driver.Request, n *node, sent 
 		}
 	}
 	h := &holding{key: req.Key, token: req.Token, n: n, metadata: req.Metadata, ttl: req.TTL}
+	if sh != nil {
+		h.shared, h.limit = true, *sh
+	}
 	d.mu.Lock()
 	if d.closed {
 		d.mu.Unlock()
@@ -77,7 +114,7 @@ func (d *zkDriver) grant(ctx context.Context, req driver.Request, n *node, sent 
 	}
 	h.expires = time.Now().Add(req.TTL)
 	h.timer = time.AfterFunc(req.TTL, func() { d.expire(h) })
-	d.held[holdKey{req.Key, req.Token}] = h
+	d.held[h.hk()] = h
 	d.mu.Unlock()
 	return driver.Result{Acquired: true, Fence: n.fence, ValidUntil: driver.ValidUntil(sent, req.TTL)}, nil
 }
@@ -96,7 +133,7 @@ func (d *zkDriver) expire(h *holding) {
 		return
 	}
 	h.done = true
-	if k := (holdKey{h.key, h.token}); d.held[k] == h {
+	if k := h.hk(); d.held[k] == h {
 		delete(d.held, k)
 	}
 	d.mu.Unlock()
@@ -107,7 +144,7 @@ func (d *zkDriver) expire(h *holding) {
 // this driver: it keeps the node and fence and sets the new TTL. ok is false
 // when the token holds nothing here.
 func (d *zkDriver) reacquire(ctx context.Context, req driver.Request) (res driver.Result, ok bool, err error) {
-	h := d.lookup(req.Key, req.Token)
+	h := d.lookupAs(req.Key, req.Token, false)
 	if h == nil {
 		return driver.Result{}, false, nil
 	}
@@ -147,7 +184,7 @@ func (d *zkDriver) refresh(ctx context.Context, h *holding, ttl time.Duration, m
 	d.mu.Unlock()
 	stat, err := call(ctx, func() (*zk.Stat, error) {
 		if rewrite { // keep what Inspect shows true
-			return d.conn.Set(h.n.path, encodeData(h.token, ttl, metadata), -1)
+			return d.conn.Set(h.n.path, h.encode(ttl, metadata), -1)
 		}
 		ok, stat, err := d.conn.Exists(h.n.path)
 		if err == nil && !ok {

@@ -60,11 +60,18 @@ func newGUID() (string, error) {
 	return hex.EncodeToString(b[:]), nil
 }
 
-// create joins the key's queue. When ctx ends before the create answers, or
-// the answer is a connection failure after which the node may exist, the
-// node is deleted (found by its guid) in the background; create returns at
-// once, or within leaveWait on ctx's end (see goLeave).
+// create joins the key's queue with an exclusive lock node. When ctx ends
+// before the create answers, or the answer is a connection failure after
+// which the node may exist, the node is deleted (found by its guid) in the
+// background; create returns at once, or within leaveWait on ctx's end (see
+// goLeave).
 func (d *zkDriver) create(ctx context.Context, keyPath string, data []byte) (*node, error) {
+	return d.createAs(ctx, keyPath, "", data)
+}
+
+// createAs is create for a node whose name carries tag between its guid
+// and "lock-": "" for an exclusive node, shareTag's for a share node.
+func (d *zkDriver) createAs(ctx context.Context, keyPath, tag string, data []byte) (*node, error) {
 	guid, err := newGUID()
 	if err != nil {
 		return nil, err
@@ -80,12 +87,12 @@ func (d *zkDriver) create(ctx context.Context, keyPath string, data []byte) (*no
 		return r.n, d.wrap(ctx, "creating a lock node under "+keyPath, r.err)
 	}
 	if ctx.Done() == nil { // ctx cannot end: no need for another goroutine
-		n, err := d.createNode(keyPath, guid, data)
+		n, err := d.createNode(keyPath, guid, tag, data)
 		return done(result{n, err})
 	}
 	ch := make(chan result, 1)
 	go func() {
-		n, err := d.createNode(keyPath, guid, data)
+		n, err := d.createNode(keyPath, guid, tag, data)
 		ch <- result{n, err}
 	}()
 	select {
@@ -111,9 +118,10 @@ func (d *zkDriver) create(ctx context.Context, keyPath string, data []byte) (*no
 	return nil, d.wrap(ctx, "creating a lock node under "+keyPath, ctx.Err())
 }
 
-// createNode is protected creation, blocking: it creates the key node too
-// when needed (in one transaction with the lock node where it can), and
-// after a connection loss looks for its node by guid before trying again.
+// createNode is protected creation, blocking (tag as for createAs): it
+// creates the key node too when needed (in one transaction with the lock
+// node where it can), and after a connection loss looks for its node by
+// guid before trying again.
 //
 // The lock node is created in one transaction with an empty write to the
 // key node (and with the key node itself when it is believed absent). The
@@ -121,8 +129,8 @@ func (d *zkDriver) create(ctx context.Context, keyPath string, data []byte) (*no
 // the transaction's zxid, the lock node's czxid, our fence; and when it
 // counts one child, that child is ours, so the node heads the queue without
 // a listing (see node.alone).
-func (d *zkDriver) createNode(keyPath, guid string, data []byte) (*node, error) {
-	prefix := keyPath + "/" + protectedPrefix + guid + "-lock-"
+func (d *zkDriver) createNode(keyPath, guid, tag string, data []byte) (*node, error) {
+	prefix := keyPath + "/" + protectedPrefix + guid + "-" + tag + "lock-"
 	var (
 		lastErr error
 		plain   bool // the key node may not be written: no write in the transaction

@@ -217,6 +217,10 @@ func (d *zkDriver) Acquire(ctx context.Context, req driver.Request) (driver.Resu
 	case !pos.found:
 		return driver.Result{}, fmt.Errorf("%w: zookeeper %s: lock node %s vanished (session expired?)", driver.ErrUnavailable, d.servers, n.path)
 	case pos.lowest != n.name:
+		if _, share := parseShare(pos.lowest); share {
+			// Refused by shares: a HolderTTL for the caller's wait.
+			return d.refuse(ctx, n, qnode{name: pos.lowest}), nil
+		}
 		d.giveUp(ctx, n)
 		return driver.Result{}, nil
 	}

@@ -80,7 +80,8 @@ func NewClient(conn *zk.Conn, o Options, clientOpts ...dlock.Option) (*dlock.Cli
 
 // NewDriver returns the driver behind NewClient, for dlock.NewClient, tests
 // and advanced use. It implements driver.Locker, driver.Queuer,
-// driver.BatchRefresher, driver.Lister and driver.ForceReleaser. Closing
+// driver.BatchRefresher, driver.Lister, driver.ForceReleaser and
+// driver.SharedLocker. Closing
 // the driver does not close conn. A nil conn or invalid o give an error
 // matching dlock.ErrInvalidOption.
 func NewDriver(conn *zk.Conn, o Options) (driver.Locker, error) {
@@ -134,7 +135,12 @@ type zkDriver struct {
 	wakeups atomic.Int64 // watch notifications that woke a waiter
 }
 
-type holdKey struct{ key, token string }
+// holdKey names a grant of this driver: a token's exclusive lock of a key,
+// or its share of it.
+type holdKey struct {
+	key, token string
+	shared     bool
+}
 
 func newDriver(base string, acl []zk.ACL, servers string) *zkDriver {
 	return &zkDriver{
