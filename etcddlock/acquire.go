@@ -27,9 +27,12 @@ func (d *etcdDriver) Acquire(ctx context.Context, req driver.Request) (driver.Re
 			renewed = d.renewLeaseAsync(ctx, l, time.Now().Add(-req.TTL/50))
 		}
 		rctx, cancel := d.rpcCtx(ctx)
+		lo, hi := shareRange(pfx)
 		resp, err := d.cli.Txn(rctx).
 			If(clientv3.Compare(clientv3.CreateRevision(pfx+"/"), "=", 0).WithPrefix()).
 			Then(clientv3.OpPut(name, req.Metadata, clientv3.WithLease(l.id))).
+			// The shares in the way, if any (family.go), for HolderTTL.
+			Else(clientv3.OpGet(lo, clientv3.WithRange(hi), clientv3.WithKeysOnly(), clientv3.WithLimit(ttlSample))).
 			Commit()
 		cancel()
 		var rerr error
@@ -54,7 +57,15 @@ func (d *etcdDriver) Acquire(ctx context.Context, req driver.Request) (driver.Re
 			if rerr == nil || l.shared {
 				d.giveBack(l, name)
 			}
-			return driver.Result{}, nil
+			var res driver.Result
+			if len(resp.Responses) == 1 {
+				if kvs := resp.Responses[0].GetResponseRange().GetKvs(); len(kvs) > 0 {
+					if res.HolderTTL, err = d.shortestTTL(ctx, kvs); err != nil {
+						return driver.Result{}, d.fail(ctx, "acquire: lease TTL", err)
+					}
+				}
+			}
+			return res, nil
 		}
 		if rerr != nil {
 			// The lease's validity is unknown: do not grant on it.
@@ -75,12 +86,26 @@ func needsRenew(l *lease, ttl time.Duration) bool {
 }
 
 // Inspect reads the queue: its first entry is the holder, and TTL what is
-// left of its lease (0 for an entry whose lease just ran out).
+// left of its lease (0 for an entry whose lease just ran out). When that
+// entry is a share (family.go), the holders are the shares: Inspect then
+// reads them all and reports the newest one's fence and metadata and the
+// longest TTL among them, with the exclusive entries as waiters.
 func (d *etcdDriver) Inspect(ctx context.Context, key string) (driver.Info, error) {
 	if err := d.check(ctx); err != nil {
 		return driver.Info{}, err
 	}
 	kv, in, err := d.head(ctx, key, "inspect")
+	for range 3 {
+		if err != nil || kv == nil || !isShare(d.queuePrefix(key), kv.Key) {
+			break
+		}
+		sin, _, ok, serr := d.shareInfo(ctx, key, "inspect")
+		if serr != nil || ok {
+			return sin, serr
+		}
+		// The shares ran out meanwhile: read the queue again.
+		kv, in, err = d.head(ctx, key, "inspect")
+	}
 	if err != nil || kv == nil || kv.Lease == 0 {
 		return in, err
 	}

@@ -49,6 +49,15 @@ type queueEnt struct {
 	rev, lease int64
 	value      string
 	count      int
+	// headShare is set when the entry with the lowest create revision is
+	// one of the key's shares (family.go): its holders are then the
+	// shares, counted in shares, with the newest one's create revision and
+	// value and the distinct leases of them all.
+	headShare   bool
+	shares      int
+	shareRev    int64
+	shareValue  string
+	shareLeases []int64
 }
 
 // List implements driver.Lister. It reads the range of etcd keys that
@@ -110,7 +119,7 @@ func (d *etcdDriver) List(ctx context.Context, prefix string) ([]driver.KeyInfo,
 			rev = resp.Header.Revision
 		}
 		for _, kv := range resp.Kvs {
-			key, ok := d.entryKey(string(kv.Key), kv.Lease)
+			key, share, ok := d.entryKey(string(kv.Key), kv.Lease)
 			if !ok || !strings.HasPrefix(key, prefix) {
 				continue
 			}
@@ -121,7 +130,16 @@ func (d *etcdDriver) List(ctx context.Context, prefix string) ([]driver.KeyInfo,
 			}
 			q.count++
 			if q.count == 1 || kv.CreateRevision < q.rev {
-				q.rev, q.lease, q.value = kv.CreateRevision, kv.Lease, string(kv.Value)
+				q.rev, q.lease, q.value, q.headShare = kv.CreateRevision, kv.Lease, string(kv.Value), share
+			}
+			if share {
+				q.shares++
+				if kv.CreateRevision > q.shareRev {
+					q.shareRev, q.shareValue = kv.CreateRevision, string(kv.Value)
+				}
+				if kv.Lease != 0 && !containsID(q.shareLeases, kv.Lease) {
+					q.shareLeases = append(q.shareLeases, kv.Lease)
+				}
 			}
 		}
 		if !resp.More || len(resp.Kvs) == 0 {
@@ -147,6 +165,22 @@ func (d *etcdDriver) List(ctx context.Context, prefix string) ([]driver.KeyInfo,
 	}
 	out := make([]driver.KeyInfo, 0, len(heads))
 	for _, q := range heads {
+		if q.headShare {
+			// As Inspect reports shares: the newest one's fence and
+			// metadata, the longest TTL of them all.
+			in := driver.Info{Held: true, Fence: uint64(q.shareRev), Metadata: q.shareValue, Waiters: q.count - q.shares, TTL: -1}
+			for _, id := range q.shareLeases {
+				in.TTL = max(in.TTL, ttls[id])
+			}
+			if len(q.shareLeases) == 0 {
+				in.TTL = 0
+			}
+			if in.TTL < 0 {
+				continue // every share ran out since the snapshot
+			}
+			out = append(out, driver.KeyInfo{Key: q.key, Info: in})
+			continue
+		}
 		in := driver.Info{Held: true, Fence: uint64(q.rev), Metadata: q.value, Waiters: q.count - 1}
 		if q.lease != 0 {
 			ttl := ttls[q.lease]
@@ -166,32 +200,37 @@ func isCompacted(err error) bool {
 }
 
 // entryKey returns the lock key of the queue the etcd key name is an entry
-// of, and whether it is one.
-func (d *etcdDriver) entryKey(name string, lease int64) (string, bool) {
+// of, whether the entry is a share of it (family.go), and whether it is an
+// entry at all.
+func (d *etcdDriver) entryKey(name string, lease int64) (key string, share, ok bool) {
 	rest, ok := strings.CutPrefix(name, d.prefix)
 	if !ok {
-		return "", false
+		return "", false, false
 	}
-	var key string
 	if d.raw {
 		i := strings.LastIndexByte(rest, '/')
-		if i < 0 || lease == 0 || !isLeaseName(rest[i+1:]) {
-			return "", false
+		if i < 0 || lease == 0 {
+			return "", false, false
+		}
+		_, _, share = shareSeg(rest[i+1:])
+		if !share && !isLeaseName(rest[i+1:]) {
+			return "", false, false
 		}
 		key = rest[:i]
 	} else {
-		seg, _, ok := strings.Cut(rest, "/")
+		seg, tail, ok := strings.Cut(rest, "/")
 		if !ok {
-			return "", false
+			return "", false, false
 		}
 		if key, ok = unescapeKey(seg); !ok {
-			return "", false
+			return "", false, false
 		}
+		share = strings.HasPrefix(tail, shareMark)
 	}
 	if dlock.ValidateKey(key) != nil {
-		return "", false
+		return "", false, false
 	}
-	return key, true
+	return key, share, true
 }
 
 // isLeaseName reports whether s is a lease ID as entryName (and
@@ -249,7 +288,7 @@ func nestQueues(keys []*queueEnt) []*queueEnt {
 			}
 			m.count += n.count
 			if n.rev < m.rev {
-				m.rev, m.lease, m.value = n.rev, n.lease, n.value
+				m.rev, m.lease, m.value, m.headShare = n.rev, n.lease, n.value, false
 			}
 		}
 		out[i] = &m
@@ -258,16 +297,38 @@ func nestQueues(keys []*queueEnt) []*queueEnt {
 }
 
 // leaseTTLs reads the remaining TTL of the distinct leases of the queues'
-// holders, a few at a time; a lease that is gone gets -1.
+// holders (of every share, for a queue whose holders are shares), a few at
+// a time; a lease that is gone gets -1.
 func (d *etcdDriver) leaseTTLs(ctx context.Context, queues []*queueEnt) (map[int64]time.Duration, error) {
-	ttls := map[int64]time.Duration{}
+	seen := map[int64]bool{}
 	var ids []int64
-	for _, q := range queues {
-		if _, ok := ttls[q.lease]; q.lease != 0 && !ok {
-			ttls[q.lease] = 0
-			ids = append(ids, q.lease)
+	add := func(id int64) {
+		if id != 0 && !seen[id] {
+			seen[id] = true
+			ids = append(ids, id)
 		}
 	}
+	for _, q := range queues {
+		if q.headShare {
+			for _, id := range q.shareLeases {
+				add(id)
+			}
+		} else {
+			add(q.lease)
+		}
+	}
+	ttls, err := d.readLeaseTTLs(ctx, ids)
+	if err != nil {
+		return nil, d.fail(ctx, "list: lease TTL", err)
+	}
+	return ttls, nil
+}
+
+// readLeaseTTLs reads the remaining TTL of the leases ids, up to
+// listLeaseReads in flight; a lease that is gone gets -1. The error is
+// not wrapped.
+func (d *etcdDriver) readLeaseTTLs(ctx context.Context, ids []int64) (map[int64]time.Duration, error) {
+	ttls := make(map[int64]time.Duration, len(ids))
 	var mu sync.Mutex // guards ttls, written by the reads below
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(listLeaseReads)
@@ -291,7 +352,7 @@ func (d *etcdDriver) leaseTTLs(ctx context.Context, queues []*queueEnt) (map[int
 		err = ctx.Err()
 	}
 	if err != nil {
-		return nil, d.fail(ctx, "list: lease TTL", err)
+		return nil, err
 	}
 	return ttls, nil
 }
@@ -335,6 +396,14 @@ func (d *etcdDriver) ForceRelease(ctx context.Context, key string) (driver.Info,
 		kv, in, err := d.head(ctx, key, "force release")
 		if err != nil || kv == nil {
 			return in, err
+		}
+		if isShare(d.queuePrefix(key), kv.Key) {
+			// The holders are shares: free them all.
+			in, done, err := d.forceShares(ctx, key)
+			if err != nil || done {
+				return in, err
+			}
+			continue
 		}
 		if kv.Lease != 0 {
 			ttl, err := d.leaseTTL(ctx, kv.Lease)

@@ -48,7 +48,8 @@ type etcdDriver struct {
 	active sync.WaitGroup // AcquireQueued calls in progress
 	bg     sync.WaitGroup // background revokes
 	ka     keepAliver
-	txnOps atomic.Int64 // operations per transaction of RefreshBatch's checks
+	txnOps atomic.Int64  // operations per transaction of RefreshBatch's checks
+	seq    atomic.Uint64 // makes the entry names of readers' shares unique
 
 	mu       sync.Mutex
 	closed   bool

@@ -22,6 +22,10 @@ type entry struct {
 	// shared is the shared lease whose ID the name carries, for a lock
 	// taken on a shared lease; nil for a lock taken on a lease of its own.
 	shared *lease
+	// share is set for a shared grant (family.go), with the limit it was
+	// taken with.
+	share bool
+	limit int
 	// busy serialises Refresh and Release of the entry (a watchdog refresh
 	// may run while Unlock releases).
 	busy chan struct{}

@@ -121,6 +121,9 @@ func (d *etcdDriver) Release(ctx context.Context, key, token string) error {
 		return err
 	}
 	defer e.unlock()
+	if e.share {
+		return d.releaseShare(ctx, key, token, e, l)
+	}
 	// A plain delete of the entry's name is owner-checked by construction,
 	// as in concurrency.Mutex.Unlock: the name carries the ID of a lease of
 	// ours, which etcd does not hand out again, and this driver puts a

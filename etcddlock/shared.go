@@ -113,7 +113,7 @@ func (d *etcdDriver) renewLeaseAsync(ctx context.Context, l *lease, after time.T
 func (d *etcdDriver) leaseFor(ctx context.Context, req driver.Request, pfx string) (l *lease, name string, reused bool, err error) {
 	sec := leaseSeconds(req.TTL)
 	if req.Hints.AutoRefresh {
-		l, err := d.sharedLease(ctx, pfx, sec)
+		l, err := d.sharedLease(ctx, sec, func(id clientv3.LeaseID) string { return entryName(pfx, id) })
 		if err != nil {
 			return nil, "", false, err
 		}
@@ -129,12 +129,12 @@ func (d *etcdDriver) leaseFor(ctx context.Context, req driver.Request, pfx strin
 }
 
 // sharedLease returns a shared lease of sec seconds on which the entry name
-// of queue pfx is free, with the name reserved and a reference taken for the
-// caller (give them back with unshare). It grants a new shared lease when no
+// nameOf gives for it is free, with the name reserved and a reference taken
+// for the caller (give them back with unshare). It grants a new shared lease when no
 // lease in the list has the name free, one grant at a time per TTL. It
 // returns nil when the list is full: the caller then uses a lease of its
 // own.
-func (d *etcdDriver) sharedLease(ctx context.Context, pfx string, sec int64) (l *lease, err error) {
+func (d *etcdDriver) sharedLease(ctx context.Context, sec int64, nameOf func(clientv3.LeaseID) string) (l *lease, err error) {
 	for {
 		d.mu.Lock()
 		if d.closed {
@@ -153,7 +153,7 @@ func (d *etcdDriver) sharedLease(ctx context.Context, pfx string, sec int64) (l 
 			default:
 				keep = append(keep, s)
 				if l == nil {
-					if _, used := s.names[entryName(pfx, s.id)]; !used {
+					if _, used := s.names[nameOf(s.id)]; !used {
 						l = s
 					}
 				}
@@ -163,7 +163,7 @@ func (d *etcdDriver) sharedLease(ctx context.Context, pfx string, sec int64) (l 
 		d.shared[sec] = keep
 		if l != nil {
 			l.refs++
-			l.names[entryName(pfx, l.id)] = false
+			l.names[nameOf(l.id)] = false
 		}
 		var wait chan struct{}
 		grant := false
@@ -200,7 +200,7 @@ func (d *etcdDriver) sharedLease(ctx context.Context, pfx string, sec int64) (l 
 			// round trip is half the TTL or more, it would be found stale
 			// on the next pass, and granting again would loop.
 			nl.shared, nl.refs = true, 1
-			nl.names = map[string]bool{entryName(pfx, nl.id): false}
+			nl.names = map[string]bool{nameOf(nl.id): false}
 			d.shared[sec] = append(d.shared[sec], nl)
 		}
 		d.mu.Unlock()
@@ -260,7 +260,8 @@ func (d *etcdDriver) nameLocked(l *lease, name string, burn bool) {
 
 // deleteAsync deletes an entry left behind on the shared lease l, in the
 // background: only the incarnation created at rev when rev is known, else
-// whatever entry has the name (which is burned, so it can only be ours).
+// whatever entry of the name is attached to l (the name is burned on l, so
+// it can only be ours).
 // While etcd cannot be reached it tries again, with a growing pause, until
 // the lease is gone (it then took the entry along) or the driver is closed.
 // then, if not nil, runs when it is done.
@@ -289,9 +290,14 @@ func (d *etcdDriver) deleteAsync(name string, rev int64, l *lease, then func()) 
 					Then(clientv3.OpDelete(name)).
 					Commit()
 			} else {
-				var resp *clientv3.DeleteResponse
-				resp, err = d.cli.Delete(ctx, name)
-				deleted = err == nil && resp.Deleted > 0
+				// Whatever entry of that name is on l: a share's
+				// slot name (family.go) is not unique to the lease.
+				var resp *clientv3.TxnResponse
+				resp, err = d.cli.Txn(ctx).
+					If(clientv3.Compare(clientv3.LeaseValue(name), "=", l.id)).
+					Then(clientv3.OpDelete(name)).
+					Commit()
+				deleted = err == nil && resp.Succeeded
 			}
 			cancel()
 			if err == nil && !deleted {
