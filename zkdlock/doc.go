@@ -137,6 +137,22 @@
 // RefreshBatch finds its node gone and reports dlock.ErrNotHeld. Deleting
 // another session's node needs the delete permission on the key node.
 //
+// # Semaphores and RW locks
+//
+// The driver implements driver.SharedLocker (dlock.Client.Semaphore,
+// dlock.RWMutex's readers). A share is an ephemeral sequential node in the
+// key's queue beside the exclusive ones, named
+// "_c_<guid>-share<limit>-lock-<sequence>" (limit 0 for readers), its data
+// an exclusive node's with the limit added. zk.Lock and Curator's mutex read
+// the sequence after the last "lock-", so they queue behind shares. A share
+// is granted when no exclusive node comes before its own (a waiting writer's
+// node holds new shares back: writer preference), no share node of another
+// limit does (else ErrLimitMismatch) and fewer than limit share nodes do;
+// otherwise it deletes its node. Its fence is its node's czxid. An
+// exclusive node is granted when first, so after every share created
+// before it. Waiting writers are the exclusive nodes behind the head: the
+// driver records no other. See docs/zookeeper.md.
+//
 // # Re-acquiring with a token
 //
 // An Acquire with a token that holds the key on the same driver keeps the

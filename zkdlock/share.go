@@ -117,6 +117,9 @@ func (d *zkDriver) AcquireShared(ctx context.Context, req driver.SharedRequest) 
 	if d.isClosed() {
 		return driver.Result{}, driver.ErrClosed
 	}
+	if req.Limit < 0 || req.Limit > driver.MaxLimit {
+		return driver.Result{}, fmt.Errorf("%w: zkdlock: shared limit %d is outside [0, %d]", driver.ErrInvalidOption, req.Limit, driver.MaxLimit)
+	}
 	if h := d.lookupAs(req.Key, req.Token, true); h != nil && h.limit == req.Limit {
 		sent := time.Now()
 		err := d.refresh(ctx, h, req.TTL, req.Metadata)
