@@ -58,7 +58,7 @@ func TestShareNames(t *testing.T) {
 	}
 }
 
-// children returns the names of the lock nodes under key's node.
+// lockNodes returns the sorted names of the children of keyPath.
 func lockNodes(t *testing.T, conn *zk.Conn, keyPath string) []string {
 	t.Helper()
 	kids, _, err := conn.Children(keyPath)
