@@ -301,7 +301,7 @@ func testWriterGivesUp(t *testing.T, s *suite) {
 		t.Fatalf("TryRLock: %v", err)
 	}
 	wctx, cancel := context.WithTimeout(s.ctx, 300*time.Millisecond)
-	_, err = w.RWMutex(key).Lock(wctx, dlock.WithTTL(time.Minute))
+	_, err = w.RWMutex(key).Lock(wctx, dlock.WithTTL(ttlWithin(w, time.Minute)))
 	cancel()
 	if !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("writer's Lock while a reader holds = %v, want DeadlineExceeded", err)
