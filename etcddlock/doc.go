@@ -129,11 +129,29 @@
 // Re-acquiring a held key with the same token (dlock.WithToken) is not
 // supported: Refresh and Release act on locks taken through the same driver.
 //
+// # Semaphores and RW locks
+//
+// The driver implements driver.SharedLocker (dlock.Client.Semaphore,
+// dlock.RWMutex readers). A shared grant is an entry of the key's queue
+// too, on a lease like a mutex entry, named Q + "/\xff" + limit + "." +
+// slot for a permit of a semaphore of that limit (slot in [0, limit)), or
+// Q + "/\xff0." + lease ID + "." + sequence number for a reader: the byte
+// 0xff is in no mutex entry's name and no valid key, so shares sort after
+// every mutex entry and the limit is in every share's name. One
+// transaction grants a share while the queue has no exclusive entry
+// (holding or waiting) and no share of another limit, and the name (the
+// permit's slot) is free; so every share precedes every exclusive entry,
+// an exclusive waiter waits for the shares as for a holder, and while it
+// waits no new share is granted (writer preference). concurrency.Mutex and
+// `etcdctl lock` see shares as holders ahead of them and wait. The fence of
+// a share is its entry's create revision. See docs/etcd.md for the costs.
+//
 // # Listing and freeing locks
 //
 // The driver implements driver.Lister (dlock.Client.List, `dlock list`) and
 // driver.ForceReleaser (dlock.Client.ForceUnlock, `dlock unlock
-// --any-owner`). List reads the etcd keys under the prefix followed by the
+// --any-owner`); a key held by shares is listed, inspected and freed as a
+// whole (its newest share's fence and metadata, the longest TTL). List reads the etcd keys under the prefix followed by the
 // escaped key prefix, 128 keys per range read, every page at the first
 // one's revision (one snapshot); each queue's entry with the lowest create
 // revision is its holder, reported as Inspect reports it, with one
