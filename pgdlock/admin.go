@@ -51,7 +51,10 @@ func (d *pgDriver) listBatch(ctx context.Context, lo, hi string, n int) ([]drive
 // frees it as Release does (keeping the row and its fence) and returns
 // what it freed; with notifications on, the same statement notifies the
 // waiters on commit, as Release does. The freed holder's next Refresh or
-// RefreshBatch finds no row with its token and returns ErrNotHeld.
+// RefreshBatch finds no row with its token and returns ErrNotHeld. A key
+// with shared grants has its grants and waiting writers deleted first, in
+// the same transaction, and its row (which holds the marker of its shared
+// grants: the newest fence and metadata, the longest lease) freed.
 func (d *pgDriver) ForceRelease(ctx context.Context, key string) (driver.Info, error) {
 	if err := d.Check(ctx); err != nil {
 		return driver.Info{}, err
@@ -60,10 +63,21 @@ func (d *pgDriver) ForceRelease(ctx context.Context, key string) (driver.Info, e
 	if d.lis != nil {
 		q, args = d.st.forceReleaseNotify, []any{[]byte(key), d.lis.channel, payload(key)}
 	}
-	r, err := d.row(ctx, "force release", q, args...)
+	var (
+		r  sqllease.Row
+		us int64
+	)
+	err := inTx(ctx, d.q, func(tx runner) error {
+		if err := d.forceShares(ctx, tx, []byte(key)); err != nil {
+			return err
+		}
+		_, err := tx.queryRow(ctx, q, args, &r.Held, &r.Fence, &us, &r.Metadata)
+		return err
+	})
 	if err != nil {
-		return driver.Info{}, err
+		return driver.Info{}, d.Wrap("force release", err)
 	}
+	r.TTL = sqllease.FromMicros(us)
 	if r.Held && r.Fence <= 0 {
 		return driver.Info{}, fmt.Errorf("pgdlock: force release: table %s returned fence %d", d.Table, r.Fence)
 	}

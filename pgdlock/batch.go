@@ -58,6 +58,7 @@ func (d *pgDriver) refreshChunk(ctx context.Context, items []driver.RefreshReque
 			errs[i] = sqllease.NotHeld(items[i].Key)
 		}
 	}
+	d.refreshShares(ctx, items, errs)
 }
 
 // batchLists encodes the keys, tokens and TTLs of items as the three

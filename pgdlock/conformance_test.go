@@ -84,3 +84,11 @@ func TestConformance(t *testing.T) {
 		})
 	}
 }
+
+func (c closeAlso) AcquireShared(ctx context.Context, req driver.SharedRequest) (driver.Result, error) {
+	return c.Locker.(driver.SharedLocker).AcquireShared(ctx, req)
+}
+
+func (c closeAlso) Holders(ctx context.Context, key string) (driver.Holders, error) {
+	return c.Locker.(driver.SharedLocker).Holders(ctx, key)
+}

@@ -125,3 +125,81 @@ func (q dbQuerier) listen(ctx context.Context, timeout time.Duration, fn func(*p
 		return sqldriver.ErrBadConn
 	})
 }
+
+// runner is what a transaction's statements run on: querier's statement
+// methods.
+type runner interface {
+	queryRow(ctx context.Context, query string, args []any, dest ...any) (found bool, err error)
+	exec(ctx context.Context, query string, args ...any) (int64, error)
+	query(ctx context.Context, query string, args []any, each func(scan func(dest ...any) error) error) error
+}
+
+// inTx runs fn in a transaction (READ COMMITTED) of the pool or handle and
+// commits it; an error of fn rolls it back.
+func inTx(ctx context.Context, q querier, fn func(r runner) error) error {
+	switch q := q.(type) {
+	case poolQuerier:
+		tx, err := q.pool.Begin(ctx)
+		if err != nil {
+			return err
+		}
+		if err := fn(pgxTx{tx}); err != nil {
+			_ = tx.Rollback(context.WithoutCancel(ctx))
+			return err
+		}
+		return tx.Commit(ctx)
+	case dbQuerier:
+		tx, err := q.db.BeginTx(ctx, nil)
+		if err != nil {
+			return err
+		}
+		if err := fn(sqlTx{tx}); err != nil {
+			_ = tx.Rollback()
+			return err
+		}
+		return tx.Commit()
+	}
+	return fmt.Errorf("pgdlock: no transactions on %T", q)
+}
+
+type pgxTx struct{ tx pgx.Tx }
+
+func (t pgxTx) queryRow(ctx context.Context, query string, args []any, dest ...any) (bool, error) {
+	return sqllease.Found(t.tx.QueryRow(ctx, query, args...).Scan(dest...), pgx.ErrNoRows)
+}
+
+func (t pgxTx) exec(ctx context.Context, query string, args ...any) (int64, error) {
+	tag, err := t.tx.Exec(ctx, query, args...)
+	if err != nil {
+		return 0, err
+	}
+	return tag.RowsAffected(), nil
+}
+
+func (t pgxTx) query(ctx context.Context, query string, args []any, each func(scan func(dest ...any) error) error) error {
+	rows, err := t.tx.Query(ctx, query, args...)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	return sqllease.ScanRows(rows, each)
+}
+
+type sqlTx struct{ tx *sql.Tx }
+
+func (t sqlTx) queryRow(ctx context.Context, query string, args []any, dest ...any) (bool, error) {
+	return sqllease.Found(t.tx.QueryRowContext(ctx, query, args...).Scan(dest...), sql.ErrNoRows)
+}
+
+func (t sqlTx) exec(ctx context.Context, query string, args ...any) (int64, error) {
+	res, err := t.tx.ExecContext(ctx, query, args...)
+	if err != nil {
+		return 0, err
+	}
+	return res.RowsAffected()
+}
+
+func (t sqlTx) query(ctx context.Context, query string, args []any, each func(scan func(dest ...any) error) error) error {
+	rows, err := t.tx.QueryContext(ctx, query, args...)
+	return sqllease.QueryRows(rows, err, each)
+}

@@ -34,10 +34,11 @@
 //	                   part is 1-63 ASCII letters, digits or '_', not starting
 //	                   with a digit; names are quoted, so case matters. The
 //	                   schema must exist.
-//	create_table=BOOL  create the table when it is missing; default true.
+//	create_table=BOOL  create the table (and its companion table of shared
+//	                   grants, NAME_shares) when missing; default true.
 //	                   Safe when many processes start at once (the creation
 //	                   is serialised by a transaction-level advisory lock).
-//	                   With false the table must exist; it is checked at open.
+//	                   With false both must exist; they are checked at open.
 //	notify=BOOL        wake waiters with LISTEN/NOTIFY; default true. Turn it
 //	                   off behind a pooler that cannot LISTEN (PgBouncer in
 //	                   transaction mode): waiters then poll.
@@ -119,6 +120,16 @@
 // does, keeping the row and its fence, returns what it freed, and sends the
 // release NOTIFY on commit. The freed holder's next refresh finds no row
 // with its token (ErrNotHeld), at no cost to the refresh path.
+//
+// # Semaphores and RW locks
+//
+// The driver implements driver.SharedLocker (Client.Semaphore,
+// Client.RWMutex). Shared grants and waiting writers are rows of the
+// companion table NAME_shares; while a key has live shared grants its row
+// in the lock table holds a marker token with the longest grant's expiry,
+// so the exclusive statements refuse it unchanged. Grants take their fences
+// from the row's counter. A shared acquire or release is one transaction
+// that holds the row's lock; see docs/sql.md.
 //
 // # Waiting
 //

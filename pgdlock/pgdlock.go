@@ -123,7 +123,7 @@ func open(ctx context.Context, q querier, cfg Options, addr, secret string, clos
 	d := &pgDriver{
 		Server:  sqllease.Server{Package: "pgdlock", Backend: "postgres", Addr: addr, Secret: secret, Table: table, Refused: serverRefused},
 		q:       q,
-		st:      newStatements(table.Quote(`"`), advisoryID(table)),
+		st:      newStatements(table.Quote(`"`), sharesTable(table).Quote(`"`), advisoryID(table)),
 		closeFn: closeFn,
 	}
 	if err := d.prepare(ctx, !cfg.SkipCreateTable); err != nil {
@@ -144,11 +144,14 @@ func (d *pgDriver) prepare(ctx context.Context, create bool) error {
 		return d.Unavailable(err)
 	}
 	if create {
-		var exists bool
+		var exists, sharesExist bool
 		if _, err := d.q.queryRow(ctx, sqlTableExists, []any{d.Table.Quote(`"`)}, &exists); err != nil {
 			return d.Wrap("checking for the lock table", err)
 		}
-		if !exists {
+		if _, err := d.q.queryRow(ctx, sqlTableExists, []any{sharesTable(d.Table).Quote(`"`)}, &sharesExist); err != nil {
+			return d.Wrap("checking for the table of shared grants", err)
+		}
+		if !exists || !sharesExist {
 			if _, err := d.q.exec(ctx, d.st.create); err != nil {
 				return d.Wrap("creating the lock table", err)
 			}
@@ -156,6 +159,9 @@ func (d *pgDriver) prepare(ctx context.Context, create bool) error {
 	}
 	if _, err := d.q.exec(ctx, d.st.check); err != nil {
 		return d.Wrap("checking the lock table", err)
+	}
+	if _, err := d.q.exec(ctx, d.st.checkShares); err != nil {
+		return d.Wrap(fmt.Sprintf("checking table %s of shared grants (create it as docs/sql.md shows, or open once with create_table on)", sharesTable(d.Table)), err)
 	}
 	return nil
 }
@@ -182,6 +188,9 @@ func (d *pgDriver) Acquire(ctx context.Context, req driver.Request) (driver.Resu
 	if err := d.Check(ctx); err != nil {
 		return driver.Result{}, err
 	}
+	if req.Hints.Wait {
+		return d.acquireWaiting(ctx, req)
+	}
 	var (
 		acquired bool
 		fence    int64
@@ -204,7 +213,9 @@ func (d *pgDriver) Acquire(ctx context.Context, req driver.Request) (driver.Resu
 	return driver.Result{Acquired: true, Fence: uint64(fence)}, nil
 }
 
-// Refresh implements driver.Locker with one owner-checked UPDATE.
+// Refresh implements driver.Locker with one owner-checked UPDATE; a token
+// without an exclusive lease then refreshes its shared grant (a second
+// statement).
 func (d *pgDriver) Refresh(ctx context.Context, key, token string, ttl time.Duration) error {
 	if err := d.Check(ctx); err != nil {
 		return err
@@ -214,13 +225,15 @@ func (d *pgDriver) Refresh(ctx context.Context, key, token string, ttl time.Dura
 		return d.Wrap("refresh", err)
 	}
 	if n == 0 {
-		return sqllease.NotHeld(key)
+		return d.refreshShare(ctx, key, token, ttl)
 	}
 	return nil
 }
 
 // Release implements driver.Locker with one owner-checked UPDATE that also
-// notifies waiters (on commit) when notifications are on.
+// notifies waiters (on commit) when notifications are on; a token without
+// an exclusive lease then releases its shared grant or writer record (a
+// transaction).
 func (d *pgDriver) Release(ctx context.Context, key, token string) error {
 	if err := d.Check(ctx); err != nil {
 		return err
@@ -238,7 +251,7 @@ func (d *pgDriver) Release(ctx context.Context, key, token string) error {
 		return d.Wrap("release", err)
 	}
 	if n == 0 {
-		return sqllease.NotHeld(key)
+		return d.releaseShare(ctx, key, token)
 	}
 	return nil
 }

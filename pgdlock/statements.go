@@ -24,6 +24,7 @@ CREATE TABLE IF NOT EXISTS {T} (
 	expires_at timestamptz NOT NULL DEFAULT '-infinity',
 	metadata   text        NOT NULL DEFAULT ''
 ) WITH (fillfactor = 70);
+{SHARES}
 END $dlock$`
 
 	// sqlTableExists reports whether the table exists ($1: quoted name).
@@ -37,7 +38,9 @@ END $dlock$`
 	// fence+1; the same token within its lease keeps its fence. When the
 	// DO UPDATE's WHERE is false (another owner's live lease) nothing is
 	// written, and the second branch reports the holder's remaining lease
-	// in µs. Returns (acquired, fence, holder µs); no row at all when the
+	// in µs (while the row holds the marker of shared grants, the
+	// shortest of their leases: holderUS). Returns (acquired, fence,
+	// holder µs); no row at all when the
 	// competing row is too new for this statement's snapshot.
 	sqlAcquire = `WITH a AS (
 	INSERT INTO {T} AS l ("key", token, fence, expires_at, metadata)
@@ -53,7 +56,7 @@ END $dlock$`
 )
 SELECT true, fence, 0::bigint FROM a
 UNION ALL
-SELECT false, fence, (EXTRACT(EPOCH FROM expires_at - clock_timestamp()) * 1000000)::bigint
+SELECT false, fence, {HOLDER_US}
 FROM {T} WHERE "key" = $1 AND NOT EXISTS (SELECT FROM a)`
 
 	// sqlRefresh extends a live lease of the token.
@@ -143,11 +146,33 @@ SELECT false, fence, 0::bigint, ''::text FROM {T} WHERE "key" = $1 AND NOT EXIST
 type statements struct {
 	create, check, acquire, refresh, refreshBatch, release, releaseNotify, inspect string
 	list, forceRelease, forceReleaseNotify                                         string
+
+	// shared leases
+	checkShares, shareLock, lockRow, shareRows, shareGrant, shareRenew  string
+	shareRefresh, shareRefreshBatch, shareDelete, shareSync, shareForce string
+	holders, acquireWaiting                                             string
 }
 
-func newStatements(quoted string, lockID int64) statements {
-	r := strings.NewReplacer("{T}", quoted, "{LOCK}", strconv.FormatInt(lockID, 10))
+func newStatements(quoted, sharesQuoted string, lockID int64) statements {
+	pre := strings.NewReplacer("{SHARES}", sqlCreateShares, "{HOLDER_US}", holderUS)
+	r0 := strings.NewReplacer("{T}", quoted, "{S}", sharesQuoted, "{LOCK}", strconv.FormatInt(lockID, 10),
+		"{MARK}", "decode('"+markerHex+"', 'hex')")
+	r := replacer(func(s string) string { return r0.Replace(pre.Replace(s)) })
 	return statements{
+		checkShares:       r.Replace(sqlCheckShares),
+		shareLock:         r.Replace(sqlShareLock),
+		lockRow:           r.Replace(sqlLockRow),
+		shareRows:         r.Replace(sqlShareRows),
+		shareGrant:        r.Replace(sqlShareGrant),
+		shareRenew:        r.Replace(sqlShareRenew),
+		shareRefresh:      r.Replace(sqlShareRefresh),
+		shareRefreshBatch: r.Replace(sqlShareRefreshBatch),
+		shareDelete:       r.Replace(sqlShareDelete),
+		shareSync:         r.Replace(sqlShareSync),
+		shareForce:        r.Replace(sqlShareForce),
+		holders:           r.Replace(sqlHolders),
+		acquireWaiting:    r.Replace(sqlAcquireWaiting),
+
 		create:        r.Replace(sqlCreateTable),
 		check:         r.Replace(sqlCheckTable),
 		acquire:       r.Replace(sqlAcquire),
@@ -162,3 +187,9 @@ func newStatements(quoted string, lockID int64) statements {
 		forceReleaseNotify: strings.Replace(r.Replace(sqlForceRelease), "{NOTIFY}", forceNotify, 1),
 	}
 }
+
+// replacer adapts a function to the Replace method the statements use.
+type replacer func(string) string
+
+// Replace returns f(s).
+func (f replacer) Replace(s string) string { return f(s) }

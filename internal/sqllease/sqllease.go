@@ -153,3 +153,18 @@ func TableParams(u *driver.URL, table string, skipCreate bool) (string, bool) {
 	}
 	return table, !u.Bool("create_table", !skipCreate)
 }
+
+// SharesSuffix ends the name of a lock table's companion table, which
+// holds the shared grants and waiting writers of its keys.
+const SharesSuffix = "_shares"
+
+// Shares returns the companion table of t, in t's schema: t's name plus
+// SharesSuffix, or, when that would pass 63 bytes, the first 46 bytes of
+// the name, '_', 8 hex digits of its digest and SharesSuffix.
+func (t Table) Shares() Table {
+	name := t.Name + SharesSuffix
+	if len(name) > maxIdent {
+		name = t.Name[:46] + "_" + Hash(t.Name, 8) + SharesSuffix
+	}
+	return Table{Schema: t.Schema, Name: name}
+}

@@ -212,3 +212,14 @@ func TestHubOne(t *testing.T) {
 		t.Error("a watcher's unused wake-up was not passed on")
 	}
 }
+
+func TestShares(t *testing.T) {
+	if got := (Table{Schema: "s", Name: "locks"}).Shares(); got != (Table{Schema: "s", Name: "locks_shares"}) {
+		t.Errorf("Shares = %+v", got)
+	}
+	long := strings.Repeat("a", 60)
+	got := Table{Name: long}.Shares()
+	if len(got.Name) > maxIdent || !strings.HasSuffix(got.Name, SharesSuffix) || got == (Table{Name: strings.Repeat("a", 59) + "b"}).Shares() {
+		t.Errorf("Shares of a long name = %q", got.Name)
+	}
+}
