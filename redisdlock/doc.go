@@ -76,11 +76,29 @@
 //	P+K                          the lock; its value is exactly the owner token
 //	P+"\xff{h}fence:"+K          the last fence granted (expires fence_ttl after the last grant)
 //	P+"\xff{h}info:"+K           JSON {fence, token, meta} of the holder (expires with the lock)
+//	P+"\xff{h}shares:"+K         shared grants' tokens by lease end (semaphores, RW locks)
+//	P+"\xff{h}sinfo:"+K          shared grants' fences and metadata, by token
+//	P+"\xff{h}slimit:"+K         the limit the shared grants were taken with
+//	P+"\xff{h}writers:"+K        waiting writers' tokens by record end
 //	P+"\xffreleased:"+K          pub/sub channel announcing releases (not a key)
 //
 // h is K's own hash tag, or a short tag that hashes to the same slot as
 // P+K. Byte 0xff never occurs in UTF-8, so these never collide with a lock
 // key, and distinct names never share a lock.
+//
+// The shared keys exist only while a key has shared grants or waiting
+// writers: a key used only as a mutex is stored exactly as above.
+//
+// # Semaphores and RW locks
+//
+// The driver implements driver.SharedLocker (Client.Semaphore,
+// Client.RWMutex): each permit or reader is a lease of its own in the
+// shares sorted set, with a fence from the key's one counter, granted by
+// one script while the lock key is free, no waiting writer is recorded and
+// fewer than the limit are live. An exclusive lock is refused while shared
+// grants live, and a waiting one (Lock) records its token as a waiting
+// writer, which keeps new shared grants out until it is granted or gives
+// up. See docs/redis.md.
 //
 // # Fences
 //

@@ -40,7 +40,8 @@ func (o Options) engineConfig() redisengine.Config {
 // has: a *redis.Client (single node or Sentinel failover), a
 // *redis.ClusterClient, or any other redis.UniversalClient whose commands
 // reach one master per key. The driver also implements driver.Notifier,
-// driver.BatchRefresher, driver.Lister and driver.ForceReleaser. It does
+// driver.BatchRefresher, driver.Lister, driver.ForceReleaser and
+// driver.SharedLocker (semaphores and RW locks). It does
 // not close rdb; the application does, after closing the dlock Client. A
 // nil rdb or Options that are not valid give an error matching
 // dlock.ErrInvalidOption.
@@ -51,6 +52,8 @@ func NewDriver(rdb redis.UniversalClient, opts Options) (driver.Locker, error) {
 	}
 	return e, nil
 }
+
+var _ driver.SharedLocker = (*redisengine.Engine)(nil)
 
 // NewClient returns a dlock Client over a go-redis client the application
 // already has; see NewDriver. The Client's Close does not close rdb.

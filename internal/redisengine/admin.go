@@ -27,11 +27,13 @@ type HeldKey struct {
 }
 
 // List implements driver.Lister. It SCANs the database (every master of a
-// Cluster) in batches of 500 (Config.ListBatch) for the info keys of held locks, matching
-// Prefix+"\xff{*}info:"+prefix+"*" with the glob characters of both
-// prefixes escaped, and checks each lock they name with the inspect script,
-// one pipeline per batch: a key is listed when its lock key holds the token
-// that its info key names, with what Inspect reports for it. So it lists
+// Cluster) in batches of 500 (Config.ListBatch) for the info keys of held
+// locks and of shared grants, matching Prefix+"\xff{*}*info:"+prefix+"*"
+// with the glob characters of both prefixes escaped (names that are not
+// exactly an info or sinfo key of the prefix are dropped), and checks each
+// lock they name with the inspect script, one pipeline per batch: a key is
+// listed when its lock key holds the token that its info key names, or it
+// has live shared grants, with what Inspect reports for it. So it lists
 // only dlock's locks of the driver's prefix: never the companion keys, an
 // application's other keys, or a key held by another library (a plain
 // SET NX, which has no info key). Its cost grows with the size of the
@@ -61,7 +63,7 @@ func (e *Engine) ListHolders(ctx context.Context, prefix string) ([]HeldKey, err
 		return nil, err
 	}
 	l := &lister{e: e, prefix: prefix, seen: map[string]struct{}{}}
-	pattern := globEscape(e.ks.prefix) + "\xff{*}" + kindInfo + globEscape(prefix) + "*"
+	pattern := globEscape(e.ks.prefix) + "\xff{*}*" + kindInfo + globEscape(prefix) + "*"
 	// The scan runs in its own goroutine so that the call returns when ctx
 	// ends even if the client ignores context deadlines on sockets; the
 	// goroutine stops at its next batch.
@@ -149,8 +151,7 @@ func (l *lister) scan(ctx context.Context, c redis.Cmdable, pattern string) erro
 func (l *lister) check(ctx context.Context, names []string) error {
 	calls := make([]scriptCall, len(names))
 	for i, name := range names {
-		all := l.e.ks.allKeys(name)
-		calls[i] = scriptCall{keys: []string{all[0], all[2], all[1], all[4]}}
+		calls[i] = scriptCall{keys: l.e.ks.inspectKeys(name)}
 	}
 	cmds := l.e.pipelineScript(ctx, inspectScript, calls)
 	var found []HeldKey
@@ -178,8 +179,9 @@ func (l *lister) check(ctx context.Context, names []string) error {
 	return nil
 }
 
-// infoName returns the lock name whose info key is k, and whether k is
-// exactly the info key of a valid name under the driver's prefix.
+// infoName returns the lock name whose info key (or sinfo key) is k, and
+// whether k is exactly the info or sinfo key of a valid name under the
+// driver's prefix.
 func (ks keyspace) infoName(k string) (string, bool) {
 	rest, ok := strings.CutPrefix(k, ks.prefix+"\xff{")
 	if !ok {
@@ -191,6 +193,9 @@ func (ks keyspace) infoName(k string) (string, bool) {
 		return "", false
 	}
 	name, ok := strings.CutPrefix(rest, kindInfo)
+	if !ok {
+		name, ok = strings.CutPrefix(rest, kindSInfo)
+	}
 	if !ok || name == "" || len(name) > dlock.MaxKeyLen || !utf8.ValidString(name) || ks.tag(name) != tag {
 		return "", false
 	}
@@ -218,7 +223,9 @@ func globEscape(s string) string {
 // round trip: it reads the holder (token, fence, metadata, PTTL, queued
 // waiters), deletes the lock key and the info key and announces the release
 // on the key's channel naming the first queued waiter, exactly as Release
-// does; the fence counter stays. A key held by another library (a string
+// does; the fence counter stays. A key with shared grants has every one of
+// them freed, reported as Inspect reports them; the key's waiting writers
+// go in any case. A key held by another library (a string
 // with an expiry, such as a SET NX PX lock) is freed too and reported with
 // fence 0 and no metadata, as Inspect reports it. A key that holds
 // something other than a lock (a string without an expiry, or another
@@ -232,7 +239,8 @@ func (e *Engine) ForceRelease(ctx context.Context, key string) (driver.Info, err
 // ForceReleaseHolder is ForceRelease of one holder, for a driver that
 // combines several servers (package redlock): it frees key only if the lock
 // key holds token, in the same one script, and returns an error wrapping
-// driver.ErrNotHeld when it holds another value or none. Unlike Release,
+// driver.ErrNotHeld when it holds another value or none. A key with shared
+// grants has them all freed when token is one of them. Unlike Release,
 // it works for any token and frees a lock of another library too, and it
 // leaves alone a key that holds no lock (ErrInvalidKey).
 func (e *Engine) ForceReleaseHolder(ctx context.Context, key, token string) (driver.Info, error) {
@@ -245,7 +253,7 @@ func (e *Engine) ForceReleaseHolder(ctx context.Context, key, token string) (dri
 
 func (e *Engine) forceRelease(ctx context.Context, key string, args []any) (driver.Info, error) {
 	all := e.ks.allKeys(key)
-	v, err := e.run(ctx, forceScript, []string{all[0], all[2], all[1], all[3], all[4]}, args, nil)
+	v, err := e.run(ctx, forceScript, pick(all, kLock, kInfo, kFence, kQueue, kWaits, kShares, kSInfo, kSLimit, kWriters), args, nil)
 	if err != nil {
 		return driver.Info{}, err
 	}

@@ -26,8 +26,7 @@ func (e *Engine) RefreshBatch(ctx context.Context, reqs []driver.RefreshRequest)
 	}
 	calls := make([]scriptCall, len(reqs))
 	for i, r := range reqs {
-		lock, _, info := e.ks.keys(r.Key)
-		calls[i] = scriptCall{[]string{lock, info}, []any{r.Token, millis(r.TTL)}}
+		calls[i] = scriptCall{e.ks.refreshKeys(r.Key), []any{r.Token, millis(r.TTL)}}
 	}
 	// The pipeline runs in its own goroutine so that the call returns when
 	// ctx ends even if the client ignores context deadlines on sockets.

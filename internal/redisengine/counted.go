@@ -52,11 +52,12 @@ func (e *Engine) GiveBack(ctx context.Context, key, token string, attempt uint64
 
 // RaiseFence sets the fence counter of key to fence unless it is already
 // higher, renewing its expiry (Config.FenceTTL), and, when token holds the
-// key, records fence as the holder's fence (what Inspect reports). It
-// reports whether token holds the key. One script call, one round trip.
+// key or one of its shared grants, records fence as that grant's fence
+// (what Inspect and Holders report). It reports whether token holds the
+// key or a shared grant of it. One script call, one round trip.
 func (e *Engine) RaiseFence(ctx context.Context, key, token string, fence uint64) (held bool, err error) {
-	lock, counter, info := e.ks.keys(key)
-	v, err := e.run(ctx, fenceScript, []string{lock, counter, info}, []any{token, strconv.FormatUint(fence, 10), e.fenceTTLms}, nil)
+	keys := pick(e.ks.allKeys(key), kLock, kFence, kInfo, kShares, kSInfo)
+	v, err := e.run(ctx, fenceScript, keys, []any{token, strconv.FormatUint(fence, 10), e.fenceTTLms}, nil)
 	if err != nil {
 		return false, err
 	}

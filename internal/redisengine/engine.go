@@ -64,7 +64,8 @@ type Config struct {
 // Sentinel-managed master or a Cluster) through one go-redis client: the
 // scripts, the key layout, the shared release subscription and the waiting
 // queues. It implements driver.Locker, driver.Notifier,
-// driver.BatchRefresher, driver.Lister and driver.ForceReleaser, and makes
+// driver.BatchRefresher, driver.Lister, driver.ForceReleaser and
+// driver.SharedLocker, and makes
 // the counted single-server attempts a quorum driver builds on
 // (AcquireCounted, GiveBack, RaiseFence, InspectHolder, ListHolders,
 // ForceReleaseHolder).
@@ -175,6 +176,16 @@ func (e *Engine) Keys(key string) (lock, fence, info string) { return e.ks.keys(
 func (e *Engine) QueueKeys(key string) (queue, waits string) {
 	all := e.ks.allKeys(key)
 	return all[3], all[4]
+}
+
+// SharedKeys returns the Redis keys of key's shared grants, in the slot of
+// Keys: the sorted set of their tokens by lease end (ms of the server's
+// clock), the hash of their fences and metadata by token, the stored
+// limit, and the sorted set of waiting writers' tokens by record end. None
+// of them exists while the key has no shared grant and no waiting writer.
+func (e *Engine) SharedKeys(key string) (shares, sinfo, slimit, writers string) {
+	all := e.ks.allKeys(key)
+	return all[kShares], all[kSInfo], all[kSLimit], all[kWriters]
 }
 
 // Channel returns the pub/sub channel on which releases of key are

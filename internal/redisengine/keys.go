@@ -16,6 +16,10 @@ import (
 //	P + "\xff{" + h + "}info:" + K      the holder's fence, token and metadata (same expiry as the lock)
 //	P + "\xff{" + h + "}queue:" + K     the waiting clients, in arrival order (sorted set)
 //	P + "\xff{" + h + "}waits:" + K     the waiting clients' deadlines (sorted set)
+//	P + "\xff{" + h + "}shares:" + K    the shared grants' tokens by the end of their lease (sorted set)
+//	P + "\xff{" + h + "}sinfo:" + K     the shared grants' fences and metadata, by token (hash)
+//	P + "\xff{" + h + "}slimit:" + K    the limit the shared grants were taken with
+//	P + "\xff{" + h + "}writers:" + K   the waiting writers' tokens by the end of their record (sorted set)
 //	P + "\xffreleased:" + K             the pub/sub channel announcing releases of K
 //
 // h is a hash tag that puts the companion keys in the lock key's Redis
@@ -23,9 +27,11 @@ import (
 // short tag chosen (from a table) to hash to the same slot. Byte 0xff never
 // occurs in valid UTF-8, and keys and the prefix are valid UTF-8, so no
 // companion key or channel can equal a lock key, and the layout is
-// injective: K is what follows the first "}fence:", "}info:", "}queue:" or
-// "}waits:" after the
-// prefix (h contains no '}').
+// injective: K is what follows the first "}" and kind ("fence:", "info:",
+// "queue:", "waits:", "shares:", "sinfo:", "slimit:" or "writers:") after
+// the prefix (h contains no '}'). A key never given a shared grant has no
+// shares, sinfo, slimit or writers key: the four exist only while shared
+// grants or waiting writers do, and expire with the last of them.
 //
 // A prefix must be valid UTF-8. If it contains '{', its first '{' must open a
 // non-empty hash tag closed inside the prefix; then every key of the prefix
@@ -36,7 +42,12 @@ const (
 	kindInfo  = "info:"
 	kindQueue = "queue:"
 	kindWaits = "waits:"
-	numSlots  = 16384
+	// The shared grants (see lua/grants.lua).
+	kindShares  = "shares:"
+	kindSInfo   = "sinfo:"
+	kindSLimit  = "slimit:"
+	kindWriters = "writers:"
+	numSlots    = 16384
 )
 
 type keyspace struct {
@@ -74,11 +85,45 @@ func (ks keyspace) keys(key string) (lock, fence, info string) {
 	return ks.lock(key), c + kindFence + key, c + kindInfo + key
 }
 
-// allKeys returns the lock key and its four companions: fence counter,
-// info, waiting queue and waiters' deadlines.
+// allKeys returns the lock key and its eight companions, indexed by the
+// k* constants: fence counter, info, waiting queue, waiters' deadlines,
+// shares, sinfo, slimit and writers.
 func (ks keyspace) allKeys(key string) []string {
 	c := ks.prefix + "\xff{" + ks.tag(key) + "}"
-	return []string{ks.lock(key), c + kindFence + key, c + kindInfo + key, c + kindQueue + key, c + kindWaits + key}
+	return []string{ks.lock(key), c + kindFence + key, c + kindInfo + key, c + kindQueue + key, c + kindWaits + key,
+		c + kindShares + key, c + kindSInfo + key, c + kindSLimit + key, c + kindWriters + key}
+}
+
+// Indexes of allKeys.
+const (
+	kLock = iota
+	kFence
+	kInfo
+	kQueue
+	kWaits
+	kShares
+	kSInfo
+	kSLimit
+	kWriters
+)
+
+// pick returns the keys of all at the indexes idx.
+func pick(all []string, idx ...int) []string {
+	out := make([]string, len(idx))
+	for i, j := range idx {
+		out[i] = all[j]
+	}
+	return out
+}
+
+// inspectKeys returns the keys of inspect.lua for key.
+func (ks keyspace) inspectKeys(key string) []string {
+	return pick(ks.allKeys(key), kLock, kInfo, kFence, kWaits, kShares, kSInfo)
+}
+
+// refreshKeys returns the keys of refresh.lua for key.
+func (ks keyspace) refreshKeys(key string) []string {
+	return pick(ks.allKeys(key), kLock, kInfo, kShares, kSInfo, kSLimit)
 }
 
 // channel returns the pub/sub channel announcing releases of key.

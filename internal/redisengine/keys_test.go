@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/dlock-go/dlock/driver"
 )
@@ -78,7 +79,11 @@ func TestCompanionKeys(t *testing.T) {
 			if lock != prefix+k {
 				t.Errorf("prefix %q: lock key of %q = %q, want %q", prefix, k, lock, prefix+k)
 			}
-			for _, c := range []string{fence, info} {
+			all := ks.allKeys(k)
+			if all[kLock] != lock || all[kFence] != fence || all[kInfo] != info {
+				t.Errorf("prefix %q key %q: allKeys %q disagrees with keys", prefix, k, all[:3])
+			}
+			for _, c := range all[1:] {
 				if got, want := slot(c), slot(lock); got != want {
 					t.Errorf("prefix %q key %q: companion %q in slot %d, lock in %d", prefix, k, c, got, want)
 				}
@@ -89,7 +94,7 @@ func TestCompanionKeys(t *testing.T) {
 					t.Errorf("companion %q has no 0xff marker", c)
 				}
 			}
-			for _, c := range []string{lock, fence, info, ks.channel(k)} {
+			for _, c := range append(all, ks.channel(k)) {
 				if other, dup := seen[c]; dup {
 					t.Errorf("prefix %q: %q used for %q and %q", prefix, c, other, k)
 				}
@@ -137,6 +142,30 @@ func TestMillis(t *testing.T) {
 		d, _ := time.ParseDuration(tc.in)
 		if got := millis(d); got != tc.want {
 			t.Errorf("millis(%s) = %d, want %d", tc.in, got, tc.want)
+		}
+	}
+}
+
+// TestInfoName: List finds a lock by its info key or the sinfo key of its
+// shared grants, and by no other companion key, whatever the name holds.
+func TestInfoName(t *testing.T) {
+	for _, prefix := range []string{"", "dlock:", "{app}:"} {
+		ks, err := newKeyspace(prefix)
+		if err != nil {
+			t.Fatalf("newKeyspace(%q): %v", prefix, err)
+		}
+		for _, k := range append([]string{"xinfo:y", "sinfo:", "info:"}, slotKeys...) {
+			if !utf8.ValidString(k) {
+				continue // not a lock name
+			}
+			all := ks.allKeys(k)
+			for i, c := range all {
+				name, ok := ks.infoName(c)
+				want := i == kInfo || i == kSInfo
+				if ok != want || ok && name != k {
+					t.Errorf("prefix %q: infoName(%q) = %q, %v; want %v for key %q", prefix, c, name, ok, want, k)
+				}
+			}
 		}
 	}
 }

@@ -29,18 +29,29 @@ var (
 	stayLua string
 	//go:embed lua/force.lua
 	forceLua string
+	//go:embed lua/share.lua
+	shareLua string
+	//go:embed lua/holders.lua
+	holdersLua string
 	// queueLua defines the queue helpers of the scripts it is put before.
 	//go:embed lua/queue.lua
 	queueLua string
+	// grantsLua defines the fence and shared-grant helpers of the scripts
+	// it is put before (after queueLua).
+	//go:embed lua/grants.lua
+	grantsLua string
 
-	acquireScript = redis.NewScript(queueLua + acquireLua)
-	refreshScript = redis.NewScript(refreshLua)
-	releaseScript = redis.NewScript(queueLua + releaseLua)
-	inspectScript = redis.NewScript(queueLua + inspectLua)
-	fenceScript   = redis.NewScript(fenceLua)
+	helpers       = queueLua + grantsLua
+	acquireScript = redis.NewScript(helpers + acquireLua)
+	refreshScript = redis.NewScript(helpers + refreshLua)
+	releaseScript = redis.NewScript(helpers + releaseLua)
+	inspectScript = redis.NewScript(helpers + inspectLua)
+	fenceScript   = redis.NewScript(helpers + fenceLua)
 	leaveScript   = redis.NewScript(leaveLua)
 	stayScript    = redis.NewScript(queueLua + stayLua)
-	forceScript   = redis.NewScript(queueLua + forceLua)
+	forceScript   = redis.NewScript(helpers + forceLua)
+	shareScript   = redis.NewScript(helpers + shareLua)
+	holdersScript = redis.NewScript(helpers + holdersLua)
 )
 
 // pttl converts a PTTL in milliseconds from the server to a duration; a
@@ -68,6 +79,9 @@ func millis(d time.Duration) int64 {
 
 // Acquire implements driver.Locker with one script call: SET NX PX, the
 // fence bump and the info write on success; the holder's PTTL otherwise.
+// It is refused while the key has live shared grants (see AcquireShared),
+// and then, with Hints.Wait, records the token as a waiting writer for
+// the TTL (Result.WriterWaiting).
 // The TTL must be within [MinTTL, MaxTTL] (the portable layer checks it).
 func (e *Engine) Acquire(ctx context.Context, req driver.Request) (driver.Result, error) {
 	return e.acquire(ctx, req, 0)
@@ -85,11 +99,14 @@ func (e *Engine) acquire(ctx context.Context, req driver.Request, attempt uint64
 	// finds a free key kept for the first waiter.
 	keys := e.ks.allKeys(req.Key)
 	qa := e.notify.attempt(e.ks.channel(req.Key), req.Hints.Wait)
-	join := "0"
+	join, writer := "0", "0"
 	if qa.w != nil {
 		join = "1"
 	}
-	args = append(args, e.id, join, queueEntryTTLms)
+	if req.Hints.Wait {
+		writer = "1"
+	}
+	args = append(args, e.id, join, queueEntryTTLms, writer)
 	abandoned := func(v any, err error) {
 		// The caller left before the reply. If the attempt was granted,
 		// or may have been, give the key back so that nothing is left
@@ -129,7 +146,7 @@ func (e *Engine) acquire(ctx context.Context, req driver.Request, attempt uint64
 
 func parseAcquire(v any) (driver.Result, error) {
 	a, ok := v.([]any)
-	if !ok || len(a) != 2 {
+	if !ok || len(a) != 2 && len(a) != 3 {
 		return driver.Result{}, fmt.Errorf("unexpected acquire reply %v", v)
 	}
 	granted, ok := a[0].(int64)
@@ -145,13 +162,17 @@ func parseAcquire(v any) (driver.Result, error) {
 		return driver.Result{Acquired: true, Fence: fence}, nil
 	}
 	ms, _ := a[1].(int64)
-	return driver.Result{HolderTTL: pttl(ms)}, nil
+	res := driver.Result{HolderTTL: pttl(ms)}
+	if len(a) == 3 {
+		w, _ := a[2].(int64)
+		res.WriterWaiting = w == 1
+	}
+	return res, nil
 }
 
-// Refresh implements driver.Locker.
+// Refresh implements driver.Locker, for the lock and shared grants alike.
 func (e *Engine) Refresh(ctx context.Context, key, token string, ttl time.Duration) error {
-	lock, _, info := e.ks.keys(key)
-	v, err := e.run(ctx, refreshScript, []string{lock, info}, []any{token, millis(ttl)}, nil)
+	v, err := e.run(ctx, refreshScript, e.ks.refreshKeys(key), []any{token, millis(ttl)}, nil)
 	if err != nil {
 		return err
 	}
@@ -161,8 +182,11 @@ func (e *Engine) Refresh(ctx context.Context, key, token string, ttl time.Durati
 	return nil
 }
 
-// Release implements driver.Locker. On success it publishes a wake-up on
-// the key's release channel, in the same script.
+// Release implements driver.Locker, for the lock and shared grants alike.
+// On success it publishes a wake-up on the key's release channel, in the
+// same script. It also removes the token's record as a waiting writer
+// (still returning an error wrapping ErrNotHeld when the token held no
+// grant), announcing that too.
 func (e *Engine) Release(ctx context.Context, key, token string) error {
 	return e.release(ctx, key, token, e.ks.channel(key), 0)
 }
@@ -171,13 +195,10 @@ func (e *Engine) Release(ctx context.Context, key, token string) error {
 // it in that counted attempt) and, unless channel is empty, publishes a
 // wake-up on channel.
 func (e *Engine) release(ctx context.Context, key, token, channel string, attempt uint64) error {
-	all := e.ks.allKeys(key)
-	keys := []string{all[0], all[2]}
-	args := []any{token, channel}
+	keys := pick(e.ks.allKeys(key), kLock, kInfo, kQueue, kWaits, kShares, kSInfo, kSLimit, kWriters)
+	args := []any{token, channel, ""}
 	if attempt != 0 {
-		args = append(args, strconv.FormatUint(attempt, 10))
-	} else {
-		keys = append(keys, all[3], all[4])
+		args[2] = strconv.FormatUint(attempt, 10)
 	}
 	v, err := e.run(ctx, releaseScript, keys, args, nil)
 	if err != nil {
@@ -200,8 +221,7 @@ func (e *Engine) Inspect(ctx context.Context, key string) (driver.Info, error) {
 // holder's owner token ("" when the key is free or holds something other
 // than a string).
 func (e *Engine) InspectHolder(ctx context.Context, key string) (driver.Info, string, error) {
-	all := e.ks.allKeys(key)
-	v, err := e.run(ctx, inspectScript, []string{all[0], all[2], all[1], all[4]}, nil, nil)
+	v, err := e.run(ctx, inspectScript, e.ks.inspectKeys(key), nil, nil)
 	if err != nil {
 		return driver.Info{}, "", err
 	}

@@ -1,19 +1,25 @@
 -- One acquisition attempt, in one round trip.
--- KEYS[1] lock key, KEYS[2] fence counter, KEYS[3] info key, and with the
--- waiting queue KEYS[4] queue, KEYS[5] waiters' deadlines (same slot)
+-- KEYS[1] lock key, KEYS[2] fence counter, KEYS[3] info key, KEYS[4]
+-- waiting queue, KEYS[5] waiters' deadlines, KEYS[6] shares, KEYS[7] sinfo,
+-- KEYS[8] slimit, KEYS[9] writers (same slot; see grants.lua)
 -- ARGV[1] owner token, ARGV[2] TTL in ms, ARGV[3] metadata, ARGV[4] counter TTL in ms,
 -- then, for a counted attempt (see nextFence and below), ARGV[5] 'counted'
 -- and ARGV[6] the attempt number, recorded in the info key; then, with the
--- queue keys, three more: the client's waiter id, '1' when the client waits
--- for the key (it joins the queue if this attempt fails), and how long a
--- queue entry lives without a new attempt, in ms.
+-- queue keys, four more: the client's waiter id, '1' when the client waits
+-- for the key (it joins the queue if this attempt fails), how long a
+-- queue entry lives without a new attempt, in ms, and '1' when the caller
+-- waits for the key (driver.Hints.Wait): refused because of live shared
+-- grants, it is then recorded as a waiting writer for the TTL.
+-- The key is refused while it has live shared grants.
 -- A free key is kept for the first live waiter in the queue, except from
 -- counted attempts: a quorum of servers need not agree on who is first, so
 -- there the queue only decides whom a release wakes.
 -- Returns {1, fence} when granted (fence as a decimal string),
 -- or {0, ms} when not: the holder's PTTL (-1: no expiry), or, when the key
 -- is free but kept for the first waiter in the queue, how long that
--- waiter's entry has left.
+-- waiter's entry has left, or, when shared grants hold it, how long the
+-- first of them has left; {0, ms, 1} when the caller was recorded as a
+-- waiting writer.
 local lock, counter, info = KEYS[1], KEYS[2], KEYS[3]
 local token, ttl, meta, counterTTL = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local counted = ARGV[5] == 'counted'
@@ -25,6 +31,8 @@ if counted then
 end
 local queue, waits = KEYS[4], KEYS[5]
 local me, joins, entryTTL = ARGV[q], ARGV[q + 1] == '1', tonumber(ARGV[q + 2])
+local writerWaits = ARGV[q + 3] == '1'
+local shares, sinfo, slimit, writers = KEYS[6], KEYS[7], KEYS[8], KEYS[9]
 
 -- Puts this client in the queue (keeping its place when it is there
 -- already) with a fresh deadline. A new entry goes after every entry there,
@@ -45,54 +53,48 @@ local function join(now)
   redis.call('PEXPIRE', waits, entryTTL)
 end
 
--- By default, a fence above both the last one granted for this key and the
--- server's clock in microseconds, so fences keep increasing even after the
--- counter expired or was lost, as long as the server clock does not go back.
--- When counted, the counter plus one while the counter exists (so servers
--- whose counters agree grant the same fence), and the clock only without a
--- counter.
-local function nextFence()
-  local last = tonumber(redis.call('GET', counter) or '')
-  local fence
-  if counted and last then
-    fence = last + 1
-  else
-    local t = redis.call('TIME')
-    local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-    fence = math.max((last or 0) + 1, now)
-  end
-  fence = string.format('%d', fence)
-  redis.call('SET', counter, fence, 'PX', counterTTL)
-  return fence
-end
-
 local function writeInfo(fence)
   redis.call('SET', info, cjson.encode({fence = fence, token = token, meta = meta, attempt = attempt}), 'PX', ttl)
 end
 
 local held = redis.pcall('GET', lock)
 if held == false then
-  if queue and redis.call('EXISTS', queue) == 1 then
-    if counted then
-      -- Granted here: no longer waiting here.
-      if redis.call('ZREM', queue, me) == 1 then
-        redis.call('ZREM', waits, me)
-      end
-    else
-      -- Waiters are queued: the key goes to the first of them.
-      local now = nowMs()
-      local first, deadline = queueHead(queue, waits, now)
-      if first and first ~= me then
-        if joins then join(now) end
-        return {0, deadline - now}
-      end
-      if first then
-        redis.call('ZREM', queue, me)
-        redis.call('ZREM', waits, me)
-      end
+  local queued = redis.call('EXISTS', queue) == 1
+  local first
+  if queued and not counted then
+    -- Waiters are queued: the key goes to the first of them.
+    local now = nowMs()
+    local deadline
+    first, deadline = queueHead(queue, waits, now)
+    if first and first ~= me then
+      if joins then join(now) end
+      return {0, deadline - now}
     end
   end
-  local fence = nextFence()
+  if redis.call('EXISTS', shares) == 1 then
+    local now = nowMs()
+    if liveShares(shares, sinfo, slimit, now) > 0 then
+      -- Held by shared grants: wait for them, and hold new ones back.
+      local res = {0, soonest(shares, now)}
+      if writerWaits then
+        redis.call('ZADD', writers, now + tonumber(ttl), token)
+        liveWriters(writers, now)
+        res[3] = 1
+      end
+      if joins then join(now) end
+      return res
+    end
+  end
+  if queued and (counted or first) then
+    -- Granted here: no longer waiting here.
+    if redis.call('ZREM', queue, me) == 1 then
+      redis.call('ZREM', waits, me)
+    end
+  end
+  if redis.call('EXISTS', writers) == 1 then
+    redis.call('ZREM', writers, token)
+  end
+  local fence = nextFence(counter, counterTTL, counted)
   redis.call('SET', lock, token, 'PX', ttl)
   writeInfo(fence)
   return {1, fence}
@@ -117,11 +119,11 @@ if held == token then
   end
   redis.call('PEXPIRE', lock, ttl)
   if not fence then
-    fence = nextFence()
+    fence = nextFence(counter, counterTTL, counted)
   end
   writeInfo(fence)
   return {1, fence}
 end
 -- Held by another owner (or the key holds something that is not a lock).
-if queue and joins then join(nowMs()) end
+if joins then join(nowMs()) end
 return {0, redis.call('PTTL', lock)}

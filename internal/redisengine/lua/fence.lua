@@ -1,8 +1,11 @@
 -- Raises a key's fence counter to at least a given fence and, when the token
--- holds the lock, records that fence as the holder's.
--- KEYS[1] lock key, KEYS[2] fence counter, KEYS[3] info key (same slot)
+-- holds the lock or a live shared grant of the key, records that fence as
+-- the grant's.
+-- KEYS[1] lock key, KEYS[2] fence counter, KEYS[3] info key, KEYS[4]
+-- shares, KEYS[5] sinfo (same slot; see grants.lua)
 -- ARGV[1] owner token, ARGV[2] fence (decimal string), ARGV[3] counter TTL in ms
--- Returns 1 when the token holds the lock (its fence is now ARGV[2]), else 0.
+-- Returns 1 when the token holds the lock or a shared grant (its fence is
+-- now ARGV[2]), else 0.
 local lock, counter, info = KEYS[1], KEYS[2], KEYS[3]
 local token, fence, counterTTL = ARGV[1], ARGV[2], ARGV[3]
 local want = tonumber(fence)
@@ -12,7 +15,17 @@ if last and last > want then
 else
   redis.call('SET', counter, fence, 'PX', counterTTL)
 end
-if redis.pcall('GET', lock) ~= token then
+local held = redis.pcall('GET', lock)
+if held == false then
+  local score = redis.call('ZSCORE', KEYS[4], token)
+  if not (score and tonumber(score) > nowMs()) then
+    return 0
+  end
+  local d = shareInfo(redis.call('HGET', KEYS[5], token))
+  redis.call('HSET', KEYS[5], token, cjson.encode({fence = fence, meta = d.meta, attempt = d.attempt}))
+  return 1
+end
+if held ~= token then
   return 0
 end
 local meta, attempt = '', nil

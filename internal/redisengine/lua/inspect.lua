@@ -1,17 +1,21 @@
 -- Reports a lock's state without changing it.
--- KEYS[1] lock key, KEYS[2] info key, KEYS[3] fence counter, and
--- optionally KEYS[4] the waiters' deadlines (same slot)
+-- KEYS[1] lock key, KEYS[2] info key, KEYS[3] fence counter, KEYS[4] the
+-- waiters' deadlines, KEYS[5] shares, KEYS[6] sinfo (same slot; see
+-- grants.lua)
+-- A key with live shared grants is reported held, with the longest pttl
+-- among them, and the fence, metadata and token of the newest.
 -- Returns {held (0/1), pttl, fence (decimal string), metadata, holder's
--- token, live queued waiters (-1 without KEYS[4])}.
+-- token, live queued waiters}.
 -- When the key is free, fence is the last one granted (or '0') and the token
 -- ''. When the holder is not a dlock client (a plain SET NX), fence is '0'
 -- and metadata empty; the token is the key's value ('' if not a string).
-local waiting = -1
-if KEYS[4] then
-  waiting = redis.call('ZCOUNT', KEYS[4], '(' .. nowMs(), '+inf')
-end
+local waiting = redis.call('ZCOUNT', KEYS[4], '(' .. nowMs(), '+inf')
 local v = redis.pcall('GET', KEYS[1])
 if v == false then
+  local sh = sharesSummary(KEYS[5], KEYS[6], nowMs())
+  if sh then
+    return {1, sh[1], sh[2], sh[3], sh[4], waiting}
+  end
   local last = redis.call('GET', KEYS[3])
   if not last or not tonumber(last) then last = '0' end
   return {0, 0, last, '', '', waiting}
