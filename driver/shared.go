@@ -89,7 +89,9 @@ type Holders struct {
 //   - Inspect of a key with shared grants reports Held, the newest grant's
 //     Fence and Metadata, and the longest remaining TTL among them.
 //   - List reports keys with shared grants as Inspect does; ForceRelease
-//     frees every grant of the key and removes its waiting writers.
+//     frees every grant of the key and removes its waiting writers'
+//     records (a Queuer's waiting entries stay: they are live waits, and
+//     the first of them takes the key).
 //
 // The mutex's key layout does not change: a key never given a shared
 // grant is stored as it was, so interoperation with other lock libraries
