@@ -57,12 +57,21 @@ func (d *myDriver) listBatch(ctx context.Context, lo, hi string, n int) ([]drive
 // transaction and no gap lock. When the key changed hands in between it
 // reads again, up to 5 times. It wakes this driver's waiters for the key, as
 // Release does. The freed holder's next Refresh or RefreshBatch finds its
-// token gone and returns ErrNotHeld.
+// token gone and returns ErrNotHeld. First, one transaction locks the
+// key's row and deletes its shared grants and waiting writers; when the row
+// held the marker of live shared grants it is freed there and what it said
+// (the newest fence and metadata, the longest lease) is returned.
 func (d *myDriver) ForceRelease(ctx context.Context, key string) (driver.Info, error) {
 	if err := d.Check(ctx); err != nil {
 		return driver.Info{}, err
 	}
 	k := []byte(key)
+	if in, err := d.forceShares(ctx, k); err != nil || in.Held {
+		if in.Held {
+			d.hub.Notify(key)
+		}
+		return in, err
+	}
 	read := func() (sqllease.Row, error) {
 		r, err := d.state(ctx, k)
 		if err != nil {

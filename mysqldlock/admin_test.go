@@ -149,6 +149,10 @@ func TestAdmin(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		// With create_table=false the companion table must exist too.
+		if _, err := db.ExecContext(ctx, strings.NewReplacer("{S}", "admin_ci_shares").Replace(sqlCreateShares)); err != nil {
+			t.Fatal(err)
+		}
 		d := openDriver(t, srv.URL()+"?table=admin_ci&create_table=false")
 		got, err := d.List(ctx, "")
 		if err == nil || !strings.Contains(err.Error(), "bytewise") || errors.Is(err, driver.ErrUnavailable) {

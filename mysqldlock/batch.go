@@ -62,10 +62,15 @@ func (d *myDriver) refreshChunk(ctx context.Context, items []driver.RefreshReque
 		sqllease.Fill(errs, 0, len(errs), d.Wrap("refresh", err))
 		return
 	}
+	shared := false
 	for i, it := range items {
 		if st, ok := held[it.Key]; !ok || st.left <= 0 || !bytes.Equal(st.token, []byte(it.Token)) {
 			errs[i] = sqllease.NotHeld(it.Key)
+			shared = shared || (ok && st.left > 0 && string(st.token) == marker)
 		}
+	}
+	if shared {
+		d.refreshShares(ctx, items, errs)
 	}
 }
 

@@ -23,10 +23,11 @@
 //	table=NAME         the lock table, "name" or "database.name"; default
 //	                   dlock_locks in the URL's database. Each part is 1-63
 //	                   ASCII letters, digits or '_', not starting with a digit.
-//	create_table=BOOL  create the table when it is missing; default true. Safe
+//	create_table=BOOL  create the table (and its companion table of shared
+//	                   grants, NAME_shares) when missing; default true. Safe
 //	                   when many processes start at once (serialised by
 //	                   GET_LOCK; a concurrent "table exists" counts as done).
-//	                   With false the table must exist; it is checked at open.
+//	                   With false both must exist; they are checked at open.
 //	tls=MODE           false (default), true (verify the server's certificate
 //	                   against the system roots and the host name),
 //	                   skip-verify (encrypt without verifying), or preferred
@@ -112,6 +113,16 @@
 // MySQL 8 (no RETURNING) and MariaDB. It wakes this client's waiters for the
 // key, as Release does. The freed holder's next refresh finds its token gone
 // (ErrNotHeld), at no cost to the refresh path.
+//
+// # Semaphores and RW locks
+//
+// The driver implements driver.SharedLocker (Client.Semaphore,
+// Client.RWMutex). Shared grants and waiting writers are rows of the
+// companion table NAME_shares; while a key has live shared grants its row
+// in the lock table holds a marker token with the longest grant's expiry,
+// so the exclusive statements refuse it unchanged. Grants take their fences
+// from the row's counter. Each shared change is one transaction that locks
+// the key's row first; see docs/sql.md.
 //
 // # Waiting
 //

@@ -96,7 +96,7 @@ func open(ctx context.Context, db *sql.DB, cfg Options, addr, secret string, clo
 	d := &myDriver{
 		Server:  sqllease.Server{Package: "mysqldlock", Backend: "mysql", Addr: addr, Secret: secret, Table: table, Refused: serverRefused},
 		db:      db,
-		st:      newStatements(table.Quote("`")),
+		st:      newStatements(table.Quote("`"), table.Shares().Quote("`")),
 		closeFn: closeFn,
 	}
 	if err := d.prepare(ctx, !cfg.SkipCreateTable); err != nil {
@@ -119,6 +119,9 @@ func (d *myDriver) prepare(ctx context.Context, create bool) error {
 	if _, err := d.db.ExecContext(ctx, d.st.check); err != nil {
 		return d.Wrap("checking the lock table", err)
 	}
+	if _, err := d.db.ExecContext(ctx, d.st.checkShares); err != nil {
+		return d.Wrap(fmt.Sprintf("checking table %s of shared grants (create it as docs/sql.md shows, or open once with create_table on)", d.Table.Shares()), err)
+	}
 	return nil
 }
 
@@ -131,11 +134,14 @@ func (d *myDriver) createTable(ctx context.Context) error {
 	if d.Table.Schema != "" {
 		schema = d.Table.Schema
 	}
-	var n int
+	var n, m int
 	if err := d.db.QueryRowContext(ctx, sqlTableExists, schema, d.Table.Name).Scan(&n); err != nil {
 		return d.Wrap("checking for the lock table", err)
 	}
-	if n > 0 {
+	if err := d.db.QueryRowContext(ctx, sqlTableExists, schema, d.Table.Shares().Name).Scan(&m); err != nil {
+		return d.Wrap("checking for the table of shared grants", err)
+	}
+	if n > 0 && m > 0 {
 		return nil
 	}
 	conn, err := d.db.Conn(ctx)
@@ -158,6 +164,9 @@ func (d *myDriver) createTable(ctx context.Context) error {
 	if _, err := conn.ExecContext(ctx, d.st.create); err != nil && !isCode(err, 1050) {
 		return d.Wrap("creating the lock table", err)
 	}
+	if _, err := conn.ExecContext(ctx, d.st.createShares); err != nil && !isCode(err, 1050) {
+		return d.Wrap("creating the table of shared grants", err)
+	}
 	return nil
 }
 
@@ -177,6 +186,9 @@ func (d *myDriver) Acquire(ctx context.Context, req driver.Request) (driver.Resu
 	if len(meta) > maxMetadata {
 		meta = meta[:maxMetadata]
 	}
+	if req.Hints.Wait {
+		return d.acquireWaiting(ctx, req, key, tok, us, meta)
+	}
 	res, err := d.db.ExecContext(ctx, d.st.acquire, key, tok, us, meta, tok, tok, meta, tok, tok, tok, us)
 	if err != nil {
 		if isCode(err, 1213, 1205) { // deadlock victim, lock wait timeout
@@ -193,6 +205,8 @@ func (d *myDriver) Acquire(ctx context.Context, req driver.Request) (driver.Resu
 		return driver.Result{}, d.Wrap("acquire", err)
 	case r.Held && r.Token == req.Token && r.Fence > 0:
 		return driver.Result{Acquired: true, Fence: uint64(r.Fence)}, nil
+	case r.Held && r.Token == marker:
+		return driver.Result{HolderTTL: d.shortestShare(ctx, key, r.TTL)}, nil
 	case r.Token != "":
 		return driver.Result{HolderTTL: r.TTL}, nil
 	}
@@ -235,6 +249,9 @@ func (d *myDriver) Refresh(ctx context.Context, key, token string, ttl time.Dura
 	if r.Held && r.Token == token {
 		return nil
 	}
+	if r.Held && r.Token == marker {
+		return d.refreshShare(ctx, key, token, ttl)
+	}
 	return sqllease.NotHeld(key)
 }
 
@@ -249,7 +266,7 @@ func (d *myDriver) Release(ctx context.Context, key, token string) error {
 		return d.Wrap("release", err)
 	}
 	if n, err := res.RowsAffected(); err != nil || n == 0 {
-		return sqllease.NotHeld(key)
+		return d.releaseShare(ctx, key, token)
 	}
 	d.hub.Notify(key)
 	return nil

@@ -105,11 +105,39 @@ const (
 type statements struct {
 	create, check, acquire, state, refresh, refreshBatch, states, release string
 	list, forceRelease                                                    string
+
+	// shared leases
+	createShares, checkShares, makeRow, lockState, shareRows, dropLapsed string
+	shareBump, shareInsert, shareRenew, markerExtend, shareLive          string
+	shareRefresh, tokenRows, tokenDelete, writerDelete, writerRecord     string
+	shareSync, shareForce, freeMarker, shortest, holders                 string
 }
 
-func newStatements(quoted string) statements {
-	r := strings.NewReplacer("{T}", quoted, "{NOW}", now)
+func newStatements(quoted, sharesQuoted string) statements {
+	r := strings.NewReplacer("{T}", quoted, "{S}", sharesQuoted, "{NOW}", now, "{MARK}", markerSQL)
 	return statements{
+		createShares: r.Replace(sqlCreateShares),
+		checkShares:  r.Replace(sqlCheckShares),
+		makeRow:      r.Replace(sqlMakeRow),
+		lockState:    r.Replace(sqlLockState),
+		shareRows:    r.Replace(sqlShareRows),
+		dropLapsed:   r.Replace(sqlDropLapsed),
+		shareBump:    r.Replace(sqlShareBump),
+		shareInsert:  r.Replace(sqlShareInsert),
+		shareRenew:   r.Replace(sqlShareRenew),
+		markerExtend: r.Replace(sqlMarkerExtend),
+		shareLive:    r.Replace(sqlShareLive),
+		shareRefresh: r.Replace(sqlShareRefresh),
+		tokenRows:    r.Replace(sqlTokenRows),
+		tokenDelete:  r.Replace(sqlTokenDelete),
+		writerDelete: r.Replace(sqlWriterDelete),
+		writerRecord: r.Replace(sqlWriterRecord),
+		shareSync:    r.Replace(sqlShareSync),
+		shareForce:   r.Replace(sqlShareForce),
+		freeMarker:   r.Replace(sqlFreeMarker),
+		shortest:     r.Replace(sqlShortest),
+		holders:      r.Replace(sqlHolders),
+
 		create:       r.Replace(sqlCreateTable),
 		check:        r.Replace(sqlCheckTable),
 		acquire:      r.Replace(sqlAcquire),

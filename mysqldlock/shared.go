@@ -1,0 +1,431 @@
+package mysqldlock
+
+import (
+	"cmp"
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/dlock-go/dlock/driver"
+	"github.com/dlock-go/dlock/internal/sqllease"
+)
+
+var _ driver.SharedLocker = (*myDriver)(nil)
+
+// marker is the token the key's row holds while the key has live shared
+// grants (markerSQL).
+const marker = "\xffdlock:shared"
+
+// inTx runs fn in a transaction and commits it; an error of fn rolls it
+// back. A transaction that lost a deadlock (1213) or waited too long for a
+// lock (1205) is run again, up to 3 times.
+func (d *myDriver) inTx(ctx context.Context, fn func(tx *sql.Tx) error) error {
+	var err error
+	for range 3 {
+		var tx *sql.Tx
+		tx, err = d.db.BeginTx(ctx, nil)
+		if err != nil {
+			return err
+		}
+		if err = fn(tx); err == nil {
+			if err = tx.Commit(); err == nil {
+				return nil
+			}
+		} else {
+			_ = tx.Rollback()
+		}
+		if !isCode(err, 1213, 1205) || ctx.Err() != nil {
+			return err
+		}
+	}
+	return err
+}
+
+// lockState reads and locks the key's row in tx (the zero Row when there
+// is none).
+func (d *myDriver) lockState(ctx context.Context, tx *sql.Tx, key []byte) (sqllease.Row, error) {
+	var (
+		token, meta []byte
+		fence       uint64
+		us          sql.NullInt64
+	)
+	found, err := sqllease.Found(tx.QueryRowContext(ctx, d.st.lockState, key).Scan(&token, &fence, &us, &meta), sql.ErrNoRows)
+	if !found {
+		return sqllease.Row{}, err
+	}
+	left := sqllease.FromMicros(us.Int64)
+	return sqllease.Row{Held: len(token) > 0 && left > 0, Token: string(token), Fence: int64(fence), TTL: left, Metadata: string(meta)}, nil
+}
+
+func soonest(cur, d time.Duration) time.Duration {
+	if cur == 0 || d < cur {
+		return d
+	}
+	return cur
+}
+
+// AcquireShared implements driver.SharedLocker with one transaction: make
+// and lock the key's row, refuse a live exclusive holder, read and lock the
+// key's shared rows (dropping lapsed ones), then renew the token's grant or
+// take the next fence, put the marker on the row and record the grant.
+func (d *myDriver) AcquireShared(ctx context.Context, req driver.SharedRequest) (driver.Result, error) {
+	if err := d.Check(ctx); err != nil {
+		return driver.Result{}, err
+	}
+	if len(req.Token) > maxToken {
+		return driver.Result{}, fmt.Errorf("%w: mysqldlock: token longer than %d bytes", driver.ErrInvalidOption, maxToken)
+	}
+	key, tok, us := []byte(req.Key), []byte(req.Token), sqllease.Micros(req.TTL)
+	meta := []byte(req.Metadata)
+	if len(meta) > maxMetadata {
+		meta = meta[:maxMetadata]
+	}
+	var (
+		res      driver.Result
+		mismatch error
+	)
+	err := d.inTx(ctx, func(tx *sql.Tx) error {
+		res, mismatch = driver.Result{}, nil
+		if _, err := tx.ExecContext(ctx, d.st.makeRow, key); err != nil {
+			return err
+		}
+		r, err := d.lockState(ctx, tx, key)
+		if err != nil {
+			return err
+		}
+		if r.Held && r.Token != marker {
+			res.HolderTTL = r.TTL
+			return nil
+		}
+		var (
+			grants, writers, limit    int
+			own                       uint64
+			lapsed                    bool
+			soonestGrant, soonestWait time.Duration
+		)
+		rows, err := tx.QueryContext(ctx, d.st.shareRows, key)
+		err = sqllease.QueryRows(rows, err, func(scan func(dest ...any) error) error {
+			var (
+				writer bool
+				t      []byte
+				fence  uint64
+				left   sql.NullInt64
+				lim    int
+			)
+			if err := scan(&writer, &t, &fence, &left, &lim); err != nil {
+				return err
+			}
+			if left.Int64 <= 0 {
+				lapsed = true
+				return nil
+			}
+			ttl := sqllease.FromMicros(left.Int64)
+			if writer {
+				writers++
+				soonestWait = soonest(soonestWait, ttl)
+				return nil
+			}
+			grants++
+			limit = lim
+			soonestGrant = soonest(soonestGrant, ttl)
+			if string(t) == req.Token {
+				own = fence
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		if lapsed {
+			if _, err := tx.ExecContext(ctx, d.st.dropLapsed, key); err != nil {
+				return err
+			}
+		}
+		if grants > 0 && limit != req.Limit {
+			mismatch = fmt.Errorf("%w: mysqldlock: %q is shared with limit %d, not %d", driver.ErrLimitMismatch, req.Key, limit, req.Limit)
+			return nil
+		}
+		if own > 0 {
+			if _, err := tx.ExecContext(ctx, d.st.shareRenew, us, meta, req.Limit, key, tok); err != nil {
+				return err
+			}
+			if _, err := tx.ExecContext(ctx, d.st.markerExtend, us, own, meta, key); err != nil {
+				return err
+			}
+			res = driver.Result{Acquired: true, Fence: own}
+			return nil
+		}
+		if writers > 0 || (req.Limit > 0 && grants >= req.Limit) {
+			res.HolderTTL = soonestGrant
+			if res.HolderTTL == 0 {
+				res.HolderTTL = soonestWait
+			}
+			return nil
+		}
+		bump, err := tx.ExecContext(ctx, d.st.shareBump, us, us, meta, key)
+		if err != nil {
+			return err
+		}
+		fence, err := bump.LastInsertId()
+		if err != nil {
+			return err
+		}
+		if fence <= 0 {
+			return fmt.Errorf("mysqldlock: acquire shared: table %s returned fence %d", d.Table, fence)
+		}
+		if _, err := tx.ExecContext(ctx, d.st.shareInsert, key, tok, fence, us, meta, req.Limit); err != nil {
+			return err
+		}
+		res = driver.Result{Acquired: true, Fence: uint64(fence)}
+		return nil
+	})
+	switch {
+	case err != nil && isCode(err, 1213, 1205):
+		return driver.Result{HolderTTL: time.Millisecond}, nil
+	case err != nil:
+		return driver.Result{}, d.Wrap("acquire shared", err)
+	case mismatch != nil:
+		return driver.Result{}, mismatch
+	}
+	return res, nil
+}
+
+// acquireWaiting is Acquire for an attempt with Hints.Wait, in one
+// transaction: the exclusive statement; when granted, the token's writer
+// record goes; when refused because of the marker of shared grants, the
+// token is recorded as a waiting writer for the request's TTL.
+func (d *myDriver) acquireWaiting(ctx context.Context, req driver.Request, key, tok []byte, us int64, meta []byte) (driver.Result, error) {
+	var res driver.Result
+	err := d.inTx(ctx, func(tx *sql.Tx) error {
+		res = driver.Result{}
+		x, err := tx.ExecContext(ctx, d.st.acquire, key, tok, us, meta, tok, tok, meta, tok, tok, tok, us)
+		if err != nil {
+			return err
+		}
+		var fence uint64
+		if id, err := x.LastInsertId(); err == nil && id > 0 {
+			fence = uint64(id)
+		} else {
+			r, err := d.lockState(ctx, tx, key)
+			if err != nil {
+				return err
+			}
+			switch {
+			case r.Held && r.Token == req.Token && r.Fence > 0:
+				fence = uint64(r.Fence)
+			case r.Held && r.Token == marker:
+				if _, err := tx.ExecContext(ctx, d.st.writerRecord, key, tok, us, us); err != nil {
+					return err
+				}
+				var left sql.NullInt64
+				if err := tx.QueryRowContext(ctx, d.st.shortest, key).Scan(&left); err != nil {
+					return err
+				}
+				res = driver.Result{HolderTTL: r.TTL, WriterWaiting: true}
+				if left.Valid && left.Int64 > 0 {
+					res.HolderTTL = sqllease.FromMicros(left.Int64)
+				}
+				return nil
+			case r.Token != "":
+				res.HolderTTL = r.TTL
+				return nil
+			default:
+				return nil
+			}
+		}
+		if _, err := tx.ExecContext(ctx, d.st.writerDelete, key, tok); err != nil {
+			return err
+		}
+		res = driver.Result{Acquired: true, Fence: fence}
+		return nil
+	})
+	if err != nil {
+		if isCode(err, 1213, 1205) {
+			return driver.Result{}, nil
+		}
+		return driver.Result{}, d.Wrap("acquire", err)
+	}
+	return res, nil
+}
+
+// shortestShare is the shortest remaining lease of key's live shared
+// grants, or def when it cannot be read.
+func (d *myDriver) shortestShare(ctx context.Context, key []byte, def time.Duration) time.Duration {
+	var left sql.NullInt64
+	if err := d.db.QueryRowContext(ctx, d.st.shortest, key).Scan(&left); err != nil || !left.Valid || left.Int64 <= 0 {
+		return def
+	}
+	return sqllease.FromMicros(left.Int64)
+}
+
+// refreshShare extends token's live shared grant of key, and the marker,
+// in one transaction that locks the key's row first.
+func (d *myDriver) refreshShare(ctx context.Context, key, token string, ttl time.Duration) error {
+	k, tok, us := []byte(key), []byte(token), sqllease.Micros(ttl)
+	held := false
+	err := d.inTx(ctx, func(tx *sql.Tx) error {
+		held = false
+		if _, err := d.lockState(ctx, tx, k); err != nil {
+			return err
+		}
+		var (
+			fence uint64
+			meta  []byte
+		)
+		found, err := sqllease.Found(tx.QueryRowContext(ctx, d.st.shareLive, k, tok).Scan(&fence, &meta), sql.ErrNoRows)
+		if err != nil || !found {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, d.st.shareRefresh, us, k, tok); err != nil {
+			return err
+		}
+		if meta == nil {
+			meta = []byte{}
+		}
+		if _, err := tx.ExecContext(ctx, d.st.markerExtend, us, fence, meta, k); err != nil {
+			return err
+		}
+		held = true
+		return nil
+	})
+	if err != nil {
+		return d.Wrap("refresh", err)
+	}
+	if !held {
+		return sqllease.NotHeld(key)
+	}
+	return nil
+}
+
+// releaseShare deletes token's shared grant and writer record of key in
+// one transaction that locks the key's row first; when a live grant went,
+// the row then follows the grants left (sqlShareSync). Waiters of this
+// driver are woken when anything went.
+func (d *myDriver) releaseShare(ctx context.Context, key, token string) error {
+	k, tok := []byte(key), []byte(token)
+	var held, found bool
+	err := d.inTx(ctx, func(tx *sql.Tx) error {
+		held, found = false, false
+		if _, err := d.lockState(ctx, tx, k); err != nil {
+			return err
+		}
+		rows, err := tx.QueryContext(ctx, d.st.tokenRows, k, tok)
+		err = sqllease.QueryRows(rows, err, func(scan func(dest ...any) error) error {
+			var (
+				writer bool
+				left   sql.NullInt64
+			)
+			if err := scan(&writer, &left); err != nil {
+				return err
+			}
+			found = true
+			held = held || (!writer && left.Int64 > 0)
+			return nil
+		})
+		if err != nil || !found {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, d.st.tokenDelete, k, tok); err != nil {
+			return err
+		}
+		if held {
+			if _, err := tx.ExecContext(ctx, d.st.shareSync, k, k, k, k); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return d.Wrap("release", err)
+	}
+	if found {
+		d.hub.Notify(key)
+	}
+	if !held {
+		return sqllease.NotHeld(key)
+	}
+	return nil
+}
+
+// Holders implements driver.SharedLocker with one statement.
+func (d *myDriver) Holders(ctx context.Context, key string) (driver.Holders, error) {
+	if err := d.Check(ctx); err != nil {
+		return driver.Holders{}, err
+	}
+	var (
+		h      driver.Holders
+		newest uint64
+	)
+	k := []byte(key)
+	rows, err := d.db.QueryContext(ctx, d.st.holders, k, k)
+	err = sqllease.QueryRows(rows, err, func(scan func(dest ...any) error) error {
+		var (
+			kind, limit int
+			fence       uint64
+			left        sql.NullInt64
+			meta        []byte
+		)
+		if err := scan(&kind, &fence, &left, &meta, &limit); err != nil {
+			return err
+		}
+		switch kind {
+		case 2:
+			h.WritersWaiting++
+			return nil
+		case 1:
+			if fence > newest {
+				newest, h.Limit = fence, limit
+			}
+		}
+		h.Holders = append(h.Holders, driver.Holder{Shared: kind == 1, Fence: fence, TTL: sqllease.FromMicros(left.Int64), Metadata: string(meta)})
+		return nil
+	})
+	if err != nil {
+		return driver.Holders{}, d.Wrap("holders", err)
+	}
+	slices.SortFunc(h.Holders, func(a, b driver.Holder) int { return cmp.Compare(a.Fence, b.Fence) })
+	return h, nil
+}
+
+// refreshShares refreshes the shared grants among items whose exclusive
+// refresh found nothing (errs[i] matching ErrNotHeld), one transaction
+// each, and clears their errors.
+func (d *myDriver) refreshShares(ctx context.Context, items []driver.RefreshRequest, errs []error) {
+	for i, err := range errs {
+		if errors.Is(err, driver.ErrNotHeld) {
+			errs[i] = d.refreshShare(ctx, items[i].Key, items[i].Token, items[i].TTL)
+		}
+	}
+}
+
+// forceShares frees key's shared grants in one transaction: it locks the
+// key's row, deletes every shared row and writer record, and frees the row
+// when it held the marker, returning what the marker said (Held false when
+// the key had no live shared grant).
+func (d *myDriver) forceShares(ctx context.Context, key []byte) (driver.Info, error) {
+	var in driver.Info
+	err := d.inTx(ctx, func(tx *sql.Tx) error {
+		in = driver.Info{}
+		r, err := d.lockState(ctx, tx, key)
+		if err != nil {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, d.st.shareForce, key); err != nil {
+			return err
+		}
+		if r.Held && r.Token == marker {
+			if _, err := tx.ExecContext(ctx, d.st.freeMarker, key); err != nil {
+				return err
+			}
+			in = r.Info()
+		}
+		return nil
+	})
+	if err != nil {
+		return driver.Info{}, d.Wrap("force release", err)
+	}
+	return in, nil
+}
