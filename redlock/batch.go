@@ -12,8 +12,9 @@ var _ driver.BatchRefresher = (*locker)(nil)
 
 // RefreshBatch implements driver.BatchRefresher: every node refreshes the
 // whole batch in one pipeline, all nodes in parallel, and a lock is
-// refreshed when a majority of nodes refreshed it — the same rule as
-// Refresh, one round trip per node for the batch.
+// refreshed when a majority of nodes refreshed it (a semaphore's permit:
+// its quorum) — the same rule as Refresh, one round trip per node for the
+// batch.
 func (d *locker) RefreshBatch(ctx context.Context, reqs []driver.RefreshRequest) []error {
 	errs := make([]error, len(reqs))
 	if d.closed.Load() {
@@ -34,15 +35,21 @@ func (d *locker) RefreshBatch(ctx context.Context, reqs []driver.RefreshRequest)
 		tallies[j] = tally{n: len(d.nodes), quorum: d.quorum}
 	}
 	undecided := len(reqs)
-	f := startFanout(ctx, d.nodes, d.nodeTimeout(shortest), func(ctx context.Context, n *redisengine.Engine) ([]error, error) {
-		return n.RefreshBatch(ctx, reqs), nil
+	type outcome struct {
+		limits []int
+		errs   []error
+	}
+	f := startFanout(ctx, d.nodes, d.nodeTimeout(shortest), func(ctx context.Context, n *redisengine.Engine) (outcome, error) {
+		limits, errs := n.RefreshBatchGrants(ctx, reqs)
+		return outcome{limits, errs}, nil
 	})
-	err := f.collect(ctx, func(r reply[[]error]) bool {
+	err := f.collect(ctx, func(r reply[outcome]) bool {
 		for j := range tallies {
 			was := tallies[j].decided()
 			var e error
-			if j < len(r.val) {
-				e = r.val[j]
+			if j < len(r.val.errs) {
+				e = r.val.errs[j]
+				d.raiseQuorum(&tallies[j], r.val.limits[j], e)
 			} else {
 				e = driver.ErrUnavailable
 			}

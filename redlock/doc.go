@@ -38,6 +38,17 @@
 // which is above F when restarts are delayed (see below) and the servers'
 // clocks agree to within that delay. See docs/redlock.md for the argument.
 //
+// # Semaphores and RW locks
+//
+// The driver implements driver.SharedLocker with the engine's shared
+// scripts on every node. A reader (no limit) needs a majority, like a
+// writer. A permit of a semaphore of limit n needs q = ⌊n·N/(n+1)⌋ + 1
+// nodes, the fewest with (n+1)·q > n·N, so that n+1 holders cannot each
+// have a quorum without some node having granted n+1 of them: 4 of 5 nodes
+// for a limit of 2, every node for a limit of N−1 or more. A semaphore
+// tolerates N − q node failures. Refresh of a permit needs its quorum too.
+// See docs/redlock.md.
+//
 // # Safety conditions
 //
 // Like Redlock itself, the lock is safe only if: the servers' clocks run at

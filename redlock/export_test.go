@@ -11,3 +11,6 @@ func (d *locker) Nodes() []*redisengine.Engine { return d.nodes }
 
 // Quorum returns the number of nodes that make a majority: N/2+1.
 func (d *locker) Quorum() int { return d.quorum }
+
+// SharedQuorum returns how many of n nodes a shared grant of limit needs.
+func SharedQuorum(n, limit int) int { return sharedQuorum(n, limit) }

@@ -62,8 +62,10 @@ var (
 // has, one per Redis node; each node should be an independent master
 // (a *redis.Client; not a cluster, and not replicas of each other). Accepts
 // []*redis.Client and []redis.UniversalClient alike. The driver also
-// implements driver.Notifier, driver.BatchRefresher, driver.Lister and
-// driver.ForceReleaser. It does not close the clients. No clients, a nil
+// implements driver.Notifier, driver.BatchRefresher, driver.Lister,
+// driver.ForceReleaser and driver.SharedLocker (semaphores and RW locks;
+// see AcquireShared for the quorum a permit needs). It does not close the
+// clients. No clients, a nil
 // client or Options that are not valid give an error matching
 // dlock.ErrInvalidOption.
 func NewDriver[C redis.UniversalClient](clients []C, opts Options) (driver.Locker, error) {
@@ -143,6 +145,16 @@ type grant struct {
 // unless the granting nodes already agree on it. Otherwise whatever was
 // granted is given back on every node.
 func (d *locker) Acquire(ctx context.Context, req driver.Request) (driver.Result, error) {
+	return d.acquire(ctx, req, d.quorum, func(ctx context.Context, n *redisengine.Engine, attempt uint64) (driver.Result, error) {
+		return n.AcquireCounted(ctx, req, attempt)
+	})
+}
+
+// acquire makes one attempt with call on every node at once, granted when
+// quorum nodes grant it within the validity (see Acquire). A node's
+// ErrLimitMismatch counts as a refusal; when so many nodes give it that no
+// quorum can grant, the attempt fails with it.
+func (d *locker) acquire(ctx context.Context, req driver.Request, quorum int, call func(context.Context, *redisengine.Engine, uint64) (driver.Result, error)) (driver.Result, error) {
 	if d.closed.Load() {
 		return driver.Result{}, driver.ErrClosed
 	}
@@ -154,17 +166,24 @@ func (d *locker) Acquire(ctx context.Context, req driver.Request) (driver.Result
 	validUntil := driver.ValidUntil(start, req.TTL)
 	timeout := d.nodeTimeout(req.TTL)
 
-	t := tally{n: len(d.nodes), quorum: d.quorum}
+	t := tally{n: len(d.nodes), quorum: quorum}
 	var (
-		granted []grant
-		holders []time.Duration
-		queued  []time.Duration
+		granted    []grant
+		holders    []time.Duration
+		queued     []time.Duration
+		writer     bool
+		mismatches int
+		mismatch   error
 	)
 	f := startFanout(ctx, d.nodes, timeout, func(ctx context.Context, n *redisengine.Engine) (driver.Result, error) {
-		return n.AcquireCounted(ctx, req, attempt)
+		return call(ctx, n, attempt)
 	})
 	take := func(r reply[driver.Result]) bool {
 		switch {
+		case errors.Is(r.err, driver.ErrLimitMismatch):
+			t.refused++
+			mismatches++
+			mismatch = r.err
 		case r.err != nil:
 			t.fail(r.err)
 		case r.val.Acquired:
@@ -173,6 +192,7 @@ func (d *locker) Acquire(ctx context.Context, req driver.Request) (driver.Result
 		default:
 			t.refused++
 			holders = append(holders, r.val.HolderTTL)
+			writer = writer || r.val.WriterWaiting
 			if r.val.Queued.Wait > 0 {
 				queued = append(queued, r.val.Queued.Wait)
 			}
@@ -190,10 +210,12 @@ func (d *locker) Acquire(ctx context.Context, req driver.Request) (driver.Result
 		switch {
 		case err != nil:
 			return driver.Result{}, fmt.Errorf("redlock: acquire %q: %w", req.Key, err)
+		case mismatches > t.n-t.quorum:
+			return driver.Result{}, fmt.Errorf("redlock: acquire %q: %w", req.Key, mismatch)
 		case t.ok+t.refused < t.quorum:
 			return driver.Result{}, t.unavailable(fmt.Sprintf("acquire %q", req.Key), f.unheard())
 		}
-		res := driver.Result{HolderTTL: holderTTL(holders, t)}
+		res := driver.Result{HolderTTL: holderTTL(holders, t), WriterWaiting: writer}
 		if len(queued) >= d.quorum && len(granted) == 0 {
 			// Queued on a majority of nodes, which a holder has: their
 			// releases will name this client when it is first there.
@@ -289,7 +311,8 @@ func (d *locker) nextAttempt() uint64 {
 }
 
 // Refresh implements driver.Locker: it extends the lease on every node that
-// token still holds, and succeeds when a majority did. When so many nodes
+// token still holds, and succeeds when a majority did (for a semaphore's
+// permit, the permit's quorum: see sharedQuorum). When so many nodes
 // say the key is not token's that no majority can, the lock is lost and the
 // error wraps ErrNotHeld.
 func (d *locker) Refresh(ctx context.Context, key, token string, ttl time.Duration) error {
@@ -297,10 +320,13 @@ func (d *locker) Refresh(ctx context.Context, key, token string, ttl time.Durati
 		return driver.ErrClosed
 	}
 	t := tally{n: len(d.nodes), quorum: d.quorum}
-	f := startFanout(ctx, d.nodes, d.nodeTimeout(ttl), func(ctx context.Context, n *redisengine.Engine) (struct{}, error) {
-		return struct{}{}, n.Refresh(ctx, key, token, ttl)
+	f := startFanout(ctx, d.nodes, d.nodeTimeout(ttl), func(ctx context.Context, n *redisengine.Engine) (int, error) {
+		return n.RefreshGrant(ctx, key, token, ttl)
 	})
-	if err := f.collect(ctx, t.count); err != nil {
+	if err := f.collect(ctx, func(r reply[int]) bool {
+		d.raiseQuorum(&t, r.val, r.err)
+		return t.count(reply[struct{}]{node: r.node, err: r.err})
+	}); err != nil {
 		return fmt.Errorf("redlock: refresh %q: %w", key, err)
 	}
 	return t.result("refresh", key, f.unheard())

@@ -16,13 +16,22 @@ var _ driver.BatchRefresher = (*Engine)(nil)
 // script for every lock, sent as one pipeline (one round trip per server in
 // a Cluster).
 func (e *Engine) RefreshBatch(ctx context.Context, reqs []driver.RefreshRequest) []error {
-	errs := make([]error, len(reqs))
+	_, errs := e.RefreshBatchGrants(ctx, reqs)
+	return errs
+}
+
+// RefreshBatchGrants is RefreshBatch that also reports, for each lock
+// refreshed, what RefreshGrant reports: the limit of a shared grant, or -1
+// for the lock.
+func (e *Engine) RefreshBatchGrants(ctx context.Context, reqs []driver.RefreshRequest) (limits []int, errs []error) {
+	errs = make([]error, len(reqs))
+	limits = make([]int, len(reqs))
 	if len(reqs) == 0 {
-		return errs
+		return limits, errs
 	}
 	if e.closed.Load() {
 		fill(errs, driver.ErrClosed)
-		return errs
+		return limits, errs
 	}
 	calls := make([]scriptCall, len(reqs))
 	for i, r := range reqs {
@@ -37,16 +46,18 @@ func (e *Engine) RefreshBatch(ctx context.Context, reqs []driver.RefreshRequest)
 	case cmds = <-done:
 	case <-ctx.Done():
 		fill(errs, e.unavailable(ctx, ctx.Err()))
-		return errs
+		return limits, errs
 	}
 	for i, cmd := range cmds {
 		if err := cmd.Err(); err != nil {
 			errs[i] = e.unavailable(ctx, err)
-		} else if n, _ := cmd.Val().(int64); n != 1 {
+		} else if limit, ok := refreshed(cmd.Val()); ok {
+			limits[i] = limit
+		} else {
 			errs[i] = fmt.Errorf("%w: %q", driver.ErrNotHeld, reqs[i].Key)
 		}
 	}
-	return errs
+	return limits, errs
 }
 
 // scriptCall is the keys and arguments of one script call in a pipeline.

@@ -172,14 +172,35 @@ func parseAcquire(v any) (driver.Result, error) {
 
 // Refresh implements driver.Locker, for the lock and shared grants alike.
 func (e *Engine) Refresh(ctx context.Context, key, token string, ttl time.Duration) error {
+	_, err := e.RefreshGrant(ctx, key, token, ttl)
+	return err
+}
+
+// RefreshGrant is Refresh that also reports what it refreshed: the limit
+// stored with the key's shared grants when token has one of them (0: no
+// limit), or -1 when token holds the lock.
+func (e *Engine) RefreshGrant(ctx context.Context, key, token string, ttl time.Duration) (limit int, err error) {
 	v, err := e.run(ctx, refreshScript, e.ks.refreshKeys(key), []any{token, millis(ttl)}, nil)
 	if err != nil {
-		return err
+		return 0, err
 	}
-	if n, _ := v.(int64); n != 1 {
-		return fmt.Errorf("%w: %q", driver.ErrNotHeld, key)
+	limit, ok := refreshed(v)
+	if !ok {
+		return 0, fmt.Errorf("%w: %q", driver.ErrNotHeld, key)
 	}
-	return nil
+	return limit, nil
+}
+
+// refreshed reads the reply of refresh.lua: whether it refreshed a grant,
+// and the limit of a shared one (-1 for the lock).
+func refreshed(v any) (limit int, ok bool) {
+	switch n, _ := v.(int64); {
+	case n == 1:
+		return -1, true
+	case n >= 2:
+		return int(n - 2), true
+	}
+	return 0, false
 }
 
 // Release implements driver.Locker, for the lock and shared grants alike.
