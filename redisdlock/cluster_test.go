@@ -41,7 +41,9 @@ func TestCluster(t *testing.T) {
 				if err != nil {
 					t.Fatalf("CLUSTER KEYSLOT: %v", err)
 				}
-				for _, c := range []string{fence, info} {
+				queue, waits := d.QueueKeys(k)
+				shares, sinfo, slimit, writers := d.SharedKeys(k)
+				for _, c := range []string{fence, info, queue, waits, shares, sinfo, slimit, writers} {
 					got, err := node.Do(ctx, "CLUSTER", "KEYSLOT", c)
 					if err != nil {
 						t.Fatalf("CLUSTER KEYSLOT: %v", err)
