@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/dlock-go/dlock/driver"
@@ -391,12 +392,68 @@ func (d *myDriver) Holders(ctx context.Context, key string) (driver.Holders, err
 }
 
 // refreshShares refreshes the shared grants among items whose exclusive
-// refresh found nothing (errs[i] matching ErrNotHeld), one transaction
-// each, and clears their errors.
+// refresh found nothing (errs[i] matching ErrNotHeld), and clears their
+// errors: one transaction for all of them that locks their keys' rows in
+// key order (so that batches cannot deadlock on each other), reads which
+// grants are live, extends them with one multi-table UPDATE and the
+// markers with another.
 func (d *myDriver) refreshShares(ctx context.Context, items []driver.RefreshRequest, errs []error) {
+	var (
+		left []driver.RefreshRequest
+		idx  []int
+	)
 	for i, err := range errs {
 		if errors.Is(err, driver.ErrNotHeld) {
-			errs[i] = d.refreshShare(ctx, items[i].Key, items[i].Token, items[i].TTL)
+			left, idx = append(left, items[i]), append(idx, i)
+		}
+	}
+	if len(left) == 0 {
+		return
+	}
+	keys := make([]any, 0, len(left))
+	pairs := make([]any, 0, 2*len(left))
+	seen := map[string]bool{}
+	for _, it := range left { // sorted by key: RefreshBatch's Limits.Sorted
+		if !seen[it.Key] {
+			seen[it.Key] = true
+			keys = append(keys, []byte(it.Key))
+		}
+		pairs = append(pairs, []byte(it.Key), []byte(it.Token))
+	}
+	in := "(" + strings.Repeat("?, ", len(keys)-1) + "?)"
+	pairIn := "(" + strings.Repeat("(?, ?), ", len(left)-1) + "(?, ?))"
+	type kt struct{ key, token string }
+	live := map[kt]bool{}
+	err := d.inTx(ctx, func(tx *sql.Tx) error {
+		clear(live)
+		rows, err := tx.QueryContext(ctx, d.st.lockKeys+in+" ORDER BY `key` FOR UPDATE", keys...)
+		if err := sqllease.QueryRows(rows, err, func(scan func(dest ...any) error) error { var k []byte; return scan(&k) }); err != nil {
+			return err
+		}
+		rows, err = tx.QueryContext(ctx, d.st.liveShares+pairIn+" FOR UPDATE", pairs...)
+		err = sqllease.QueryRows(rows, err, func(scan func(dest ...any) error) error {
+			var k, t []byte
+			if err := scan(&k, &t); err != nil {
+				return err
+			}
+			live[kt{string(k), string(t)}] = true
+			return nil
+		})
+		if err != nil || len(live) == 0 {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, refreshBatchSQL(d.st.shareRefreshBatch, len(left)), refreshBatchArgs(left)...); err != nil {
+			return err
+		}
+		_, err = tx.ExecContext(ctx, strings.Replace(d.st.markerFollow, "{PAIRS}", pairIn, 1), pairs...)
+		return err
+	})
+	for j, i := range idx {
+		switch {
+		case err != nil:
+			errs[i] = d.Wrap("refresh", err)
+		case live[kt{left[j].Key, left[j].Token}]:
+			errs[i] = nil
 		}
 	}
 }

@@ -105,6 +105,28 @@ const (
 		"\tmetadata = COALESCE((SELECT metadata FROM {S} WHERE `key` = ? AND writer = 0 AND expires_at > {NOW} ORDER BY fence DESC LIMIT 1), '')\n" +
 		"WHERE `key` = ? AND token = {MARK}"
 
+	// sqlLockKeys locks the rows of keys; the caller appends the list
+	// "(?, ...)" and the order and locking clauses.
+	sqlLockKeys = "SELECT `key` FROM {T} WHERE `key` IN "
+
+	// sqlLiveShares reads the live grants among (key, token) pairs; the
+	// caller appends the list "((?, ?), ...)" and the locking clause.
+	sqlLiveShares = "SELECT `key`, token FROM {S} WHERE writer = 0 AND expires_at > {NOW} AND (`key`, token) IN "
+
+	// sqlShareRefreshBatch extends live grants, as sqlRefreshBatch does
+	// exclusive leases.
+	sqlShareRefreshBatch = "UPDATE {S} AS s JOIN (\n\t{ROWS}\n) AS v ON s.`key` = v.k AND s.token = v.t\n" +
+		"SET s.expires_at = {NOW} + INTERVAL v.us MICROSECOND\n" +
+		"WHERE s.writer = 0 AND s.expires_at > {NOW}"
+
+	// sqlMarkerFollow extends the markers of the keys of the (key, token)
+	// pairs {PAIRS} to their grants' newest expiry.
+	sqlMarkerFollow = "UPDATE {T} AS l JOIN (\n" +
+		"\tSELECT `key`, MAX(expires_at) AS e FROM {S} WHERE writer = 0 AND (`key`, token) IN {PAIRS} GROUP BY `key`\n" +
+		") AS x ON l.`key` = x.`key`\n" +
+		"SET l.expires_at = GREATEST(l.expires_at, x.e)\n" +
+		"WHERE l.token = {MARK}"
+
 	// sqlShareForce deletes every shared row of the key. Parameter: key.
 	sqlShareForce = "DELETE FROM {S} WHERE `key` = ?"
 

@@ -80,3 +80,25 @@ func TestShared(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestSharedRace: drivers with their own pools never grant beside what
+// they exclude.
+func TestSharedRace(t *testing.T) {
+	srv := testserver.StartMariaDB(t)
+	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
+	defer cancel()
+	u, err := driver.ParseURL(srv.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ds []driver.Locker
+	for range 3 {
+		d, err := OpenURL(ctx, u)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer d.Close()
+		ds = append(ds, d)
+	}
+	sqlleasetest.RunSharedRace(t, ctx, ds, "race")
+}

@@ -111,6 +111,7 @@ type statements struct {
 	shareBump, shareInsert, shareRenew, markerExtend, shareLive          string
 	shareRefresh, tokenRows, tokenDelete, writerDelete, writerRecord     string
 	shareSync, shareForce, freeMarker, shortest, holders                 string
+	lockKeys, liveShares, shareRefreshBatch, markerFollow                string
 }
 
 func newStatements(quoted, sharesQuoted string) statements {
@@ -137,6 +138,11 @@ func newStatements(quoted, sharesQuoted string) statements {
 		freeMarker:   r.Replace(sqlFreeMarker),
 		shortest:     r.Replace(sqlShortest),
 		holders:      r.Replace(sqlHolders),
+
+		lockKeys:          r.Replace(sqlLockKeys),
+		liveShares:        r.Replace(sqlLiveShares),
+		shareRefreshBatch: r.Replace(sqlShareRefreshBatch),
+		markerFollow:      r.Replace(sqlMarkerFollow),
 
 		create:       r.Replace(sqlCreateTable),
 		check:        r.Replace(sqlCheckTable),

@@ -3,6 +3,9 @@ package sqlleasetest
 import (
 	"context"
 	"errors"
+	"fmt"
+	"math/rand/v2"
+	"sync"
 	"testing"
 	"time"
 
@@ -83,5 +86,102 @@ func RunSharedAdminTest(t *testing.T, ctx context.Context, d driver.Locker, pref
 	}
 	if err := d.Release(ctx, shared, "c"); err != nil {
 		t.Errorf("Release of c: %v", err)
+	}
+}
+
+// RunSharedRace has the goroutines of several drivers on one backend race
+// for one key, each attempt at random exclusive or one of 2 shared grants
+// (some exclusive attempts as waiting writers), and checks that no grant
+// ever overlapped one it excludes: an exclusive holder alone, at most 2
+// shared ones. Every attempt is bounded; the test takes about a second.
+func RunSharedRace(t *testing.T, ctx context.Context, drivers []driver.Locker, key string) {
+	t.Helper()
+	const (
+		limit = 2
+		tries = 40
+	)
+	var (
+		mu           sync.Mutex
+		excl, shared int
+		grants       [2]int
+		bad          string
+	)
+	enter := func(exclusive bool) {
+		mu.Lock()
+		defer mu.Unlock()
+		if exclusive {
+			excl++
+			grants[0]++
+		} else {
+			shared++
+			grants[1]++
+		}
+		if bad == "" && (excl > 1 || (excl == 1 && shared > 0) || shared > limit) {
+			bad = fmt.Sprintf("%d exclusive and %d shared grants at once", excl, shared)
+		}
+	}
+	leave := func(exclusive bool) {
+		mu.Lock()
+		defer mu.Unlock()
+		if exclusive {
+			excl--
+		} else {
+			shared--
+		}
+	}
+	var wg sync.WaitGroup
+	for i, d := range drivers {
+		sl := d.(driver.SharedLocker)
+		for g := range 3 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				rng := rand.New(rand.NewPCG(uint64(i), uint64(g)))
+				for n := range tries {
+					token := fmt.Sprintf("t%d-%d-%d", i, g, n)
+					req := driver.Request{Key: key, Token: token, TTL: 10 * time.Second}
+					exclusive := rng.IntN(3) == 0
+					var (
+						res driver.Result
+						err error
+					)
+					if exclusive {
+						req.Hints.Wait = rng.IntN(2) == 0
+						res, err = d.Acquire(ctx, req)
+					} else {
+						res, err = sl.AcquireShared(ctx, driver.SharedRequest{Request: req, Limit: limit})
+					}
+					if err != nil {
+						t.Errorf("attempt: %v", err)
+						return
+					}
+					if !res.Acquired {
+						if res.WriterWaiting {
+							_ = d.Release(ctx, key, token)
+						}
+						time.Sleep(time.Millisecond)
+						continue
+					}
+					enter(exclusive)
+					time.Sleep(time.Duration(rng.IntN(3)) * time.Millisecond)
+					leave(exclusive)
+					if err := d.Release(ctx, key, token); err != nil {
+						t.Errorf("Release: %v", err)
+						return
+					}
+				}
+			}()
+		}
+	}
+	wg.Wait()
+	if bad != "" {
+		t.Fatal(bad)
+	}
+	if grants[0] == 0 || grants[1] == 0 {
+		t.Errorf("grants: %d exclusive, %d shared; want some of each", grants[0], grants[1])
+	}
+	h, err := drivers[0].(driver.SharedLocker).Holders(ctx, key)
+	if err != nil || len(h.Holders) != 0 || h.WritersWaiting != 0 {
+		t.Errorf("Holders after the race = %+v, %v; want nothing left", h, err)
 	}
 }
