@@ -79,3 +79,21 @@ INSERT INTO old_locks ("key", fence) VALUES ('kept'::bytea, 7)`); err != nil {
 		t.Fatal(err)
 	}
 }
+
+// TestSharedRace: drivers with their own pools, over pgxpool and
+// database/sql, never grant beside what they exclude.
+func TestSharedRace(t *testing.T) {
+	pg := testserver.StartPostgres(t)
+	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
+	defer cancel()
+	var ds []driver.Locker
+	for _, viaDB := range []bool{false, true, false} {
+		d, err := (&harness{url: pg.URL(), viaDB: viaDB}).MakeDriver(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer d.Close()
+		ds = append(ds, d)
+	}
+	sqlleasetest.RunSharedRace(t, ctx, ds, "race")
+}
