@@ -138,3 +138,20 @@ func TestSharedAdmin(t *testing.T) {
 	defer d.Close()
 	sqlleasetest.RunSharedAdminTest(t, ctx, d, "adm/")
 }
+
+// TestSharedRace: drivers with their own connections to one file never
+// grant beside what they exclude.
+func TestSharedRace(t *testing.T) {
+	ctx := testCtx(t)
+	path := filepath.Join(t.TempDir(), "race.db")
+	var ds []driver.Locker
+	for range 3 {
+		d, err := sqlitedlock.OpenDriver(ctx, path, sqlitedlock.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer d.Close()
+		ds = append(ds, d)
+	}
+	sqlleasetest.RunSharedRace(t, ctx, ds, "race")
+}
