@@ -46,11 +46,11 @@ func (d *pgDriver) listBatch(ctx context.Context, lo, hi string, n int) ([]drive
 	return out, nil
 }
 
-// ForceRelease implements driver.ForceReleaser with one statement that
-// locks the key's row while its lease is live (SELECT ... FOR UPDATE),
-// frees it as Release does (keeping the row and its fence) and returns
-// what it freed; with notifications on, the same statement notifies the
-// waiters on commit, as Release does. The freed holder's next Refresh or
+// ForceRelease implements driver.ForceReleaser with one transaction whose
+// last statement locks the key's row while its lease is live (SELECT ...
+// FOR UPDATE), frees it as Release does (keeping the row and its fence)
+// and returns what it freed; with notifications on, the same statement
+// notifies the waiters on commit, as Release does. The freed holder's next Refresh or
 // RefreshBatch finds no row with its token and returns ErrNotHeld. A key
 // with shared grants has its grants and waiting writers deleted first, in
 // the same transaction, and its row (which holds the marker of its shared
