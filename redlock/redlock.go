@@ -335,8 +335,7 @@ func (d *locker) Refresh(ctx context.Context, key, token string, ttl time.Durati
 // Release implements driver.Locker: it frees key on every node token holds
 // (waking waiters there), and succeeds when a majority did. When so many
 // nodes say the key is not token's that no majority could, the error wraps
-// ErrNotHeld. Nodes that answer after the majority are released all the
-// same.
+// ErrNotHeld. It waits for every node's answer, or its node timeout.
 func (d *locker) Release(ctx context.Context, key, token string) error {
 	if d.closed.Load() {
 		return driver.ErrClosed
@@ -345,7 +344,12 @@ func (d *locker) Release(ctx context.Context, key, token string) error {
 	f := startFanout(ctx, d.nodes, d.nodeTimeout(0), func(ctx context.Context, n *redisengine.Engine) (struct{}, error) {
 		return struct{}{}, n.Release(ctx, key, token)
 	})
-	if err := f.collect(ctx, t.count); err != nil {
+	// Every node's answer is awaited (each bounded by the node timeout),
+	// not only a majority's: a caller that takes the key again right after
+	// must not meet this grant on a straggling node (a semaphore's permit
+	// of another limit needs more than a majority).
+	all := func(r reply[struct{}]) bool { t.count(r); return false }
+	if err := f.collect(ctx, all); err != nil && t.ok < t.quorum {
 		return fmt.Errorf("redlock: release %q: %w", key, err)
 	}
 	return t.result("release", key, f.unheard())
