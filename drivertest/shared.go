@@ -236,6 +236,12 @@ func testWriterPreference(t *testing.T, s *suite) {
 	for deadline := time.Now().Add(10 * time.Second); reads.Load() < 20 && time.Now().Before(deadline); {
 		time.Sleep(10 * time.Millisecond)
 	}
+	// An anchor reader holds on until the waiting writer is seen, so that
+	// the check does not race the other readers' drain.
+	anchor, err := readers[1].RWMutex(key).RLock(ctx, dlock.WithTTL(ttl))
+	if err != nil {
+		t.Fatalf("anchor's RLock: %v", err)
+	}
 	got := make(chan error, 1)
 	var wl *dlock.Lock
 	go func() {
@@ -243,26 +249,27 @@ func testWriterPreference(t *testing.T, s *suite) {
 		wl, err = writer.RWMutex(key).Lock(ctx, dlock.WithTTL(ttl))
 		got <- err
 	}()
-	var err error
 	counted := false
-	for done := false; !done; {
-		select {
-		case err = <-got:
-			done = true
-		case <-time.After(2 * time.Millisecond):
-			if h, herr := writer.Holders(s.ctx, key); herr == nil && h.WritersWaiting > 0 && len(h.Holders) > 0 {
-				counted = true
+	for deadline := time.Now().Add(20 * time.Second); !counted && time.Now().Before(deadline); {
+		if h, herr := writer.Holders(s.ctx, key); herr == nil && h.WritersWaiting > 0 && len(h.Holders) > 0 {
+			counted = true
+			if r, err := readers[0].RWMutex(key).TryRLock(s.ctx); err == nil {
+				_ = r.Unlock(s.ctx)
+				t.Error("a new reader got in while a writer waited")
 			}
 		}
+		time.Sleep(2 * time.Millisecond)
 	}
+	s.unlock(anchor)
+	if !counted {
+		t.Error("Holders never counted the waiting writer")
+	}
+	err = <-got
 	if err != nil {
 		t.Fatalf("writer's Lock while readers keep overlapping: %v (after %d reads)", err, reads.Load())
 	}
 	if n := finished.Load(); n > 0 {
 		t.Fatalf("the writer got in only after %d readers stopped", n)
-	}
-	if !counted {
-		t.Error("Holders never counted the waiting writer")
 	}
 	writing.Store(true)
 	if r, err := readers[0].RWMutex(key).TryRLock(s.ctx); err == nil {

@@ -85,6 +85,9 @@ type myDriver struct {
 	// batchStatements counts the statements RefreshBatch has sent.
 	batchStatements atomic.Int64
 
+	// writers are the tokens this driver recorded as waiting writers.
+	writers sqllease.Tokens
+
 	closeFn func() error // closes a pool the driver opened, or nil
 }
 
@@ -186,7 +189,8 @@ func (d *myDriver) Acquire(ctx context.Context, req driver.Request) (driver.Resu
 	if len(meta) > maxMetadata {
 		meta = meta[:maxMetadata]
 	}
-	if req.Hints.Wait {
+	if req.Hints.Wait && d.writers.Has(req.Key, req.Token) {
+		// Its writer record goes with the grant.
 		return d.acquireWaiting(ctx, req, key, tok, us, meta)
 	}
 	res, err := d.db.ExecContext(ctx, d.st.acquire, key, tok, us, meta, tok, tok, meta, tok, tok, tok, us)
@@ -205,6 +209,9 @@ func (d *myDriver) Acquire(ctx context.Context, req driver.Request) (driver.Resu
 		return driver.Result{}, d.Wrap("acquire", err)
 	case r.Held && r.Token == req.Token && r.Fence > 0:
 		return driver.Result{Acquired: true, Fence: uint64(r.Fence)}, nil
+	case r.Held && r.Token == marker && req.Hints.Wait:
+		// Refused by shared grants: again, recording the waiting writer.
+		return d.acquireWaiting(ctx, req, key, tok, us, meta)
 	case r.Held && r.Token == marker:
 		return driver.Result{HolderTTL: d.shortestShare(ctx, key, r.TTL)}, nil
 	case r.Token != "":
@@ -261,6 +268,7 @@ func (d *myDriver) Release(ctx context.Context, key, token string) error {
 	if err := d.Check(ctx); err != nil {
 		return err
 	}
+	d.writers.Remove(key, token)
 	res, err := d.db.ExecContext(ctx, d.st.release, []byte(key), []byte(token))
 	if err != nil {
 		return d.Wrap("release", err)

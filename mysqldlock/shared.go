@@ -249,6 +249,12 @@ func (d *myDriver) acquireWaiting(ctx context.Context, req driver.Request, key, 
 		}
 		return driver.Result{}, d.Wrap("acquire", err)
 	}
+	switch {
+	case res.WriterWaiting:
+		d.writers.Add(req.Key, req.Token)
+	case res.Acquired:
+		d.writers.Remove(req.Key, req.Token)
+	}
 	return res, nil
 }
 

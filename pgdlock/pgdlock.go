@@ -109,6 +109,9 @@ type pgDriver struct {
 	// batchStatements counts the statements RefreshBatch has sent.
 	batchStatements atomic.Int64
 
+	// writers are the tokens this driver recorded as waiting writers.
+	writers sqllease.Tokens
+
 	closeFn func() // closes a pool the driver opened, or nil
 }
 
@@ -188,17 +191,21 @@ func (d *pgDriver) Acquire(ctx context.Context, req driver.Request) (driver.Resu
 	if err := d.Check(ctx); err != nil {
 		return driver.Result{}, err
 	}
-	if req.Hints.Wait {
+	if req.Hints.Wait && d.writers.Has(req.Key, req.Token) {
+		// Its writer record goes with the grant.
 		return d.acquireWaiting(ctx, req)
 	}
 	var (
-		acquired bool
-		fence    int64
-		holderUS int64
+		acquired, shared bool
+		fence            int64
+		holderUS         int64
 	)
 	args := []any{[]byte(req.Key), []byte(req.Token), sqllease.Micros(req.TTL), cleanText(req.Metadata)}
-	found, err := d.q.queryRow(ctx, d.st.acquire, args, &acquired, &fence, &holderUS)
+	found, err := d.q.queryRow(ctx, d.st.acquire, args, &acquired, &fence, &holderUS, &shared)
 	switch {
+	case err == nil && found && !acquired && shared && req.Hints.Wait:
+		// Refused by shared grants: again, recording the waiting writer.
+		return d.acquireWaiting(ctx, req)
 	case err != nil && contention(err):
 		return driver.Result{}, nil // another transaction won the row
 	case err != nil:
@@ -238,6 +245,7 @@ func (d *pgDriver) Release(ctx context.Context, key, token string) error {
 	if err := d.Check(ctx); err != nil {
 		return err
 	}
+	d.writers.Remove(key, token)
 	var (
 		n   int64
 		err error

@@ -149,10 +149,14 @@ func (d *pgDriver) acquireWaiting(ctx context.Context, req driver.Request) (driv
 	case !found:
 		return driver.Result{}, nil
 	case !acquired:
+		if recorded {
+			d.writers.Add(req.Key, req.Token)
+		}
 		return driver.Result{HolderTTL: sqllease.FromMicros(holderUS), WriterWaiting: recorded}, nil
 	case fence <= 0:
 		return driver.Result{}, fmt.Errorf("pgdlock: acquire: table %s returned fence %d", d.Table, fence)
 	}
+	d.writers.Remove(req.Key, req.Token)
 	return driver.Result{Acquired: true, Fence: uint64(fence)}, nil
 }
 

@@ -40,7 +40,7 @@ END $dlock$`
 	// written, and the second branch reports the holder's remaining lease
 	// in µs (while the row holds the marker of shared grants, the
 	// shortest of their leases: holderUS). Returns (acquired, fence,
-	// holder µs); no row at all when the
+	// holder µs, whether shared grants hold it); no row at all when the
 	// competing row is too new for this statement's snapshot.
 	sqlAcquire = `WITH a AS (
 	INSERT INTO {T} AS l ("key", token, fence, expires_at, metadata)
@@ -54,9 +54,9 @@ END $dlock$`
 	WHERE l.token = ''::bytea OR l.expires_at <= clock_timestamp() OR l.token = EXCLUDED.token
 	RETURNING l.fence
 )
-SELECT true, fence, 0::bigint FROM a
+SELECT true, fence, 0::bigint, false FROM a
 UNION ALL
-SELECT false, fence, {HOLDER_US}
+SELECT false, fence, {HOLDER_US}, token = {MARK}
 FROM {T} WHERE "key" = $1 AND NOT EXISTS (SELECT FROM a)`
 
 	// sqlRefresh extends a live lease of the token.

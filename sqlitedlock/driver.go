@@ -30,6 +30,9 @@ type sqliteDriver struct {
 
 	acquire, refresh, release, inspect *sql.Stmt
 
+	// writers are the tokens this driver recorded as waiting writers.
+	writers sqllease.Tokens
+
 	// batchStmts are the prepared refresh statements for 1, 2, 4, ...
 	// locks, made when first needed.
 	batchMu    sync.Mutex
@@ -155,7 +158,8 @@ func (d *sqliteDriver) Acquire(ctx context.Context, req driver.Request) (driver.
 	if err := d.Check(ctx); err != nil {
 		return driver.Result{}, err
 	}
-	if req.Hints.Wait {
+	if req.Hints.Wait && d.writers.Has(req.Key, req.Token) {
+		// Its writer record goes with the grant.
 		return d.acquireWaiting(ctx, req)
 	}
 	var (
@@ -195,6 +199,11 @@ func (d *sqliteDriver) Acquire(ctx context.Context, req driver.Request) (driver.
 		return driver.Result{HolderTTL: r.TTL}, nil
 	}
 	if si, err := d.readShareInfo(ctx, req.Key); err == nil && si.n > 0 {
+		if req.Hints.Wait {
+			// Refused by shared grants: again, recording the waiting
+			// writer.
+			return d.acquireWaiting(ctx, req)
+		}
 		return driver.Result{HolderTTL: si.minTTL}, nil
 	} else if err != nil && ctx.Err() != nil {
 		return driver.Result{}, err
@@ -240,6 +249,7 @@ func (d *sqliteDriver) Release(ctx context.Context, key, token string) error {
 	if err := d.Check(ctx); err != nil {
 		return err
 	}
+	d.writers.Remove(key, token)
 	return d.releaseToken(ctx, key, token)
 }
 

@@ -229,6 +229,12 @@ func (d *sqliteDriver) acquireWaiting(ctx context.Context, req driver.Request) (
 		}
 		return driver.Result{}, err
 	}
+	switch {
+	case res.WriterWaiting:
+		d.writers.Add(req.Key, req.Token)
+	case res.Acquired:
+		d.writers.Remove(req.Key, req.Token)
+	}
 	return res, nil
 }
 
