@@ -51,6 +51,9 @@ type locker struct {
 	timeout time.Duration // Options.NodeTimeout
 	attempt atomic.Uint64 // the last attempt number
 	closed  atomic.Bool
+	// permits are the semaphore permits this driver asked for and has
+	// not released (tokenKey keys): their Release waits for every node.
+	permits sync.Map
 }
 
 var (
@@ -335,7 +338,9 @@ func (d *locker) Refresh(ctx context.Context, key, token string, ttl time.Durati
 // Release implements driver.Locker: it frees key on every node token holds
 // (waking waiters there), and succeeds when a majority did. When so many
 // nodes say the key is not token's that no majority could, the error wraps
-// ErrNotHeld. It waits for every node's answer, or its node timeout.
+// ErrNotHeld. Nodes that answer after the majority are released all the
+// same; the release of a semaphore permit waits for every node's answer,
+// or its node timeout.
 func (d *locker) Release(ctx context.Context, key, token string) error {
 	if d.closed.Load() {
 		return driver.ErrClosed
@@ -344,12 +349,15 @@ func (d *locker) Release(ctx context.Context, key, token string) error {
 	f := startFanout(ctx, d.nodes, d.nodeTimeout(0), func(ctx context.Context, n *redisengine.Engine) (struct{}, error) {
 		return struct{}{}, n.Release(ctx, key, token)
 	})
-	// Every node's answer is awaited (each bounded by the node timeout),
-	// not only a majority's: a caller that takes the key again right after
-	// must not meet this grant on a straggling node (a semaphore's permit
-	// of another limit needs more than a majority).
-	all := func(r reply[struct{}]) bool { t.count(r); return false }
-	if err := f.collect(ctx, all); err != nil && t.ok < t.quorum {
+	take := t.count
+	if _, permit := d.permits.LoadAndDelete(tokenKey{key, token}); permit {
+		// A permit's release waits for every node's answer (each bounded
+		// by the node timeout), not only a majority's: the next permit
+		// needs more than a majority, and must not meet this one on a
+		// straggling node.
+		take = func(r reply[struct{}]) bool { t.count(r); return false }
+	}
+	if err := f.collect(ctx, take); err != nil && t.ok < t.quorum {
 		return fmt.Errorf("redlock: release %q: %w", key, err)
 	}
 	return t.result("release", key, f.unheard())

@@ -3,6 +3,7 @@ package redlock
 import (
 	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 
@@ -51,10 +52,23 @@ func (d *locker) raiseQuorum(t *tally, limit int, err error) {
 // ErrLimitMismatch.
 func (d *locker) AcquireShared(ctx context.Context, req driver.SharedRequest) (driver.Result, error) {
 	q := sharedQuorum(len(d.nodes), req.Limit)
-	return d.acquire(ctx, req.Request, q, func(ctx context.Context, n *redisengine.Engine, attempt uint64) (driver.Result, error) {
+	tk := tokenKey{req.Key, req.Token}
+	if req.Limit > 0 {
+		// Its Release waits for every node (see Release); marked before
+		// the attempt, whose outcome may be unknown.
+		d.permits.Store(tk, struct{}{})
+	}
+	res, err := d.acquire(ctx, req.Request, q, func(ctx context.Context, n *redisengine.Engine, attempt uint64) (driver.Result, error) {
 		return n.AcquireSharedCounted(ctx, req, attempt)
 	})
+	if req.Limit > 0 && !res.Acquired && (err == nil || errors.Is(err, driver.ErrLimitMismatch)) {
+		d.permits.Delete(tk) // refused: nothing of it to release
+	}
+	return res, err
 }
+
+// tokenKey names a grant: its key and token.
+type tokenKey struct{ key, token string }
 
 // Holders implements driver.SharedLocker. It reads every node's grants of
 // key at once and needs a majority of nodes to answer. The exclusive
