@@ -17,6 +17,7 @@ import (
 type Client struct {
 	d        driver.Locker
 	notifier driver.Notifier
+	multi    driver.MultiLocker // nil when the driver takes keys one at a time
 	queuer   driver.Queuer
 	sharer   driver.SharedLocker
 	batch    *batchRefresher
@@ -66,6 +67,7 @@ func NewClient(d driver.Locker, opts ...Option) *Client {
 	c.notifier, _ = d.(driver.Notifier)
 	c.queuer, _ = d.(driver.Queuer)
 	c.sharer, _ = d.(driver.SharedLocker)
+	c.multi, _ = d.(driver.MultiLocker)
 	if br, ok := d.(driver.BatchRefresher); ok {
 		c.batch = newBatchRefresher(c, br)
 	}

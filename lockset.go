@@ -7,6 +7,9 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"time"
+
+	"github.com/dlock-go/dlock/driver"
 )
 
 // MaxLockManyKeys is the most keys one LockMany call takes.
@@ -28,9 +31,12 @@ type LockSet struct {
 // do to Client.Lock (the retry strategy to each wait).
 //
 // It is deadlock-free and never holds some keys while it waits for
-// another: it takes the keys in one canonical order (bytewise) with
-// TryLock; when one is held elsewhere it gives back what it took, waits for
-// that key alone (holding it when the wait ends), and tries the others
+// another. It tries every key at once: in one atomic step where the backend
+// has one (driver.MultiLocker: a Redis script over keys of one Cluster
+// slot, an SQL transaction, an etcd Txn), otherwise with TryLock in one
+// canonical order (bytewise). When a key is held elsewhere it gives back
+// what it took, waits for that key alone (holding it when the wait ends, so
+// the wait is the key's usual FIFO or notified one), and tries the others
 // again. Two callers locking {a, b} and {b, a} both make progress. When ctx
 // ends, or the retry strategy gives up, nothing is left held.
 //
@@ -58,21 +64,10 @@ func (c *Client) LockMany(ctx context.Context, keys []string, opts ...LockOption
 			}
 			held[wait] = l
 		}
-		busy := ""
-		for _, key := range order {
-			if held[key] != nil {
-				continue
-			}
-			l, err := c.TryLock(ctx, key, opts...)
-			if errors.Is(err, ErrNotAcquired) {
-				busy = key
-				break
-			}
-			if err != nil {
-				giveBack()
-				return nil, err
-			}
-			held[key] = l
+		busy, err := c.tryKeys(ctx, order, held, opts)
+		if err != nil {
+			giveBack()
+			return nil, err
 		}
 		if busy == "" {
 			break
@@ -97,6 +92,115 @@ func (c *Client) LockMany(ctx context.Context, keys []string, opts ...LockOption
 		}()
 	}
 	return s, nil
+}
+
+// tryKeys takes the keys of order that held lacks, adding them to held: in
+// one atomic step where the driver has one (driver.MultiLocker), else with
+// one TryLock each, in order. It returns the first key held elsewhere, or ""
+// when every key was taken.
+func (c *Client) tryKeys(ctx context.Context, order []string, held map[string]*Lock, opts []LockOption) (busy string, err error) {
+	var rest []string
+	for _, key := range order {
+		if held[key] == nil {
+			rest = append(rest, key)
+		}
+	}
+	if c.multi != nil && len(rest) > 1 {
+		busy, err := c.tryMany(ctx, rest, held, opts)
+		if !errors.Is(err, errors.ErrUnsupported) {
+			return busy, err
+		}
+		c.log.Debug("dlock: LockMany takes these keys one at a time", "keys", len(rest), "reason", err)
+	}
+	for _, key := range rest {
+		l, err := c.TryLock(ctx, key, opts...)
+		if errors.Is(err, ErrNotAcquired) {
+			return key, nil
+		}
+		if err != nil {
+			return "", err
+		}
+		held[key] = l
+	}
+	return "", nil
+}
+
+// tryMany is tryKeys' atomic step: one driver.MultiLocker attempt at every
+// key of keys. An error wrapping errors.ErrUnsupported means the driver
+// cannot take these keys at once, and nothing was tried.
+func (c *Client) tryMany(ctx context.Context, keys []string, held map[string]*Lock, opts []LockOption) (busy string, err error) {
+	ws := make([]*waiter, len(keys))
+	reqs := make([]driver.Request, len(keys))
+	for i, key := range keys {
+		cfg, err := c.lockConfig(opts)
+		if err != nil {
+			return "", err
+		}
+		w := &waiter{c: c, ctx: ctx, cfg: cfg, try: true, start: time.Now(), attempts: 1}
+		w.req = w.attemptRequest(key)
+		w.req.Hints = driver.Hints{}
+		if err := c.awaitCleaning(ctx, key, w.req.Token); err != nil {
+			return "", err
+		}
+		ws[i], reqs[i] = w, w.req
+	}
+	sent := time.Now()
+	res, err := c.multi.AcquireMany(ctx, reqs)
+	if errors.Is(err, errors.ErrUnsupported) {
+		return "", err
+	}
+	if err == nil && len(res) != len(reqs) {
+		err = fmt.Errorf("dlock: driver broke the MultiLocker contract (%d results for %d keys)", len(res), len(reqs))
+	}
+	if err != nil {
+		for _, r := range reqs {
+			c.cleanUnknown(r.Key, r.Token, err)
+		}
+		return "", ctxErr(ctx, err)
+	}
+	granted := 0
+	for _, r := range res {
+		if r.Acquired {
+			granted++
+		}
+	}
+	if granted == 0 {
+		// Wait for the first key that stood in the way (the driver may
+		// not say which: then the first).
+		for i, r := range res {
+			if r.HolderTTL > 0 {
+				return keys[i], nil
+			}
+		}
+		return keys[0], nil
+	}
+	var mixed error
+	if granted < len(res) {
+		mixed = fmt.Errorf("dlock: driver broke the MultiLocker contract (%d of %d keys granted)", granted, len(res))
+	}
+	for i, r := range res {
+		if !r.Acquired {
+			continue
+		}
+		if mixed != nil {
+			_ = c.releaseNow(reqs[i].Key, reqs[i].Token, reqs[i].TTL)
+			continue
+		}
+		if l := ws[i].grant(r, sent); l != nil {
+			held[keys[i]] = l
+		} else if busy == "" {
+			// The reply came after the validity deadline, or the client
+			// closed: grant released the key. Wait for it, then try again.
+			busy = keys[i]
+		}
+	}
+	if mixed != nil {
+		return "", mixed
+	}
+	if c.isClosed() {
+		return "", ErrClosed
+	}
+	return busy, nil
 }
 
 // lockManyOrder checks keys and returns them in canonical order.

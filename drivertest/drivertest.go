@@ -44,6 +44,7 @@ func RunConformanceTests(t *testing.T, newHarness HarnessMaker) {
 		{"LockManyNoDeadlock", testLockManyNoDeadlock},
 		{"LockManyAllOrNothing", testLockManyAllOrNothing},
 		{"LockManyInput", testLockManyInput},
+		{"DriverAcquireMany", testDriverAcquireMany},
 		{"SemaphoreLimit", testSemaphoreLimit},
 		{"SemaphoreLimitMismatch", testSemaphoreLimitMismatch},
 		{"RWExclusion", testRWExclusion},

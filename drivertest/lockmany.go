@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/dlock-go/dlock"
+	"github.com/dlock-go/dlock/driver"
 )
 
 // testLockManyNoDeadlock: two clients lock {a, b} and {b, a} in a loop;
@@ -112,4 +113,105 @@ func testLockManyInput(t *testing.T, s *suite) {
 	if in, err := c.Inspect(s.ctx, s.key("d")); err != nil || in.Held {
 		t.Errorf("Inspect after refused calls = %+v, %v; want free", in, err)
 	}
+}
+
+// testDriverAcquireMany: a driver.MultiLocker's AcquireMany takes every key
+// or none. Refused for one held key (exclusively, or by a shared grant), it
+// leaves the free keys as they were; granted, each key is an exclusive lease
+// of its own with its key's next fence, renewed by the same tokens and
+// released one key at a time. The keys share a Redis hash tag, so that a
+// Cluster can take them in one step.
+func testDriverAcquireMany(t *testing.T, s *suite) {
+	if !s.implements(func(d driver.Locker) bool { _, ok := d.(driver.MultiLocker); return ok }) {
+		t.Skip("the driver does not implement driver.MultiLocker; LockMany takes keys one at a time")
+	}
+	d := s.driver()
+	ml := d.(driver.MultiLocker)
+	ttl := max(s.capabilities().MinTTL, 10*time.Second)
+	keys := []string{s.key("{many}/1"), s.key("{many}/2"), s.key("{many}/3")}
+	reqs := make([]driver.Request, len(keys))
+	for i, k := range keys {
+		reqs[i] = driver.Request{Key: k, Token: fmt.Sprintf("many-%d", i), TTL: ttl, Metadata: "many"}
+	}
+	many := func(what string) []driver.Result {
+		t.Helper()
+		res, err := ml.AcquireMany(s.ctx, reqs)
+		if errors.Is(err, errors.ErrUnsupported) {
+			t.Skipf("AcquireMany refuses these keys: %v", err)
+		}
+		if err != nil || len(res) != len(reqs) {
+			t.Fatalf("AcquireMany %s = %+v, %v; want %d results", what, res, err, len(reqs))
+		}
+		return res
+	}
+	wantNone := func(what string, res []driver.Result, busy int) {
+		t.Helper()
+		for i, r := range res {
+			if r.Acquired {
+				t.Errorf("AcquireMany %s granted %q: %+v; want nothing granted", what, keys[i], r)
+			}
+		}
+		if res[busy].HolderTTL <= 0 {
+			t.Errorf("AcquireMany %s: %q's HolderTTL = %v, want the holder's remaining lease", what, keys[busy], res[busy].HolderTTL)
+		}
+		for i, k := range keys {
+			if i == busy {
+				continue
+			}
+			if in, err := d.Inspect(s.ctx, k); err != nil || in.Held {
+				t.Errorf("Inspect(%q) after AcquireMany %s = %+v, %v; want it left free", k, what, in, err)
+			}
+		}
+	}
+
+	// One key held exclusively: nothing is taken, the others stay free.
+	other := s.acquire(d, keys[1], "other", ttl, "")
+	wantNone("beside an exclusive holder", many("beside an exclusive holder"), 1)
+	first := s.acquire(d, keys[0], "x", ttl, "")
+	s.release(d, keys[0], "x")
+	s.release(d, keys[1], "other")
+
+	// One key with a shared grant: the same.
+	if sl, ok := d.(driver.SharedLocker); ok {
+		res, err := sl.AcquireShared(s.ctx, driver.SharedRequest{Request: driver.Request{Key: keys[2], Token: "reader", TTL: ttl}})
+		if err != nil || !res.Acquired {
+			t.Fatalf("AcquireShared = %+v, %v; want a grant", res, err)
+		}
+		wantNone("beside a shared grant", many("beside a shared grant"), 2)
+		s.release(d, keys[2], "reader")
+	}
+
+	// All free: every key granted, each with its own next fence.
+	got := many("of free keys")
+	for i, r := range got {
+		if !r.Acquired || r.Fence == 0 {
+			t.Fatalf("AcquireMany of free keys: %q = %+v; want granted with a fence", keys[i], r)
+		}
+		in, err := d.Inspect(s.ctx, keys[i])
+		if err != nil || !in.Held || in.Fence != r.Fence {
+			t.Errorf("Inspect(%q) = %+v, %v; want held with fence %d", keys[i], in, err, r.Fence)
+		}
+	}
+	if got[0].Fence <= first.Fence || got[1].Fence <= other.Fence {
+		t.Errorf("fences %d, %d; want more than the keys' earlier %d, %d", got[0].Fence, got[1].Fence, first.Fence, other.Fence)
+	}
+	if res, err := d.Acquire(s.ctx, driver.Request{Key: keys[0], Token: "y", TTL: ttl}); err != nil || res.Acquired {
+		t.Errorf("Acquire of a key AcquireMany took = %+v, %v; want refused", res, err)
+	}
+	again := many("again by the same tokens")
+	for i, r := range again {
+		if !r.Acquired || r.Fence != got[i].Fence {
+			t.Errorf("AcquireMany renewing %q = %+v; want granted with fence %d", keys[i], r, got[i].Fence)
+		}
+	}
+	s.release(d, keys[1], reqs[1].Token)
+	if in, err := d.Inspect(s.ctx, keys[0]); err != nil || !in.Held {
+		t.Errorf("Inspect(%q) after another key's release = %+v, %v; want still held", keys[0], in, err)
+	}
+	s.release(d, keys[0], reqs[0].Token)
+	s.release(d, keys[2], reqs[2].Token)
+	if next := s.acquire(d, keys[0], "z", ttl, ""); next.Fence <= got[0].Fence {
+		t.Errorf("fence after AcquireMany's grant = %d, want more than %d", next.Fence, got[0].Fence)
+	}
+	s.release(d, keys[0], "z")
 }

@@ -112,7 +112,10 @@ func (s *Store) Driver() driver.Locker { return &memDriver{s: s} }
 // NewClient returns a dlock Client over a new, isolated Store.
 func NewClient(opts ...dlock.Option) *dlock.Client { return NewStore().NewClient(opts...) }
 
-var _ driver.SharedLocker = (*memDriver)(nil)
+var (
+	_ driver.SharedLocker = (*memDriver)(nil)
+	_ driver.MultiLocker  = (*memDriver)(nil)
+)
 
 type memDriver struct {
 	s      *Store
@@ -211,12 +214,44 @@ func (d *memDriver) Acquire(ctx context.Context, req driver.Request) (driver.Res
 		return driver.Result{}, err
 	}
 	defer s.mu.Unlock()
+	return s.acquireLocked(req, now), nil
+}
+
+// AcquireMany implements driver.MultiLocker: the store's lock makes the
+// step atomic.
+func (d *memDriver) AcquireMany(ctx context.Context, reqs []driver.Request) ([]driver.Result, error) {
+	s, now, err := d.begin(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer s.mu.Unlock()
+	res := make([]driver.Result, len(reqs))
+	refused := false
+	for i, req := range reqs {
+		if e := s.live(req.Key, now); e != nil && e.token != req.Token {
+			res[i].HolderTTL, refused = e.expires.Sub(now), true
+		} else if sk := s.liveShared(req.Key, now); sk != nil && len(sk.grants) > 0 {
+			res[i].HolderTTL, refused = sk.soonest(now), true
+		}
+	}
+	if refused {
+		return res, nil
+	}
+	for i, req := range reqs {
+		req.Hints = driver.Hints{}
+		res[i] = s.acquireLocked(req, now)
+	}
+	return res, nil
+}
+
+// acquireLocked is one exclusive attempt. s.mu held.
+func (s *Store) acquireLocked(req driver.Request, now time.Time) driver.Result {
 	if e := s.live(req.Key, now); e != nil {
 		if e.token != req.Token {
-			return driver.Result{HolderTTL: e.expires.Sub(now)}, nil
+			return driver.Result{HolderTTL: e.expires.Sub(now)}
 		}
 		e.expires, e.metadata = now.Add(req.TTL), req.Metadata
-		return driver.Result{Acquired: true, Fence: e.fence}, nil
+		return driver.Result{Acquired: true, Fence: e.fence}
 	}
 	if sk := s.liveShared(req.Key, now); sk != nil {
 		if len(sk.grants) > 0 {
@@ -225,14 +260,14 @@ func (d *memDriver) Acquire(ctx context.Context, req driver.Request) (driver.Res
 				sk.writers[req.Token] = now.Add(req.TTL)
 				res.WriterWaiting = true
 			}
-			return res, nil
+			return res
 		}
 		delete(sk.writers, req.Token)
 	}
 	s.fences[req.Key]++
 	e := &entry{token: req.Token, fence: s.fences[req.Key], expires: now.Add(req.TTL), metadata: req.Metadata}
 	s.entries[req.Key] = e
-	return driver.Result{Acquired: true, Fence: e.fence}, nil
+	return driver.Result{Acquired: true, Fence: e.fence}
 }
 
 func (d *memDriver) Refresh(ctx context.Context, key, token string, ttl time.Duration) error {
