@@ -158,10 +158,23 @@ type PauseHarness interface {
 //   - HolderKilled, for a ProcessHarness: the test binary, run again as a
 //     child process, takes a lock (TTL 2 s, or the driver's MaxTTL when
 //     shorter; auto-refresh) and is killed with SIGKILL halfway through a
-//     lease; a waiter gets the key no sooner than the kill, within the TTL
-//     plus 1.5 s, with a higher fence. (RunFaultTests itself plays the
-//     child, so the driver's test must call it from a test the child can
-//     select by name.)
+//     lease; a waiter gets the key no sooner than the child's last
+//     validity deadline, within the TTL plus 1.5 s of the kill, with a
+//     higher fence. (RunFaultTests itself plays the child, so the driver's
+//     test must call it from a test the child can select by name.)
+//   - SemaphoreHolderKilled, for a ProcessHarness and a
+//     driver.SharedLocker: the same for one permit of a semaphore of 2,
+//     the other held in this process all along; a third client's Acquire
+//     gets the crashed holder's permit, and the other permit stays held.
+//   - SemaphoreHolderPaused: the same with the child paused (SIGSTOP)
+//     instead: the third client gets the permit no sooner than the
+//     paused holder's validity deadline, and the child, resumed, reports
+//     its permit lost and never a new deadline. With the blackhole of
+//     SemaphoreBlackhole, this is the semaphore's fenced oracle: never
+//     more valid holders than the limit, under pause, partition and crash.
+//   - ReaderKilled: a child holding a read lock (RWMutex) is killed, and a
+//     writer waiting in this process gets the key as HolderKilled's waiter
+//     does.
 func RunFaultTests(t *testing.T, newHarness HarnessMaker) {
 	t.Helper()
 	parent := t.Name()
@@ -183,6 +196,9 @@ func RunFaultTests(t *testing.T, newHarness HarnessMaker) {
 		{"BlackholeCallsEnd", testBlackholeCallsEnd},
 		{"Pause", testPause},
 		{"HolderKilled", testHolderKilled},
+		{"SemaphoreHolderKilled", testSemaphoreHolderKilled},
+		{"SemaphoreHolderPaused", testSemaphoreHolderPaused},
+		{"ReaderKilled", testReaderKilled},
 	}
 	if runHolderChild(t) {
 		return // the child process of HolderKilled
