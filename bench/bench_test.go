@@ -47,12 +47,32 @@ func TestQuick(t *testing.T) {
 				t.Errorf("%s/%s/%d: got %d locks lost, want 0", b.backend.name, h.subject.label(), h.keys, h.lost)
 			}
 		}
+		if b.backend.family == nil {
+			continue
+		}
+		if len(b.semUnc) != 2 || len(b.sem) != 2 || len(b.rw) != 2 {
+			t.Errorf("%s: got %d/%d/%d results of the semaphore and RW scenarios, want 2/2/2", b.backend.name, len(b.semUnc), len(b.sem), len(b.rw))
+		}
+		for _, h := range b.sem {
+			if h.peak < 1 || h.peak > h.limit || h.overlaps != 0 {
+				t.Errorf("semaphore/%s/%s: peak %d holders, %d grants over the limit, want 1..%d and 0", b.backend.name, h.subject.label(), h.peak, h.overlaps, h.limit)
+			}
+		}
+		for _, x := range b.rw {
+			if x.violations != 0 {
+				t.Errorf("rwlock/%s/%s: got %d grants with a writer and someone else, want 0", b.backend.name, x.subject.label(), x.violations)
+			}
+			if x.subject.id == idOneMutex && x.peakReaders > 1 {
+				t.Errorf("rwlock/%s/%s: got %d readers at once on a mutex, want 1", b.backend.name, x.subject.label(), x.peakReaders)
+			}
+		}
 	}
 	md, err := os.ReadFile(filepath.Join(cfg.OutDir, "RESULTS.md"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"## Summary", "## Targets", "## 1. Uncontended", "## 2. Hot key", "## 3. Many locks"} {
+	for _, want := range []string{"## Summary", "## Targets", "## 1. Uncontended", "## 2. Hot key", "## 3. Many locks",
+		"## 4. Semaphore, uncontended", "## 5. Semaphore, contended", "## 6. Readers–writer lock"} {
 		if !strings.Contains(string(md), want) {
 			t.Errorf("RESULTS.md lacks %q", want)
 		}
@@ -72,6 +92,11 @@ func TestQuick(t *testing.T) {
 			if s.role == rolePeer && !strings.Contains(got, "| "+b.backend.name+" | "+s.label()+" |") {
 				t.Errorf("README summary lacks %s / %s", b.backend.name, s.label())
 			}
+		}
+	}
+	for _, want := range []string{"\n- Semaphore, 4 permits, 16 contenders: ", "\n- RWMutex, 12 readers and 2 writers: "} {
+		if !strings.Contains(got, want) {
+			t.Errorf("README summary lacks %q", want)
 		}
 	}
 	for _, b := range res.Backends {

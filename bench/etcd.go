@@ -114,7 +114,39 @@ func newEtcdBackend(ctx context.Context, t *serverT) (*backend, error) {
 		{id: "floor", backend: "etcd", name: "raw floor", setting: "Txn put-if-absent on a granted lease + Delete", role: roleFloor, uncontended: true,
 			contenders: e.floorContenders},
 	}
+	b.family = &family{open: open, slots: e.mutexSlots, slotsName: "concurrency.Mutex TryLock"}
 	return b, nil
+}
+
+// mutexSlots are the hand-written semaphore's slots as concurrency.Mutex
+// prefixes on one Session per contender, taken with TryLock.
+func (e *etcdServer) mutexSlots(ctx context.Context, key string, limit, n int) ([]tryFunc, func(), error) {
+	return openN(n, func(int) (tryFunc, func(), error) {
+		cli, err := e.client()
+		if err != nil {
+			return nil, nil, err
+		}
+		sess, err := concurrency.NewSession(cli, concurrency.WithContext(ctx))
+		if err != nil {
+			_ = cli.Close()
+			return nil, nil, err
+		}
+		ms := make([]*concurrency.Mutex, limit)
+		for i := range ms {
+			ms[i] = concurrency.NewMutex(sess, fmt.Sprintf("/bench-slots/%s/%d", key, i))
+		}
+		try := func(ctx context.Context, i int) (func(context.Context) error, bool, error) {
+			m := ms[i]
+			if err := m.TryLock(ctx); err != nil {
+				if errors.Is(err, concurrency.ErrLocked) {
+					return nil, false, nil
+				}
+				return nil, false, err
+			}
+			return m.Unlock, true, nil
+		}
+		return try, func() { _ = sess.Close(); _ = cli.Close() }, nil
+	})
 }
 
 func (e *etcdServer) mutexContenders(ctx context.Context, key string, n int) ([]lockFunc, func(), error) {

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"sync/atomic"
 	"time"
 
@@ -110,7 +111,29 @@ func newPostgresBackend(ctx context.Context, t *serverT) (*backend, error) {
 		{id: "floor", backend: "postgres", name: "raw floor", setting: "the same INSERT … ON CONFLICT + DELETE, no polling", role: roleFloor, uncontended: true,
 			contenders: p.tableContenders(false)},
 	}
+	b.family = &family{open: open, slots: p.tableSlots, slotsName: "SQL lock table"}
 	return b, nil
+}
+
+// tableSlots are the hand-written semaphore's slots as rows of the SQL
+// lock table, one pool per contender: a try is the table's INSERT … ON
+// CONFLICT, the release its DELETE.
+func (p *pgServer) tableSlots(ctx context.Context, key string, limit, n int) ([]tryFunc, func(), error) {
+	return openN(n, func(int) (tryFunc, func(), error) {
+		pool, err := p.pool(ctx)
+		if err != nil {
+			return nil, nil, err
+		}
+		try := func(ctx context.Context, i int) (func(context.Context) error, bool, error) {
+			name, owner := fmt.Sprintf("%s/%d", key, i), newOwner()
+			tag, err := pool.Exec(ctx, sqlAcquire, name, owner, lockTTL.Milliseconds())
+			if err != nil || tag.RowsAffected() != 1 {
+				return nil, false, err
+			}
+			return func(ctx context.Context) error { return tableRelease(ctx, pool, name, owner) }, true, nil
+		}
+		return try, pool.Close, nil
+	})
 }
 
 func newOwner() string {

@@ -174,22 +174,62 @@ func newRedisBackend(ctx context.Context, t *serverT) (*backend, error) {
 		redisFloor(r, "redis"),
 		redisFencedFloor(r),
 	}
+	b.family = &family{open: r.openDlock, slots: r.redsyncSlots, slotsName: "redsync TryLock"}
 	return b, nil
+}
+
+// openDlock opens a dlock Client over the first server, with its own
+// go-redis client.
+func (r *redisNodes) openDlock() (*dlock.Client, func(), error) {
+	rdb := r.dlockClient(0)
+	c, err := redisdlock.NewClient(rdb, redisdlock.Options{})
+	if err != nil {
+		_ = rdb.Close()
+		return nil, nil, err
+	}
+	return c, func() { _ = c.Close(); _ = rdb.Close() }, nil
+}
+
+// redsyncSlots are the hand-written semaphore's slots as redsync mutexes
+// (defaults, one pool per node), taken with TryLockContext.
+func (r *redisNodes) redsyncSlots(_ context.Context, key string, limit, n int) ([]tryFunc, func(), error) {
+	return openN(n, func(int) (tryFunc, func(), error) {
+		cs := r.peerClients()
+		pools := make([]redsyncredis.Pool, len(cs))
+		for i, c := range cs {
+			pools[i] = redsyncgoredis.NewPool(c)
+		}
+		rs := redsync.New(pools...)
+		ms := make([]*redsync.Mutex, limit)
+		for i := range ms {
+			ms[i] = rs.NewMutex(fmt.Sprintf("%s/%d", key, i))
+		}
+		try := func(ctx context.Context, i int) (func(context.Context) error, bool, error) {
+			m := ms[i]
+			if err := m.TryLockContext(ctx); err != nil {
+				var rerr *redsync.RedisError
+				if errors.As(err, &rerr) {
+					return nil, false, err
+				}
+				return nil, false, nil // taken
+			}
+			return func(ctx context.Context) error {
+				ok, err := m.UnlockContext(ctx)
+				if err == nil && !ok {
+					err = errors.New("redsync: unlock: not held")
+				}
+				return err
+			}, true, nil
+		}
+		return try, func() { closeRedis(cs) }, nil
+	})
 }
 
 // redisDlock is dlock over one server, each contender its own Client, or
 // with shared all contenders on one Client.
 func redisDlock(r *redisNodes, shared bool) *subject {
 	s := &subject{id: "dlock", backend: "redis", name: "dlock", setting: "defaults", role: roleDlock, uncontended: !shared, hotKey: true}
-	open := func() (*dlock.Client, func(), error) {
-		rdb := r.dlockClient(0)
-		c, err := redisdlock.NewClient(rdb, redisdlock.Options{})
-		if err != nil {
-			_ = rdb.Close()
-			return nil, nil, err
-		}
-		return c, func() { _ = c.Close(); _ = rdb.Close() }, nil
-	}
+	open := r.openDlock
 	if shared {
 		s.id, s.name = "dlock-shared", "dlock, one Client"
 		s.contenders = sharedDlockContenders(open)

@@ -48,5 +48,6 @@ func newRedlockBackend(ctx context.Context, t *serverT) (*backend, error) {
 	for _, s := range b.subjects {
 		s.hold = nil // the held-locks scenario runs on one server
 	}
+	b.family = &family{open: open, slots: r.redsyncSlots, slotsName: "redsync TryLock"}
 	return b, nil
 }

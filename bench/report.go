@@ -178,6 +178,7 @@ func report(r *Results) string {
 		}
 	}
 	p("\n")
+	familyReport(&w, r)
 	p("## What the server counts mean\n\n")
 	for _, b := range r.Backends {
 		p("- %s: %s.\n", b.backend.name, b.backend.serverUnit)
@@ -253,6 +254,7 @@ func targets(r *Results) []target {
 			ts = append(ts, ratioTarget(fmt.Sprintf("%s hot key, %d contenders ≥ 1.0× %s", bk.name, n, bk.label), hotRate(b, "dlock", n), hotRate(b, bk.peer, n), 1))
 		}
 	}
+	ts = append(ts, familyTargets(r)...)
 	for _, b := range r.Backends {
 		for _, h := range b.held {
 			if h.subject.id != "dlock" || h.err != nil || h.keys < 10000 {

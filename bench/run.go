@@ -40,6 +40,21 @@ type Config struct {
 	HeldTTL    time.Duration
 	HeldWindow time.Duration
 
+	// SemLimit is the semaphores' limit; SemUncontended how long a mutex
+	// and a permit each take and give back a free key; SemContenders
+	// contend for SemLimit permits for SemWindow, each holding one for Hold.
+	SemLimit       int
+	SemUncontended time.Duration
+	SemContenders  int
+	SemWindow      time.Duration
+	// RWReaders readers (in a closed loop, holding RWReadHold) and
+	// RWWriters writers (holding RWWriteHold, pausing RWWriterPause between
+	// sections) share a key for RWWindow.
+	RWReaders, RWWriters    int
+	RWWindow                time.Duration
+	RWReadHold, RWWriteHold time.Duration
+	RWWriterPause           time.Duration
+
 	// OutDir receives RESULTS.md and the plots; empty writes nothing.
 	OutDir string
 	// README, when not empty, is a file whose summary section (between
@@ -64,6 +79,17 @@ func Full() Config {
 		HeldKeys:    []int{1000, 10000},
 		HeldTTL:     3 * time.Second,
 		HeldWindow:  8 * time.Second,
+
+		SemLimit:       4,
+		SemUncontended: time.Second,
+		SemContenders:  16,
+		SemWindow:      1500 * time.Millisecond,
+		RWReaders:      12,
+		RWWriters:      2,
+		RWWindow:       1500 * time.Millisecond,
+		RWReadHold:     time.Millisecond,
+		RWWriteHold:    time.Millisecond,
+		RWWriterPause:  10 * time.Millisecond,
 	}
 }
 
@@ -78,6 +104,17 @@ func Quick() Config {
 		HeldKeys:    []int{100},
 		HeldTTL:     1500 * time.Millisecond, // etcd's minimum is 1 s
 		HeldWindow:  time.Second,
+
+		SemLimit:       4,
+		SemUncontended: 150 * time.Millisecond,
+		SemContenders:  16,
+		SemWindow:      250 * time.Millisecond,
+		RWReaders:      12,
+		RWWriters:      2,
+		RWWindow:       250 * time.Millisecond,
+		RWReadHold:     time.Millisecond,
+		RWWriteHold:    time.Millisecond,
+		RWWriterPause:  10 * time.Millisecond,
 	}
 }
 
@@ -113,6 +150,12 @@ type BackendResults struct {
 	uncontended []*uncontendedResult
 	hot         []*hotResult
 	held        []*heldResult
+	// semUnc: dlock's mutex and a semaphore's permit on a free key; sem:
+	// the contended semaphore and the hand-written slots; rw: the
+	// readers–writer workload on an RWMutex and on one mutex.
+	semUnc []*uncontendedResult
+	sem    []*hotResult
+	rw     []*rwResult
 }
 
 // Machine describes where the run happened.
@@ -240,6 +283,21 @@ func (r *Results) err() error {
 				return fmt.Errorf("held/%s/%s/%d: %w", b.backend.name, h.subject.label(), h.keys, h.err)
 			}
 		}
+		for _, u := range b.semUnc {
+			if u.err != nil {
+				return fmt.Errorf("sem-uncontended/%s/%s: %w", b.backend.name, u.subject.label(), u.err)
+			}
+		}
+		for _, h := range b.sem {
+			if h.err != nil {
+				return fmt.Errorf("semaphore/%s/%s: %w", b.backend.name, h.subject.label(), h.err)
+			}
+		}
+		for _, h := range b.rw {
+			if h.err != nil {
+				return fmt.Errorf("rwlock/%s/%s: %w", b.backend.name, h.subject.label(), h.err)
+			}
+		}
 	}
 	return nil
 }
@@ -254,7 +312,7 @@ func runBackend(ctx context.Context, cfg Config, b *backend, want func(string) b
 		}
 	}
 	if len(unc) > 0 {
-		br.uncontended = runUncontended(ctx, b, unc, cfg.Uncontended, uncontendedRounds)
+		br.uncontended = runUncontended(ctx, b, unc, "bench-u", cfg.Uncontended, uncontendedRounds)
 		for _, r := range br.uncontended {
 			logf("%-70s %8.0f ops/s  p50 %v  p99 %v  %.1f cmds/op  %.1f rt/op%s", "uncontended/"+b.name+"/"+r.subject.label(),
 				r.opsPerSec(), r.p50.Round(time.Microsecond), r.p99.Round(time.Microsecond), r.serverPerOp, r.rtPerOp, errNote(r.err))
@@ -285,7 +343,49 @@ func runBackend(ctx context.Context, cfg Config, b *backend, want func(string) b
 				name, n, r.serverPerSec, r.rtPerSec, r.naivePerSec(), r.cpu*100, r.lost, r.acquire.Round(time.Millisecond), errNote(r.err))
 		}
 	}
+	if b.family != nil {
+		runFamily(ctx, cfg, b, br, want, logf)
+	}
 	return br
+}
+
+// runFamily runs the semaphore and readers–writer scenarios on b.
+func runFamily(ctx context.Context, cfg Config, b *backend, br *BackendResults, want func(string) bool, logf func(string, ...any)) {
+	var unc []*subject
+	for _, s := range semUncontendedSubjects(b, cfg.SemLimit) {
+		if want("sem-uncontended/" + b.name + "/" + s.label()) {
+			unc = append(unc, s)
+		}
+	}
+	if len(unc) > 0 {
+		br.semUnc = runUncontended(ctx, b, unc, "bench-su", cfg.SemUncontended, uncontendedRounds)
+		for _, r := range br.semUnc {
+			logf("%-70s %8.0f ops/s  p50 %v  p99 %v  %.1f cmds/op  %.1f rt/op%s", "sem-uncontended/"+b.name+"/"+r.subject.label(),
+				r.opsPerSec(), r.p50.Round(time.Microsecond), r.p99.Round(time.Microsecond), r.serverPerOp, r.rtPerOp, errNote(r.err))
+		}
+	}
+	for i, s := range semSubjects(b, cfg.SemLimit) {
+		name := "semaphore/" + b.name + "/" + s.label()
+		if !want(name) {
+			continue
+		}
+		r := runSemaphore(ctx, b, s, fmt.Sprintf("bench-s%d", i), cfg.SemLimit, cfg.SemContenders, cfg.SemWindow, cfg.Hold)
+		br.sem = append(br.sem, r)
+		logf("%-62s %d/%d  %5.0f cs/s  %5.0f hand-offs/s  p50 %v p99 %v max %v  fair %d/%d  peak %d  %.1f cmds/acq  %.1f rt/acq  give-ups %d%s",
+			name, cfg.SemContenders, cfg.SemLimit, r.perSec(), r.handoffsPerSec(), r.handoffP50.Round(time.Microsecond), r.handoffP99.Round(time.Microsecond),
+			r.handoffMax.Round(time.Microsecond), r.fairMax, r.fairMin, r.peak, r.serverPerAcq, r.rtPerAcq, r.giveUps, errNote(r.err))
+	}
+	for i, s := range rwSubjects(b, cfg.RWReaders) {
+		name := "rwlock/" + b.name + "/" + s.label()
+		if !want(name) {
+			continue
+		}
+		r := runRW(ctx, b, s, fmt.Sprintf("bench-rw%d", i), cfg.RWReaders, cfg.RWWriters, cfg.RWWindow, cfg.RWReadHold, cfg.RWWriteHold, cfg.RWWriterPause)
+		br.rw = append(br.rw, r)
+		logf("%-62s %d+%d  reads %5.0f/s  writes %4.0f/s  writer wait p50 %v p99 %v  reader wait p50 %v p99 %v  peak readers %d  %.1f cmds/section  %.1f rt/section%s",
+			name, cfg.RWReaders, cfg.RWWriters, r.readsPerSec(), r.writesPerSec(), r.writerP50.Round(time.Microsecond), r.writerP99.Round(time.Microsecond),
+			r.readerP50.Round(time.Microsecond), r.readerP99.Round(time.Microsecond), r.peakReaders, r.serverPerOp, r.rtPerOp, errNote(r.err))
+	}
 }
 
 func errNote(err error) string {

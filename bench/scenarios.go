@@ -124,10 +124,11 @@ func (u *uncontendedRun) finish() *uncontendedResult {
 
 // runUncontended measures the subjects of one backend in turn, in rounds,
 // so that a change of the machine's load during the run affects them alike.
-func runUncontended(ctx context.Context, b *backend, subjects []*subject, d time.Duration, rounds int) []*uncontendedResult {
+// Subject i uses the key prefix + i.
+func runUncontended(ctx context.Context, b *backend, subjects []*subject, prefix string, d time.Duration, rounds int) []*uncontendedResult {
 	runs := make([]*uncontendedRun, len(subjects))
 	for i, s := range subjects {
-		runs[i] = openUncontended(ctx, s, fmt.Sprintf("bench-u%d", i), min(d/4, 300*time.Millisecond))
+		runs[i] = openUncontended(ctx, s, fmt.Sprintf("%s%d", prefix, i), min(d/4, 300*time.Millisecond))
 	}
 	for r := 0; r < rounds; r++ {
 		for i := range runs {
@@ -147,7 +148,10 @@ func runUncontended(ctx context.Context, b *backend, subjects []*subject, d time
 type hotResult struct {
 	subject    *subject
 	contenders int
-	window     time.Duration
+	// limit is how many may hold at once: 1 on the hot key, the permits
+	// of a semaphore; peak the most holders seen at once in this process.
+	limit, peak int
+	window      time.Duration
 	// grants counts the acquisitions within the window; all counts the
 	// ones after it too (contenders finishing their last wait).
 	grants, all int
@@ -166,7 +170,7 @@ type hotResult struct {
 	rtPerAcq         float64
 	// giveUps counts lock calls that returned an error before the window
 	// ended (a library that stops retrying); overlaps counts grants made
-	// while another contender held the lock (should be zero).
+	// while limit others held the lock (should be zero).
 	giveUps, overlaps int
 	err               error
 }
@@ -196,14 +200,23 @@ type grant struct {
 // maxGiveUps ends a contender whose lock keeps failing.
 const maxGiveUps = 100_000
 
-func runHotKey(ctx context.Context, b *backend, s *subject, key string, n int, window, hold time.Duration) (res *hotResult) {
-	res = &hotResult{subject: s, contenders: n, window: window}
+func runHotKey(ctx context.Context, b *backend, s *subject, key string, n int, window, hold time.Duration) *hotResult {
+	res := &hotResult{subject: s, contenders: n, window: window, limit: 1}
 	locks, closeFn, err := s.contenders(ctx, key, n)
 	if err != nil {
 		res.err = err
 		return res
 	}
 	defer closeFn()
+	contend(ctx, b, res, locks, hold)
+	return res
+}
+
+// contend runs res.contenders closed loops on locks (one each), res.limit
+// of which may hold at once, for res.window, after each contender has taken
+// the lock once to warm up, and fills in res.
+func contend(ctx context.Context, b *backend, res *hotResult, locks []lockFunc, hold time.Duration) {
+	n, window := len(locks), res.window
 	// Warm up: each contender takes the key once, one after another.
 	for i, lock := range locks {
 		unlock, err := lock(ctx)
@@ -212,23 +225,25 @@ func runHotKey(ctx context.Context, b *backend, s *subject, key string, n int, w
 		}
 		if err != nil {
 			res.err = fmt.Errorf("warm-up of contender %d: %w", i, err)
-			return res
+			return
 		}
 	}
 	before, err := b.counter(ctx)
 	if err != nil {
 		res.err = err
-		return res
+		return
 	}
 	var (
 		mu       sync.Mutex
 		grants   []grant
 		firstErr firstErr
 		holders  atomic.Int32
+		peak     atomic.Int32
 		overlaps atomic.Int64
 		giveUps  atomic.Int64
 		wg       sync.WaitGroup
 	)
+	limit := int32(res.limit)
 	lockCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	start := time.Now()
@@ -254,8 +269,14 @@ func runHotKey(ctx context.Context, b *backend, s *subject, key string, n int, w
 					continue
 				}
 				acquired := time.Now()
-				if holders.Add(1) != 1 {
+				// The count goes up after the grant and down before the
+				// release, so it can only exceed the limit if the
+				// backend's grants overlapped.
+				h := holders.Add(1)
+				if h > limit {
 					overlaps.Add(1)
+				}
+				for p := peak.Load(); h > p && !peak.CompareAndSwap(p, h); p = peak.Load() {
 				}
 				in := acquired.Before(end)
 				if in {
@@ -283,22 +304,31 @@ func runHotKey(ctx context.Context, b *backend, s *subject, key string, n int, w
 	}
 	if err != nil {
 		res.err = err
-		return res
+		return
 	}
 	res.giveUps = int(giveUps.Load())
 	res.overlaps = int(overlaps.Load())
+	res.peak = int(peak.Load())
 	res.all = len(grants)
+	// A grant beyond the first limit ones takes the permit of the oldest
+	// release not yet taken (with a limit of 1: the previous grant's).
+	releases := slices.Clone(grants)
+	slices.SortFunc(releases, func(x, y grant) int { return x.unlocking.Compare(y.unlocking) })
 	slices.SortFunc(grants, func(x, y grant) int { return x.acquired.Compare(y.acquired) })
 	per := make([]int, n)
 	var handoffs []time.Duration
 	for i, g := range grants {
+		var freed *grant
+		if j := i - res.limit; j >= 0 {
+			freed = &releases[j]
+		}
 		if !g.inWindow {
 			continue
 		}
 		res.grants++
 		per[g.who]++
-		if i > 0 && grants[i-1].who != g.who {
-			handoffs = append(handoffs, max(g.acquired.Sub(grants[i-1].unlocking), 0))
+		if freed != nil && freed.who != g.who {
+			handoffs = append(handoffs, max(g.acquired.Sub(freed.unlocking), 0))
 		}
 	}
 	res.fairMax, res.fairMin = slices.Max(per), slices.Min(per)
@@ -313,7 +343,6 @@ func runHotKey(ctx context.Context, b *backend, s *subject, key string, n int, w
 	if res.grants == 0 {
 		res.err = errors.New("no acquisition in the window")
 	}
-	return res
 }
 
 // heldResult is scenario 3 for one subject and one number of keys: one

@@ -96,6 +96,9 @@ type backend struct {
 	// counter reads the counts; its own request must not count, or must
 	// be subtracted.
 	counter func(ctx context.Context) (counts, error)
+	// family is what the semaphore and readers–writer scenarios need;
+	// nil leaves them out.
+	family *family
 }
 
 // closers runs clean-ups in reverse order, once.

@@ -43,6 +43,7 @@ func summary(r *Results) string {
 			p("| %s | %s | %s | %s | %s | %s |\n", b.backend.name, s.label(), orDash(unc), orDash(handoffs), orDash(sections), held)
 		}
 	}
+	w.WriteString(familySummary(r))
 	return w.String()
 }
 

@@ -109,7 +109,7 @@ func newZooKeeperBackend(ctx context.Context, t *serverT) (*backend, error) {
 	if err != nil {
 		return nil, err
 	}
-	for _, p := range []string{"/bench-floor", "/bench-zklock"} {
+	for _, p := range []string{"/bench-floor", "/bench-zklock", "/bench-slots"} {
 		if _, err := conn.Create(p, nil, 0, zk.WorldACL(zk.PermAll)); err != nil && !errors.Is(err, zk.ErrNodeExists) {
 			conn.Close()
 			return nil, err
@@ -140,7 +140,33 @@ func newZooKeeperBackend(ctx context.Context, t *serverT) (*backend, error) {
 		{id: "floor", backend: "zookeeper", name: "raw floor", setting: "create ephemeral + delete", role: roleFloor, uncontended: true,
 			contenders: z.floorContenders},
 	}
+	b.family = &family{open: open, slots: z.createSlots, slotsName: "create-ephemeral try"}
 	return b, nil
+}
+
+// createSlots are the hand-written semaphore's slots as ephemeral nodes,
+// one session per contender: zk.Lock has no TryLock, so a try is a Create
+// that fails with ErrNodeExists while the slot is held, and the release a
+// Delete.
+func (z *zkServer) createSlots(ctx context.Context, key string, limit, n int) ([]tryFunc, func(), error) {
+	return openN(n, func(int) (tryFunc, func(), error) {
+		conn, err := z.connect(ctx)
+		if err != nil {
+			return nil, nil, err
+		}
+		acl := zk.WorldACL(zk.PermAll)
+		try := func(_ context.Context, i int) (func(context.Context) error, bool, error) {
+			path := fmt.Sprintf("/bench-slots/%s-%d", key, i)
+			if _, err := conn.Create(path, nil, zk.FlagEphemeral, acl); err != nil {
+				if errors.Is(err, zk.ErrNodeExists) {
+					return nil, false, nil
+				}
+				return nil, false, err
+			}
+			return func(context.Context) error { return conn.Delete(path, -1) }, true, nil
+		}
+		return try, conn.Close, nil
+	})
 }
 
 // lockContenders: go-zookeeper's zk.Lock, each contender on its own
