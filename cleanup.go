@@ -76,7 +76,7 @@ func (c *Client) cleanUnknown(key, token string, err error) {
 	}
 	cl := &cleanup{done: make(chan struct{})}
 	c.cleaning[tk] = cl
-	c.log.Debug("dlock: attempt's outcome unknown; releasing its possible grant in the background", "key", key, "err", err)
+	c.log.Debug("dlock: attempt's outcome unknown, or a lease outlived its Lock; releasing it in the background", "key", key, "why", err)
 	go func() {
 		start := now
 		for {

@@ -274,6 +274,9 @@ func (c *Client) lockConfig(opts []LockOption) (lockConfig, error) {
 		// The default fits the backend; a TTL asked for is checked as is.
 		cfg.ttl = min(DefaultTTL, c.caps.MaxTTL)
 	}
+	if err := c.checkHolds(&cfg); err != nil {
+		return cfg, err
+	}
 	if err := c.checkTTL(cfg.ttl); err != nil {
 		return cfg, err
 	}
@@ -298,6 +301,25 @@ func (c *Client) newToken() (string, error) {
 		return "", fmt.Errorf("%w: token generator returned an empty token", ErrInvalidOption)
 	}
 	return t, nil
+}
+
+// checkHolds checks WithMinHold and WithMaxHold, and cuts a TTL longer
+// than the maximum hold to it.
+func (c *Client) checkHolds(cfg *lockConfig) error {
+	switch {
+	case cfg.minHold < 0 || cfg.maxHold < 0:
+		return fmt.Errorf("%w: a hold of %v, %v is negative", ErrInvalidOption, cfg.minHold, cfg.maxHold)
+	case cfg.minHold > c.caps.MaxTTL:
+		return fmt.Errorf("%w: WithMinHold(%v) is above this backend's maximum TTL of %v", ErrInvalidOption, cfg.minHold, c.caps.MaxTTL)
+	case cfg.maxHold > 0 && cfg.minHold > cfg.maxHold:
+		return fmt.Errorf("%w: WithMinHold(%v) is above WithMaxHold(%v)", ErrInvalidOption, cfg.minHold, cfg.maxHold)
+	case cfg.maxHold > 0 && cfg.maxHold < c.caps.MinTTL:
+		return fmt.Errorf("%w: WithMaxHold(%v) is below this backend's minimum TTL of %v", ErrInvalidOption, cfg.maxHold, c.caps.MinTTL)
+	}
+	if cfg.maxHold > 0 && cfg.ttl > cfg.maxHold {
+		cfg.ttl = cfg.maxHold
+	}
+	return nil
 }
 
 // checkTTL rejects a TTL outside the backend's bounds (which ttlBounds made

@@ -166,3 +166,36 @@ func ExampleClient_LockMany() {
 	// acct/2 fence 1
 	// acct/1 fence 1
 }
+
+// A job that every instance schedules runs once per period: the instance
+// that takes the lock runs it, and WithMinHold keeps the key held for the
+// period even when the job ends at once, so that an instance whose
+// scheduler fires a little later skips it too. WithMaxHold caps a job that
+// hangs.
+func ExampleWithMinHold() {
+	ctx := context.Background()
+	client, err := dlock.Open(ctx, "mem://example-jobs")
+	if err != nil {
+		panic(err)
+	}
+	defer client.Close()
+
+	runOnce := func(instance string) {
+		l, err := client.TryLock(ctx, "hourly-sync",
+			dlock.WithMinHold(500*time.Millisecond), dlock.WithMaxHold(time.Minute))
+		if errors.Is(err, dlock.ErrNotAcquired) {
+			fmt.Println(instance, "skips: this period's run is taken")
+			return
+		}
+		if err != nil {
+			panic(err)
+		}
+		fmt.Println(instance, "runs the job")
+		_ = l.Unlock(ctx) // the key stays held until the min hold is over
+	}
+	runOnce("host-a")
+	runOnce("host-b") // fires a moment later
+	// Output:
+	// host-a runs the job
+	// host-b skips: this period's run is taken
+}

@@ -42,6 +42,11 @@ func (w *waiter) grant(res driver.Result, sent time.Time) *Lock {
 		lastSent:    sent,
 		done:        make(chan struct{}),
 		stop:        make(chan struct{}),
+		minHold:     w.cfg.minHold,
+		minTTL:      c.caps.MinTTL,
+	}
+	if w.cfg.maxHold > 0 {
+		l.holdUntil = now.Add(w.cfg.maxHold)
 	}
 	c.mu.Lock()
 	if c.closed {
@@ -68,6 +73,8 @@ func (c *Client) releaseNow(key, token string, ttl time.Duration) error {
 	defer cancel()
 	return c.d.Release(ctx, key, token)
 }
+
+func (c *Client) releaseBehind(key, token string, why error) { c.cleanUnknown(key, token, why) }
 
 // The Client is the lockHost of the locks it grants.
 var _ lockHost = (*Client)(nil)

@@ -36,6 +36,9 @@ type Lock struct {
 	fence       uint64
 	autoRefresh bool
 	acquiredAt  time.Time
+	minHold     time.Duration // WithMinHold; 0 for none
+	minTTL      time.Duration // the backend's, for the lease a min hold leaves
+	holdUntil   time.Time     // WithMaxHold's end; zero for none
 
 	mu             sync.Mutex
 	ttl            time.Duration
@@ -45,6 +48,7 @@ type Lock struct {
 	lastSent       time.Time
 	expiry         *time.Timer
 	releasePending bool
+	capped         bool // auto-refresh made its last refresh before holdUntil
 	done           chan struct{}
 	stop           chan struct{}
 }
@@ -72,6 +76,12 @@ type lockHost interface {
 	// report emits e to the event hook and, when msg is not empty, logs
 	// msg with attrs at level.
 	report(e Event, level slog.Level, msg string, attrs ...any)
+	// releaseBehind releases key's grant to token in the background,
+	// owner-checked and retried as an unknown outcome's is: a lease the
+	// Lock no longer tracks (a max hold's end, a min hold's end), which
+	// the backend might otherwise keep alive beside the client's other
+	// leases (etcd's shared leases).
+	releaseBehind(key, token string, why error)
 }
 
 // Key returns the lock's key.
@@ -110,6 +120,12 @@ func (l *Lock) Err() error {
 // if the expiry timer has not fired yet (a loaded machine runs timers late).
 func (l *Lock) checkDeadlineLocked() {
 	if l.state == stateHeld && !time.Now().Before(l.deadline) {
+		if l.capped {
+			cause := fmt.Errorf("held for its WithMaxHold limit of %v", l.holdUntil.Sub(l.acquiredAt))
+			l.loseLocked(cause)
+			l.h.releaseBehind(l.key, l.token, cause)
+			return
+		}
 		l.loseLocked(errors.New("validity deadline passed without a successful refresh"))
 	}
 }
@@ -199,7 +215,10 @@ func (l *Lock) Unlock(ctx context.Context) error {
 	return l.unlock(ctx, errUnlocked)
 }
 
-var errUnlocked = fmt.Errorf("%w: unlocked", ErrNotHeld)
+var (
+	errUnlocked    = fmt.Errorf("%w: unlocked", ErrNotHeld)
+	errMinHoldOver = errors.New("the WithMinHold time after an early Unlock is over")
+)
 
 func (l *Lock) unlock(ctx context.Context, why error) error {
 	l.mu.Lock()
@@ -227,7 +246,7 @@ func (l *Lock) unlock(ctx context.Context, why error) error {
 		l.h.stopRefreshing(l)
 	}
 
-	err := l.h.backend().Release(ctx, l.key, l.token)
+	kept, err := l.release(ctx)
 	if err != nil && !errors.Is(err, ErrNotHeld) {
 		return fmt.Errorf("dlock: unlock %q: %w", l.key, ctxErr(ctx, err))
 	}
@@ -240,11 +259,50 @@ func (l *Lock) unlock(ctx context.Context, why error) error {
 	case err != nil:
 		return err
 	}
-	l.h.keyFreed(l.key)
+	if !kept {
+		l.h.keyFreed(l.key)
+	}
 	held := time.Since(l.acquiredAt)
 	l.h.report(Event{Kind: EventReleased, Key: l.key, Fence: l.fence, Duration: held},
 		slog.LevelDebug, "dlock: released", "key", l.key, "fence", l.fence, "held", held)
 	return nil
+}
+
+// release ends the lock's hold on the backend: it releases the key, or,
+// before WithMinHold's time has passed since the grant, sets the lease to
+// run out then instead (kept true).
+func (l *Lock) release(ctx context.Context) (kept bool, err error) {
+	if rest := l.minHold - time.Since(l.acquiredAt); rest > 0 {
+		if err := l.h.backend().Refresh(ctx, l.key, l.token, max(rest, l.minTTL)); err != nil {
+			return true, err
+		}
+		// The lease may outlive rest (a TTL in whole seconds, a lease
+		// shared with other locks): release it when the hold is over.
+		time.AfterFunc(rest, func() { l.h.releaseBehind(l.key, l.token, errMinHoldOver) })
+		return true, nil
+	}
+	return false, l.h.backend().Release(ctx, l.key, l.token)
+}
+
+// autoTTL is the TTL of the next automatic refresh, or false when
+// WithMaxHold's time is up and auto-refresh stops: the last one extends
+// the lease to the hold's end, no further.
+func (l *Lock) autoTTL() (time.Duration, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.holdUntil.IsZero() {
+		return l.ttl, true
+	}
+	rest := time.Until(l.holdUntil)
+	if l.capped || rest < l.minTTL || rest <= 0 {
+		l.capped = true
+		return 0, false
+	}
+	if rest < l.ttl {
+		l.capped = true
+		return rest, true
+	}
+	return l.ttl, true
 }
 
 func (l *Lock) notHeldLocked() error {
@@ -316,7 +374,10 @@ func (l *Lock) watchdog() {
 			return
 		case <-t.C:
 		}
-		ttl := l.currentTTL()
+		ttl, ok := l.autoTTL()
+		if !ok {
+			return // the expiry timer ends the lock at its deadline
+		}
 		ctx, cancel := context.WithDeadline(context.Background(), l.Deadline())
 		err := l.refresh(ctx, ttl)
 		cancel()

@@ -40,6 +40,8 @@ type lockConfig struct {
 	autoRefresh bool
 	metadata    string
 	hasMeta     bool
+	minHold     time.Duration
+	maxHold     time.Duration
 }
 
 // WithLogger sets the logger for lock life-cycle messages: acquisitions and
@@ -112,6 +114,28 @@ func WithAutoRefresh(on bool) LockOption {
 // and shown by Inspect and `dlock status`. Default: DefaultMetadata().
 func WithMetadata(s string) LockOption {
 	return func(c *lockConfig) { c.metadata, c.hasMeta = s, true }
+}
+
+// WithMinHold keeps the lock held for at least d after its grant (ShedLock's
+// lockAtLeastFor): an Unlock before then does not release the key but sets
+// its lease to run out d after the grant, on the backend's clock, and then
+// ends the Lock as Unlock does. A scheduled job that finishes in less than
+// its period is so not run again in the same period by another host whose
+// clock is skewed or whose scheduler fires a little later. d must not exceed
+// the backend's MaxTTL. Default 0: Unlock releases at once.
+func WithMinHold(d time.Duration) LockOption {
+	return func(c *lockConfig) { c.minHold = d }
+}
+
+// WithMaxHold caps how long auto-refresh keeps the lock (lockAtMostFor):
+// from d after the grant on, it no longer extends the lease, which then
+// runs out, and the lock is lost as any lock whose refresh stops is (Done
+// closes, Err matches ErrLost and says the hold limit was reached). It
+// bounds a hung job that would otherwise keep its lock refreshed forever.
+// A TTL longer than d is cut to d. Explicit calls of Lock.Refresh are not
+// capped. Default 0: no cap.
+func WithMaxHold(d time.Duration) LockOption {
+	return func(c *lockConfig) { c.maxHold = d }
 }
 
 // DefaultMetadata returns "host=HOSTNAME pid=PID" for this process.

@@ -154,7 +154,11 @@ func (b *batchRefresher) refresh(locks []*Lock) {
 		if l.beginRefresh() != nil {
 			continue
 		}
-		ttl := l.currentTTL()
+		ttl, ok := l.autoTTL()
+		if !ok {
+			b.remove(l) // its expiry timer ends it at its deadline
+			continue
+		}
 		reqs = append(reqs, driver.RefreshRequest{Key: l.key, Token: l.token, TTL: ttl})
 		live = append(live, l)
 		if d := l.Deadline(); deadline.IsZero() || d.Before(deadline) {

@@ -31,6 +31,8 @@ func RunConformanceTests(t *testing.T, newHarness HarnessMaker) {
 		{"Inspect", testInspect},
 		{"Do", testDo},
 		{"DoLost", testDoLost},
+		{"MinHold", testMinHold},
+		{"MaxHold", testMaxHold},
 		{"Close", testClose},
 		{"ReacquireWithToken", testReacquireWithToken},
 		{"FIFO", testFIFO},

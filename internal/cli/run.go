@@ -63,6 +63,8 @@ func cmdRun(args []string, sio stdio) error {
 	pgroup := fs.Bool("pgroup", true, "run CMD in its own process group and signal the whole group, so whatever CMD started stops too (default: on, except in the foreground of a terminal; --pgroup forces it there, where CMD then cannot read the terminal)")
 	noPgroup := fs.Bool("no-pgroup", false, "run CMD in dlock's process group and signal CMD only (same as --pgroup=false)")
 	shell := fs.String("c", "", "run the shell command `STRING` with /bin/sh -c instead of -- CMD, like flock -c")
+	minHold := durationFlag(fs, "min-hold", 0, "keep the lock at least `D` after it was acquired, even when CMD exits sooner (a scheduled job run by several hosts then runs once per period; like ShedLock's lockAtLeastFor)")
+	maxHold := durationFlag(fs, "max-hold", 0, "stop refreshing the lock `D` after it was acquired: the lock is then lost and CMD stopped as on any loss (caps a hung job; like ShedLock's lockAtMostFor)")
 	if done, err := parseFlags(fs, args, sio); done {
 		return err
 	}
@@ -97,6 +99,13 @@ func cmdRun(args []string, sio stdio) error {
 	if err != nil {
 		return err
 	}
+	switch {
+	case *minHold < 0 || *maxHold < 0:
+		return usageError("run", "--min-hold and --max-hold must not be negative")
+	case *maxHold > 0 && *minHold > *maxHold:
+		return usageError("run", "--min-hold %v is longer than --max-hold %v", *minHold, *maxHold)
+	}
+	r.minHold, r.maxHold = *minHold, *maxHold
 	switch {
 	case *noPgroup && set["pgroup"] && *pgroup:
 		return usageError("run", "--pgroup and --no-pgroup exclude each other")
@@ -173,10 +182,12 @@ type runner struct {
 	try      bool
 	grace    time.Duration
 	pgroup   bool
-	limit    int  // a semaphore's permits (--limit), or 0
-	shared   bool // a reader's share (--shared)
-	conflict int  // exit code when the lock is held by another owner
-	hold     bool // no command: hold until a signal (dlock hold)
+	minHold  time.Duration // run --min-hold
+	maxHold  time.Duration // run --max-hold
+	limit    int           // a semaphore's permits (--limit), or 0
+	shared   bool          // a reader's share (--shared)
+	conflict int           // exit code when the lock is held by another owner
+	hold     bool          // no command: hold until a signal (dlock hold)
 	verbose  bool
 	sio      stdio
 }
@@ -308,6 +319,12 @@ func (r *runner) acquire(ctx context.Context) (*dlock.Client, *dlock.Lock, error
 	opts := []dlock.LockOption{dlock.WithMetadata(r.metadata())}
 	if r.ttl > 0 {
 		opts = append(opts, dlock.WithTTL(r.ttl))
+	}
+	if r.minHold > 0 {
+		opts = append(opts, dlock.WithMinHold(r.minHold))
+	}
+	if r.maxHold > 0 {
+		opts = append(opts, dlock.WithMaxHold(r.maxHold))
 	}
 	var l *dlock.Lock
 	var probe <-chan error
@@ -483,6 +500,7 @@ func (r *runner) release(l *dlock.Lock) error {
 
 // runLocked runs the command while l is held and returns how dlock exits.
 func (r *runner) runLocked(l *dlock.Lock, sigs <-chan os.Signal) error {
+	granted := time.Now()
 	cmd := exec.Command(r.argv[0], r.argv[1:]...)
 	cmd.Env = childEnv(os.Environ(), r.key, l)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = r.sio.in, r.sio.out, r.sio.err
@@ -553,6 +571,9 @@ running:
 		lost = true
 		r.logf("lost lock %q (fence %d): %s", r.key, l.Fence(), r.lossCause(l.Err()))
 	}
+	if !lost && r.minHold > 0 {
+		r.keepMinHold(l, granted, sigs)
+	}
 	if lost {
 		_ = r.release(l) // the lock is gone; this only tidies up
 		if r.pgroup {
@@ -571,6 +592,39 @@ running:
 		r.vlogf("released lock %q; %s exited with status %d", r.key, r.argv[0], code)
 	}
 	return &exitError{code: code}
+}
+
+// keepMinHold keeps l, after CMD exited, until --min-hold has passed since
+// granted: dlock's own Client then still refreshes it, and the release
+// after it frees the key on every backend (a lease left to run out alone
+// would end with dlock's connection on etcd and ZooKeeper). A signal ends
+// the wait early; the release then still leaves the lease to run out at
+// the hold's end where the backend keeps leases of a closed connection. A
+// loss meanwhile ends it with a warning: CMD ran protected all the same.
+func (r *runner) keepMinHold(l *dlock.Lock, granted time.Time, sigs <-chan os.Signal) {
+	rest := time.Until(granted.Add(r.minHold))
+	if rest <= 0 {
+		return
+	}
+	r.vlogf("keeping lock %q for %v more (--min-hold %v)", r.key, rest.Round(time.Millisecond), r.minHold)
+	t := time.NewTimer(rest)
+	defer t.Stop()
+	for {
+		select {
+		case <-t.C:
+			return
+		case <-l.Done():
+			if err := l.Err(); errors.Is(err, dlock.ErrLost) {
+				r.logf("warning: lost lock %q (fence %d) after %s exited, before --min-hold ended: %s", r.key, l.Fence(), r.argv[0], r.lossCause(err))
+			}
+			return
+		case s := <-sigs:
+			if isWaitSignal(s) {
+				r.vlogf("%s: releasing lock %q before --min-hold ends", signalName(s), r.key)
+				return
+			}
+		}
+	}
 }
 
 // lossCause returns why the lock was lost, without repeating the key.
