@@ -286,7 +286,8 @@ func (l *Lock) release(ctx context.Context) (kept bool, err error) {
 
 // autoTTL is the TTL of the next automatic refresh, or false when
 // WithMaxHold's time is up and auto-refresh stops: the last one extends
-// the lease to the hold's end, no further.
+// the lease to the hold's end (or by the backend's MinTTL, when less is
+// left), no further.
 func (l *Lock) autoTTL() (time.Duration, bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -294,13 +295,15 @@ func (l *Lock) autoTTL() (time.Duration, bool) {
 		return l.ttl, true
 	}
 	rest := time.Until(l.holdUntil)
-	if l.capped || rest < l.minTTL || rest <= 0 {
+	if l.capped || rest <= 0 {
 		l.capped = true
 		return 0, false
 	}
 	if rest < l.ttl {
+		// The last refresh: to the cap, or the backend's shortest lease
+		// past it when less is left.
 		l.capped = true
-		return rest, true
+		return max(rest, l.minTTL), true
 	}
 	return l.ttl, true
 }

@@ -130,7 +130,8 @@ func WithMinHold(d time.Duration) LockOption {
 // WithMaxHold caps how long auto-refresh keeps the lock (lockAtMostFor):
 // from d after the grant on, it no longer extends the lease, which then
 // runs out, and the lock is lost as any lock whose refresh stops is (Done
-// closes, Err matches ErrLost and says the hold limit was reached). It
+// closes, Err matches ErrLost and says the hold limit was reached), at d
+// or at most the backend's MinTTL later; the client then releases the key. It
 // bounds a hung job that would otherwise keep its lock refreshed forever.
 // A TTL longer than d is cut to d. Explicit calls of Lock.Refresh are not
 // capped. Default 0: no cap.
