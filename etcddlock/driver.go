@@ -58,6 +58,9 @@ type etcdDriver struct {
 	pool     map[int64][]*lease      // idle leases of their own, by TTL
 	shared   map[int64][]*lease      // shared leases, by TTL (shared.go)
 	granting map[int64]chan struct{} // a shared lease being granted, by TTL
+
+	wmu     sync.Mutex
+	watches map[string]*watchGroup // release watches by key (notify.go)
 }
 
 func newDriver(cli *clientv3.Client, own bool, addr string, opts Options) (*etcdDriver, error) {
@@ -85,6 +88,7 @@ func newDriver(cli *clientv3.Client, own bool, addr string, opts Options) (*etcd
 		pool:       map[int64][]*lease{},
 		shared:     map[int64][]*lease{},
 		granting:   map[int64]chan struct{}{},
+		watches:    map[string]*watchGroup{},
 	}
 	d.ka.d = d
 	d.txnOps.Store(defaultTxnOps)

@@ -132,6 +132,10 @@ type zkDriver struct {
 	// under way there (see goLeave). Guarded by mu.
 	leaving map[string][]chan struct{}
 
+	// watches: key node path → the release watch of the key (notify.go).
+	// Guarded by mu.
+	watches map[string]*zkWatch
+
 	wakeups atomic.Int64 // watch notifications that woke a waiter
 }
 
@@ -152,6 +156,7 @@ func newDriver(base string, acl []zk.ACL, servers string) *zkDriver {
 		keys:     map[string]*keyHint{},
 		cleanups: map[string]*time.Timer{},
 		leaving:  map[string][]chan struct{}{},
+		watches:  map[string]*zkWatch{},
 	}
 }
 
