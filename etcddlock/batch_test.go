@@ -83,12 +83,7 @@ func TestRefreshBatchEntries(t *testing.T) {
 	srv := testserver.StartEtcd(t)
 	raw := rawClient(t, srv.Endpoints())
 	ctx := testCtx(t, 30*time.Second)
-	dl, err := openDriver(ctx, "etcd://"+srv.Addr())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = dl.Close() })
-	d := dl.(*etcdDriver)
+	d := ownDriver(t, ctx, "etcd://"+srv.Addr())
 	const ttl = 2 * time.Second
 	for _, k := range []string{"held", "revoked", "deleted", "replaced", "longer"} {
 		if res, err := d.Acquire(ctx, driver.Request{Key: k, Token: "t-" + k, TTL: ttl}); err != nil || !res.Acquired {
@@ -134,12 +129,7 @@ func TestRefreshBatchEntries(t *testing.T) {
 func TestRefreshBatchTxnOps(t *testing.T) {
 	srv := testserver.StartEtcd(t)
 	ctx := testCtx(t, 30*time.Second)
-	dl, err := openDriver(ctx, "etcd://"+srv.Addr())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = dl.Close() })
-	d := dl.(*etcdDriver)
+	d := ownDriver(t, ctx, "etcd://"+srv.Addr())
 	const n = 300
 	reqs := make([]driver.RefreshRequest, n)
 	for i := range reqs {
@@ -166,12 +156,7 @@ func TestRefreshBatchTxnOps(t *testing.T) {
 func TestRefreshBatchFaults(t *testing.T) {
 	srv := testserver.StartEtcd(t)
 	ctx := testCtx(t, 60*time.Second)
-	dl, err := openDriver(ctx, "etcd://"+srv.Addr()+"?request-timeout=500ms")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = dl.Close() })
-	d := dl.(*etcdDriver)
+	d := ownDriver(t, ctx, "etcd://"+srv.Addr()+"?request-timeout=500ms")
 	const ttl = 10 * time.Second
 	reqs := make([]driver.RefreshRequest, 5)
 	for i := range reqs {

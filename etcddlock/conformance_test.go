@@ -66,6 +66,17 @@ func openDriver(ctx context.Context, rawURL string) (driver.Locker, error) {
 	return OpenURL(ctx, u)
 }
 
+// ownDriver opens the driver for rawURL, closed when the test ends.
+func ownDriver(t testing.TB, ctx context.Context, rawURL string) *etcdDriver {
+	t.Helper()
+	l, err := openDriver(ctx, rawURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = l.Close() })
+	return l.(*etcdDriver)
+}
+
 // openClient opens a dlock Client on rawURL and closes it when the test ends.
 func openClient(t testing.TB, rawURL string, opts ...dlock.Option) *dlock.Client {
 	t.Helper()

@@ -144,7 +144,18 @@
 // an exclusive waiter waits for the shares as for a holder, and while it
 // waits no new share is granted (writer preference). concurrency.Mutex and
 // `etcdctl lock` see shares as holders ahead of them and wait. The fence of
-// a share is its entry's create revision. See docs/etcd.md for the costs.
+// a share is its entry's create revision. A waiting share is woken by the
+// release notification (driver.Notifier): one watch per key of the queue
+// prefix for deletions, over the client's shared watch stream. See
+// docs/etcd.md for the costs.
+//
+// # LockMany
+//
+// The driver implements driver.MultiLocker: dlock.Client.LockMany tries
+// all its keys in one transaction, which puts each key's mutex entry, as
+// TryLock does, only if no key's queue has any entry; more keys than one
+// transaction may compare (etcd's --max-txn-ops, 128 by default) are taken
+// one by one.
 //
 // # Listing and freeing locks
 //

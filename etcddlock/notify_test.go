@@ -24,11 +24,7 @@ func TestHandOff(t *testing.T) {
 	// client opens a Client over a driver of its own, returned to see
 	// its watches and shared attempts.
 	client := func() (*dlock.Client, *sharedCounter) {
-		l, err := openDriver(t.Context(), url)
-		if err != nil {
-			t.Fatal(err)
-		}
-		d := &sharedCounter{etcdDriver: l.(*etcdDriver)}
+		d := &sharedCounter{etcdDriver: ownDriver(t, t.Context(), url)}
 		c := dlock.NewClient(d)
 		t.Cleanup(func() { _ = c.Close() })
 		return c, d
