@@ -171,9 +171,23 @@ func (c *Client) Do(ctx context.Context, key string, fn func(ctx context.Context
 	if fn == nil {
 		return fmt.Errorf("%w: Do needs a non-nil fn", ErrInvalidOption)
 	}
+	ferr, lost, err := c.do(ctx, key, fn, opts)
+	switch {
+	case ferr != nil:
+		return ferr
+	case lost != nil:
+		return lost
+	}
+	return err
+}
+
+// do is Do: it returns fn's error, the error that ended the lock while fn
+// ran (matching ErrLost) or nil, and the error of Lock (fn did not run) or
+// of Unlock (when the lock was not lost).
+func (c *Client) do(ctx context.Context, key string, fn func(ctx context.Context) error, opts []LockOption) (ferr, lost, err error) {
 	l, err := c.Lock(ctx, key, opts...)
 	if err != nil {
-		return err
+		return nil, nil, err
 	}
 	fctx, cancel := context.WithCancelCause(ctx)
 	go func() {
@@ -197,20 +211,15 @@ func (c *Client) Do(ctx context.Context, key string, fn func(ctx context.Context
 			_ = unlock()
 		}
 	}()
-	ferr := fn(fctx)
+	ferr = fn(fctx)
 	returned = true
-	lostErr := l.Err()
+	lost = l.Err()
 	cancel(context.Canceled)
 	uerr := unlock()
-	switch {
-	case ferr != nil:
-		return ferr
-	case lostErr != nil:
-		return lostErr
-	case uerr != nil:
-		return uerr
+	if lost != nil {
+		return ferr, lost, nil
 	}
-	return nil
+	return ferr, nil, uerr
 }
 
 var errFnPanicked = errors.New("dlock: Do's fn panicked")

@@ -199,3 +199,30 @@ func ExampleWithMinHold() {
 	// host-a runs the job
 	// host-b skips: this period's run is taken
 }
+
+// One candidate leads at a time; each term has a fence above the last, so
+// that a resource can refuse a deposed leader's late writes. Unlock
+// resigns, and the next candidate is elected at once.
+func ExampleClient_Election() {
+	ctx := context.Background()
+	client, err := dlock.Open(ctx, "mem://example-election")
+	if err != nil {
+		panic(err)
+	}
+	defer client.Close()
+
+	e := client.Election("billing-scheduler")
+	lead, err := e.Campaign(ctx, "host-a:8080") // blocks until leader
+	if err != nil {
+		panic(err)
+	}
+	l, _ := e.Leader(ctx)
+	fmt.Println("leader:", l.Value, "term:", l.Fence == lead.Fence())
+
+	_ = lead.Unlock(ctx) // resign
+	l, _ = e.Leader(ctx)
+	fmt.Println("after resigning, held:", l.Held)
+	// Output:
+	// leader: host-a:8080 term: true
+	// after resigning, held: false
+}

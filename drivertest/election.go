@@ -1,0 +1,223 @@
+package drivertest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/dlock-go/dlock"
+	"github.com/dlock-go/dlock/driver"
+)
+
+// Leader election (dlock.Election) over the driver.
+
+// campaign runs e.Campaign(value) in the background and returns its
+// outcome's channel.
+func (s *suite) campaign(e *dlock.Election, value string, opts ...dlock.LockOption) <-chan campaignResult {
+	got := make(chan campaignResult, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(s.ctx, 30*time.Second)
+		defer cancel()
+		l, err := e.Campaign(ctx, value, opts...)
+		got <- campaignResult{l, err}
+	}()
+	return got
+}
+
+type campaignResult struct {
+	l   *dlock.Lock
+	err error
+}
+
+// elected waits for a campaign's leadership.
+func (s *suite) elected(got <-chan campaignResult, who string) *dlock.Lock {
+	s.t.Helper()
+	select {
+	case r := <-got:
+		if r.err != nil {
+			s.t.Fatalf("Campaign of %s: %v", who, r.err)
+		}
+		return r.l
+	case <-time.After(40 * time.Second):
+		s.t.Fatalf("Campaign of %s did not return within 40 s", who)
+		return nil
+	}
+}
+
+// wantLeader fails the test unless e's leader is value with fence.
+func (s *suite) wantLeader(e *dlock.Election, value string, fence uint64) {
+	s.t.Helper()
+	l, err := e.Leader(s.ctx)
+	if err != nil || !l.Held || l.Value != value || l.Fence != fence {
+		s.t.Errorf("Leader() = %+v, %v; want %q with term %d", l, err, value, fence)
+	}
+}
+
+// testElectionTerms: candidates on three clients take turns as leader,
+// one at a time, each term above the one before; Leader reports each with
+// its value; a resign hands over to the waiting candidate, and once the
+// last resigns there is no leader.
+func testElectionTerms(t *testing.T, s *suite) {
+	name := s.key("election")
+	var prev uint64
+	first := s.elected(s.campaign(s.client().Election(name), "a"), "a")
+	s.wantLeader(s.client().Election(name), "a", first.Fence())
+	lead, who := first, "a"
+	for _, next := range []string{"b", "c"} {
+		waiting := s.campaign(s.client().Election(name), next)
+		select {
+		case r := <-waiting:
+			t.Fatalf("%s elected while %s leads: %+v", next, who, r)
+		case <-time.After(100 * time.Millisecond):
+		}
+		prev = lead.Fence()
+		s.unlock(lead) // resign
+		lead, who = s.elected(waiting, next), next
+		if lead.Fence() <= prev {
+			t.Errorf("term of %s = %d, want above the previous term %d", next, lead.Fence(), prev)
+		}
+		s.wantLeader(s.client().Election(name), next, lead.Fence())
+	}
+	s.unlock(lead)
+	if l, err := s.client().Election(name).Leader(s.ctx); err != nil || l.Held {
+		t.Errorf("Leader() after the last resign = %+v, %v; want none", l, err)
+	}
+}
+
+// testElectionProclaim: the leader changes its value without a new term;
+// a deposed leader cannot. Skipped where the backend cannot (ErrUnsupported).
+func testElectionProclaim(t *testing.T, s *suite) {
+	name := s.key("proclaim")
+	e := s.client().Election(name)
+	lead := s.elected(s.campaign(e, "host-a:8080"), "a")
+	err := e.Proclaim(s.ctx, lead, "host-a:9090")
+	if errors.Is(err, dlock.ErrUnsupported) {
+		t.Skipf("Proclaim: %v", err)
+	}
+	if err != nil {
+		t.Fatalf("Proclaim: %v", err)
+	}
+	s.wantLeader(s.client().Election(name), "host-a:9090", lead.Fence())
+	if err := lead.Err(); err != nil {
+		t.Errorf("leadership after Proclaim: %v", err)
+	}
+	s.unlock(lead)
+	if err := e.Proclaim(s.ctx, lead, "late"); !errors.Is(err, dlock.ErrNotHeld) {
+		t.Errorf("Proclaim after resigning = %v, want ErrNotHeld", err)
+	}
+	other := s.elected(s.campaign(s.client().Election(name), "b"), "b")
+	if err := e.Proclaim(s.ctx, lead, "deposed"); !errors.Is(err, dlock.ErrNotHeld) {
+		t.Errorf("Proclaim by a deposed leader = %v, want ErrNotHeld", err)
+	}
+	s.wantLeader(e, "b", other.Fence())
+	s.unlock(other)
+}
+
+// testElectionObserve: an observer sees the current leader first, then
+// each change in term order, once: new leaders, a proclaimed value, no
+// leader. Each leader here stays until the observer has seen it.
+func testElectionObserve(t *testing.T, s *suite) {
+	name := s.key("observe")
+	ctx, cancel := context.WithTimeout(s.ctx, 60*time.Second)
+	defer cancel()
+	obs := s.client().Election(name).Observe(ctx)
+	next := func(what string) dlock.Leader {
+		t.Helper()
+		select {
+		case l, ok := <-obs:
+			if !ok {
+				t.Fatalf("Observe closed before %s", what)
+			}
+			return l
+		case <-time.After(15 * time.Second):
+			t.Fatalf("Observe did not report %s within 15 s", what)
+			return dlock.Leader{}
+		}
+	}
+	if l := next("the start"); l.Held {
+		t.Fatalf("first observed = %+v, want no leader", l)
+	}
+	var prev uint64
+	for i := range 5 {
+		value := fmt.Sprintf("leader-%d", i)
+		e := s.client().Election(name)
+		lead := s.elected(s.campaign(e, value), value)
+		got := next(value)
+		if !got.Held || got.Value != value || got.Fence != lead.Fence() || got.Fence <= prev {
+			t.Fatalf("observed %+v, want %q with term %d above %d", got, value, lead.Fence(), prev)
+		}
+		prev = got.Fence
+		if i == 2 {
+			err := e.Proclaim(s.ctx, lead, value+"-again")
+			if err == nil {
+				if got := next("a proclaimed value"); got.Value != value+"-again" || got.Fence != lead.Fence() {
+					t.Fatalf("observed %+v after Proclaim, want %q with term %d", got, value+"-again", lead.Fence())
+				}
+			} else if !errors.Is(err, dlock.ErrUnsupported) {
+				t.Fatalf("Proclaim: %v", err)
+			}
+		}
+		s.unlock(lead)
+		if got := next("the resign"); got.Held {
+			t.Fatalf("observed %+v after the resign, want no leader", got)
+		}
+	}
+	cancel()
+	for l := range obs {
+		t.Errorf("observed %+v after the changes ended, want nothing more", l)
+	}
+}
+
+// testElectionLead: Lead runs fn while leader; when the leadership is lost
+// (freed by force, where the driver can), fn's context ends with a cause
+// matching ErrLost and Lead campaigns again and runs fn once more; fn's
+// return ends Lead with its error, resigned.
+func testElectionLead(t *testing.T, s *suite) {
+	name := s.key("lead")
+	c := s.client()
+	e := c.Election(name)
+	force := s.implements(func(d driver.Locker) bool { _, ok := d.(driver.ForceReleaser); return ok })
+	ttl := ttlWithin(c, time.Second)
+	ctx, cancel := context.WithTimeout(s.ctx, 60*time.Second)
+	defer cancel()
+	runs := 0
+	done := errors.New("done")
+	err := e.Lead(ctx, "worker", func(lctx context.Context) error {
+		runs++
+		l, err := e.Leader(lctx)
+		if err != nil || !l.Held || l.Value != "worker" {
+			t.Errorf("run %d: Leader() = %+v, %v; want worker", runs, l, err)
+		}
+		if runs == 1 && force {
+			if _, err := s.client().ForceUnlock(s.ctx, name); err != nil {
+				t.Errorf("ForceUnlock: %v", err)
+				return err
+			}
+			select {
+			case <-lctx.Done():
+				if !errors.Is(context.Cause(lctx), dlock.ErrLost) {
+					t.Errorf("fn's ctx cause after the loss = %v, want ErrLost", context.Cause(lctx))
+				}
+				return lctx.Err()
+			case <-time.After(ttl + 10*time.Second):
+				t.Error("fn's ctx not cancelled after the leadership was freed")
+				return done
+			}
+		}
+		return done
+	}, dlock.WithTTL(ttl))
+	if !errors.Is(err, done) {
+		t.Errorf("Lead = %v, want fn's error", err)
+	}
+	if want := map[bool]int{true: 2, false: 1}[force]; runs != want {
+		t.Errorf("fn ran %d times, want %d", runs, want)
+	}
+	if l, err := e.Leader(s.ctx); err != nil || l.Held {
+		t.Errorf("Leader() after Lead returned = %+v, %v; want none (resigned)", l, err)
+	}
+	if err := e.Lead(s.ctx, "x", nil); !errors.Is(err, dlock.ErrInvalidOption) {
+		t.Errorf("Lead with a nil fn = %v, want ErrInvalidOption", err)
+	}
+}
