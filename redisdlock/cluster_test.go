@@ -14,6 +14,7 @@ import (
 
 	"github.com/dlock-go/dlock"
 	"github.com/dlock-go/dlock/drivertest"
+	"github.com/dlock-go/dlock/internal/redisengine/redistest"
 	"github.com/dlock-go/dlock/internal/testserver"
 	"github.com/dlock-go/dlock/redisdlock"
 )
@@ -54,6 +55,13 @@ func TestCluster(t *testing.T) {
 				}
 			}
 		}
+	})
+
+	t.Run("SharedHandOff", func(t *testing.T) {
+		redistest.RunSharedHandOff(t, redistest.HandOffEnv{
+			Open: func(t *testing.T) *dlock.Client { return openURL(t, cluster.URL()) },
+			Subs: func(t *testing.T, key string) int { return clusterSubs(t, cluster, key) },
+		})
 	})
 
 	t.Run("LocksInEverySlotRange", func(t *testing.T) {

@@ -114,16 +114,7 @@ func pubsubIDs(t testing.TB, srv *testserver.Redis) []string {
 }
 
 // waitFor polls cond every 5 ms until it holds or d passes.
-func waitFor(t testing.TB, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %v", what, d)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
+var waitFor = redistest.WaitFor
 
 // lockInBackground calls c.Lock and, when granted, Unlock, in a goroutine;
 // the channel gets the first error (nil when both succeeded).

@@ -251,12 +251,8 @@ func (n *notifier) loop(msgs <-chan any, done chan struct{}) {
 	for m := range msgs {
 		switch m := m.(type) {
 		case *redis.Message:
-			if m.Payload != "" && m.Payload != n.e.id {
-				// The release is for another client, first in the queue.
-				continue
-			}
 			n.mu.Lock()
-			if w := n.chans[m.Channel]; w != nil {
+			if w := n.chans[m.Channel]; w != nil && (m.Payload == "" || m.Payload == n.e.id || !w.inQueue()) {
 				w.wake()
 			}
 			n.mu.Unlock()
@@ -286,6 +282,15 @@ func (n *notifier) loop(msgs <-chan any, done chan struct{}) {
 		}
 	}
 }
+
+// inQueue reports whether the client is, or may be about to be, in the
+// key's waiting queue: an exclusive waiter. A release that names another
+// client (the first in the queue) is not for it: the key is kept for that
+// one. A watcher not in the queue (a shared waiter: a semaphore's permit,
+// an RW lock's reader) is woken by every release, since a release may let
+// it in whoever is named; the shared attempt itself refuses while another
+// client is first in the queue. n.mu must be held.
+func (w *watched) inQueue() bool { return w.queued || w.inflight > 0 }
 
 // wake signals every watcher, without blocking. n.mu must be held.
 func (w *watched) wake() {

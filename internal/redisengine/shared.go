@@ -16,11 +16,13 @@ var _ driver.SharedLocker = (*Engine)(nil)
 
 // AcquireShared implements driver.SharedLocker with one script call: it
 // drops lapsed shared grants and writer records by the server's clock and,
-// while the lock key does not exist, no writer record is live and fewer
-// than req.Limit grants are, adds the token to the key's shared grants
-// with a fence from the key's counter, its metadata and the limit. It
-// never joins the key's waiting queue: the portable layer waits for shared
-// grants itself, woken by the key's release announcements.
+// while the lock key does not exist, no writer record is live, no other
+// client is first in the key's waiting queue (an exclusive waiter, which a
+// shared grant must not overtake) and fewer than req.Limit grants are
+// live, adds the token to the key's shared grants with a fence from the
+// key's counter, its metadata and the limit. It never joins the key's
+// waiting queue: the portable layer waits for shared grants itself, woken
+// by the key's release announcements (every one of them, see notifier).
 func (e *Engine) AcquireShared(ctx context.Context, req driver.SharedRequest) (driver.Result, error) {
 	return e.acquireShared(ctx, req, 0)
 }
@@ -37,8 +39,8 @@ func (e *Engine) AcquireSharedCounted(ctx context.Context, req driver.SharedRequ
 }
 
 func (e *Engine) acquireShared(ctx context.Context, req driver.SharedRequest, attempt uint64) (driver.Result, error) {
-	keys := pick(e.ks.allKeys(req.Key), kLock, kFence, kShares, kSInfo, kSLimit, kWriters)
-	args := []any{req.Token, millis(req.TTL), req.Metadata, e.fenceTTLms, strconv.Itoa(req.Limit)}
+	keys := pick(e.ks.allKeys(req.Key), kLock, kFence, kShares, kSInfo, kSLimit, kWriters, kQueue, kWaits)
+	args := []any{req.Token, millis(req.TTL), req.Metadata, e.fenceTTLms, strconv.Itoa(req.Limit), e.id}
 	var abandoned func(any, error)
 	if attempt != 0 {
 		args = append(args, "counted", strconv.FormatUint(attempt, 10))

@@ -9,8 +9,10 @@
 -- Without an attempt number it also removes the token's record as a
 -- waiting writer, announcing that as a release (readers it held back may
 -- go) but returning 0 unless the token also held a grant.
--- The wake-up names the first live waiter of the queue, so that only that
--- client tries; it is empty (everyone may try) when the queue is empty.
+-- The wake-up names the first live waiter of the queue, so that of the
+-- exclusive waiters only that client tries (shared waiters try on every
+-- wake-up, and a shared attempt refuses while another client is first in
+-- the queue); it is empty (everyone may try) when the queue is empty.
 -- Returns 1 when released, 0 when the token does not own the lock.
 local lock, info, queue, waits = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local shares, sinfo, slimit, writers = KEYS[5], KEYS[6], KEYS[7], KEYS[8]

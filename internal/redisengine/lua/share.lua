@@ -1,21 +1,27 @@
 -- One attempt at a shared grant of a key, in one round trip.
 -- KEYS[1] lock key, KEYS[2] fence counter, KEYS[3] shares, KEYS[4] sinfo,
--- KEYS[5] slimit, KEYS[6] writers (same slot; see grants.lua)
+-- KEYS[5] slimit, KEYS[6] writers, KEYS[7] waiting queue, KEYS[8]
+-- waiters' deadlines (same slot; see grants.lua)
 -- ARGV[1] owner token, ARGV[2] TTL in ms, ARGV[3] metadata, ARGV[4] counter
--- TTL in ms, ARGV[5] the limit (0: none), then, for a counted attempt,
--- ARGV[6] 'counted' and ARGV[7] the attempt number (see acquire.lua).
--- Granted while the lock key does not exist, no live writer record exists
--- and fewer than the limit of shared grants are live; a token that has a
--- live grant renews it, keeping its fence.
+-- TTL in ms, ARGV[5] the limit (0: none), ARGV[6] the client's waiter id,
+-- then, for a counted attempt, ARGV[7] 'counted' and ARGV[8] the attempt
+-- number (see acquire.lua).
+-- Granted while the lock key does not exist, no live writer record exists,
+-- no other client waits first in the key's queue (an exclusive waiter: a
+-- shared grant does not overtake it) and fewer than the limit of shared
+-- grants are live; a token that has a live grant renews it, keeping its
+-- fence.
 -- Returns {1, fence} when granted, {0, ms} when not (what stands in the
 -- way ends in ms: the lock's PTTL, -1 without expiry, the first shared
--- grant's or writer record's end), or {2, limit} when the live grants were
+-- grant's or writer record's end, the queued waiter's entry's end), or {2, limit} when the live grants were
 -- taken with another limit.
 local lock, counter, shares, sinfo, slimit, writers = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local queue, waits = KEYS[7], KEYS[8]
 local token, ttl, meta, counterTTL, limit = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4], tonumber(ARGV[5])
-local counted = ARGV[6] == 'counted'
+local me = ARGV[6]
+local counted = ARGV[7] == 'counted'
 local attempt = nil
-if counted then attempt = ARGV[7] end
+if counted then attempt = ARGV[8] end
 
 if redis.call('EXISTS', lock) == 1 then
   return {0, redis.call('PTTL', lock)}
@@ -49,6 +55,15 @@ if liveWriters(writers, now) > 0 then
     return {0, soonest(shares, now)}
   end
   return {0, soonest(writers, now)}
+end
+if redis.call('EXISTS', queue) == 1 then
+  local first, deadline = queueHead(queue, waits, now)
+  if first and first ~= me then
+    if n > 0 then
+      return {0, soonest(shares, now)}
+    end
+    return {0, math.max(deadline - now, 1)}
+  end
 end
 if limit > 0 and n >= limit then
   return {0, soonest(shares, now)}
