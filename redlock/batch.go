@@ -27,8 +27,9 @@ func (d *locker) RefreshBatch(ctx context.Context, reqs []driver.RefreshRequest)
 		return errs
 	}
 	shortest := reqs[0].TTL
-	for _, r := range reqs[1:] {
+	for _, r := range reqs {
 		shortest = min(shortest, r.TTL)
+		d.permits.extend(tokenKey{r.Key, r.Token}, r.TTL)
 	}
 	tallies := make([]tally, len(reqs))
 	for j := range tallies {

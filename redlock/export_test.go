@@ -14,3 +14,7 @@ func (d *locker) Quorum() int { return d.quorum }
 
 // SharedQuorum returns how many of n nodes a shared grant of limit needs.
 func SharedQuorum(n, limit int) int { return sharedQuorum(n, limit) }
+
+// Permits returns how many semaphore permits the driver keeps as asked for
+// and not released.
+func (d *locker) Permits() int { return d.permits.size() }

@@ -52,8 +52,8 @@ type locker struct {
 	attempt atomic.Uint64 // the last attempt number
 	closed  atomic.Bool
 	// permits are the semaphore permits this driver asked for and has
-	// not released (tokenKey keys): their Release waits for every node.
-	permits sync.Map
+	// not released: their Release waits for every node.
+	permits permitSet
 }
 
 var (
@@ -322,6 +322,7 @@ func (d *locker) Refresh(ctx context.Context, key, token string, ttl time.Durati
 	if d.closed.Load() {
 		return driver.ErrClosed
 	}
+	d.permits.extend(tokenKey{key, token}, ttl)
 	t := tally{n: len(d.nodes), quorum: d.quorum}
 	f := startFanout(ctx, d.nodes, d.nodeTimeout(ttl), func(ctx context.Context, n *redisengine.Engine) (int, error) {
 		return n.RefreshGrant(ctx, key, token, ttl)
@@ -350,7 +351,7 @@ func (d *locker) Release(ctx context.Context, key, token string) error {
 		return struct{}{}, n.Release(ctx, key, token)
 	})
 	take := t.count
-	if _, permit := d.permits.LoadAndDelete(tokenKey{key, token}); permit {
+	if d.permits.take(tokenKey{key, token}) {
 		// A permit's release waits for every node's answer (each bounded
 		// by the node timeout), not only a majority's: the next permit
 		// needs more than a majority, and must not meet this one on a

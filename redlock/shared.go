@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"sync"
+	"time"
 
 	"github.com/dlock-go/dlock/driver"
 	"github.com/dlock-go/dlock/internal/redisengine"
@@ -56,19 +58,82 @@ func (d *locker) AcquireShared(ctx context.Context, req driver.SharedRequest) (d
 	if req.Limit > 0 {
 		// Its Release waits for every node (see Release); marked before
 		// the attempt, whose outcome may be unknown.
-		d.permits.Store(tk, struct{}{})
+		d.permits.add(tk, req.TTL)
 	}
 	res, err := d.acquire(ctx, req.Request, q, func(ctx context.Context, n *redisengine.Engine, attempt uint64) (driver.Result, error) {
 		return n.AcquireSharedCounted(ctx, req, attempt)
 	})
 	if req.Limit > 0 && !res.Acquired && (err == nil || errors.Is(err, driver.ErrLimitMismatch)) {
-		d.permits.Delete(tk) // refused: nothing of it to release
+		d.permits.take(tk) // refused: nothing of it to release
 	}
 	return res, err
 }
 
 // tokenKey names a grant: its key and token.
 type tokenKey struct{ key, token string }
+
+// permitGrace is how long past its TTL a permit's entry in a permitSet
+// stays: the nodes start the lease when the request reaches them.
+const permitGrace = time.Second
+
+// minPermitSweep is the size of a permitSet from which adding sweeps it.
+const minPermitSweep = 64
+
+// permitSet holds the semaphore permits a driver asked for and has not
+// released, each with when its lease ends at the latest (as last asked
+// for or refreshed). A permit that is lost and never released leaves it
+// once that time has passed: adding sweeps the set whenever it has doubled
+// since the last sweep, so it stays within about twice the permits alive.
+type permitSet struct {
+	mu    sync.Mutex
+	m     map[tokenKey]time.Time
+	sweep int // the size at which the next add sweeps
+}
+
+// add records tk with a lease of ttl from now.
+func (p *permitSet) add(tk tokenKey, ttl time.Duration) {
+	now := time.Now()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.m == nil {
+		p.m = map[tokenKey]time.Time{}
+	}
+	if len(p.m) >= max(p.sweep, minPermitSweep) {
+		for k, end := range p.m {
+			if now.After(end) {
+				delete(p.m, k)
+			}
+		}
+		p.sweep = 2 * len(p.m)
+	}
+	p.m[tk] = now.Add(ttl + permitGrace)
+}
+
+// extend moves the end of tk's lease, if tk is in the set, to ttl from now.
+func (p *permitSet) extend(tk tokenKey, ttl time.Duration) {
+	end := time.Now().Add(ttl + permitGrace)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if _, ok := p.m[tk]; ok {
+		p.m[tk] = end
+	}
+}
+
+// take removes tk and reports whether it was in the set.
+func (p *permitSet) take(tk tokenKey) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	_, ok := p.m[tk]
+	delete(p.m, tk)
+	return ok
+}
+
+// size returns how many permits the set holds.
+func (p *permitSet) size() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.m)
+}
 
 // Holders implements driver.SharedLocker. It reads every node's grants of
 // key at once and needs a majority of nodes to answer. The exclusive

@@ -3,6 +3,7 @@ package redlock_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -173,5 +174,39 @@ func TestRWQuorum(t *testing.T) {
 	}
 	if err := l.Unlock(ctx); err != nil {
 		t.Fatalf("writer's Unlock: %v", err)
+	}
+}
+
+// TestPermitsBounded: the driver's record of the permits it has not
+// released (whose Release waits for every node) drops permits whose lease
+// has passed, so permits that are lost and never released do not pile up.
+func TestPermitsBounded(t *testing.T) {
+	nodes := startNodes(t, 3)
+	ctx := testCtx(t, 60*time.Second)
+	_, d := newClient(t, nodes, redlock.Options{})
+	for round := 0; round < 3; round++ {
+		if round > 0 {
+			time.Sleep(1200 * time.Millisecond) // the last round's leases (and the grace) pass
+		}
+		for i := 0; i < 100; i++ {
+			req := driver.SharedRequest{Request: driver.Request{Key: fmt.Sprintf("p%d-%d", round, i), Token: "t", TTL: 10 * time.Millisecond}, Limit: 1}
+			if _, err := d.AcquireShared(ctx, req); err != nil {
+				t.Fatalf("AcquireShared: %v", err)
+			}
+		}
+	}
+	if n := d.Permits(); n > 128 {
+		t.Errorf("%d permits recorded after 300 never released, 100 of them recent; want at most 128", n)
+	}
+	req := driver.SharedRequest{Request: driver.Request{Key: "kept", Token: "t", TTL: time.Minute}, Limit: 1}
+	if res, err := d.AcquireShared(ctx, req); err != nil || !res.Acquired {
+		t.Fatalf("AcquireShared = %+v, %v", res, err)
+	}
+	before := d.Permits()
+	if err := d.Release(ctx, "kept", "t"); err != nil {
+		t.Fatalf("Release: %v", err)
+	}
+	if n := d.Permits(); n != before-1 {
+		t.Errorf("after Release: %d permits recorded, want %d", n, before-1)
 	}
 }
