@@ -8,6 +8,7 @@ STATICCHECK ?= $(shell $(GO) env GOPATH)/bin/staticcheck
 
 test: test-deps
 	DLOCK_TEST_REQUIRE_SERVERS=1 $(GO) test -race -timeout 20m ./...
+	cd dlockgocron && DLOCK_TEST_REQUIRE_SERVERS=1 $(GO) test -race -timeout 10m ./...
 
 test-deps:
 	./scripts/install-test-deps.sh
@@ -17,16 +18,19 @@ build:
 
 # Static checks: vet, gofmt, staticcheck (installed from the Go proxy when
 # missing) and go.mod/go.sum tidiness, for the library and the benchmark
-# module.
+# module and the gocron adapters' module.
 check:
 	$(GO) mod tidy -diff
 	cd bench && $(GO) mod tidy -diff
+	cd dlockgocron && $(GO) mod tidy -diff
 	$(GO) vet ./...
 	cd bench && $(GO) vet ./...
+	cd dlockgocron && $(GO) vet ./...
 	@unformatted="$$(gofmt -l .)"; if [ -n "$$unformatted" ]; then echo "gofmt needed:"; echo "$$unformatted"; exit 1; fi
 	@[ -x "$(STATICCHECK)" ] || $(GO) install honnef.co/go/tools/cmd/staticcheck@latest
 	$(STATICCHECK) ./...
 	cd bench && $(STATICCHECK) ./...
+	cd dlockgocron && $(STATICCHECK) ./...
 
 # Benchmarks beside redsync, bsm/redislock, concurrency.Mutex, zk.Lock and a
 # hand-written SQL lock table, on servers the program starts (bench/ is its
