@@ -5,8 +5,8 @@ import (
 	"testing"
 )
 
-// TestModTidy fails when go.mod or go.sum of the module or of the benchmark
-// module differ from what `go mod tidy` writes (a direct dependency marked
+// TestModTidy fails when go.mod or go.sum of the module, of the benchmark
+// module or of the gocron adapters' module (dlockgocron) differ from what `go mod tidy` writes (a direct dependency marked
 // indirect, a missing or stale checksum).
 func TestModTidy(t *testing.T) {
 	if testing.Short() {
@@ -16,7 +16,7 @@ func TestModTidy(t *testing.T) {
 	if err != nil {
 		t.Skip("go command not on PATH")
 	}
-	for _, dir := range []string{".", "bench"} {
+	for _, dir := range []string{".", "bench", "dlockgocron"} {
 		cmd := exec.CommandContext(t.Context(), goBin, "mod", "tidy", "-diff")
 		cmd.Dir = dir
 		if out, err := cmd.CombinedOutput(); err != nil {
