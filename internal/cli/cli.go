@@ -76,6 +76,8 @@ Usage:
   dlock run [flags] KEY -- CMD [ARGS...]   run CMD while holding the lock KEY
   dlock run [flags] -c 'SHELL CMD' KEY     the same, with /bin/sh -c
   dlock hold [flags] KEY                   hold KEY until SIGINT/SIGTERM, no command
+  dlock elect [flags] NAME -- CMD         run CMD while leader of election NAME
+  dlock leader [flags] NAME                show the leader of NAME (exit 0, 3 none)
   dlock status [flags] KEY                 show who holds KEY (exit 0 held, 3 free)
   dlock list [flags] [PREFIX]              list the held locks under PREFIX
   dlock unlock --force --token T KEY       release another process's lock (operators)
@@ -122,6 +124,10 @@ func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		err = cmdStatus(rest, sio)
 	case "hold":
 		err = cmdHold(rest, sio)
+	case "elect":
+		err = cmdElect(rest, sio)
+	case "leader":
+		err = cmdLeader(rest, sio)
 	case "unlock":
 		err = cmdUnlock(rest, sio)
 	case "list":
@@ -171,6 +177,10 @@ func cmdHelp(args []string, io stdio) error {
 		return cmdStatus([]string{"-h"}, io)
 	case "hold":
 		return cmdHold([]string{"-h"}, io)
+	case "elect":
+		return cmdElect([]string{"-h"}, io)
+	case "leader":
+		return cmdLeader([]string{"-h"}, io)
 	case "unlock":
 		return cmdUnlock([]string{"-h"}, io)
 	case "list":

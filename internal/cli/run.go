@@ -69,31 +69,9 @@ func cmdRun(args []string, sio stdio) error {
 		return err
 	}
 	set := setFlags(fs)
-	rest := fs.Args()
-	if len(rest) == 3 && rest[1] == "-c" && !set["c"] {
-		// flock's order: KEY -c STRING.
-		*shell, rest, set["c"] = rest[2], rest[:1], true
-	}
-	if set["c"] {
-		switch {
-		case len(rest) == 0:
-			return usageError("run", "missing KEY")
-		case len(rest) > 1:
-			return usageError("run", "-c STRING runs the shell command instead of -- CMD; got both (flags go before KEY)")
-		case *shell == "":
-			return usageError("run", "-c needs a shell command")
-		}
-		rest = []string{rest[0], "--", "/bin/sh", "-c", *shell}
-	}
-	switch {
-	case len(rest) == 0:
-		return usageError("run", "missing KEY")
-	case len(rest) == 1:
-		return usageError("run", "missing -- CMD after KEY (or -c STRING; to hold a lock without a command, use 'dlock hold')")
-	case rest[1] != "--":
-		return usageError("run", "expected -- after KEY, got %q (flags go before KEY)", rest[1])
-	case len(rest) == 2:
-		return usageError("run", "missing CMD after --")
+	rest, err := commandArgs("run", set, *shell, fs.Args(), " (or -c STRING; to hold a lock without a command, use 'dlock hold')")
+	if err != nil {
+		return err
 	}
 	r, err := lf.runner("run", set, rest[0], sio)
 	if err != nil {
@@ -106,18 +84,61 @@ func cmdRun(args []string, sio stdio) error {
 		return usageError("run", "--min-hold %v is longer than --max-hold %v", *minHold, *maxHold)
 	}
 	r.minHold, r.maxHold = *minHold, *maxHold
-	switch {
-	case *noPgroup && set["pgroup"] && *pgroup:
-		return usageError("run", "--pgroup and --no-pgroup exclude each other")
-	case *noPgroup:
-		*pgroup = false
-	case !set["pgroup"] && foregroundTerminal(sio.in):
-		// Interactive: CMD keeps the terminal (prompts, Ctrl-Z), and
-		// the terminal's Ctrl-C reaches everything CMD started anyway.
-		*pgroup = false
+	if *pgroup, err = choosePgroup("run", set, *pgroup, *noPgroup, sio); err != nil {
+		return err
 	}
 	r.argv, r.grace, r.pgroup = rest[2:], *grace, *pgroup
 	return r.run()
+}
+
+// commandArgs checks the arguments after the flags, "KEY -- CMD ARGS" or,
+// with -c STRING (set["c"], or flock's order "KEY -c STRING"), "KEY", and
+// returns them as KEY, "--", CMD, ARGS. hint follows "missing -- CMD after
+// KEY".
+func commandArgs(cmd string, set map[string]bool, shell string, rest []string, hint string) ([]string, error) {
+	if len(rest) == 3 && rest[1] == "-c" && !set["c"] {
+		// flock's order: KEY -c STRING.
+		shell, rest = rest[2], rest[:1]
+		set = map[string]bool{"c": true}
+	}
+	if set["c"] {
+		switch {
+		case len(rest) == 0:
+			return nil, usageError(cmd, "missing KEY")
+		case len(rest) > 1:
+			return nil, usageError(cmd, "-c STRING runs the shell command instead of -- CMD; got both (flags go before KEY)")
+		case shell == "":
+			return nil, usageError(cmd, "-c needs a shell command")
+		}
+		rest = []string{rest[0], "--", "/bin/sh", "-c", shell}
+	}
+	switch {
+	case len(rest) == 0:
+		return nil, usageError(cmd, "missing KEY")
+	case len(rest) == 1:
+		return nil, usageError(cmd, "missing -- CMD after KEY%s", hint)
+	case rest[1] != "--":
+		return nil, usageError(cmd, "expected -- after KEY, got %q (flags go before KEY)", rest[1])
+	case len(rest) == 2:
+		return nil, usageError(cmd, "missing CMD after --")
+	}
+	return rest, nil
+}
+
+// choosePgroup resolves --pgroup and --no-pgroup (set: the flags given):
+// on by default, off in the foreground of a terminal.
+func choosePgroup(cmd string, set map[string]bool, pgroup, noPgroup bool, sio stdio) (bool, error) {
+	switch {
+	case noPgroup && set["pgroup"] && pgroup:
+		return false, usageError(cmd, "--pgroup and --no-pgroup exclude each other")
+	case noPgroup:
+		return false, nil
+	case !set["pgroup"] && foregroundTerminal(sio.in):
+		// Interactive: CMD keeps the terminal (prompts, Ctrl-Z), and
+		// the terminal's Ctrl-C reaches everything CMD started anyway.
+		return false, nil
+	}
+	return pgroup, nil
 }
 
 // lockFlags are the flags run and hold share: the backend and how the lock
@@ -188,6 +209,9 @@ type runner struct {
 	shared   bool          // a reader's share (--shared)
 	conflict int           // exit code when the lock is held by another owner
 	hold     bool          // no command: hold until a signal (dlock hold)
+	elect    bool          // campaign in the election key (dlock elect)
+	value    string        // the candidate's value (dlock elect)
+	loop     bool          // campaign again after each term (elect --loop)
 	verbose  bool
 	sio      stdio
 }
@@ -213,6 +237,24 @@ func (r *runner) run() error {
 	// passed on to it.
 	sigs, stopSigs := notify(forwardSignals...)
 	defer stopSigs()
+	a := r.await(sigs)
+	if a.c != nil {
+		defer closeClient(a.c, a.err, *r.bf.timeout)
+	}
+	if a.err != nil {
+		return a.err
+	}
+	if r.hold {
+		return r.holdLocked(a.l, sigs)
+	}
+	if r.loop {
+		return r.lead(a.l, sigs)
+	}
+	return r.runLocked(a.l, sigs)
+}
+
+// await opens the backend and takes the lock, while sigs can interrupt.
+func (r *runner) await(sigs <-chan os.Signal) acquired {
 	ctx, cancel := context.WithCancelCause(context.Background())
 	defer cancel(nil)
 
@@ -241,16 +283,7 @@ wait:
 			break wait
 		}
 	}
-	if a.c != nil {
-		defer closeClient(a.c, a.err, *r.bf.timeout)
-	}
-	if a.err != nil {
-		return a.err
-	}
-	if r.hold {
-		return r.holdLocked(a.l, sigs)
-	}
-	return r.runLocked(a.l, sigs)
+	return a
 }
 
 // closeClient closes c. After the backend was found unavailable (exit
@@ -409,6 +442,8 @@ func (r *runner) take(ctx context.Context, c *dlock.Client, try bool, opts []dlo
 			return sem.TryAcquire(ctx, opts...)
 		}
 		return sem.Acquire(ctx, opts...)
+	case r.elect:
+		return c.Election(r.key).Campaign(ctx, r.value, opts...)
 	case r.shared:
 		rw := c.RWMutex(r.key)
 		if try {
