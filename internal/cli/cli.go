@@ -1,6 +1,7 @@
 // Package cli implements the dlock command: run a command while holding a
-// distributed lock (run), show who holds a lock (status), and show what a
-// lock is for (demo). cmd/dlock calls Main; docs/cli.md is the user's guide.
+// distributed lock (run) or while leader of an election (elect), show who
+// holds a lock (status) or leads an election (leader), and show what a lock
+// is for (demo). cmd/dlock calls Main; docs/cli.md is the user's guide.
 package cli
 
 import (
@@ -76,7 +77,7 @@ Usage:
   dlock run [flags] KEY -- CMD [ARGS...]   run CMD while holding the lock KEY
   dlock run [flags] -c 'SHELL CMD' KEY     the same, with /bin/sh -c
   dlock hold [flags] KEY                   hold KEY until SIGINT/SIGTERM, no command
-  dlock elect [flags] NAME -- CMD         run CMD while leader of election NAME
+  dlock elect [flags] NAME -- CMD          run CMD while leader of election NAME
   dlock leader [flags] NAME                show the leader of NAME (exit 0, 3 none)
   dlock status [flags] KEY                 show who holds KEY (exit 0 held, 3 free)
   dlock list [flags] [PREFIX]              list the held locks under PREFIX
