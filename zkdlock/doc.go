@@ -151,7 +151,16 @@
 // otherwise it deletes its node. Its fence is its node's czxid. An
 // exclusive node is granted when first, so after every share created
 // before it. Waiting writers are the exclusive nodes behind the head: the
-// driver records no other. See docs/zookeeper.md.
+// driver records no other. A waiting share is woken by the release
+// notification (driver.Notifier): a children watch of the key node, set
+// again after each event. See docs/zookeeper.md.
+//
+// # LockMany
+//
+// The driver implements driver.MultiLocker: dlock.Client.LockMany tries
+// all its keys in one multi, which creates each key's lock node as TryLock
+// does and reads, in the reply, whether each is alone under its key node.
+// When all are, that is the grant; otherwise a second multi deletes them.
 //
 // # Re-acquiring with a token
 //

@@ -80,8 +80,8 @@ func NewClient(conn *zk.Conn, o Options, clientOpts ...dlock.Option) (*dlock.Cli
 
 // NewDriver returns the driver behind NewClient, for dlock.NewClient, tests
 // and advanced use. It implements driver.Locker, driver.Queuer,
-// driver.BatchRefresher, driver.Lister, driver.ForceReleaser and
-// driver.SharedLocker. Closing
+// driver.Notifier, driver.BatchRefresher, driver.Lister,
+// driver.ForceReleaser, driver.SharedLocker and driver.MultiLocker. Closing
 // the driver does not close conn. A nil conn or invalid o give an error
 // matching dlock.ErrInvalidOption.
 func NewDriver(conn *zk.Conn, o Options) (driver.Locker, error) {
@@ -111,7 +111,8 @@ func NewDriver(conn *zk.Conn, o Options) (driver.Locker, error) {
 	return d, nil
 }
 
-// zkDriver implements driver.Locker and driver.Queuer.
+// zkDriver implements driver.Locker and the optional interfaces NewDriver
+// lists.
 type zkDriver struct {
 	conn      *zk.Conn
 	ownConn   bool
