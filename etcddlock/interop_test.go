@@ -179,8 +179,15 @@ type etcdctlLock struct {
 
 func startEtcdctlLock(t *testing.T, addr, key string) *etcdctlLock {
 	t.Helper()
+	return startEtcdctl(t, addr, "lock", key)
+}
+
+// startEtcdctl runs `etcdctl args...` (lock, elect), whose first line of
+// output says it holds what it asked for.
+func startEtcdctl(t *testing.T, addr string, args ...string) *etcdctlLock {
+	t.Helper()
 	bin := testserver.LookPath(t, "etcdctl", "etcd-client")
-	cmd := exec.Command(bin, "--endpoints="+addr, "lock", key)
+	cmd := exec.Command(bin, append([]string{"--endpoints=" + addr}, args...)...)
 	cmd.Env = append(os.Environ(), "ETCDCTL_API=3")
 	out, err := cmd.StdoutPipe()
 	if err != nil {
