@@ -186,10 +186,10 @@ func TestPermitsBounded(t *testing.T) {
 	_, d := newClient(t, nodes, redlock.Options{})
 	for round := 0; round < 3; round++ {
 		if round > 0 {
-			time.Sleep(1200 * time.Millisecond) // the last round's leases (and the grace) pass
+			time.Sleep(1300 * time.Millisecond) // the last round's leases (and the grace) pass
 		}
 		for i := 0; i < 100; i++ {
-			req := driver.SharedRequest{Request: driver.Request{Key: fmt.Sprintf("p%d-%d", round, i), Token: "t", TTL: 10 * time.Millisecond}, Limit: 1}
+			req := driver.SharedRequest{Request: driver.Request{Key: fmt.Sprintf("p%d-%d", round, i), Token: "t", TTL: 200 * time.Millisecond}, Limit: 1}
 			if _, err := d.AcquireShared(ctx, req); err != nil {
 				t.Fatalf("AcquireShared: %v", err)
 			}
