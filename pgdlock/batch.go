@@ -62,23 +62,33 @@ func (d *pgDriver) refreshChunk(ctx context.Context, items []driver.RefreshReque
 }
 
 // batchLists encodes the keys, tokens and TTLs of items as the three
-// comma-separated lists sqlRefreshBatch takes. Keys and tokens are "x" and
-// their bytes in hex, so that no element is empty and none holds a comma.
+// comma-separated lists sqlRefreshBatch takes (hexList, and the TTLs in
+// µs).
 func batchLists(items []driver.RefreshRequest) (keys, tokens, ttls string) {
-	var kb, tb, ub strings.Builder
+	var ub strings.Builder
 	for i, it := range items {
 		if i > 0 {
-			kb.WriteByte(',')
-			tb.WriteByte(',')
 			ub.WriteByte(',')
 		}
-		kb.WriteByte('x')
-		kb.WriteString(hex.EncodeToString([]byte(it.Key)))
-		tb.WriteByte('x')
-		tb.WriteString(hex.EncodeToString([]byte(it.Token)))
 		ub.WriteString(strconv.FormatInt(sqllease.Micros(it.TTL), 10))
 	}
-	return kb.String(), tb.String(), ub.String()
+	return hexList(len(items), func(i int) string { return items[i].Key }),
+		hexList(len(items), func(i int) string { return items[i].Token }), ub.String()
+}
+
+// hexList encodes n strings, s(0) to s(n-1), as one comma-separated list:
+// each element "x" and the bytes in hex, so that no element is empty and
+// none holds a comma.
+func hexList(n int, s func(i int) string) string {
+	var b strings.Builder
+	for i := range n {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteByte('x')
+		b.WriteString(hex.EncodeToString([]byte(s(i))))
+	}
+	return b.String()
 }
 
 // RefreshBatch implements driver.BatchRefresher for a driver whose

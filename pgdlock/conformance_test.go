@@ -92,3 +92,7 @@ func (c closeAlso) AcquireShared(ctx context.Context, req driver.SharedRequest) 
 func (c closeAlso) Holders(ctx context.Context, key string) (driver.Holders, error) {
 	return c.Locker.(driver.SharedLocker).Holders(ctx, key)
 }
+
+func (c closeAlso) AcquireMany(ctx context.Context, reqs []driver.Request) ([]driver.Result, error) {
+	return c.Locker.(driver.MultiLocker).AcquireMany(ctx, reqs)
+}

@@ -21,115 +21,50 @@ var (
 // writers.
 func sharesTable(t sqllease.Table) sqllease.Table { return t.Shares() }
 
-// shareState is what sqlShareRows read of a key, for one token.
-type shareState struct {
-	grants, writers int
-	limit           int
-	own             int64 // the token's live grant's fence, 0 for none
-	soonestGrant    time.Duration
-	soonestWriter   time.Duration
-}
+// staleTries bounds how many times a shared statement is sent again
+// after it found the key's row changed since its snapshot (verdict 's'):
+// each such round means another grant or release of the key committed
+// meanwhile.
+const staleTries = 16
 
-func soonest(cur, d time.Duration) time.Duration {
-	if cur == 0 || d < cur {
-		return d
-	}
-	return cur
-}
-
-// AcquireShared implements driver.SharedLocker with one transaction: it
-// locks the key's row (making a free one when there is none), refuses a
-// live exclusive holder, reads the key's live shared grants and writer
-// records, and then renews the token's grant or takes the next fence,
-// puts the marker on the key's row and records the grant.
+// AcquireShared implements driver.SharedLocker with one statement
+// (sqlAcquireShared): it judges the key's row and live shared grants,
+// and renews the token's grant or takes the next fence, puts the marker
+// on the key's row and records the grant. When the key's row changed
+// between the statement's snapshot and its lock it changes nothing and is
+// sent again (see sqlShareState).
 func (d *pgDriver) AcquireShared(ctx context.Context, req driver.SharedRequest) (driver.Result, error) {
 	if err := d.Check(ctx); err != nil {
 		return driver.Result{}, err
 	}
-	var (
-		res      driver.Result
-		mismatch error
-	)
-	key, token := []byte(req.Key), []byte(req.Token)
-	us, meta := sqllease.Micros(req.TTL), cleanText(req.Metadata)
-	err := inTx(ctx, d.q, func(r runner) error {
-		res, mismatch = driver.Result{}, nil
+	args := []any{[]byte(req.Key), []byte(req.Token), sqllease.Micros(req.TTL), cleanText(req.Metadata), req.Limit}
+	for range staleTries {
 		var (
-			excl, marker bool
-			leftUS       int64
+			verdict         string
+			fence, holderUS int64
+			limit           int
 		)
-		if _, err := r.queryRow(ctx, d.st.shareLock, []any{key}, &excl, &marker, &leftUS); err != nil {
-			return err
+		_, err := d.q.queryRow(ctx, d.st.acquireShared, args, &verdict, &fence, &holderUS, &limit)
+		switch {
+		case err != nil && contention(err):
+			return driver.Result{HolderTTL: time.Millisecond}, nil
+		case err != nil:
+			return driver.Result{}, d.Wrap("acquire shared", err)
 		}
-		if excl {
-			res.HolderTTL = max(sqllease.FromMicros(leftUS), time.Millisecond)
-			return nil
-		}
-		var st shareState
-		err := r.query(ctx, d.st.shareRows, []any{key}, func(scan func(dest ...any) error) error {
-			var (
-				writer    bool
-				tok       []byte
-				fence, us int64
-				limit     int
-			)
-			if err := scan(&writer, &tok, &fence, &us, &limit); err != nil {
-				return err
-			}
-			ttl := max(sqllease.FromMicros(us), time.Microsecond)
-			if writer {
-				st.writers++
-				st.soonestWriter = soonest(st.soonestWriter, ttl)
-				return nil
-			}
-			st.grants++
-			st.limit = limit
-			st.soonestGrant = soonest(st.soonestGrant, ttl)
-			if string(tok) == req.Token {
-				st.own = fence
-			}
-			return nil
-		})
-		if err != nil {
-			return err
-		}
-		if st.grants > 0 && st.limit != req.Limit {
-			mismatch = fmt.Errorf("%w: pgdlock: %q is shared with limit %d, not %d", driver.ErrLimitMismatch, req.Key, st.limit, req.Limit)
-			return nil
-		}
-		if st.own > 0 {
-			if _, err := r.exec(ctx, d.st.shareRenew, key, token, us, meta, req.Limit); err != nil {
-				return err
-			}
-			res = driver.Result{Acquired: true, Fence: uint64(st.own)}
-			return nil
-		}
-		if st.writers > 0 || (req.Limit > 0 && st.grants >= req.Limit) {
-			res.HolderTTL = st.soonestGrant
-			if res.HolderTTL == 0 {
-				res.HolderTTL = st.soonestWriter
-			}
-			return nil
-		}
-		var fence int64
-		if _, err := r.queryRow(ctx, d.st.shareGrant, []any{key, token, us, meta, req.Limit}, &fence); err != nil {
-			return err
+		switch verdict {
+		case "s":
+			continue
+		case "m":
+			return driver.Result{}, fmt.Errorf("%w: pgdlock: %q is shared with limit %d, not %d", driver.ErrLimitMismatch, req.Key, limit, req.Limit)
+		case "x", "f":
+			return driver.Result{HolderTTL: max(sqllease.FromMicros(holderUS), time.Millisecond)}, nil
 		}
 		if fence <= 0 {
-			return fmt.Errorf("table %s returned fence %d", d.Table, fence)
+			return driver.Result{}, fmt.Errorf("pgdlock: acquire shared: table %s returned fence %d", d.Table, fence)
 		}
-		res = driver.Result{Acquired: true, Fence: uint64(fence)}
-		return nil
-	})
-	switch {
-	case err != nil && contention(err):
-		return driver.Result{HolderTTL: time.Millisecond}, nil
-	case err != nil:
-		return driver.Result{}, d.Wrap("acquire shared", err)
-	case mismatch != nil:
-		return driver.Result{}, mismatch
+		return driver.Result{Acquired: true, Fence: uint64(fence)}, nil
 	}
-	return res, nil
+	return driver.Result{HolderTTL: time.Millisecond}, nil
 }
 
 // acquireWaiting is Acquire for an attempt with Hints.Wait, in one
@@ -173,49 +108,31 @@ func (d *pgDriver) refreshShare(ctx context.Context, key, token string, ttl time
 	return nil
 }
 
-// releaseShare deletes token's shared grant and writer record of key in
-// one transaction; when a live grant went, it then locks the key's row and
-// makes it follow the grants left (sqlShareSync). Waiters are notified (on
-// commit) when anything went.
+// releaseShare deletes token's shared grant and writer record of key,
+// making the key's row follow the grants left, in one statement
+// (sqlReleaseShare), sent again while it finds the row changed since its
+// snapshot. Waiters are notified (on commit) when anything went.
 func (d *pgDriver) releaseShare(ctx context.Context, key, token string) error {
-	var held bool
-	err := inTx(ctx, d.q, func(r runner) error {
-		held = false
-		found := false
-		err := r.query(ctx, d.st.shareDelete, []any{[]byte(key), []byte(token)}, func(scan func(dest ...any) error) error {
-			var writer, live bool
-			if err := scan(&writer, &live); err != nil {
-				return err
-			}
-			found = true
-			held = held || (!writer && live)
+	st, args := d.st.releaseShare, []any{[]byte(key), []byte(token)}
+	if d.lis != nil {
+		st, args = d.st.releaseShareNotify, append(args, d.lis.channel, payload(key))
+	}
+	for range staleTries {
+		var (
+			live, synced bool
+			deleted, n   int64
+		)
+		if _, err := d.q.queryRow(ctx, st, args, &live, &synced, &deleted, &n); err != nil {
+			return d.Wrap("release", err)
+		}
+		switch {
+		case !live:
+			return sqllease.NotHeld(key)
+		case synced:
 			return nil
-		})
-		if err != nil || !found {
-			return err
 		}
-		if held {
-			if _, err := r.exec(ctx, d.st.lockRow, []byte(key)); err != nil {
-				return err
-			}
-			if _, err := r.exec(ctx, d.st.shareSync, []byte(key)); err != nil {
-				return err
-			}
-		}
-		if d.lis != nil {
-			if _, err := r.exec(ctx, sqlNotify, d.lis.channel, payload(key)); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		return d.Wrap("release", err)
 	}
-	if !held {
-		return sqllease.NotHeld(key)
-	}
-	return nil
+	return d.Wrap("release", errors.New("the key's row kept changing"))
 }
 
 // Holders implements driver.SharedLocker with one statement.

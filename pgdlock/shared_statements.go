@@ -30,52 +30,114 @@ const (
 	// wrong shape.
 	sqlCheckShares = `SELECT "key", writer, token, fence, expires_at, metadata, share_limit FROM {S} LIMIT 0`
 
-	// sqlShareLock locks the key's row, making a free one when there is
-	// none: (live exclusive holder, marker, remaining µs).
-	sqlShareLock = `INSERT INTO {T} AS l ("key") VALUES ($1)
-ON CONFLICT ("key") DO UPDATE SET fence = l.fence
-RETURNING l.token <> ''::bytea AND l.token <> {MARK} AND l.expires_at > clock_timestamp(), l.token = {MARK},
-	CASE WHEN l.expires_at > clock_timestamp() THEN (EXTRACT(EPOCH FROM l.expires_at - clock_timestamp()) * 1000000)::bigint ELSE 0 END`
-
 	// sqlLockRow locks the key's row, if it has one.
 	sqlLockRow = `SELECT 1 FROM {T} WHERE "key" = $1 FOR UPDATE`
 
-	// sqlShareRows drops the key's lapsed rows that nobody has locked and
-	// reads the live ones: writer, token, fence, remaining µs, limit.
-	sqlShareRows = `WITH d AS (
-	DELETE FROM {S} WHERE ctid IN (SELECT ctid FROM {S} WHERE "key" = $1 AND expires_at <= clock_timestamp() FOR UPDATE SKIP LOCKED)
-)
-SELECT writer, token, fence, (EXTRACT(EPOCH FROM expires_at - clock_timestamp()) * 1000000)::bigint, share_limit
-FROM {S} WHERE "key" = $1 AND expires_at > clock_timestamp()`
+	// sqlShareState is the start of the one-statement shared acquire and
+	// release: r is the key's row and g its live shared grants and writer
+	// records, both as the statement's snapshot sees them. The statement's
+	// change of the key's row then requires that the row it locked is the
+	// version r read (xmin, the transaction that wrote it, is unchanged):
+	// under READ COMMITTED a statement that waited for the row's lock sees
+	// the row's newest version but still reads the companion table with
+	// its snapshot from before the wait, which may miss a grant committed
+	// meanwhile. Every grant, renewal and release of a share writes a new
+	// version of the key's row, so an unchanged xmin proves the snapshot's
+	// grants are the key's grants now; a changed one changes nothing and
+	// reports verdict 's' (stale), and the driver sends the statement
+	// again with a new snapshot. (A writer record only locks the row: one
+	// committed during the wait may be missed, and the share is granted
+	// as if it had come just before the record.)
+	sqlShareState = `WITH r AS (
+	SELECT xmin AS x, token, fence, expires_at FROM {T} WHERE "key" = $1
+), g AS (
+	SELECT count(*) FILTER (WHERE NOT writer) AS grants,
+		count(*) FILTER (WHERE writer) AS writers,
+		(array_agg(share_limit ORDER BY fence DESC) FILTER (WHERE NOT writer))[1] AS lim,
+		coalesce(max(fence) FILTER (WHERE NOT writer AND token = $2), 0) AS own,
+		min(expires_at) FILTER (WHERE NOT writer) AS grant_end,
+		min(expires_at) FILTER (WHERE writer) AS writer_end,
+		max(expires_at) FILTER (WHERE NOT writer AND token <> $2) AS others_end,
+		(array_agg(metadata ORDER BY fence DESC) FILTER (WHERE NOT writer AND token <> $2))[1] AS others_meta
+	FROM {S} WHERE "key" = $1 AND expires_at > clock_timestamp()
+)`
 
-	// sqlShareGrant takes the next fence from the key's counter, puts the
-	// marker on the key's row (extending its expiry to the new grant's,
-	// with the grant's metadata) and records the grant. Returns the fence.
-	sqlShareGrant = `WITH f AS (
-	UPDATE {T} AS l SET fence = l.fence + 1, token = {MARK},
+	// sqlAcquireShared is AcquireShared in one statement (after
+	// sqlShareState). s judges the snapshot: verdict 'x' a live exclusive
+	// holder, 'm' live grants of another limit, 'r' the token's live grant
+	// (renewed, keeping its fence), 'f' full (the limit reached, or a
+	// waiting writer), 'g' granted. For 'g' and 'r', k writes the key's
+	// row: made with the marker when there is none, or locked and, when it
+	// is the version s judged, given the next fence (for 'g'), the marker,
+	// the longer expiry and the grant's metadata; a then records the
+	// grant, and d drops lapsed rows of the key that nobody has locked.
+	// Returns (verdict, fence, holder µs, stored limit), verdict 's' when k
+	// found the row changed since the snapshot.
+	sqlAcquireShared = sqlShareState + `, s AS (
+	SELECT r.x, g.*,
+		CASE
+			WHEN r.token <> ''::bytea AND r.token <> {MARK} AND r.expires_at > clock_timestamp() THEN 'x'
+			WHEN g.grants > 0 AND g.lim <> $5 THEN 'm'
+			WHEN g.own > 0 AND r.token = {MARK} THEN 'r'
+			WHEN g.writers > 0 OR ($5 > 0 AND g.grants >= $5) THEN 'f'
+			ELSE 'g'
+		END AS verdict,
+		CASE WHEN r.token <> {MARK} AND r.expires_at > clock_timestamp() THEN (EXTRACT(EPOCH FROM r.expires_at - clock_timestamp()) * 1000000)::bigint ELSE coalesce((EXTRACT(EPOCH FROM g.grant_end - clock_timestamp()) * 1000000)::bigint, (EXTRACT(EPOCH FROM g.writer_end - clock_timestamp()) * 1000000)::bigint, 0) END AS holder_us
+	FROM g LEFT JOIN r ON true
+), k AS (
+	INSERT INTO {T} AS l ("key", token, fence, expires_at, metadata)
+	SELECT $1, {MARK}, 1, clock_timestamp() + $3::bigint * interval '1 microsecond', $4 FROM s WHERE s.verdict IN ('g', 'r')
+	ON CONFLICT ("key") DO UPDATE SET
+		fence      = CASE WHEN (SELECT verdict FROM s) = 'r' THEN l.fence ELSE l.fence + 1 END,
+		token      = {MARK},
 		expires_at = CASE WHEN l.token = {MARK} AND l.expires_at > clock_timestamp()
-			THEN greatest(l.expires_at, clock_timestamp() + $3::bigint * interval '1 microsecond')
-			ELSE clock_timestamp() + $3::bigint * interval '1 microsecond' END,
-		metadata = $4
-	WHERE l."key" = $1
+			THEN greatest(l.expires_at, EXCLUDED.expires_at) ELSE EXCLUDED.expires_at END,
+		metadata   = CASE WHEN (SELECT verdict FROM s) = 'r' AND (SELECT own FROM s) <> l.fence THEN l.metadata ELSE EXCLUDED.metadata END
+	WHERE l.xmin = (SELECT x FROM s)
 	RETURNING l.fence
+), a AS (
+	INSERT INTO {S} ("key", writer, token, fence, expires_at, metadata, share_limit)
+	SELECT $1, false, $2, CASE WHEN s.verdict = 'r' THEN s.own ELSE k.fence END,
+		clock_timestamp() + $3::bigint * interval '1 microsecond', $4, $5
+	FROM k, s
+	ON CONFLICT ("key", writer, token) DO UPDATE SET fence = EXCLUDED.fence, expires_at = EXCLUDED.expires_at,
+		metadata = EXCLUDED.metadata, share_limit = EXCLUDED.share_limit
+	RETURNING fence
+), d AS (
+	DELETE FROM {S} WHERE ctid IN (SELECT ctid FROM {S}
+		WHERE "key" = $1 AND token <> $2 AND expires_at <= clock_timestamp() FOR UPDATE SKIP LOCKED)
 )
-INSERT INTO {S} ("key", writer, token, fence, expires_at, metadata, share_limit)
-SELECT $1, false, $2, f.fence, clock_timestamp() + $3::bigint * interval '1 microsecond', $4, $5 FROM f
-ON CONFLICT ("key", writer, token) DO UPDATE SET fence = EXCLUDED.fence, expires_at = EXCLUDED.expires_at,
-	metadata = EXCLUDED.metadata, share_limit = EXCLUDED.share_limit
-RETURNING fence`
+SELECT CASE WHEN s.verdict IN ('g', 'r') AND NOT EXISTS (SELECT FROM a) THEN 's' ELSE s.verdict END,
+	coalesce((SELECT fence FROM a), 0), s.holder_us, coalesce(s.lim, 0)
+FROM s`
 
-	// sqlShareRenew renews the token's live grant, keeping its fence, and
-	// extends the marker (and its metadata, for the newest grant).
-	sqlShareRenew = `WITH s AS (
-	UPDATE {S} SET expires_at = clock_timestamp() + $3::bigint * interval '1 microsecond', metadata = $4, share_limit = $5
-	WHERE "key" = $1 AND NOT writer AND token = $2 AND expires_at > clock_timestamp()
-	RETURNING fence, expires_at
+	// sqlReleaseShare is the release of a shared grant in one statement
+	// (after sqlShareState): u makes the key's row follow the grants left
+	// (the marker with the longest lease and the newest grant's metadata,
+	// or free when none is left) when the token's grant is live and the
+	// row is the version r read; d deletes the token's writer record, a
+	// lapsed grant, and the live one once u changed the row. {NOTIFY}
+	// notifies channel $3 with payload $4 when d deleted anything. Returns
+	// (token's grant live, row changed, rows deleted, notified): a live
+	// grant with the row unchanged means the row changed since the
+	// snapshot, and the driver sends the statement again.
+	sqlReleaseShare = sqlShareState + `, u AS (
+	UPDATE {T} AS l SET
+		token      = CASE WHEN g.others_end IS NULL THEN ''::bytea ELSE {MARK} END,
+		expires_at = coalesce(g.others_end, clock_timestamp()),
+		metadata   = coalesce(g.others_meta, '')
+	FROM g, r
+	WHERE l."key" = $1 AND l.token = {MARK} AND l.xmin = r.x AND g.own > 0
+	RETURNING 1
+), d AS (
+	DELETE FROM {S} WHERE "key" = $1 AND token = $2
+		AND (writer OR expires_at <= clock_timestamp() OR EXISTS (SELECT FROM u))
+	RETURNING 1
 )
-UPDATE {T} AS l SET expires_at = greatest(l.expires_at, s.expires_at),
-	metadata = CASE WHEN s.fence = l.fence THEN $4 ELSE l.metadata END
-FROM s WHERE l."key" = $1 AND l.token = {MARK}`
+SELECT g.own > 0, EXISTS (SELECT FROM u), (SELECT count(*) FROM d), {NOTIFY} FROM g`
+
+	releaseShareNotify   = `(SELECT count(*) FROM (SELECT pg_notify($3, $4) FROM (SELECT FROM d LIMIT 1) AS x) AS n)`
+	releaseShareNoNotify = `0::bigint`
 
 	// sqlShareRefresh extends the token's live grant and the marker, in one
 	// statement; it changes nothing when the grant lapsed or was freed.
@@ -109,28 +171,8 @@ RETURNING 1`
 )
 SELECT s.i FROM s WHERE s."key" IN (SELECT "key" FROM m)`
 
-	// sqlShareDelete deletes the token's grant and writer record of the
-	// key: (writer, still live) of each row deleted.
-	sqlShareDelete = `DELETE FROM {S} WHERE "key" = $1 AND token = $2
-RETURNING writer, expires_at > clock_timestamp()`
-
-	// sqlShareSync makes the key's row follow its live shared grants,
-	// after the row's lock is held: the marker with the longest lease and
-	// the newest grant's metadata, or free when none is left. It leaves a
-	// row of an exclusive holder alone.
-	sqlShareSync = `UPDATE {T} AS l SET
-	token      = CASE WHEN g.e IS NULL THEN ''::bytea ELSE {MARK} END,
-	expires_at = coalesce(g.e, clock_timestamp()),
-	metadata   = coalesce(g.m, '')
-FROM (SELECT max(expires_at) AS e, (array_agg(metadata ORDER BY fence DESC))[1] AS m
-	FROM {S} WHERE "key" = $1 AND NOT writer AND expires_at > clock_timestamp()) AS g
-WHERE l."key" = $1 AND l.token = {MARK}`
-
 	// sqlShareForce deletes every grant and writer record of the key.
 	sqlShareForce = `DELETE FROM {S} WHERE "key" = $1`
-
-	// sqlNotify notifies channel $1 with payload $2 (on commit).
-	sqlNotify = `SELECT pg_notify($1, $2)`
 
 	// sqlHolders reads the key's live grants (kind 0 exclusive, 1 shared)
 	// and writer records (kind 2): kind, fence, remaining µs, metadata,

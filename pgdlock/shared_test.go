@@ -97,3 +97,16 @@ func TestSharedRace(t *testing.T) {
 	}
 	sqlleasetest.RunSharedRace(t, ctx, ds, "race")
 }
+
+// TestSharedHandoff: shared waits of clients with their own pools are
+// woken by LISTEN/NOTIFY (sqlleasetest.RunSharedHandoff).
+func TestSharedHandoff(t *testing.T) {
+	pg := testserver.StartPostgres(t)
+	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
+	defer cancel()
+	var clients []*dlock.Client
+	for range 3 {
+		clients = append(clients, openClient(t, ctx, pg.URL()))
+	}
+	sqlleasetest.RunSharedHandoff(t, ctx, clients, "handoff/")
+}

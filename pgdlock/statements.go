@@ -148,9 +148,9 @@ type statements struct {
 	list, forceRelease, forceReleaseNotify                                         string
 
 	// shared leases
-	checkShares, shareLock, lockRow, shareRows, shareGrant, shareRenew  string
-	shareRefresh, shareRefreshBatch, shareDelete, shareSync, shareForce string
-	holders, acquireWaiting                                             string
+	checkShares, lockRow, acquireShared, releaseShare, releaseShareNotify string
+	shareRefresh, shareRefreshBatch, shareForce, holders, acquireWaiting  string
+	acquireMany                                                           string
 }
 
 func newStatements(quoted, sharesQuoted string, lockID int64) statements {
@@ -160,15 +160,11 @@ func newStatements(quoted, sharesQuoted string, lockID int64) statements {
 	r := replacer(func(s string) string { return r0.Replace(pre.Replace(s)) })
 	return statements{
 		checkShares:       r.Replace(sqlCheckShares),
-		shareLock:         r.Replace(sqlShareLock),
 		lockRow:           r.Replace(sqlLockRow),
-		shareRows:         r.Replace(sqlShareRows),
-		shareGrant:        r.Replace(sqlShareGrant),
-		shareRenew:        r.Replace(sqlShareRenew),
+		acquireShared:     r.Replace(sqlAcquireShared),
+		acquireMany:       r.Replace(sqlAcquireMany),
 		shareRefresh:      r.Replace(sqlShareRefresh),
 		shareRefreshBatch: r.Replace(sqlShareRefreshBatch),
-		shareDelete:       r.Replace(sqlShareDelete),
-		shareSync:         r.Replace(sqlShareSync),
 		shareForce:        r.Replace(sqlShareForce),
 		holders:           r.Replace(sqlHolders),
 		acquireWaiting:    r.Replace(sqlAcquireWaiting),
@@ -185,6 +181,8 @@ func newStatements(quoted, sharesQuoted string, lockID int64) statements {
 
 		forceRelease:       strings.Replace(r.Replace(sqlForceRelease), "{NOTIFY}", forceNoNotify, 1),
 		forceReleaseNotify: strings.Replace(r.Replace(sqlForceRelease), "{NOTIFY}", forceNotify, 1),
+		releaseShare:       strings.Replace(r.Replace(sqlReleaseShare), "{NOTIFY}", releaseShareNoNotify, 1),
+		releaseShareNotify: strings.Replace(r.Replace(sqlReleaseShare), "{NOTIFY}", releaseShareNotify, 1),
 	}
 }
 

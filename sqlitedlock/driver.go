@@ -257,11 +257,17 @@ func (d *sqliteDriver) Release(ctx context.Context, key, token string) error {
 func (d *sqliteDriver) releaseToken(ctx context.Context, key, token string) error {
 	err := d.update(ctx, "release", d.release, key, token)
 	if err == driver.ErrNotHeld {
-		held, found, serr := d.releaseShare(ctx, key, token)
+		held, found, writers, serr := d.releaseShare(ctx, key, token)
 		if serr != nil {
 			return serr
 		}
-		if found {
+		switch {
+		case writers:
+			// A waiting writer holds the readers back: wake every waiter
+			// of the key in this process, so that the writer, whose turn
+			// it is, is among them.
+			d.hub.notifyAll(d.table, key)
+		case found:
 			d.hub.notify(d.table, key)
 		}
 		if held {

@@ -24,8 +24,13 @@ var hubs = struct {
 // so a release wakes one of them (sqllease.Hub's One): waking them all would
 // only make all but one fail their attempt, each a write to the file. The
 // woken waiter, when it takes the key, wakes the next one with its own
-// release; one that leaves without trying passes its wake-up on. Waiters
-// whose wake-up is lost still poll.
+// release; one that leaves without trying passes its wake-up on. Shared
+// grants change this twice: a shared grant that leaves room for more
+// passes the wake-up on at once (so that the readers waiting behind a
+// writer all come in, one after the other), and the release of a shared
+// grant while a writer waits wakes every waiter of the key (the writer's
+// turn has come, but one woken reader would only be refused again and
+// keep the wake-up). Waiters whose wake-up is lost still poll.
 type hub struct {
 	sqllease.Hub
 	id   string
@@ -57,6 +62,9 @@ func releaseHub(h *hub) {
 
 // notify wakes one waiter of key in table, one without a wake-up pending.
 func (h *hub) notify(table, key string) { h.Notify(table + "\x00" + key) }
+
+// notifyAll wakes every waiter of key in table.
+func (h *hub) notifyAll(table, key string) { h.NotifyEach(table + "\x00" + key) }
 
 // subscribe registers a waiter of key in table.
 func (h *hub) subscribe(table, key string) (<-chan struct{}, func()) {

@@ -298,12 +298,13 @@ func (d *sqliteDriver) refreshShare(ctx context.Context, key, token string, ttl 
 }
 
 // releaseShare deletes token's shared grant and writer record of key. It
-// reports whether a live grant went, and whether anything went.
-func (d *sqliteDriver) releaseShare(ctx context.Context, key, token string) (held, found bool, err error) {
+// reports whether a live grant went, whether anything went, and, when a
+// live grant went, whether the key has a waiting writer.
+func (d *sqliteDriver) releaseShare(ctx context.Context, key, token string) (held, found, writers bool, err error) {
 	err = d.retry(ctx, "release", func() error {
-		held, found = false, false
+		held, found, writers = false, false, false
 		rows, err := d.db.QueryContext(ctx, d.q(sqlShareRelease), key, token)
-		return sqllease.QueryRows(rows, err, func(scan func(dest ...any) error) error {
+		err = sqllease.QueryRows(rows, err, func(scan func(dest ...any) error) error {
 			var writer bool
 			var ms int64
 			if err := scan(&writer, &ms); err != nil {
@@ -315,8 +316,12 @@ func (d *sqliteDriver) releaseShare(ctx context.Context, key, token string) (hel
 			}
 			return nil
 		})
+		if err != nil || !held {
+			return err
+		}
+		return d.db.QueryRowContext(ctx, d.q(sqlWritersWaiting), key).Scan(&writers)
 	})
-	return held, found, err
+	return held, found, writers, err
 }
 
 // Holders implements driver.SharedLocker with one statement.

@@ -78,6 +78,9 @@ RETURNING key, token`
 	// key, returning what it deleted (a grant counts when still live).
 	sqlShareRelease = `DELETE FROM {S} WHERE key = ?1 AND token = ?2 RETURNING writer, expires_at - {NOW}`
 
+	// sqlWritersWaiting reports whether the key has a live writer record.
+	sqlWritersWaiting = `SELECT EXISTS (SELECT 1 FROM {S} WHERE key = ?1 AND writer = 1 AND expires_at > {NOW})`
+
 	// sqlShareInfo aggregates the key's live shared grants: how many, the
 	// newest fence, the longest and shortest remaining leases in ms, the
 	// newest grant's metadata.

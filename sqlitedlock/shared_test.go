@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/dlock-go/dlock"
+	"github.com/dlock-go/dlock/internal/sqllease/sqlleasetest"
 	"github.com/dlock-go/dlock/sqlitedlock"
 )
 
@@ -68,4 +69,21 @@ func TestUpgradeSkipCreate(t *testing.T) {
 	if err := p.Unlock(ctx); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// TestSharedHandoff: shared waits of clients of this process on one file
+// are woken by releases (sqlleasetest.RunSharedHandoff).
+func TestSharedHandoff(t *testing.T) {
+	ctx := testCtx(t)
+	raw := "sqlite://" + filepath.Join(t.TempDir(), "handoff.db")
+	var clients []*dlock.Client
+	for range 3 {
+		c, err := dlock.Open(ctx, raw)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		clients = append(clients, c)
+	}
+	sqlleasetest.RunSharedHandoff(t, ctx, clients, "handoff/")
 }

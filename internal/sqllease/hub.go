@@ -58,12 +58,19 @@ func (h *Hub) Watch(topic string) (<-chan struct{}, func()) {
 
 // Notify wakes the watchers of topic, or one of them (One).
 func (h *Hub) Notify(topic string) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
 	if h.One {
+		h.mu.Lock()
+		defer h.mu.Unlock()
 		h.wakeOneLocked(topic)
 		return
 	}
+	h.NotifyEach(topic)
+}
+
+// NotifyEach wakes every watcher of topic, whatever One says.
+func (h *Hub) NotifyEach(topic string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
 	for ch := range h.w[topic] {
 		wake(ch)
 	}

@@ -213,6 +213,22 @@ func TestHubOne(t *testing.T) {
 	}
 }
 
+// NotifyEach wakes every watcher of the topic, also with One, and no
+// watcher of another topic.
+func TestHubNotifyEach(t *testing.T) {
+	h := Hub{One: true}
+	a, stopA := h.Watch("k")
+	defer stopA()
+	b, stopB := h.Watch("k")
+	defer stopB()
+	other, stopO := h.Watch("j")
+	defer stopO()
+	h.NotifyEach("k")
+	if len(a) != 1 || len(b) != 1 || len(other) != 0 {
+		t.Errorf("after NotifyEach(k): k's watchers have %d, %d pending, j's %d; want 1, 1, 0", len(a), len(b), len(other))
+	}
+}
+
 func TestShares(t *testing.T) {
 	if got := (Table{Schema: "s", Name: "locks"}).Shares(); got != (Table{Schema: "s", Name: "locks_shares"}) {
 		t.Errorf("Shares = %+v", got)
