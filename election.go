@@ -59,13 +59,27 @@ func (e *Election) Campaign(ctx context.Context, value string, opts ...LockOptio
 }
 
 // Proclaim changes the value of the leader lead without a new election:
-// the term (Fence) stays. It fails with an error matching ErrNotHeld when
-// lead is no longer leader, and with ErrUnsupported where the backend
-// cannot renew a held key in place (driver.Capabilities.ReacquireWithToken
-// unset).
+// the term (Fence) and the lease stay. It fails with an error matching
+// ErrNotHeld when lead is no longer leader, and with ErrUnsupported where
+// the backend can neither change a held lease's metadata in place
+// (driver.MetadataSetter) nor renew a held key (Capabilities.
+// ReacquireWithToken). Every driver of this module can.
 func (e *Election) Proclaim(ctx context.Context, lead *Lock, value string) error {
 	if lead == nil || lead.Key() != e.name {
 		return fmt.Errorf("%w: Proclaim needs a leadership of election %q", ErrInvalidOption, e.name)
+	}
+	if ms, ok := e.c.d.(driver.MetadataSetter); ok {
+		if err := lead.Err(); err != nil {
+			return err
+		}
+		err := ms.SetMetadata(ctx, e.name, lead.Token(), value)
+		if err != nil {
+			if errors.Is(err, driver.ErrNotHeld) {
+				err = fmt.Errorf("%w: the leadership of %q is gone", err, e.name)
+			}
+			return fmt.Errorf("dlock: proclaim %q: %w", e.name, ctxErr(ctx, err))
+		}
+		return nil
 	}
 	if !e.c.caps.ReacquireWithToken {
 		return fmt.Errorf("%w: changing a leader's value in place (the backend cannot renew a held key)", ErrUnsupported)

@@ -51,6 +51,7 @@ func RunConformanceTests(t *testing.T, newHarness HarnessMaker) {
 		{"LockManyAllOrNothing", testLockManyAllOrNothing},
 		{"LockManyInput", testLockManyInput},
 		{"DriverAcquireMany", testDriverAcquireMany},
+		{"DriverSetMetadata", testDriverSetMetadata},
 		{"SemaphoreLimit", testSemaphoreLimit},
 		{"SemaphoreLimitMismatch", testSemaphoreLimitMismatch},
 		{"RWExclusion", testRWExclusion},
