@@ -32,6 +32,14 @@ func TestElectionInterop(t *testing.T) {
 	if err != nil || len(resp.Kvs) != 1 || string(resp.Kvs[0].Value) != "dlock-a" || uint64(resp.Kvs[0].CreateRevision) != lead.Fence() {
 		t.Fatalf("concurrency.Election.Leader = %+v, %v; want dlock-a at revision %d", resp, err, lead.Fence())
 	}
+	// Proclaim changes the value concurrency.Election reads, in the term.
+	if err := e.Proclaim(ctx, lead, "dlock-a2"); err != nil {
+		t.Fatalf("Proclaim: %v", err)
+	}
+	resp, err = ce.Leader(ctx)
+	if err != nil || len(resp.Kvs) != 1 || string(resp.Kvs[0].Value) != "dlock-a2" || uint64(resp.Kvs[0].CreateRevision) != lead.Fence() {
+		t.Fatalf("concurrency.Election.Leader after Proclaim = %+v, %v; want dlock-a2 at revision %d", resp, err, lead.Fence())
+	}
 	campaigned := make(chan error, 1)
 	go func() { campaigned <- ce.Campaign(ctx, "go-b") }()
 	select {
@@ -50,9 +58,12 @@ func TestElectionInterop(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("concurrency.Election not elected 10 s after dlock resigned")
 	}
+	if err := ce.Proclaim(ctx, "go-b2"); err != nil {
+		t.Fatal(err)
+	}
 	l, err := e.Leader(ctx)
-	if err != nil || !l.Held || l.Value != "go-b" || l.Fence <= lead.Fence() {
-		t.Fatalf("dlock Leader while concurrency.Election leads = %+v, %v; want go-b with a later term", l, err)
+	if err != nil || !l.Held || l.Value != "go-b2" || l.Fence <= lead.Fence() {
+		t.Fatalf("dlock Leader while concurrency.Election leads (proclaimed go-b2) = %+v, %v; want go-b2 with a later term", l, err)
 	}
 	if err := ce.Resign(ctx); err != nil {
 		t.Fatal(err)

@@ -35,14 +35,10 @@ type batchItem struct {
 	i    int // index in the request slice
 	h    *holding
 	ttl  time.Duration
-	data []byte // non-nil: the TTL changed, rewrite the node's data
 	size int    // bytes the operation adds to a multi, roughly
 }
 
 func (it batchItem) op() any {
-	if it.data != nil {
-		return &zk.SetDataRequest{Path: it.h.n.path, Data: it.data, Version: -1}
-	}
 	return &zk.CheckVersionRequest{Path: it.h.n.path, Version: -1}
 }
 
@@ -50,8 +46,8 @@ func (it batchItem) op() any {
 // Refresh does — the connection still has the session that created the
 // lock node, and the node still exists — with one multi request of version
 // checks (version -1: the node exists) for up to 1000 locks. A lock whose
-// TTL changed gets a data write in the same multi instead, as Refresh would
-// do. The reply proves that the server heard from the session after the
+// TTL changed is refreshed on its own instead, as Refresh does it (its
+// node's data, which holds the TTL, is rewritten). The reply proves that the server heard from the session after the
 // send time, and the multi is ordered by the leader, so it sees every
 // deletion committed before it.
 //
@@ -70,7 +66,7 @@ func (d *zkDriver) RefreshBatch(ctx context.Context, reqs []driver.RefreshReques
 		return errs
 	}
 	session := d.conn.SessionID()
-	var items []batchItem
+	var items, single []batchItem
 	for i, r := range reqs {
 		h := d.lookup(r.Key, r.Token)
 		if h == nil {
@@ -84,15 +80,18 @@ func (d *zkDriver) RefreshBatch(ctx context.Context, reqs []driver.RefreshReques
 		}
 		it := batchItem{i: i, h: h, ttl: r.TTL, size: len(h.n.path) + 16}
 		d.mu.Lock()
-		if r.TTL != h.ttl { // keep what Inspect shows true
-			it.data = h.encode(r.TTL, h.metadata)
-			it.size += len(it.data) + 4
-		}
+		changed := r.TTL != h.ttl
 		d.mu.Unlock()
+		if changed {
+			// The node's data holds the TTL (what Inspect shows): a
+			// refresh of its own rewrites it, serialised with
+			// SetMetadata.
+			single = append(single, it)
+			continue
+		}
 		items = append(items, it)
 	}
 	groups := chunk(items)
-	var single []batchItem
 	for round := 0; len(groups) > 0; round++ {
 		if round == maxBatchRounds || ctx.Err() != nil {
 			for _, g := range groups {
@@ -191,8 +190,6 @@ func (d *zkDriver) multiRound(ctx context.Context, session int64, groups [][]bat
 		var rest []batchItem
 		for j, it := range group[:failed] {
 			switch op := r.res[j]; {
-			case failed < len(group) && it.data != nil:
-				rest = append(rest, it) // checked, but its write was undone
 			case op.Stat != nil && op.Stat.EphemeralOwner != session:
 				d.drop(it.h)
 				errs[it.i] = fmt.Errorf("%w: %q: its lock node is not this session's", driver.ErrNotHeld, it.h.key)
@@ -245,10 +242,7 @@ func (d *zkDriver) refreshEach(ctx context.Context, items []batchItem, errs []er
 		wg.Add(1)
 		go func() {
 			defer func() { <-sem; wg.Done() }()
-			d.mu.Lock()
-			metadata := it.h.metadata
-			d.mu.Unlock()
-			errs[it.i] = d.refresh(ctx, it.h, it.ttl, metadata)
+			errs[it.i] = d.refreshKeep(ctx, it.h, it.ttl)
 		}()
 	}
 	wg.Wait()

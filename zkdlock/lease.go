@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/go-zookeeper/zk"
@@ -19,6 +20,9 @@ type holding struct {
 	// shared marks a share node (AcquireShared), taken with limit.
 	shared bool
 	limit  int
+	// write serialises the writes of the node's data (refresh,
+	// SetMetadata), so that none overwrites a newer one's metadata.
+	write sync.Mutex
 
 	// Guarded by zkDriver.mu.
 	metadata string
@@ -168,13 +172,28 @@ func (d *zkDriver) Refresh(ctx context.Context, key, token string, ttl time.Dura
 	if h == nil {
 		return fmt.Errorf("%w: %q is not held by this token", driver.ErrNotHeld, key)
 	}
+	return d.refreshKeep(ctx, h, ttl)
+}
+
+// refreshKeep is refresh with the metadata h has.
+func (d *zkDriver) refreshKeep(ctx context.Context, h *holding, ttl time.Duration) error {
+	h.write.Lock()
+	defer h.write.Unlock()
 	d.mu.Lock()
 	metadata := h.metadata
 	d.mu.Unlock()
-	return d.refresh(ctx, h, ttl, metadata)
+	return d.refreshLocked(ctx, h, ttl, metadata)
 }
 
+// refresh extends h's lease to ttl from now and stores metadata with it.
 func (d *zkDriver) refresh(ctx context.Context, h *holding, ttl time.Duration, metadata string) error {
+	h.write.Lock()
+	defer h.write.Unlock()
+	return d.refreshLocked(ctx, h, ttl, metadata)
+}
+
+// refreshLocked is refresh with h.write held.
+func (d *zkDriver) refreshLocked(ctx context.Context, h *holding, ttl time.Duration, metadata string) error {
 	if s := d.conn.SessionID(); s != h.n.session {
 		d.drop(h)
 		return fmt.Errorf("%w: %q: the ZooKeeper session that held it has expired", driver.ErrNotHeld, h.key)
