@@ -35,7 +35,7 @@ type batchItem struct {
 	i    int // index in the request slice
 	h    *holding
 	ttl  time.Duration
-	size int    // bytes the operation adds to a multi, roughly
+	size int // bytes the operation adds to a multi, roughly
 }
 
 func (it batchItem) op() any {
