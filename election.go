@@ -154,7 +154,11 @@ func (e *Election) observe(ctx context.Context, ch chan<- Leader) {
 	}
 	var released <-chan struct{}
 	if c.notifier != nil {
-		rel, stop, err := c.notifier.WatchReleases(ctx, e.name)
+		watch := c.notifier.WatchReleases
+		if o, ok := c.notifier.(driver.ReleaseObserver); ok {
+			watch = o.ObserveReleases // takes no candidate's wake-up
+		}
+		rel, stop, err := watch(ctx, e.name)
 		if err != nil {
 			c.log.Warn("dlock: Observe: release notifications unavailable; polling", "key", e.name, "err", err)
 		} else {

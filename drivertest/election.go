@@ -115,14 +115,25 @@ func testElectionProclaim(t *testing.T, s *suite) {
 	s.unlock(other)
 }
 
-// testElectionObserve: an observer sees the current leader first, then
-// each change in term order, once: new leaders, a proclaimed value, no
-// leader. Each leader here stays until the observer has seen it.
+// testElectionObserve: an observer sees no leader first, then every term
+// of 50, in term order, once each, with the value each leader campaigned
+// with (and a proclaimed value in the third term), and no leader at the
+// end. Five candidates on clients of their own keep campaigning, so a
+// resign hands the election straight to a waiting one; each leader stays
+// until the observer has reported it.
 func testElectionObserve(t *testing.T, s *suite) {
+	const (
+		terms      = 50
+		candidates = 5
+	)
 	name := s.key("observe")
-	ctx, cancel := context.WithTimeout(s.ctx, 60*time.Second)
+	ctx, cancel := context.WithTimeout(s.ctx, 80*time.Second)
 	defer cancel()
 	obs := s.client().Election(name).Observe(ctx)
+	var (
+		last dlock.Leader
+		seen bool
+	)
 	next := func(what string) dlock.Leader {
 		t.Helper()
 		select {
@@ -130,6 +141,10 @@ func testElectionObserve(t *testing.T, s *suite) {
 			if !ok {
 				t.Fatalf("Observe closed before %s", what)
 			}
+			if seen && l == last {
+				t.Fatalf("observed %+v twice in a row, waiting for %s", l, what)
+			}
+			last, seen = l, true
 			return l
 		case <-time.After(15 * time.Second):
 			t.Fatalf("Observe did not report %s within 15 s", what)
@@ -139,30 +154,68 @@ func testElectionObserve(t *testing.T, s *suite) {
 	if l := next("the start"); l.Held {
 		t.Fatalf("first observed = %+v, want no leader", l)
 	}
+	type won struct {
+		slot  int
+		value string
+		lead  *dlock.Lock
+	}
+	wins := make(chan won, candidates)
+	elections := make([]*dlock.Election, candidates)
+	campaign := func(slot, n int) {
+		value := fmt.Sprintf("leader-%d", n)
+		go func() {
+			l, err := elections[slot].Campaign(ctx, value)
+			if err != nil {
+				if ctx.Err() == nil {
+					t.Errorf("Campaign(%s): %v", value, err)
+				}
+				return
+			}
+			wins <- won{slot, value, l}
+		}()
+	}
+	for i := range candidates {
+		elections[i] = s.client().Election(name)
+		campaign(i, i)
+	}
+	started := candidates
 	var prev uint64
-	for i := range 5 {
-		value := fmt.Sprintf("leader-%d", i)
-		e := s.client().Election(name)
-		lead := s.elected(s.campaign(e, value), value)
-		got := next(value)
-		if !got.Held || got.Value != value || got.Fence != lead.Fence() || got.Fence <= prev {
-			t.Fatalf("observed %+v, want %q with term %d above %d", got, value, lead.Fence(), prev)
+	for term := range terms {
+		var w won
+		select {
+		case w = <-wins:
+		case <-time.After(30 * time.Second):
+			t.Fatalf("term %d: no candidate elected within 30 s", term)
+		}
+		// The observer may report no leader between two terms, but never
+		// another leader: that would be a term missed, repeated or out
+		// of order.
+		got := next(w.value)
+		for !got.Held {
+			got = next(w.value)
+		}
+		if got.Value != w.value || got.Fence != w.lead.Fence() || got.Fence <= prev {
+			t.Fatalf("term %d: observed %+v, want %q with term %d above %d", term, got, w.value, w.lead.Fence(), prev)
 		}
 		prev = got.Fence
-		if i == 2 {
-			err := e.Proclaim(s.ctx, lead, value+"-again")
+		if term == 2 {
+			err := elections[w.slot].Proclaim(s.ctx, w.lead, w.value+"-again")
 			if err == nil {
-				if got := next("a proclaimed value"); got.Value != value+"-again" || got.Fence != lead.Fence() {
-					t.Fatalf("observed %+v after Proclaim, want %q with term %d", got, value+"-again", lead.Fence())
+				if got := next("a proclaimed value"); got.Value != w.value+"-again" || got.Fence != w.lead.Fence() {
+					t.Fatalf("observed %+v after Proclaim, want %q with term %d", got, w.value+"-again", w.lead.Fence())
 				}
 			} else if !errors.Is(err, dlock.ErrUnsupported) {
 				t.Fatalf("Proclaim: %v", err)
 			}
 		}
-		s.unlock(lead)
-		if got := next("the resign"); got.Held {
-			t.Fatalf("observed %+v after the resign, want no leader", got)
+		s.unlock(w.lead) // resign: a waiting candidate is elected
+		if started < terms {
+			campaign(w.slot, started)
+			started++
 		}
+	}
+	if got := next("the last resign"); got.Held {
+		t.Fatalf("observed %+v after the last resign, want no leader", got)
 	}
 	cancel()
 	for l := range obs {

@@ -45,8 +45,9 @@ type sqliteDriver struct {
 }
 
 var (
-	_ driver.Locker   = (*sqliteDriver)(nil)
-	_ driver.Notifier = (*sqliteDriver)(nil)
+	_ driver.Locker          = (*sqliteDriver)(nil)
+	_ driver.Notifier        = (*sqliteDriver)(nil)
+	_ driver.ReleaseObserver = (*sqliteDriver)(nil)
 )
 
 // newDriver checks the SQLite version, creates and checks the table and

@@ -66,6 +66,11 @@ func (h *hub) notify(table, key string) { h.Notify(table + "\x00" + key) }
 // notifyAll wakes every waiter of key in table.
 func (h *hub) notifyAll(table, key string) { h.NotifyEach(table + "\x00" + key) }
 
+// observe registers an observer of key in table (sqllease.Hub.Observe).
+func (h *hub) observe(table, key string) (<-chan struct{}, func()) {
+	return h.Observe(table + "\x00" + key)
+}
+
 // subscribe registers a waiter of key in table.
 func (h *hub) subscribe(table, key string) (<-chan struct{}, func()) {
 	return h.Watch(table + "\x00" + key)
@@ -79,5 +84,16 @@ func (d *sqliteDriver) WatchReleases(ctx context.Context, key string) (<-chan st
 		return nil, nil, err
 	}
 	ch, stop := d.hub.subscribe(d.table, key)
+	return ch, stop, nil
+}
+
+// ObserveReleases implements driver.ReleaseObserver: the releases
+// WatchReleases reports, for a watcher that never takes the key, so that
+// it takes no waiter's wake-up (a release wakes one waiter, see hub).
+func (d *sqliteDriver) ObserveReleases(ctx context.Context, key string) (<-chan struct{}, func(), error) {
+	if err := d.Check(ctx); err != nil {
+		return nil, nil, err
+	}
+	ch, stop := d.hub.observe(d.table, key)
 	return ch, stop, nil
 }

@@ -16,39 +16,54 @@ type Hub struct {
 	// Set it before the first Watch.
 	One bool
 
-	mu sync.Mutex
-	w  map[string]map[chan struct{}]struct{}
-	n  int
+	mu  sync.Mutex
+	w   map[string]map[chan struct{}]struct{}
+	obs map[string]map[chan struct{}]struct{} // Observe's watchers
+	n   int
 }
 
 // Watch registers a watcher of topic. The returned function removes it and
 // may be called more than once.
 func (h *Hub) Watch(topic string) (<-chan struct{}, func()) {
+	return h.register(&h.w, topic, h.One)
+}
+
+// Observe registers an observer of topic: a watcher that is woken by
+// every notification of the topic, whatever One says, and that never takes
+// a wake-up meant for Watch's watchers nor passes one on. The returned
+// function removes it and may be called more than once.
+func (h *Hub) Observe(topic string) (<-chan struct{}, func()) {
+	return h.register(&h.obs, topic, false)
+}
+
+// register adds a watcher of topic to set; passOn makes one that stops
+// with a wake-up it did not take wake another watcher of Watch's.
+func (h *Hub) register(set *map[string]map[chan struct{}]struct{}, topic string, passOn bool) (<-chan struct{}, func()) {
 	ch := make(chan struct{}, 1)
 	h.mu.Lock()
-	if h.w == nil {
-		h.w = map[string]map[chan struct{}]struct{}{}
+	if *set == nil {
+		*set = map[string]map[chan struct{}]struct{}{}
 	}
-	if h.w[topic] == nil {
-		h.w[topic] = map[chan struct{}]struct{}{}
+	if (*set)[topic] == nil {
+		(*set)[topic] = map[chan struct{}]struct{}{}
 	}
-	h.w[topic][ch] = struct{}{}
+	(*set)[topic][ch] = struct{}{}
 	h.n++
 	h.mu.Unlock()
 	var once sync.Once
 	return ch, func() {
 		once.Do(func() {
 			h.mu.Lock()
-			delete(h.w[topic], ch)
-			if h.One {
+			delete((*set)[topic], ch)
+			if passOn {
 				select {
 				case <-ch:
 					h.wakeOneLocked(topic) // a wake-up this watcher will not use
 				default:
 				}
 			}
-			if len(h.w[topic]) == 0 {
-				delete(h.w, topic)
+			if len((*set)[topic]) == 0 {
+				delete(*set, topic)
 			}
 			h.n--
 			h.mu.Unlock()
@@ -56,22 +71,31 @@ func (h *Hub) Watch(topic string) (<-chan struct{}, func()) {
 	}
 }
 
-// Notify wakes the watchers of topic, or one of them (One).
+// Notify wakes the watchers of topic, or one of them (One), and its
+// observers.
 func (h *Hub) Notify(topic string) {
 	if h.One {
 		h.mu.Lock()
 		defer h.mu.Unlock()
 		h.wakeOneLocked(topic)
+		h.wakeObserversLocked(topic)
 		return
 	}
 	h.NotifyEach(topic)
 }
 
-// NotifyEach wakes every watcher of topic, whatever One says.
+// NotifyEach wakes every watcher and observer of topic, whatever One says.
 func (h *Hub) NotifyEach(topic string) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	for ch := range h.w[topic] {
+		wake(ch)
+	}
+	h.wakeObserversLocked(topic)
+}
+
+func (h *Hub) wakeObserversLocked(topic string) {
+	for ch := range h.obs[topic] {
 		wake(ch)
 	}
 }
@@ -85,19 +109,21 @@ func (h *Hub) wakeOneLocked(topic string) {
 	}
 }
 
-// NotifyAll wakes every watcher, e.g. after notifications may have been
-// missed while a listening connection was down.
+// NotifyAll wakes every watcher and observer, e.g. after notifications
+// may have been missed while a listening connection was down.
 func (h *Hub) NotifyAll() {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	for _, chs := range h.w {
-		for ch := range chs {
-			wake(ch)
+	for _, set := range []map[string]map[chan struct{}]struct{}{h.w, h.obs} {
+		for _, chs := range set {
+			for ch := range chs {
+				wake(ch)
+			}
 		}
 	}
 }
 
-// Len returns the number of watchers.
+// Len returns the number of watchers and observers.
 func (h *Hub) Len() int {
 	h.mu.Lock()
 	defer h.mu.Unlock()

@@ -239,3 +239,30 @@ func TestShares(t *testing.T) {
 		t.Errorf("Shares of a long name = %q", got.Name)
 	}
 }
+
+// An observer is woken by every notification of its topic, with One too,
+// and takes no watcher's wake-up.
+func TestHubObserve(t *testing.T) {
+	h := Hub{One: true}
+	w, stopW := h.Watch("k")
+	defer stopW()
+	o, stopO := h.Observe("k")
+	h.Notify("k")
+	if len(w) != 1 || len(o) != 1 {
+		t.Fatalf("after Notify: watcher has %d pending, observer %d; want 1, 1", len(w), len(o))
+	}
+	<-w
+	<-o
+	h.NotifyEach("k")
+	h.Notify("j")
+	if len(w) != 1 || len(o) != 1 {
+		t.Fatalf("after NotifyEach(k), Notify(j): watcher has %d pending, observer %d; want 1, 1", len(w), len(o))
+	}
+	// An observer that stops with a wake-up pending passes nothing on.
+	<-w
+	stopO()
+	stopO()
+	if len(w) != 0 || h.Len() != 1 {
+		t.Errorf("after the observer stopped: watcher has %d pending, Len %d; want 0, 1", len(w), h.Len())
+	}
+}
