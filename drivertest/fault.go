@@ -175,6 +175,28 @@ type PauseHarness interface {
 //   - ReaderKilled: a child holding a read lock (RWMutex) is killed, and a
 //     writer waiting in this process gets the key as HolderKilled's waiter
 //     does.
+//   - ElectionLeaderPaused, for a ProcessHarness: the child is leader of a
+//     dlock.Election (TTL as HolderKilled's) and is paused (SIGSTOP) halfway
+//     through a lease; a candidate here is elected no sooner than the
+//     paused leader's validity deadline, with a higher term; the child,
+//     resumed, reports its leadership lost and never a new deadline; a
+//     fenced resource (dlock.FenceGuard) takes the new term and refuses
+//     the deposed one.
+//   - ElectionLeaderKilled: the same with the child killed (SIGKILL): the
+//     candidate is elected within the TTL plus 1 s of the kill (ZooKeeper:
+//     the child's session, its MaxTTL, plus 1 s).
+//   - ElectionBlackhole, for a BlackholeHarness: the leader (TTL 1 s)
+//     campaigned through the proxy, a candidate waits on a Client reaching
+//     the server directly; when the proxy stops forwarding, the candidate
+//     is elected only after the leader's Done closed with ErrLost and its
+//     validity deadline passed, with a higher term the fenced resource
+//     prefers. After the partition heals and the new leader resigns, the
+//     cut-off Client is elected again, with a higher term still.
+//   - ElectionRestart, for a RestartHarness: the server is killed while a
+//     leader (TTL 1 s) holds; its Done closes with ErrLost, and a candidate
+//     campaigning across the outage is elected after the restart, no
+//     sooner than the lost leader's validity deadline, with a higher term;
+//     a third candidate follows on a resign, higher again.
 func RunFaultTests(t *testing.T, newHarness HarnessMaker) {
 	t.Helper()
 	parent := t.Name()
@@ -199,6 +221,10 @@ func RunFaultTests(t *testing.T, newHarness HarnessMaker) {
 		{"SemaphoreHolderKilled", testSemaphoreHolderKilled},
 		{"SemaphoreHolderPaused", testSemaphoreHolderPaused},
 		{"ReaderKilled", testReaderKilled},
+		{"ElectionLeaderPaused", testElectionLeaderPaused},
+		{"ElectionLeaderKilled", testElectionLeaderKilled},
+		{"ElectionBlackhole", testElectionBlackhole},
+		{"ElectionRestart", testElectionRestart},
 	}
 	if runHolderChild(t) {
 		return // the child process of HolderKilled

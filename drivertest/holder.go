@@ -41,10 +41,13 @@ type holderSpec struct {
 	// Reader a read lock of an RWMutex; otherwise the key's mutex.
 	Limit  int  `json:"limit,omitempty"`
 	Reader bool `json:"reader,omitempty"`
+	// Election campaigns in the election on Key instead (Limit and Reader
+	// unset): the child is leader, its term the fence.
+	Election bool `json:"election,omitempty"`
 }
 
 // runHolderChild is the child's side of the holder scenarios: when the test
-// binary was started as one, it takes the lock, says so on stdout with its
+// binary was started as one, it takes the lock (or is elected leader), says so on stdout with its
 // fence and validity deadline, reports each new deadline as auto-refresh
 // moves it and the loss when Done closes, until it is killed (or a minute
 // has passed), and reports true.
@@ -65,6 +68,8 @@ func runHolderChild(t *testing.T) bool {
 	}
 	var l *dlock.Lock
 	switch {
+	case spec.Election:
+		l, err = c.Election(spec.Key).Campaign(ctx, "child", dlock.WithTTL(spec.TTL))
 	case spec.Limit > 0:
 		l, err = c.Semaphore(spec.Key, spec.Limit).TryAcquire(ctx, dlock.WithTTL(spec.TTL))
 	case spec.Reader:
@@ -197,9 +202,10 @@ const (
 // says how); take, run in this process, waits for the key and must get it
 // no sooner than the child's last validity deadline (never two valid
 // holders beyond the limit), with a higher fence. After a crash that is
-// within the TTL plus 1.5 s. A paused child, resumed after the take-over,
-// must report its loss and never a new deadline.
-func (f *faults) testHolderGone(spec holderSpec, how holderGone, take func(ctx context.Context) (*dlock.Lock, error)) {
+// within the TTL plus 1.5 s (plus 1 s for a leader: spec.Election). A
+// paused child, resumed after the take-over, must report its loss and never
+// a new deadline. It returns the stopped child's fence.
+func (f *faults) testHolderGone(spec holderSpec, how holderGone, take func(ctx context.Context) (*dlock.Lock, error)) (deposed uint64) {
 	t := f.t
 	h := faultHarness[ProcessHarness](f)
 	if h.URL() == "" {
@@ -245,15 +251,19 @@ func (f *faults) testHolderGone(spec holderSpec, how holderGone, take func(ctx c
 		t.Errorf("the waiter was granted %v before the stopped holder's validity deadline: two valid holders", dl.Sub(g.at))
 	}
 	took := g.at.Sub(stopped)
-	if how == holderKilled && took > spec.TTL+1500*time.Millisecond {
-		t.Errorf("the waiter got the key %v after the holder was killed, want within its TTL %v + 1.5 s", took, spec.TTL)
+	slack := 1500 * time.Millisecond
+	if spec.Election {
+		slack = time.Second
+	}
+	if how == holderKilled && took > spec.TTL+slack {
+		t.Errorf("the waiter got the key %v after the holder was killed, want within its TTL %v + %v", took, spec.TTL, slack)
 	}
 	t.Logf("the waiter got the key %v after the holder stopped (TTL %v)", took.Round(time.Millisecond), spec.TTL)
 	if g.l.Fence() <= child.fence {
 		t.Errorf("the waiter's fence %d, want more than the stopped holder's %d", g.l.Fence(), child.fence)
 	}
 	if how != holderPaused {
-		return
+		return child.fence
 	}
 	child.mu.Lock()
 	child.resumed = true
@@ -274,6 +284,7 @@ func (f *faults) testHolderGone(spec holderSpec, how holderGone, take func(ctx c
 	if child.extended {
 		t.Error("the resumed holder reported a new validity deadline: it refreshed a lock another holder has")
 	}
+	return child.fence
 }
 
 // testHolderKilled: a child process holds a lock (TTL 2 s, auto-refresh)
