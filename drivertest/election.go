@@ -116,7 +116,8 @@ func testElectionProclaim(t *testing.T, s *suite) {
 }
 
 // testElectionObserve: an observer sees no leader first, then every term
-// of 50, in term order, once each, with the value each leader campaigned
+// of 50 (10 where the first 10 took over 5 s: no notification between
+// clients, so each term waits for backoffs and polls), in term order, once each, with the value each leader campaigned
 // with (and a proclaimed value in the third term), and no leader at the
 // end. Five candidates on clients of their own keep campaigning, so a
 // resign hands the election straight to a waiting one; each leader stays
@@ -160,13 +161,15 @@ func testElectionObserve(t *testing.T, s *suite) {
 		lead  *dlock.Lock
 	}
 	wins := make(chan won, candidates)
+	cctx, stopCampaigns := context.WithCancel(ctx)
+	defer stopCampaigns()
 	elections := make([]*dlock.Election, candidates)
 	campaign := func(slot, n int) {
 		value := fmt.Sprintf("leader-%d", n)
 		go func() {
-			l, err := elections[slot].Campaign(ctx, value)
+			l, err := elections[slot].Campaign(cctx, value)
 			if err != nil {
-				if ctx.Err() == nil {
+				if cctx.Err() == nil {
 					t.Errorf("Campaign(%s): %v", value, err)
 				}
 				return
@@ -180,7 +183,9 @@ func testElectionObserve(t *testing.T, s *suite) {
 	}
 	started := candidates
 	var prev uint64
+	begun := time.Now()
 	for term := range terms {
+
 		var w won
 		select {
 		case w = <-wins:
@@ -207,6 +212,24 @@ func testElectionObserve(t *testing.T, s *suite) {
 			} else if !errors.Is(err, dlock.ErrUnsupported) {
 				t.Fatalf("Proclaim: %v", err)
 			}
+		}
+		if term == 9 && time.Since(begun) > 5*time.Second {
+			t.Logf("10 terms took %v: no notifications between these clients; stopping there", time.Since(begun).Round(time.Millisecond))
+			stopCampaigns() // the waiting candidates give up
+			s.unlock(w.lead)
+			// A campaign under way when it was cancelled may still have
+			// been granted, and then released: skip such terms.
+			for got := next("the last resign"); got.Held; got = next("the last resign") {
+				if got.Fence <= prev {
+					t.Fatalf("observed %+v after the last term %d", got, prev)
+				}
+				prev = got.Fence
+			}
+			cancel()
+			for l := range obs {
+				t.Errorf("observed %+v after the changes ended, want nothing more", l)
+			}
+			return
 		}
 		s.unlock(w.lead) // resign: a waiting candidate is elected
 		if started < terms {
