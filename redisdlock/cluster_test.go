@@ -2,6 +2,7 @@ package redisdlock_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/url"
 	"slices"
@@ -13,6 +14,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/dlock-go/dlock"
+	"github.com/dlock-go/dlock/driver"
 	"github.com/dlock-go/dlock/drivertest"
 	"github.com/dlock-go/dlock/internal/redisengine/redistest"
 	"github.com/dlock-go/dlock/internal/testserver"
@@ -62,6 +64,54 @@ func TestCluster(t *testing.T) {
 			Open: func(t *testing.T) *dlock.Client { return openURL(t, cluster.URL()) },
 			Subs: func(t *testing.T, key string) int { return clusterSubs(t, cluster, key) },
 		})
+	})
+
+	t.Run("AcquireManySlots", func(t *testing.T) {
+		// Keys of one hash tag go in one script; keys of different slots
+		// are refused with ErrUnsupported before anything is sent, and
+		// LockMany then takes them one by one.
+		ctx := testCtx(t, 30*time.Second)
+		addrs := make([]string, len(cluster.Nodes))
+		for i, n := range cluster.Nodes {
+			addrs[i] = n.Addr()
+		}
+		rdb := redis.NewClusterClient(&redis.ClusterOptions{Addrs: addrs})
+		t.Cleanup(func() { _ = rdb.Close() })
+		l, err := redisdlock.NewDriver(rdb, redisdlock.Options{Prefix: "many:"})
+		if err != nil {
+			t.Fatalf("NewDriver: %v", err)
+		}
+		d := l.(driver.MultiLocker)
+		req := func(k string) driver.Request {
+			return driver.Request{Key: k, Token: "t-" + k, TTL: 10 * time.Second}
+		}
+		apart := []driver.Request{req("acct/1"), req("acct/2"), req("acct/3")}
+		if _, err := d.AcquireMany(ctx, apart); !errors.Is(err, errors.ErrUnsupported) {
+			t.Fatalf("AcquireMany over several slots = %v, want ErrUnsupported", err)
+		}
+		for _, r := range apart {
+			if in, err := d.Inspect(ctx, r.Key); err != nil || in.Held {
+				t.Fatalf("Inspect(%q) after the refused AcquireMany = %+v, %v; want free", r.Key, in, err)
+			}
+		}
+		together := []driver.Request{req("{acct}/1"), req("{acct}/2"), req("{acct}/3")}
+		res, err := d.AcquireMany(ctx, together)
+		if err != nil || len(res) != 3 || !res[0].Acquired || !res[1].Acquired || !res[2].Acquired {
+			t.Fatalf("AcquireMany of one hash tag = %+v, %v; want all three granted", res, err)
+		}
+		for _, r := range together {
+			if err := d.Release(ctx, r.Key, r.Token); err != nil {
+				t.Fatalf("Release(%q): %v", r.Key, err)
+			}
+		}
+		c := openURL(t, cluster.URL()+"?prefix=many:")
+		set, err := c.LockMany(ctx, []string{"acct/1", "acct/2", "acct/3"})
+		if err != nil {
+			t.Fatalf("LockMany over several slots: %v", err)
+		}
+		if err := set.Unlock(ctx); err != nil {
+			t.Fatalf("Unlock: %v", err)
+		}
 	})
 
 	t.Run("LocksInEverySlotRange", func(t *testing.T) {
