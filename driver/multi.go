@@ -21,8 +21,9 @@ import "context"
 //     none: the call leaves no trace on any key, and returns one Result per
 //     request, none Acquired, with HolderTTL set on those that stood in the
 //     way (as Acquire reports it) and zero on the others.
-//   - A request for a key the token already holds renews it, keeping its
-//     fence, as Acquire does.
+//   - A request for a key the token already holds renews it as Acquire
+//     does: keeping its fence where Capabilities.ReacquireWithToken is
+//     set, else with a fence no lower.
 //
 // The requests have distinct keys, the same TTL and no Hints: AcquireMany
 // is a single try and records no waiting writer. Each key granted is then

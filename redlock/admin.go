@@ -69,7 +69,7 @@ collect:
 			}
 			t.ok++
 			for _, k := range r.keys {
-				byKey[k.Key] = append(byKey[k.Key], holding{k.Info, k.Token})
+				byKey[k.Key] = append(byKey[k.Key], holding{info: k.Info, token: k.Token})
 			}
 			if t.ok == t.quorum {
 				grace = time.After(max(time.Since(start), d.nodeTimeout(0)))

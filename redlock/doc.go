@@ -114,6 +114,16 @@
 // keeps the fence counter; it reports the holder once a majority of nodes
 // no longer hold it, so the holder's next refresh fails with ErrNotHeld.
 //
+// # Several keys at once, and Proclaim
+//
+// The driver implements driver.MultiLocker (Client.LockMany): every node
+// runs one script over all the keys, and the keys are granted when a
+// majority of nodes granted every one of them within the validity, each
+// with its own fence; otherwise every node gives back what the attempt
+// took. Keys on Redis Cluster nodes must share a hash slot. It implements
+// driver.MetadataSetter (Election.Proclaim): one script per node, done
+// when a majority changed the leader's metadata.
+//
 // # Waiting
 //
 // The driver implements driver.Notifier: a waiter watches the key on every

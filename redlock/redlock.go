@@ -235,39 +235,81 @@ func (d *locker) acquire(ctx context.Context, req driver.Request, quorum int, ca
 		agree = agree && g.fence == fence
 		fence = max(fence, g.fence)
 	}
+	var recErr error
 	if !agree {
-		if err := d.recordFence(ctx, req, fence, timeout); err != nil {
-			d.giveBack(f.done, req.Key, req.Token, attempt)
-			return driver.Result{}, err
-		}
+		recErr = d.recordFence(ctx, req, fence, timeout)
 	}
 	if elapsed := time.Since(start); !time.Now().Before(validUntil) {
 		d.giveBack(f.done, req.Key, req.Token, attempt)
 		return driver.Result{}, fmt.Errorf("%w: redlock: acquire %q: a majority granted it after %v, past the validity of its %v TTL; given back",
 			driver.ErrUnavailable, req.Key, elapsed.Round(time.Millisecond), req.TTL)
 	}
+	if recErr != nil {
+		d.giveBack(f.done, req.Key, req.Token, attempt)
+		return driver.Result{}, recErr
+	}
+	settle(d, f, []driver.Request{req}, []uint64{fence}, func(r driver.Result) []driver.Result { return []driver.Result{r} })
 	return driver.Result{Acquired: true, Fence: fence, ValidUntil: validUntil}, nil
 }
 
+// settle hears, in the background, the replies of an attempt's fanout
+// that its decision did not wait for, and records the attempt's fence of
+// each key (fences[i] for reqs[i]) on every node whose reply granted the
+// key with another fence, or never came: a node whose grant answered late
+// keeps no fence of its own, so that every node holding the grant reports
+// the holder's fence. results reads a reply's results, in reqs' order.
+func settle[T any](d *locker, f *fanout[T], reqs []driver.Request, fences []uint64, results func(T) []driver.Result) {
+	if f.pending == 0 {
+		return
+	}
+	go func() {
+		for f.pending > 0 {
+			r := <-f.replies
+			f.pending--
+			var res []driver.Result
+			if r.err == nil {
+				res = results(r.val)
+			}
+			n := d.nodes[r.node]
+			ctx, cancel := context.WithTimeout(context.Background(), max(d.nodeTimeout(0), time.Second))
+			for i, req := range reqs {
+				if r.err == nil && (i >= len(res) || !res[i].Acquired || res[i].Fence == fences[i]) {
+					continue
+				}
+				_, _ = n.RaiseFence(ctx, req.Key, req.Token, fences[i])
+			}
+			cancel()
+		}
+	}()
+}
+
 // recordFence is the second round of an acquire: it raises the key's fence
-// counter to fence on a majority of nodes, so that every later majority
-// includes a node that knows it.
+// counter to fence on every node, and succeeds once a majority of nodes
+// hold the grant with that fence. Every later majority then includes a
+// node that knows it, and Inspect, which reports the fence most holding
+// nodes give, reports this one (nodes whose grant came after the raise keep
+// their own, and are fewer).
 func (d *locker) recordFence(ctx context.Context, req driver.Request, fence uint64, timeout time.Duration) error {
 	t := tally{n: len(d.nodes), quorum: d.quorum}
 	f := startFanout(ctx, d.nodes, timeout, func(ctx context.Context, n *redisengine.Engine) (bool, error) {
 		return n.RaiseFence(ctx, req.Key, req.Token, fence)
 	})
 	err := f.collect(ctx, func(r reply[bool]) bool {
-		if r.err != nil {
+		switch {
+		case r.err != nil:
 			t.fail(r.err)
-		} else {
+		case r.val:
 			t.ok++
+		default:
+			t.refused++ // the node does not hold the grant
 		}
 		return t.decided()
 	})
 	switch {
 	case err != nil:
 		return fmt.Errorf("redlock: acquire %q: recording the fence: %w", req.Key, err)
+	case t.refused > t.n-t.quorum:
+		return fmt.Errorf("%w: redlock: acquire %q: recording the fence: %d of %d nodes no longer hold the grant", driver.ErrUnavailable, req.Key, t.refused, t.n)
 	case t.ok < t.quorum:
 		return t.unavailable(fmt.Sprintf("acquire %q: recording the fence", req.Key), f.unheard())
 	}
@@ -291,14 +333,7 @@ func holderTTL(ttls []time.Duration, t tally) time.Duration {
 // and without waking waiters: on each node, once the attempt's request has
 // returned (done[i]), it frees the key if this attempt holds it there.
 func (d *locker) giveBack(done []chan struct{}, key, token string, attempt uint64) {
-	for i, n := range d.nodes {
-		go func() {
-			<-done[i]
-			ctx, cancel := context.WithTimeout(context.Background(), max(d.nodeTimeout(0), time.Second))
-			defer cancel()
-			_ = n.GiveBack(ctx, key, token, attempt)
-		}()
-	}
+	d.giveBackMany(done, []driver.Request{{Key: key, Token: token}}, attempt)
 }
 
 // nextAttempt returns a new attempt number: increasing within the process
@@ -388,8 +423,9 @@ func (t *tally) result(op, key string, unheard []string) error {
 }
 
 type holding struct {
-	info  driver.Info
-	token string
+	info     driver.Info
+	token    string
+	recorded bool // the fence was recorded by a second round (recordFence, settle)
 }
 
 // Inspect implements driver.Locker. The key is held when a majority of
@@ -410,8 +446,8 @@ func (d *locker) inspect(ctx context.Context, key string) (driver.Info, string, 
 	t := tally{n: len(d.nodes), quorum: d.quorum}
 	var seen []holding
 	f := startFanout(ctx, d.nodes, d.nodeTimeout(0), func(ctx context.Context, n *redisengine.Engine) (holding, error) {
-		in, token, err := n.InspectHolder(ctx, key)
-		return holding{in, token}, err
+		in, token, recorded, err := n.InspectGrant(ctx, key)
+		return holding{in, token, recorded}, err
 	})
 	err := f.collect(ctx, func(r reply[holding]) bool {
 		if r.err != nil {
@@ -434,34 +470,69 @@ func (d *locker) inspect(ctx context.Context, key string) (driver.Info, string, 
 
 // holder returns what the nodes' answers seen say of one key: held, with
 // the holder's token, when a majority of nodes hold it for the same token;
-// its TTL is then how long a majority still holds it, and its fence the one
-// most of them report. Otherwise free, with fence 0.
+// its TTL is then how long a majority still holds it, and its fence the
+// holder's (see grantFence).
 func (d *locker) holder(seen []holding) (driver.Info, string) {
-	byToken := map[string][]driver.Info{}
+	byToken := map[string][]holding{}
 	for _, h := range seen {
 		if h.info.Held {
-			byToken[h.token] = append(byToken[h.token], h.info)
+			byToken[h.token] = append(byToken[h.token], h)
 		}
 	}
-	for token, ins := range byToken {
-		if len(ins) < d.quorum {
+	for token, hs := range byToken {
+		if len(hs) < d.quorum {
 			continue
 		}
 		// Longest first: the quorum-th is how long a majority holds it.
-		slices.SortFunc(ins, func(a, b driver.Info) int { return cmp.Compare(b.TTL, a.TTL) })
-		return driver.Info{Held: true, TTL: ins[d.quorum-1].TTL, Fence: commonFence(ins), Metadata: ins[0].Metadata, Waiters: -1}, token
+		slices.SortFunc(hs, func(a, b holding) int { return cmp.Compare(b.info.TTL, a.info.TTL) })
+		ins := make([]driver.Info, len(hs))
+		for i, h := range hs {
+			ins[i] = h.info
+		}
+		return driver.Info{Held: true, TTL: ins[d.quorum-1].TTL, Fence: d.grantFence(hs), Metadata: commonMetadata(ins), Waiters: -1}, token
 	}
 	return driver.Info{Waiters: -1}, ""
 }
 
-// commonFence returns the fence most nodes report (the highest on a tie).
-func commonFence(ins []driver.Info) uint64 {
+// grantFence returns the fence of one holder's grant from the nodes that
+// hold it, hs. Nodes can disagree for a moment: the majority that granted
+// it may have chosen different fences, the grant taking the highest and
+// recording it in a second round, and a node whose grant answered after
+// the decision keeps a fence of its own until settle records the grant's.
+// So: a fence recorded by the second round, when a node has one; else the
+// fence a majority of all nodes hold (the granting majority agreed on it);
+// else, the second round under way, the highest.
+func (d *locker) grantFence(hs []holding) uint64 {
+	var rec, top uint64
 	counts := map[uint64]int{}
-	var best uint64
+	for _, h := range hs {
+		if h.recorded {
+			rec = max(rec, h.info.Fence)
+		}
+		counts[h.info.Fence]++
+		top = max(top, h.info.Fence)
+	}
+	if rec != 0 {
+		return rec
+	}
+	for f, c := range counts {
+		if c >= d.quorum {
+			return f
+		}
+	}
+	return top
+}
+
+// commonMetadata returns the metadata most nodes report (on a tie, the
+// one of the longest lease, first in ins): after a SetMetadata that a
+// majority took, the new value.
+func commonMetadata(ins []driver.Info) string {
+	counts := map[string]int{}
+	best := ins[0].Metadata
 	for _, in := range ins {
-		counts[in.Fence]++
-		if c, b := counts[in.Fence], counts[best]; c > b || (c == b && in.Fence > best) {
-			best = in.Fence
+		counts[in.Metadata]++
+		if counts[in.Metadata] > counts[best] {
+			best = in.Metadata
 		}
 	}
 	return best

@@ -217,11 +217,11 @@ func (d *locker) combineGrants(seen []redisengine.Grants) driver.Holders {
 		}
 		// Longest first: the need-th is how long enough nodes hold it.
 		slices.SortFunc(bt.holds, func(a, b driver.Holder) int { return cmp.Compare(b.TTL, a.TTL) })
-		ins := make([]driver.Info, len(bt.holds))
+		hs := make([]holding, len(bt.holds))
 		for i, x := range bt.holds {
-			ins[i] = driver.Info{Fence: x.Fence}
+			hs[i] = holding{info: driver.Info{Fence: x.Fence}}
 		}
-		h.Holders = append(h.Holders, driver.Holder{Shared: bt.shared, Fence: commonFence(ins), TTL: bt.holds[need-1].TTL, Metadata: bt.holds[0].Metadata})
+		h.Holders = append(h.Holders, driver.Holder{Shared: bt.shared, Fence: d.grantFence(hs), TTL: bt.holds[need-1].TTL, Metadata: bt.holds[0].Metadata})
 		if bt.shared {
 			h.Limit = limit
 		}

@@ -242,16 +242,27 @@ func (e *Engine) Inspect(ctx context.Context, key string) (driver.Info, error) {
 // holder's owner token ("" when the key is free or holds something other
 // than a string).
 func (e *Engine) InspectHolder(ctx context.Context, key string) (driver.Info, string, error) {
+	in, token, _, err := e.InspectGrant(ctx, key)
+	return in, token, err
+}
+
+// InspectGrant is InspectHolder that also reports whether the holder's
+// fence was recorded by RaiseFence (a Redlock grant's second round) rather
+// than chosen by this node alone.
+func (e *Engine) InspectGrant(ctx context.Context, key string) (in driver.Info, token string, recorded bool, err error) {
 	v, err := e.run(ctx, inspectScript, e.ks.inspectKeys(key), nil, nil)
 	if err != nil {
-		return driver.Info{}, "", err
+		return driver.Info{}, "", false, err
 	}
 	in, token, state, err := parseInspect(v)
 	if err != nil {
-		return driver.Info{}, "", e.unavailable(ctx, err)
+		return driver.Info{}, "", false, e.unavailable(ctx, err)
 	}
 	in.Held = state == 1
-	return in, token, nil
+	if a, _ := v.([]any); len(a) == 7 {
+		recorded = a[6] == "1"
+	}
+	return in, token, recorded, nil
 }
 
 // parseInspect reads the reply of inspect.lua or force.lua: the state (the
@@ -259,7 +270,7 @@ func (e *Engine) InspectHolder(ctx context.Context, key string) (driver.Info, st
 // rest.
 func parseInspect(v any) (in driver.Info, token string, state int64, err error) {
 	a, ok := v.([]any)
-	if !ok || len(a) != 6 {
+	if !ok || len(a) < 6 || len(a) > 7 {
 		return driver.Info{}, "", 0, fmt.Errorf("unexpected inspect reply %v", v)
 	}
 	state, _ = a[0].(int64)

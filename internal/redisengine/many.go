@@ -65,7 +65,7 @@ func (e *Engine) releaseAll(reqs []driver.Request) {
 // recorded with attempt, for GiveBack. Unlike AcquireMany, it leaves a
 // grant whose outcome is unknown to the caller.
 func (e *Engine) AcquireManyCounted(ctx context.Context, reqs []driver.Request, attempt uint64) ([]driver.Result, error) {
-	if err := e.manyFits(reqs); err != nil {
+	if err := e.ManyFits(reqs); err != nil {
 		return nil, err
 	}
 	if len(reqs) == 0 {
@@ -92,10 +92,10 @@ func (e *Engine) AcquireManyCounted(ctx context.Context, reqs []driver.Request, 
 	return out, nil
 }
 
-// manyFits returns an error wrapping errors.ErrUnsupported when reqs
-// cannot go in one script: too many keys, or keys of different slots on a
-// Cluster.
-func (e *Engine) manyFits(reqs []driver.Request) error {
+// ManyFits returns an error wrapping errors.ErrUnsupported when reqs
+// cannot go in one script: more than MaxManyKeys keys, or keys of
+// different slots on a Cluster. It sends nothing.
+func (e *Engine) ManyFits(reqs []driver.Request) error {
 	if len(reqs) > MaxManyKeys {
 		return fmt.Errorf("redis: AcquireMany of %d keys, more than %d in one script: %w", len(reqs), MaxManyKeys, errors.ErrUnsupported)
 	}

@@ -1,6 +1,7 @@
 -- Raises a key's fence counter to at least a given fence and, when the token
 -- holds the lock or a live shared grant of the key, records that fence as
--- the grant's.
+-- the grant's, marked recorded (rec: inspect.lua reports it, and Redlock's
+-- Inspect prefers a recorded fence to one a node chose alone).
 -- KEYS[1] lock key, KEYS[2] fence counter, KEYS[3] info key, KEYS[4]
 -- shares, KEYS[5] sinfo (same slot; see grants.lua)
 -- ARGV[1] owner token, ARGV[2] fence (decimal string), ARGV[3] counter TTL in ms
@@ -22,7 +23,7 @@ if held == false then
     return 0
   end
   local d = shareInfo(redis.call('HGET', KEYS[5], token))
-  redis.call('HSET', KEYS[5], token, cjson.encode({fence = fence, meta = d.meta, attempt = d.attempt}))
+  redis.call('HSET', KEYS[5], token, cjson.encode({fence = fence, meta = d.meta, attempt = d.attempt, rec = '1'}))
   return 1
 end
 if held ~= token then
@@ -39,6 +40,6 @@ if raw then
 end
 local pttl = redis.call('PTTL', lock)
 if pttl > 0 then
-  redis.call('SET', info, cjson.encode({fence = fence, token = token, meta = meta, attempt = attempt}), 'PX', pttl)
+  redis.call('SET', info, cjson.encode({fence = fence, token = token, meta = meta, attempt = attempt, rec = '1'}), 'PX', pttl)
 end
 return 1

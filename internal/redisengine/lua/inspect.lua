@@ -5,7 +5,8 @@
 -- A key with live shared grants is reported held, with the longest pttl
 -- among them, and the fence, metadata and token of the newest.
 -- Returns {held (0/1), pttl, fence (decimal string), metadata, holder's
--- token, live queued waiters}.
+-- token, live queued waiters}, and for a dlock holder a seventh element:
+-- '1' when its fence was recorded by a second round (fence.lua), else ''.
 -- When the key is free, fence is the last one granted (or '0') and the token
 -- ''. When the holder is not a dlock client (a plain SET NX), fence is '0'
 -- and metadata empty; the token is the key's value ('' if not a string).
@@ -28,7 +29,9 @@ if type(v) == 'string' then
     if ok and type(d) == 'table' and d.token == v and type(d.fence) == 'string' then
       local meta = d.meta
       if type(meta) ~= 'string' then meta = '' end
-      return {1, pttl, d.fence, meta, v, waiting}
+      local rec = ''
+      if d.rec then rec = '1' end
+      return {1, pttl, d.fence, meta, v, waiting, rec}
     end
   end
   return {1, pttl, '0', '', v, waiting}
