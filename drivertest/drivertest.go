@@ -37,6 +37,7 @@ func RunConformanceTests(t *testing.T, newHarness HarnessMaker) {
 		{"ElectionProclaim", testElectionProclaim},
 		{"ElectionObserve", testElectionObserve},
 		{"ElectionLead", testElectionLead},
+		{"ElectionResignHandOff", testElectionResignHandOff},
 		{"Close", testClose},
 		{"ReacquireWithToken", testReacquireWithToken},
 		{"FIFO", testFIFO},

@@ -297,3 +297,47 @@ func testElectionLead(t *testing.T, s *suite) {
 		t.Errorf("Lead with a nil fn = %v, want ErrInvalidOption", err)
 	}
 }
+
+// testElectionResignHandOff: a candidate that retries only every minute,
+// waiting behind a leader whose lease is 20 s (or the backend's longest),
+// is elected within a hand-off of the leader's resign: within 10 s, so
+// neither its backoff nor the lease's end, but the release's notification
+// or the backend's queue, elects it. Where notifications do not reach
+// other clients (LocalNotifier), the lease is 3 s and the candidate is
+// elected within it: the lease it last saw bounds its wait.
+func testElectionResignHandOff(t *testing.T, s *suite) {
+	name := s.key("resign")
+	a, b := s.client(), s.client()
+	ttl, within := ttlWithin(a, 20*time.Second), 10*time.Second
+	if ln, ok := s.h.(LocalNotifier); ok && ln.LocalNotifications() {
+		ttl = ttlWithin(a, 3*time.Second)
+		within = ttl + 2*time.Second
+	}
+	lead := s.elected(s.campaign(a.Election(name), "a", dlock.WithTTL(ttl)), "a")
+	slow := dlock.RetryFunc(func(int) time.Duration { return time.Minute })
+	waiting := s.campaign(b.Election(name), "b", dlock.WithRetry(slow))
+	select {
+	case r := <-waiting:
+		t.Fatalf("b elected while a leads: %+v", r)
+	case <-time.After(300 * time.Millisecond): // b tried once and waits
+	}
+	resigned := time.Now()
+	s.unlock(lead)
+	select {
+	case r := <-waiting:
+		took := time.Since(resigned)
+		if r.err != nil {
+			t.Fatalf("Campaign of b: %v", r.err)
+		}
+		if took > within {
+			t.Errorf("b elected %v after the resign, want within %v", took.Round(time.Millisecond), within)
+		}
+		if r.l.Fence() <= lead.Fence() {
+			t.Errorf("b's term %d, want above a's %d", r.l.Fence(), lead.Fence())
+		}
+		s.wantLeader(a.Election(name), "b", r.l.Fence())
+		s.unlock(r.l)
+	case <-time.After(within + 5*time.Second):
+		t.Fatalf("b not elected within %v of the resign (it retries every minute; the lease was %v)", within+5*time.Second, ttl)
+	}
+}

@@ -50,3 +50,12 @@ type HarnessMaker func(ctx context.Context, t *testing.T) (Harness, error)
 type ShortTTLer interface {
 	ShortTTL() time.Duration
 }
+
+// LocalNotifier is an optional Harness method for a driver whose release
+// notifications reach only the waiters of the driver that released (MySQL
+// has no notifications between connections). The suite then expects a
+// hand-off between clients within the holder's lease, which bounds every
+// wait, instead of at once.
+type LocalNotifier interface {
+	LocalNotifications() bool
+}

@@ -48,6 +48,10 @@ func (h *harness) MakeDriver(ctx context.Context) (driver.Locker, error) {
 
 func (h *harness) Close() {}
 
+// LocalNotifications implements drivertest.LocalNotifier: MySQL has no
+// notifications between connections.
+func (h *harness) LocalNotifications() bool { return true }
+
 // closeAlso closes the application's handle after the driver.
 type closeAlso struct {
 	*myDriver
