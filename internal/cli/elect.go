@@ -24,10 +24,10 @@ characters in it are stored escaped (\n, \t), on one line.
 Without --loop, dlock resigns when CMD exits and exits as "dlock run" does:
 CMD's code, 70 if leadership was lost while CMD ran, 128+N if signal N
 ended the campaign. With --loop, dlock campaigns again after each term
-(CMD exited, or leadership was lost and CMD stopped) and runs CMD again,
-until SIGINT or SIGTERM: these stop the campaign (exit 128+N), or are
-passed on to a running CMD, after which dlock resigns and exits with
-CMD's code.
+(CMD exited, or leadership was lost and CMD stopped), on the same backend
+connection, and runs CMD again, until SIGINT or SIGTERM: these stop the
+campaign (exit 128+N), or are passed on to a running CMD, after which
+dlock resigns and exits with CMD's code.
 `
 
 func cmdElect(args []string, sio stdio) error {
@@ -77,12 +77,14 @@ func cmdElect(args []string, sio stdio) error {
 }
 
 // lead runs CMD for the term l, then, until a signal stops it, campaigns
-// again and runs CMD for each new term (elect --loop).
-func (r *runner) lead(l *dlock.Lock, sigs <-chan os.Signal) error {
-	var own *dlock.Client // the client of a later term; run closes the first
+// again on the same client c and runs CMD for each new term (elect
+// --loop): one connection serves every term. It closes c (or the client
+// that replaced a closed one, see acquire) once, when it returns.
+func (r *runner) lead(c *dlock.Client, l *dlock.Lock, sigs <-chan os.Signal) error {
+	var campaignErr error // why the last campaign failed: closeClient hurries when the backend is unavailable
 	defer func() {
-		if own != nil {
-			_ = own.Close()
+		if c != nil {
+			closeClient(c, campaignErr, *r.bf.timeout)
 		}
 	}()
 	for {
@@ -110,10 +112,6 @@ func (r *runner) lead(l *dlock.Lock, sigs <-chan os.Signal) error {
 		err := r.runLocked(l, relay)
 		close(done)
 		<-joined
-		if own != nil {
-			_ = own.Close()
-			own = nil
-		}
 		if stopping.Load() {
 			return err
 		}
@@ -129,13 +127,12 @@ func (r *runner) lead(l *dlock.Lock, sigs <-chan os.Signal) error {
 		default:
 			r.vlogf("%s exited with status %d; campaigning again", r.argv[0], ee.code)
 		}
-		a := r.await(sigs)
+		a := r.await(sigs, c)
+		c = a.c
 		if a.err != nil {
-			if a.c != nil {
-				closeClient(a.c, a.err, *r.bf.timeout)
-			}
+			campaignErr = a.err
 			return a.err
 		}
-		own, l = a.c, a.l
+		l = a.l
 	}
 }

@@ -3,13 +3,19 @@
 package cli
 
 import (
+	"bytes"
+	"context"
 	"encoding/json"
+	"net/url"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/dlock-go/dlock/internal/testserver"
 )
 
 // electScript is a CMD for dlock elect: it notes an overlap with another
@@ -133,6 +139,113 @@ func TestElectLoop(t *testing.T) {
 	}
 	if r := e.run(20*time.Second, "leader", "sched"); r.code != ExitFree || !strings.Contains(r.stdout, "none") {
 		t.Errorf("leader after elect --loop ended: exit %d, stdout %q; want %d, none", r.code, r.stdout, ExitFree)
+	}
+}
+
+// --loop campaigns on one client for all its terms: on Redis, the server
+// accepts no new connection per term (a new client per term would dial at
+// least once each), and the terms still increase.
+func TestElectLoopOneConnection(t *testing.T) {
+	t.Parallel()
+	rd := testserver.StartRedis(t)
+	e := newEnv(t)
+	log := e.path("log")
+	proc, wait := e.start(60*time.Second, "elect", "--loop", "--backend", rd.URL(), "-c", `echo $DLOCK_FENCE >> "`+log+`"`, "sched")
+	deadline := time.Now().Add(30 * time.Second)
+	terms := func(n int) []string {
+		t.Helper()
+		for {
+			b, _ := os.ReadFile(log)
+			got := lines(string(b))
+			if len(got) >= n {
+				return got
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("terms: %q, want %d within 30s", got, n)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	// Each call dials one connection of its own, counted as well.
+	accepted := func() int {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+		defer cancel()
+		v, err := rd.Info(ctx, "stats", "total_connections_received")
+		if err != nil {
+			t.Fatal(err)
+		}
+		n, err := strconv.Atoi(v)
+		if err != nil {
+			t.Fatalf("total_connections_received %q: %v", v, err)
+		}
+		return n
+	}
+	first := len(terms(3))
+	before := accepted()
+	const more = 10
+	last := len(terms(first + more))
+	after := accepted()
+	// Slack of 2 for the pool growing (a refresh beside a campaign).
+	if dialed := after - before - 1; dialed > 2 {
+		t.Errorf("%d new connections to Redis over %d terms; want one client for all terms", dialed, last-first)
+	}
+	if err := proc.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	res := wait()
+	if res.code != 0 && res.code != 128+int(syscall.SIGTERM) {
+		t.Errorf("elect --loop after SIGTERM: exit %d, stderr %q; want 0 or %d", res.code, res.stderr, 128+int(syscall.SIGTERM))
+	}
+	b, _ := os.ReadFile(log)
+	all := lines(string(b))
+	var prev uint64
+	for i, s := range all {
+		f, err := strconv.ParseUint(s, 10, 64)
+		if err != nil || f <= prev {
+			t.Fatalf("terms %q: term %d (%q) not above the one before", all, i, s)
+		}
+		prev = f
+	}
+	if r := e.run(20*time.Second, "leader", "--backend", rd.URL(), "sched"); r.code != ExitFree || !strings.Contains(r.stdout, "none") {
+		t.Errorf("leader after elect --loop ended: exit %d, stdout %q; want %d, none", r.code, r.stdout, ExitFree)
+	}
+}
+
+// A campaign on a client that was closed, which refuses every request,
+// opens a new client and campaigns on it instead.
+func TestElectReopensClosedClient(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+	backend := (&url.URL{Scheme: "sqlite", Path: filepath.ToSlash(filepath.Join(t.TempDir(), "locks.db"))}).String()
+	timeout := 5 * time.Second
+	var stderr bytes.Buffer
+	r := &runner{
+		key: "sched", elect: true, value: "v", argv: []string{"true"},
+		bf:  &backendFlags{url: backend, given: true, timeout: &timeout, shared: true},
+		sio: stdio{out: &stderr, err: &stderr},
+	}
+	old, _, err := r.bf.open(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := old.Close(); err != nil {
+		t.Fatal(err)
+	}
+	c, l, err := r.acquire(ctx, old)
+	if err != nil {
+		t.Fatalf("campaign on a closed client: %v (stderr %q); want a new client", err, stderr.String())
+	}
+	defer c.Close()
+	if c == old || l.Fence() == 0 {
+		t.Errorf("campaign on a closed client: same client %v, fence %d; want a new client and a term", c == old, l.Fence())
+	}
+	if !strings.Contains(stderr.String(), "connecting again") {
+		t.Errorf("stderr %q; want a warning that dlock connects again", stderr.String())
+	}
+	if err := l.Unlock(ctx); err != nil {
+		t.Error(err)
 	}
 }
 

@@ -212,6 +212,7 @@ type runner struct {
 	elect    bool          // campaign in the election key (dlock elect)
 	value    string        // the candidate's value (dlock elect)
 	loop     bool          // campaign again after each term (elect --loop)
+	shown    string        // the backend's URL for messages, once opened
 	verbose  bool
 	sio      stdio
 }
@@ -237,7 +238,11 @@ func (r *runner) run() error {
 	// passed on to it.
 	sigs, stopSigs := notify(forwardSignals...)
 	defer stopSigs()
-	a := r.await(sigs)
+	a := r.await(sigs, nil)
+	if a.err == nil && r.loop {
+		// lead campaigns on a.c again after each term, and closes it.
+		return r.lead(a.c, a.l, sigs)
+	}
 	if a.c != nil {
 		defer closeClient(a.c, a.err, *r.bf.timeout)
 	}
@@ -247,20 +252,20 @@ func (r *runner) run() error {
 	if r.hold {
 		return r.holdLocked(a.l, sigs)
 	}
-	if r.loop {
-		return r.lead(a.l, sigs)
-	}
 	return r.runLocked(a.l, sigs)
 }
 
-// await opens the backend and takes the lock, while sigs can interrupt.
-func (r *runner) await(sigs <-chan os.Signal) acquired {
+// await opens the backend, unless c is a client to take the lock on
+// again (elect --loop), and takes the lock, while sigs can interrupt. The
+// client it returns is c, or the one that replaced it (see acquire), or
+// nil when none could be opened.
+func (r *runner) await(sigs <-chan os.Signal, c *dlock.Client) acquired {
 	ctx, cancel := context.WithCancelCause(context.Background())
 	defer cancel(nil)
 
 	res := make(chan acquired, 1)
 	go func() {
-		c, l, err := r.acquire(ctx)
+		c, l, err := r.acquire(ctx, c)
 		res <- acquired{c, l, err}
 	}()
 	var a acquired
@@ -318,7 +323,8 @@ func isWaitSignal(s os.Signal) bool {
 	return false
 }
 
-// acquire opens the backend and takes the lock as --try / --wait say.
+// acquire opens the backend, unless c is an open client to reuse, and
+// takes the lock as --try / --wait say.
 //
 // The flags bound the whole of it, connecting included: with --try, the
 // connect timeout; with --wait D, D (and the connect timeout for opening);
@@ -328,7 +334,7 @@ func isWaitSignal(s os.Signal) bool {
 // backend answered it (the key is held by someone) does a wait that ran out
 // exit with the conflict code; when the probe fails or gets no answer in
 // time, dlock exits 69 with the backend's error.
-func (r *runner) acquire(ctx context.Context) (*dlock.Client, *dlock.Lock, error) {
+func (r *runner) acquire(ctx context.Context, c *dlock.Client) (*dlock.Client, *dlock.Lock, error) {
 	hook := func(e dlock.Event) {
 		if e.Kind == dlock.EventRefreshFailed {
 			r.logf("warning: could not refresh lock %q: %s", e.Key, clean(e.Err))
@@ -345,10 +351,6 @@ func (r *runner) acquire(ctx context.Context) (*dlock.Client, *dlock.Lock, error
 	if !r.try && r.wait == 0 {
 		bctx = ctx
 	}
-	c, shown, err := r.bf.open(bctx, dlock.WithEventHook(hook))
-	if err != nil {
-		return nil, nil, err
-	}
 	opts := []dlock.LockOption{dlock.WithMetadata(r.metadata())}
 	if r.ttl > 0 {
 		opts = append(opts, dlock.WithTTL(r.ttl))
@@ -359,18 +361,41 @@ func (r *runner) acquire(ctx context.Context) (*dlock.Client, *dlock.Lock, error
 	if r.maxHold > 0 {
 		opts = append(opts, dlock.WithMaxHold(r.maxHold))
 	}
-	var l *dlock.Lock
-	var probe <-chan error
-	if r.try {
-		l, err = r.take(bctx, c, true, opts)
-	} else {
-		if r.wait > 0 {
-			r.vlogf("waiting up to %v for lock %q on %s", r.wait, r.key, shown)
-		} else {
-			r.vlogf("waiting for lock %q on %s", r.key, shown)
+	var (
+		l     *dlock.Lock
+		probe <-chan error
+		err   error
+	)
+	for reused := c != nil; ; reused = false {
+		if c == nil {
+			if c, r.shown, err = r.bf.open(bctx, dlock.WithEventHook(hook)); err != nil {
+				return nil, nil, err
+			}
 		}
-		l, probe, err = r.lockProbed(bctx, c, opts)
+		if r.try {
+			l, err = r.take(bctx, c, true, opts)
+		} else {
+			if r.wait > 0 {
+				r.vlogf("waiting up to %v for lock %q on %s", r.wait, r.key, r.shown)
+			} else {
+				r.vlogf("waiting for lock %q on %s", r.key, r.shown)
+			}
+			l, probe, err = r.lockProbed(bctx, c, opts)
+		}
+		if !reused || !clientClosed(err) || ctx.Err() != nil {
+			break
+		}
+		// A client outlives the sessions of its backend: a ZooKeeper
+		// connection opens a new session after one expired (the locks
+		// of the old one were lost), etcd grants new leases for those
+		// that expired, the SQL and Redis drivers dial anew. Only a
+		// closed client, or a driver that closed itself, refuses every
+		// later request: open a new one, once.
+		r.logf("warning: the connection to %s was closed; connecting again", r.shown)
+		_ = c.Close()
+		c = nil
 	}
+	shown := r.shown
 	if err == nil {
 		r.vlogf("acquired lock %q (fence %d) after %v", r.key, l.Fence(), time.Since(start).Round(time.Millisecond))
 		return c, l, nil
@@ -397,6 +422,16 @@ func (r *runner) acquire(ctx context.Context) (*dlock.Client, *dlock.Lock, error
 		return c, nil, exitf(r.conflict, "dlock: lock %q still held%s after waiting %v; not acquired", r.key, holder, r.wait)
 	}
 	return c, nil, backendError(ctx, bctx, err, fmt.Sprintf("lock %q", r.key))
+}
+
+// clientClosed reports whether err, from a lock attempt, says the client
+// or its driver is closed.
+func clientClosed(err error) bool {
+	var pe *probeError
+	if errors.As(err, &pe) {
+		err = pe.err
+	}
+	return errors.Is(err, dlock.ErrClosed)
 }
 
 // probeError is the error of a probe that found the backend unavailable
