@@ -124,15 +124,44 @@ func (e *Election) Leader(ctx context.Context) (Leader, error) {
 //
 // It reads the election's key when a release notification comes
 // (driver.Notifier), then again shortly after until the next leader shows,
-// and at least every ObserveInterval; a new leader is reported once two
-// reads agree. A term shorter than that on a backend without notifications
-// can go unseen. A slow reader never holds
-// up the election: changes wait for it in order (the oldest go beyond
-// 1024 unread).
-func (e *Election) Observe(ctx context.Context) <-chan Leader {
+// and at least every ObserveInterval (WithObserveInterval changes it); a
+// new leader is reported once two reads agree. A term shorter than that on
+// a backend without notifications can go unseen. A slow reader never holds
+// up the election: changes wait for it in order (the oldest go beyond 1024
+// unread).
+func (e *Election) Observe(ctx context.Context, opts ...ObserveOption) <-chan Leader {
+	cfg := observeConfig{interval: ObserveInterval}
+	for _, o := range opts {
+		if o != nil {
+			o(&cfg)
+		}
+	}
 	ch := make(chan Leader)
-	go e.observe(ctx, ch)
+	go e.observe(ctx, ch, cfg)
 	return ch
+}
+
+// ObserveOption configures Election.Observe.
+type ObserveOption func(*observeConfig)
+
+type observeConfig struct {
+	interval time.Duration
+}
+
+// MinObserveInterval is the shortest interval WithObserveInterval sets.
+const MinObserveInterval = 10 * time.Millisecond
+
+// WithObserveInterval bounds how long Observe goes without reading the
+// election's key (default ObserveInterval, 1 s). A shorter interval sees
+// shorter terms on a backend whose notifications do not reach this
+// client (MySQL), at the cost of one read per interval. Values below
+// MinObserveInterval are raised to it; zero or less keeps the default.
+func WithObserveInterval(d time.Duration) ObserveOption {
+	return func(c *observeConfig) {
+		if d > 0 {
+			c.interval = max(d, MinObserveInterval)
+		}
+	}
 }
 
 // observeBurst is how soon Observe reads the key again after a release
@@ -145,7 +174,7 @@ const observeBacklog = 1024
 // reports it.
 const observeConfirm = 2 * time.Millisecond
 
-func (e *Election) observe(ctx context.Context, ch chan<- Leader) {
+func (e *Election) observe(ctx context.Context, ch chan<- Leader, cfg observeConfig) {
 	defer close(ch)
 	c := e.c
 	if err := ValidateKey(e.name); err != nil {
@@ -217,9 +246,9 @@ func (e *Election) observe(ctx context.Context, ch chan<- Leader) {
 			}
 		}
 		pending = Leader{}
-		next := ObserveInterval
+		next := cfg.interval
 		if burst < len(observeBurst) {
-			next, burst = observeBurst[burst], burst+1
+			next, burst = min(observeBurst[burst], cfg.interval), burst+1
 		}
 		timer.Reset(next)
 	}

@@ -260,7 +260,7 @@ func TestLeaderWatch(t *testing.T) {
 	}
 	defer out.Close()
 	ctx := t.Context()
-	watch, _, stderr := e.command(ctx, "leader", "--watch", "--json", "sched")
+	watch, _, stderr := e.command(ctx, "leader", "--watch", "--interval", "200ms", "--json", "sched")
 	watch.Stdout = out
 	if err := watch.Start(); err != nil {
 		t.Fatal(err)
@@ -323,6 +323,8 @@ func TestElectFlags(t *testing.T) {
 		{"elect", "--limit", "2", "k", "--", "true"},
 		{"elect", "k"},
 		{"leader"},
+		{"leader", "--watch", "--interval", "1ms", "k"},
+		{"leader", "--interval", "0s", "k"},
 	} {
 		if r := e.run(10*time.Second, args...); r.code != ExitUsage || len(lines(r.stderr)) != 1 {
 			t.Errorf("%q: exit %d, stderr %q; want %d in one line", args, r.code, r.stderr, ExitUsage)

@@ -22,7 +22,9 @@ for a held or free key. With --json, prints one JSON object:
 With --watch, prints the current leader and then one line per change (a
 new leader, a new value, no leader), in term order, until SIGINT or
 SIGTERM (exit 0); with --json, one object per line (without
-expires_in_ms).
+expires_in_ms). It reads the election at least every --interval (default
+1s), and at once on a release notification where the backend sends them;
+a shorter interval sees shorter terms on MySQL, which sends none.
 `
 
 // jsonLeader is what leader --json prints.
@@ -40,8 +42,12 @@ func cmdLeader(args []string, sio stdio) error {
 	bf.shared = true
 	asJSON := fs.Bool("json", false, "print JSON objects (election, held, value, term, expires_in_ms)")
 	watch := fs.Bool("watch", false, "print each change of leader until SIGINT or SIGTERM")
+	interval := fs.Duration("interval", dlock.ObserveInterval, "with --watch, the longest gap between reads of the election (at least 10ms)")
 	if done, err := parseFlags(fs, args, sio); done {
 		return err
+	}
+	if *interval < dlock.MinObserveInterval {
+		return usageError("leader", "--interval %v: want at least %v", *interval, dlock.MinObserveInterval)
 	}
 	switch fs.NArg() {
 	case 0:
@@ -90,7 +96,7 @@ func cmdLeader(args []string, sio stdio) error {
 		}
 		return nil
 	}
-	for l := range c.Election(name).Observe(ctx) {
+	for l := range c.Election(name).Observe(ctx, dlock.WithObserveInterval(*interval)) {
 		printLeader(sio, name, l, -1, *asJSON)
 	}
 	if signalCause(ctx) != nil {
