@@ -45,6 +45,25 @@ func (d *myDriver) inTx(ctx context.Context, fn func(tx *sql.Tx) error) error {
 	return err
 }
 
+// execAgain runs one statement on its own, again when it lost a deadlock
+// (1213) or waited too long for a lock (1205), up to 3 times. A statement
+// on the shared rows waits for the shared locks of a shared acquire's
+// reads; InnoDB picks it as the victim when that acquire then needs the
+// same row exclusively (renewing its grant).
+func (d *myDriver) execAgain(ctx context.Context, query string, args ...any) (sql.Result, error) {
+	var (
+		res sql.Result
+		err error
+	)
+	for range 3 {
+		res, err = d.db.ExecContext(ctx, query, args...)
+		if err == nil || !isCode(err, 1213, 1205) || ctx.Err() != nil {
+			break
+		}
+	}
+	return res, err
+}
+
 // lockState reads and locks the key's row in tx (the zero Row when there
 // is none).
 func (d *myDriver) lockState(ctx context.Context, tx *sql.Tx, key []byte) (sqllease.Row, error) {
@@ -61,17 +80,15 @@ func (d *myDriver) lockState(ctx context.Context, tx *sql.Tx, key []byte) (sqlle
 	return sqllease.Row{Held: len(token) > 0 && left > 0, Token: string(token), Fence: int64(fence), TTL: left, Metadata: string(meta)}, nil
 }
 
-func soonest(cur, d time.Duration) time.Duration {
-	if cur == 0 || d < cur {
-		return d
-	}
-	return cur
-}
+// errRefused ends a shared acquire's transaction whose verdict was a
+// refusal.
+var errRefused = errors.New("mysqldlock: shared grant refused")
 
-// AcquireShared implements driver.SharedLocker with one transaction: make
-// and lock the key's row, refuse a live exclusive holder, read and lock the
-// key's shared rows (dropping lapsed ones), then renew the token's grant or
-// take the next fence, put the marker on the row and record the grant.
+// AcquireShared implements driver.SharedLocker with a transaction of two
+// statements: sqlShareGrant judges and locks the key's row and takes the
+// fence, then sqlShareRecord records the grant. When the first reports
+// lapsed shared rows, one more statement deletes them after the commit. A
+// refusal rolls the transaction back and reads why with one SELECT.
 func (d *myDriver) AcquireShared(ctx context.Context, req driver.SharedRequest) (driver.Result, error) {
 	if err := d.Check(ctx); err != nil {
 		return driver.Result{}, err
@@ -84,114 +101,73 @@ func (d *myDriver) AcquireShared(ctx context.Context, req driver.SharedRequest) 
 	if len(meta) > maxMetadata {
 		meta = meta[:maxMetadata]
 	}
+	grant := d.st.shareGrant.args(map[string]any{"key": key, "tok": tok, "us": us, "meta": meta, "lim": req.Limit})
 	var (
-		res      driver.Result
-		mismatch error
+		fence  int64
+		lapsed bool
 	)
 	err := d.inTx(ctx, func(tx *sql.Tx) error {
-		res, mismatch = driver.Result{}, nil
-		if _, err := tx.ExecContext(ctx, d.st.makeRow, key); err != nil {
-			return err
-		}
-		r, err := d.lockState(ctx, tx, key)
+		fence, lapsed = 0, false
+		x, err := tx.ExecContext(ctx, d.st.shareGrant.text, grant...)
 		if err != nil {
 			return err
 		}
-		if r.Held && r.Token != marker {
-			res.HolderTTL = r.TTL
-			return nil
-		}
-		var (
-			grants, writers, limit    int
-			own                       uint64
-			lapsed                    bool
-			soonestGrant, soonestWait time.Duration
-		)
-		rows, err := tx.QueryContext(ctx, d.st.shareRows, key)
-		err = sqllease.QueryRows(rows, err, func(scan func(dest ...any) error) error {
-			var (
-				writer bool
-				t      []byte
-				fence  uint64
-				left   sql.NullInt64
-				lim    int
-			)
-			if err := scan(&writer, &t, &fence, &left, &lim); err != nil {
-				return err
-			}
-			if left.Int64 <= 0 {
-				lapsed = true
-				return nil
-			}
-			ttl := sqllease.FromMicros(left.Int64)
-			if writer {
-				writers++
-				soonestWait = soonest(soonestWait, ttl)
-				return nil
-			}
-			grants++
-			limit = lim
-			soonestGrant = soonest(soonestGrant, ttl)
-			if string(t) == req.Token {
-				own = fence
-			}
-			return nil
-		})
+		id, err := x.LastInsertId()
 		if err != nil {
 			return err
 		}
-		if lapsed {
-			if _, err := tx.ExecContext(ctx, d.st.dropLapsed, key); err != nil {
-				return err
-			}
+		if id <= 0 {
+			return errRefused
 		}
-		if grants > 0 && limit != req.Limit {
-			mismatch = fmt.Errorf("%w: mysqldlock: %q is shared with limit %d, not %d", driver.ErrLimitMismatch, req.Key, limit, req.Limit)
-			return nil
-		}
-		if own > 0 {
-			if _, err := tx.ExecContext(ctx, d.st.shareRenew, us, meta, req.Limit, key, tok); err != nil {
-				return err
-			}
-			if _, err := tx.ExecContext(ctx, d.st.markerExtend, us, own, meta, key); err != nil {
-				return err
-			}
-			res = driver.Result{Acquired: true, Fence: own}
-			return nil
-		}
-		if writers > 0 || (req.Limit > 0 && grants >= req.Limit) {
-			res.HolderTTL = soonestGrant
-			if res.HolderTTL == 0 {
-				res.HolderTTL = soonestWait
-			}
-			return nil
-		}
-		bump, err := tx.ExecContext(ctx, d.st.shareBump, us, us, meta, key)
-		if err != nil {
-			return err
-		}
-		fence, err := bump.LastInsertId()
-		if err != nil {
-			return err
-		}
-		if fence <= 0 {
-			return fmt.Errorf("mysqldlock: acquire shared: table %s returned fence %d", d.Table, fence)
-		}
-		if _, err := tx.ExecContext(ctx, d.st.shareInsert, key, tok, fence, us, meta, req.Limit); err != nil {
-			return err
-		}
-		res = driver.Result{Acquired: true, Fence: uint64(fence)}
-		return nil
+		fence, lapsed = id&^lapsedFlag, id&lapsedFlag != 0
+		_, err = tx.ExecContext(ctx, d.st.shareRecord, key, tok, fence, us, meta, req.Limit, fence, us, meta, req.Limit)
+		return err
 	})
+	if err == nil && lapsed {
+		// After the commit, on its own: in the transaction it would
+		// upgrade the shared locks of sqlShareGrant's reads, and deadlock
+		// with a release waiting for one. Best effort: the next grant
+		// finds what is left.
+		_, _ = d.db.ExecContext(ctx, d.st.dropLapsed, key)
+	}
 	switch {
+	case errors.Is(err, errRefused):
+		return d.shareRefusal(ctx, req)
 	case err != nil && isCode(err, 1213, 1205):
 		return driver.Result{HolderTTL: time.Millisecond}, nil
 	case err != nil:
 		return driver.Result{}, d.Wrap("acquire shared", err)
-	case mismatch != nil:
-		return driver.Result{}, mismatch
 	}
-	return res, nil
+	return driver.Result{Acquired: true, Fence: uint64(fence)}, nil
+}
+
+// shareRefusal reads why a shared acquire was refused: a live exclusive
+// holder (its lease), live grants of another limit (ErrLimitMismatch), or
+// a full key (the shortest live grant's lease, else the shortest waiting
+// writer's). A key that changed since the refusal reports a 1 ms lease, to
+// be tried again soon.
+func (d *myDriver) shareRefusal(ctx context.Context, req driver.SharedRequest) (driver.Result, error) {
+	k := []byte(req.Key)
+	var (
+		token                      []byte
+		left, grant, writer, limit sql.NullInt64
+	)
+	found, err := sqllease.Found(d.db.QueryRowContext(ctx, d.st.shareRefusal, k, k, k, req.Limit, k).Scan(&token, &left, &grant, &writer, &limit), sql.ErrNoRows)
+	switch {
+	case err != nil:
+		return driver.Result{}, d.Wrap("acquire shared", err)
+	case !found:
+		return driver.Result{HolderTTL: time.Millisecond}, nil
+	case len(token) > 0 && string(token) != marker && left.Int64 > 0:
+		return driver.Result{HolderTTL: sqllease.FromMicros(left.Int64)}, nil
+	case limit.Valid:
+		return driver.Result{}, fmt.Errorf("%w: mysqldlock: %q is shared with limit %d, not %d", driver.ErrLimitMismatch, req.Key, limit.Int64, req.Limit)
+	case grant.Valid && grant.Int64 > 0:
+		return driver.Result{HolderTTL: sqllease.FromMicros(grant.Int64)}, nil
+	case writer.Valid && writer.Int64 > 0:
+		return driver.Result{HolderTTL: sqllease.FromMicros(writer.Int64)}, nil
+	}
+	return driver.Result{HolderTTL: time.Millisecond}, nil
 }
 
 // acquireWaiting is Acquire for an attempt with Hints.Wait, in one
@@ -307,54 +283,34 @@ func (d *myDriver) refreshShare(ctx context.Context, key, token string, ttl time
 	return nil
 }
 
-// releaseShare deletes token's shared grant and writer record of key in
-// one transaction that locks the key's row first; when a live grant went,
-// the row then follows the grants left (sqlShareSync). Waiters of this
-// driver are woken when anything went.
+// releaseShare deletes token's live shared grant of key with one DELETE,
+// and then makes the key's row follow the grants left with one UPDATE
+// (sqlShareSync), which locks the row before it reads them. Between the
+// two the marker covers the released grant still: other grants may be
+// given, an exclusive holder not yet. Without a live grant it deletes the
+// token's other rows (its writer record, a lapsed grant) instead. Waiters
+// of this driver are woken when anything went.
 func (d *myDriver) releaseShare(ctx context.Context, key, token string) error {
 	k, tok := []byte(key), []byte(token)
-	var held, found bool
-	err := d.inTx(ctx, func(tx *sql.Tx) error {
-		held, found = false, false
-		if _, err := d.lockState(ctx, tx, k); err != nil {
-			return err
-		}
-		rows, err := tx.QueryContext(ctx, d.st.tokenRows, k, tok)
-		err = sqllease.QueryRows(rows, err, func(scan func(dest ...any) error) error {
-			var (
-				writer bool
-				left   sql.NullInt64
-			)
-			if err := scan(&writer, &left); err != nil {
-				return err
-			}
-			found = true
-			held = held || (!writer && left.Int64 > 0)
-			return nil
-		})
-		if err != nil || !found {
-			return err
-		}
-		if _, err := tx.ExecContext(ctx, d.st.tokenDelete, k, tok); err != nil {
-			return err
-		}
-		if held {
-			if _, err := tx.ExecContext(ctx, d.st.shareSync, k, k, k, k); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
+	res, err := d.execAgain(ctx, d.st.shareDrop, k, tok)
 	if err != nil {
 		return d.Wrap("release", err)
 	}
-	if found {
+	if n, err := res.RowsAffected(); err == nil && n > 0 {
+		defer d.hub.Notify(key)
+		if _, err := d.execAgain(ctx, d.st.shareSync, k, k, k, k); err != nil {
+			return d.Wrap("release", err)
+		}
+		return nil
+	}
+	res, err = d.execAgain(ctx, d.st.tokenDelete, k, tok)
+	if err != nil {
+		return d.Wrap("release", err)
+	}
+	if n, err := res.RowsAffected(); err == nil && n > 0 {
 		d.hub.Notify(key)
 	}
-	if !held {
-		return sqllease.NotHeld(key)
-	}
-	return nil
+	return sqllease.NotHeld(key)
 }
 
 // Holders implements driver.SharedLocker with one statement.

@@ -107,11 +107,12 @@ type statements struct {
 	list, forceRelease                                                    string
 
 	// shared leases
-	createShares, checkShares, makeRow, lockState, shareRows, dropLapsed string
-	shareBump, shareInsert, shareRenew, markerExtend, shareLive          string
-	shareRefresh, tokenRows, tokenDelete, writerDelete, writerRecord     string
-	shareSync, shareForce, freeMarker, shortest, holders                 string
-	lockKeys, liveShares, shareRefreshBatch, markerFollow                string
+	createShares, checkShares, lockState, dropLapsed, shareRecord  string
+	shareRefusal, shareDrop, markerExtend, shareLive, shareRefresh string
+	tokenDelete, writerDelete, writerRecord, shareSync, shareForce string
+	freeMarker, shortest, holders                                  string
+	lockKeys, liveShares, shareRefreshBatch, markerFollow          string
+	shareGrant                                                     namedSQL
 }
 
 func newStatements(quoted, sharesQuoted string) statements {
@@ -119,17 +120,14 @@ func newStatements(quoted, sharesQuoted string) statements {
 	return statements{
 		createShares: r.Replace(sqlCreateShares),
 		checkShares:  r.Replace(sqlCheckShares),
-		makeRow:      r.Replace(sqlMakeRow),
 		lockState:    r.Replace(sqlLockState),
-		shareRows:    r.Replace(sqlShareRows),
 		dropLapsed:   r.Replace(sqlDropLapsed),
-		shareBump:    r.Replace(sqlShareBump),
-		shareInsert:  r.Replace(sqlShareInsert),
-		shareRenew:   r.Replace(sqlShareRenew),
+		shareRecord:  r.Replace(sqlShareRecord),
+		shareRefusal: r.Replace(sqlShareRefusal),
+		shareDrop:    r.Replace(sqlShareDrop),
 		markerExtend: r.Replace(sqlMarkerExtend),
 		shareLive:    r.Replace(sqlShareLive),
 		shareRefresh: r.Replace(sqlShareRefresh),
-		tokenRows:    r.Replace(sqlTokenRows),
 		tokenDelete:  r.Replace(sqlTokenDelete),
 		writerDelete: r.Replace(sqlWriterDelete),
 		writerRecord: r.Replace(sqlWriterRecord),
@@ -143,6 +141,8 @@ func newStatements(quoted, sharesQuoted string) statements {
 		liveShares:        r.Replace(sqlLiveShares),
 		shareRefreshBatch: r.Replace(sqlShareRefreshBatch),
 		markerFollow:      r.Replace(sqlMarkerFollow),
+		shareGrant: bindNames(r.Replace(strings.NewReplacer(
+			"{G}", sqlShareVerdict, "{K}", sqlShareLapsed, "{E}", sqlShareLongest).Replace(sqlShareGrant))),
 
 		create:       r.Replace(sqlCreateTable),
 		check:        r.Replace(sqlCheckTable),
