@@ -121,8 +121,12 @@
 // companion table NAME_shares; while a key has live shared grants its row
 // in the lock table holds a marker token with the longest grant's expiry,
 // so the exclusive statements refuse it unchanged. Grants take their fences
-// from the row's counter. Each shared change is one transaction that locks
-// the key's row first; see docs/sql.md.
+// from the row's counter. A shared grant is a transaction of two
+// statements (an upsert of the key's row that judges the grants and takes
+// the fence, and the grant's row); a shared release is two statements
+// without one (the grant's DELETE, then an UPDATE of the key's row that
+// locks it before recounting); see docs/sql.md. The driver also implements
+// driver.MultiLocker (Client.LockMany): one transaction over all the keys.
 //
 // # Waiting
 //
