@@ -113,8 +113,14 @@ func (d *myDriver) states(ctx context.Context, items []driver.RefreshRequest) (m
 // refreshBatchSQL completes the statement for n locks: the derived table
 // of sqlRefreshBatch gets n rows of placeholders.
 func refreshBatchSQL(tmpl string, n int) string {
-	const first = "SELECT CAST(? AS BINARY) AS k, CAST(? AS BINARY) AS t, CAST(? AS SIGNED) AS us"
-	const more = "\n\tUNION ALL SELECT CAST(? AS BINARY), CAST(? AS BINARY), CAST(? AS SIGNED)"
+	return withRows(tmpl, n,
+		"SELECT CAST(? AS BINARY) AS k, CAST(? AS BINARY) AS t, CAST(? AS SIGNED) AS us",
+		"\n\tUNION ALL SELECT CAST(? AS BINARY), CAST(? AS BINARY), CAST(? AS SIGNED)")
+}
+
+// withRows replaces {ROWS} in tmpl with a derived table of n rows of
+// placeholders: the first row (which names the columns), then n-1 of more.
+func withRows(tmpl string, n int, first, more string) string {
 	var sb strings.Builder
 	sb.Grow(len(first) + (n-1)*len(more))
 	sb.WriteString(first)

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"slices"
 	"strings"
-	"time"
 
 	"github.com/dlock-go/dlock/driver"
 	"github.com/dlock-go/dlock/internal/sqllease"
@@ -78,8 +77,8 @@ type manyRow struct {
 // marker). Otherwise one multi-row UPDATE takes the existing rows and one
 // multi-row INSERT makes the missing ones, and the transaction commits. A
 // transaction that lost a race is run again, up to 3 times in all; then
-// every key is reported not acquired. When ctx ends after the commit was
-// sent, the keys are released, owner-checked, in the background.
+// every key is reported not acquired. Any other error leaves the outcome
+// unknown, and the portable layer releases the keys (driver.MultiLocker).
 func (d *myDriver) AcquireMany(ctx context.Context, reqs []driver.Request) ([]driver.Result, error) {
 	if err := d.Check(ctx); err != nil {
 		return nil, err
@@ -113,14 +112,11 @@ func (d *myDriver) AcquireMany(ctx context.Context, reqs []driver.Request) ([]dr
 	r := strings.NewReplacer("{T}", d.Table.Quote("`"), "{S}", d.Table.Shares().Quote("`"), "{NOW}", now,
 		"{KEYS}", strings.Repeat("?, ", len(reqs)-1)+"?")
 	for range multiTries {
-		res, sent, err := d.acquireManyTx(ctx, r, reqs, order, pos)
+		res, err := d.acquireManyTx(ctx, r, reqs, order, pos)
 		switch {
 		case err == nil:
 			return res, nil
 		case ctx.Err() != nil:
-			if sent {
-				d.releaseMany(reqs)
-			}
 			return nil, d.Wrap("acquire", err)
 		case isCode(err, 1062, 1213, 1205):
 			continue // lost a race: again
@@ -132,18 +128,13 @@ func (d *myDriver) AcquireMany(ctx context.Context, reqs []driver.Request) ([]dr
 
 // acquireManyTx is one run of AcquireMany's transaction over reqs, whose
 // positions order lists in key order and pos maps from key; r completes
-// the statements. sent reports that the commit was sent, so that an error
-// leaves the outcome unknown.
-func (d *myDriver) acquireManyTx(ctx context.Context, r *strings.Replacer, reqs []driver.Request, order []int, pos map[string]int) (res []driver.Result, sent bool, err error) {
+// the statements.
+func (d *myDriver) acquireManyTx(ctx context.Context, r *strings.Replacer, reqs []driver.Request, order []int, pos map[string]int) ([]driver.Result, error) {
 	tx, err := d.db.BeginTx(ctx, nil)
 	if err != nil {
-		return nil, false, err
+		return nil, err
 	}
-	defer func() {
-		if !sent {
-			_ = tx.Rollback()
-		}
-	}()
+	defer func() { _ = tx.Rollback() }() // after a Commit: sql.ErrTxDone, nothing sent
 	keys := make([]any, len(order))
 	for j, i := range order {
 		keys[j] = []byte(reqs[i].Key)
@@ -166,10 +157,10 @@ func (d *myDriver) acquireManyTx(ctx context.Context, r *strings.Replacer, reqs 
 		return nil
 	})
 	if err != nil {
-		return nil, false, err
+		return nil, err
 	}
 
-	res = make([]driver.Result, len(reqs))
+	res := make([]driver.Result, len(reqs))
 	var busy, marked []any
 	for _, i := range order {
 		req := reqs[i]
@@ -192,7 +183,7 @@ func (d *myDriver) acquireManyTx(ctx context.Context, r *strings.Replacer, reqs 
 	if len(busy) > 0 {
 		if len(marked) > 0 {
 			if err := d.shortestShares(ctx, tx, marked, pos, res); err != nil {
-				return nil, false, err
+				return nil, err
 			}
 		}
 		for i := range res {
@@ -200,7 +191,7 @@ func (d *myDriver) acquireManyTx(ctx context.Context, r *strings.Replacer, reqs 
 				res[i] = driver.Result{}
 			}
 		}
-		return res, false, nil // rolled back: nothing written
+		return res, nil // rolled back: nothing written
 	}
 
 	var update, insert []int
@@ -217,7 +208,7 @@ func (d *myDriver) acquireManyTx(ctx context.Context, r *strings.Replacer, reqs 
 			args = append(args, []byte(reqs[i].Key), []byte(reqs[i].Token), res[i].Fence, sqllease.Micros(reqs[i].TTL), metadataArg(reqs[i].Metadata))
 		}
 		if _, err := tx.ExecContext(ctx, manyUpdateSQL(r.Replace(sqlManyUpdate), len(update)), args...); err != nil {
-			return nil, false, err
+			return nil, err
 		}
 	}
 	if len(insert) > 0 {
@@ -226,14 +217,13 @@ func (d *myDriver) acquireManyTx(ctx context.Context, r *strings.Replacer, reqs 
 			args = append(args, []byte(reqs[i].Key), []byte(reqs[i].Token), sqllease.Micros(reqs[i].TTL), metadataArg(reqs[i].Metadata))
 		}
 		if _, err := tx.ExecContext(ctx, manyInsertSQL(r.Replace(sqlManyInsert), len(insert)), args...); err != nil {
-			return nil, false, err
+			return nil, err
 		}
 	}
-	sent = true
 	if err := tx.Commit(); err != nil {
-		return nil, true, err
+		return nil, err
 	}
-	return res, true, nil
+	return res, nil
 }
 
 // shortestShares sets, in tx, the HolderTTL of the results of the keys
@@ -258,19 +248,6 @@ func (d *myDriver) shortestShares(ctx context.Context, tx *sql.Tx, keys []any, p
 	})
 }
 
-// releaseMany gives back every request's key, owner-checked, in the
-// background: AcquireMany was cut short after its commit was sent, so the
-// keys may have been granted.
-func (d *myDriver) releaseMany(reqs []driver.Request) {
-	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		defer cancel()
-		for _, r := range reqs {
-			_ = d.Release(ctx, r.Key, r.Token)
-		}
-	}()
-}
-
 // metadataArg is metadata as the column takes it: at most maxMetadata
 // bytes, and never nil (which the driver would send as NULL).
 func metadataArg(metadata string) []byte {
@@ -287,15 +264,9 @@ func metadataArg(metadata string) []byte {
 // manyUpdateSQL completes sqlManyUpdate for n rows: the derived table gets
 // n rows of placeholders (key, token, fence, ttl µs, metadata).
 func manyUpdateSQL(tmpl string, n int) string {
-	const first = "SELECT CAST(? AS BINARY) AS k, CAST(? AS BINARY) AS t, CAST(? AS UNSIGNED) AS f, CAST(? AS SIGNED) AS us, CAST(? AS BINARY) AS m"
-	const more = "\n\tUNION ALL SELECT CAST(? AS BINARY), CAST(? AS BINARY), CAST(? AS UNSIGNED), CAST(? AS SIGNED), CAST(? AS BINARY)"
-	var sb strings.Builder
-	sb.Grow(len(first) + (n-1)*len(more))
-	sb.WriteString(first)
-	for range n - 1 {
-		sb.WriteString(more)
-	}
-	return strings.Replace(tmpl, "{ROWS}", sb.String(), 1)
+	return withRows(tmpl, n,
+		"SELECT CAST(? AS BINARY) AS k, CAST(? AS BINARY) AS t, CAST(? AS UNSIGNED) AS f, CAST(? AS SIGNED) AS us, CAST(? AS BINARY) AS m",
+		"\n\tUNION ALL SELECT CAST(? AS BINARY), CAST(? AS BINARY), CAST(? AS UNSIGNED), CAST(? AS SIGNED), CAST(? AS BINARY)")
 }
 
 // manyInsertSQL completes sqlManyInsert for n rows of placeholders (key,

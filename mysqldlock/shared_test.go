@@ -98,15 +98,7 @@ func TestSharedRace(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var ds []driver.Locker
-	for range 3 {
-		d, err := OpenURL(ctx, u)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer d.Close()
-		ds = append(ds, d)
-	}
+	ds := openDrivers(t, ctx, u, 3)
 	sqlleasetest.RunSharedRace(t, ctx, ds, "race")
 }
 
@@ -370,15 +362,7 @@ func TestSharedPermitRace(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var ds []driver.Locker
-	for range 2 {
-		d, err := OpenURL(ctx, u)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer d.Close()
-		ds = append(ds, d)
-	}
+	ds := openDrivers(t, ctx, u, 2)
 	for _, params := range []map[string]string{
 		{"tx_isolation": "'READ-COMMITTED'"},
 		{"sql_mode": "'STRICT_TRANS_TABLES,SIMULTANEOUS_ASSIGNMENT'"},
@@ -504,4 +488,20 @@ func logDeadlock(t *testing.T, srv *testserver.MariaDB) {
 	if i >= 0 && j > i {
 		t.Log(status[i:j])
 	}
+}
+
+// openDrivers opens n drivers of u, each with its own pool, closed when
+// the test ends.
+func openDrivers(t *testing.T, ctx context.Context, u *driver.URL, n int) []driver.Locker {
+	t.Helper()
+	var ds []driver.Locker
+	for range n {
+		d, err := OpenURL(ctx, u)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = d.Close() })
+		ds = append(ds, d)
+	}
+	return ds
 }

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
-	"time"
 
 	"github.com/redis/go-redis/v9"
 
@@ -39,31 +38,13 @@ var (
 // MaxManyKeys keys, give an error wrapping errors.ErrUnsupported before
 // anything is sent.
 func (e *Engine) AcquireMany(ctx context.Context, reqs []driver.Request) ([]driver.Result, error) {
-	res, err := e.AcquireManyCounted(ctx, reqs, 0)
-	if err != nil && !errors.Is(err, errors.ErrUnsupported) && ctx.Err() != nil {
-		// Cut short: the script may have granted the keys.
-		e.releaseAll(reqs)
-	}
-	return res, err
-}
-
-// releaseAll gives back every request's key, owner-checked, in the
-// background.
-func (e *Engine) releaseAll(reqs []driver.Request) {
-	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		defer cancel()
-		for _, r := range reqs {
-			_ = e.Release(ctx, r.Key, r.Token)
-		}
-	}()
+	return e.AcquireManyCounted(ctx, reqs, 0)
 }
 
 // AcquireManyCounted is AcquireMany as a counted attempt (see
 // AcquireCounted): fences from the keys' counters alone while they exist,
 // queues not deciding who is first but still refusing, and each grant
-// recorded with attempt, for GiveBack. Unlike AcquireMany, it leaves a
-// grant whose outcome is unknown to the caller.
+// recorded with attempt, for GiveBack.
 func (e *Engine) AcquireManyCounted(ctx context.Context, reqs []driver.Request, attempt uint64) ([]driver.Result, error) {
 	if err := e.ManyFits(reqs); err != nil {
 		return nil, err
