@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"net/url"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -120,6 +121,16 @@ func TestElectLoop(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+	stopLoop(t, proc, wait, log)
+	if r := e.run(20*time.Second, "leader", "sched"); r.code != ExitFree || !strings.Contains(r.stdout, "none") {
+		t.Errorf("leader after elect --loop ended: exit %d, stdout %q; want %d, none", r.code, r.stdout, ExitFree)
+	}
+}
+
+// stopLoop ends an elect --loop with SIGTERM, checks its exit, and checks
+// that the terms its CMD wrote to log, one per line, strictly increase.
+func stopLoop(t *testing.T, proc *exec.Cmd, wait func() result, log string) {
+	t.Helper()
 	if err := proc.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
@@ -128,17 +139,14 @@ func TestElectLoop(t *testing.T) {
 		t.Errorf("elect --loop after SIGTERM: exit %d, stderr %q; want 0 or %d", res.code, res.stderr, 128+int(syscall.SIGTERM))
 	}
 	b, _ := os.ReadFile(log)
-	terms = lines(string(b))
-	for i := 1; i < len(terms); i++ {
-		a, _ := strconv.ParseUint(terms[i-1], 10, 64)
-		c, _ := strconv.ParseUint(terms[i], 10, 64)
-		if c <= a {
-			t.Errorf("terms %q: not increasing", terms)
-			break
+	all := lines(string(b))
+	var prev uint64
+	for i, s := range all {
+		f, err := strconv.ParseUint(s, 10, 64)
+		if err != nil || f <= prev {
+			t.Fatalf("terms %q: term %d (%q) not above the one before", all, i, s)
 		}
-	}
-	if r := e.run(20*time.Second, "leader", "sched"); r.code != ExitFree || !strings.Contains(r.stdout, "none") {
-		t.Errorf("leader after elect --loop ended: exit %d, stdout %q; want %d, none", r.code, r.stdout, ExitFree)
+		prev = f
 	}
 }
 
@@ -190,23 +198,7 @@ func TestElectLoopOneConnection(t *testing.T) {
 	if dialed := after - before - 1; dialed > 2 {
 		t.Errorf("%d new connections to Redis over %d terms; want one client for all terms", dialed, last-first)
 	}
-	if err := proc.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	res := wait()
-	if res.code != 0 && res.code != 128+int(syscall.SIGTERM) {
-		t.Errorf("elect --loop after SIGTERM: exit %d, stderr %q; want 0 or %d", res.code, res.stderr, 128+int(syscall.SIGTERM))
-	}
-	b, _ := os.ReadFile(log)
-	all := lines(string(b))
-	var prev uint64
-	for i, s := range all {
-		f, err := strconv.ParseUint(s, 10, 64)
-		if err != nil || f <= prev {
-			t.Fatalf("terms %q: term %d (%q) not above the one before", all, i, s)
-		}
-		prev = f
-	}
+	stopLoop(t, proc, wait, log)
 	if r := e.run(20*time.Second, "leader", "--backend", rd.URL(), "sched"); r.code != ExitFree || !strings.Contains(r.stdout, "none") {
 		t.Errorf("leader after elect --loop ended: exit %d, stdout %q; want %d, none", r.code, r.stdout, ExitFree)
 	}
