@@ -19,13 +19,6 @@
 -- metadata and token.
 local waiting = redis.call('ZCOUNT', KEYS[5], '(' .. nowMs(), '+inf')
 local v = redis.pcall('GET', KEYS[1])
-local function announce()
-  local first = ''
-  if redis.call('EXISTS', KEYS[4]) == 1 then
-    first = queueHead(KEYS[4], KEYS[5], nowMs()) or ''
-  end
-  redis.call('PUBLISH', ARGV[1], first)
-end
 if v == false then
   local now = nowMs()
   local sh = sharesSummary(KEYS[6], KEYS[7], now)
@@ -35,7 +28,7 @@ if v == false then
       return {3, sh[1], '0', '', '', waiting}
     end
     redis.call('DEL', KEYS[6], KEYS[7], KEYS[8], KEYS[9])
-    announce()
+    announce(ARGV[1], KEYS[4], KEYS[5])
     return {1, sh[1], sh[2], sh[3], sh[4], waiting}
   end
   if not ARGV[2] then
@@ -65,5 +58,5 @@ if fence == '0' and pttl < 0 then
   return {2, pttl, '0', '', '', waiting}
 end
 redis.call('DEL', KEYS[1], KEYS[2], KEYS[9])
-announce()
+announce(ARGV[1], KEYS[4], KEYS[5])
 return {1, pttl, fence, meta, v, waiting}

@@ -22,3 +22,18 @@ local function queueHead(queue, waits, now)
   end
   return nil, nil
 end
+
+-- Announces a release (or a change watchers should look at) on channel,
+-- naming the queue's first live waiter ('' when none: everyone may try),
+-- so that no other exclusive waiter tries in vain. Nothing when channel
+-- is ''.
+local function announce(channel, queue, waits)
+  if channel == '' then
+    return
+  end
+  local first = ''
+  if redis.call('EXISTS', queue) == 1 then
+    first = queueHead(queue, waits, nowMs()) or ''
+  end
+  redis.call('PUBLISH', channel, first)
+end

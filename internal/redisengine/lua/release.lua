@@ -19,16 +19,6 @@ local shares, sinfo, slimit, writers = KEYS[5], KEYS[6], KEYS[7], KEYS[8]
 local token, channel, attempt = ARGV[1], ARGV[2], ARGV[3]
 if attempt == '' then attempt = nil end
 
-local function announce()
-  if channel ~= '' then
-    local first = ''
-    if redis.call('EXISTS', queue) == 1 then
-      first = queueHead(queue, waits, nowMs()) or ''
-    end
-    redis.call('PUBLISH', channel, first)
-  end
-end
-
 local held = redis.pcall('GET', lock)
 if held == token then
   if attempt then
@@ -40,7 +30,7 @@ if held == token then
     end
   end
   redis.call('DEL', lock, info)
-  announce()
+  announce(channel, queue, waits)
   return 1
 end
 local now, freed, writer = nil, false, false
@@ -66,7 +56,7 @@ if not attempt and redis.call('EXISTS', writers) == 1 then
   liveWriters(writers, now)
 end
 if freed or writer then
-  announce()
+  announce(channel, queue, waits)
 end
 if freed then return 1 end
 return 0

@@ -10,17 +10,6 @@
 local lock, info, shares, sinfo, queue, waits = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local token, meta, channel = ARGV[1], ARGV[2], ARGV[3]
 
-local function announce()
-  if channel ~= '' then
-    local first = ''
-    if redis.call('EXISTS', queue) == 1 then
-      first = queueHead(queue, waits, nowMs()) or ''
-    end
-    redis.call('PUBLISH', channel, first)
-  end
-  return 1
-end
-
 local held = redis.pcall('GET', lock)
 if held == token then
   local d = {token = token}
@@ -36,7 +25,8 @@ if held == token then
   else
     redis.call('SET', info, cjson.encode(d))
   end
-  return announce()
+  announce(channel, queue, waits)
+  return 1
 end
 if held ~= false then
   return 0
@@ -48,4 +38,5 @@ end
 local d = shareInfo(redis.call('HGET', sinfo, token))
 d.meta = meta
 redis.call('HSET', sinfo, token, cjson.encode(d))
-return announce()
+announce(channel, queue, waits)
+return 1
