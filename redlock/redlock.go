@@ -285,10 +285,9 @@ func settle[T any](d *locker, f *fanout[T], reqs []driver.Request, fences []uint
 
 // recordFence is the second round of an acquire: it raises the key's fence
 // counter to fence on every node, and succeeds once a majority of nodes
-// hold the grant with that fence. Every later majority then includes a
-// node that knows it, and Inspect, which reports the fence most holding
-// nodes give, reports this one (nodes whose grant came after the raise keep
-// their own, and are fewer).
+// hold the grant with that fence, marked recorded. Every later majority
+// then includes a node that knows it, and Inspect reports it (see
+// grantFence).
 func (d *locker) recordFence(ctx context.Context, req driver.Request, fence uint64, timeout time.Duration) error {
 	t := tally{n: len(d.nodes), quorum: d.quorum}
 	f := startFanout(ctx, d.nodes, timeout, func(ctx context.Context, n *redisengine.Engine) (bool, error) {
@@ -485,11 +484,7 @@ func (d *locker) holder(seen []holding) (driver.Info, string) {
 		}
 		// Longest first: the quorum-th is how long a majority holds it.
 		slices.SortFunc(hs, func(a, b holding) int { return cmp.Compare(b.info.TTL, a.info.TTL) })
-		ins := make([]driver.Info, len(hs))
-		for i, h := range hs {
-			ins[i] = h.info
-		}
-		return driver.Info{Held: true, TTL: ins[d.quorum-1].TTL, Fence: d.grantFence(hs), Metadata: commonMetadata(ins), Waiters: -1}, token
+		return driver.Info{Held: true, TTL: hs[d.quorum-1].info.TTL, Fence: d.grantFence(hs), Metadata: commonMetadata(hs), Waiters: -1}, token
 	}
 	return driver.Info{Waiters: -1}, ""
 }
@@ -524,15 +519,16 @@ func (d *locker) grantFence(hs []holding) uint64 {
 }
 
 // commonMetadata returns the metadata most nodes report (on a tie, the
-// one of the longest lease, first in ins): after a SetMetadata that a
+// one of the longest lease, first in hs): after a SetMetadata that a
 // majority took, the new value.
-func commonMetadata(ins []driver.Info) string {
+func commonMetadata(hs []holding) string {
 	counts := map[string]int{}
-	best := ins[0].Metadata
-	for _, in := range ins {
-		counts[in.Metadata]++
-		if counts[in.Metadata] > counts[best] {
-			best = in.Metadata
+	best := hs[0].info.Metadata
+	for _, h := range hs {
+		m := h.info.Metadata
+		counts[m]++
+		if counts[m] > counts[best] {
+			best = m
 		}
 	}
 	return best
