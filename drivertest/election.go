@@ -136,7 +136,7 @@ func testElectionObserve(t *testing.T, s *suite) {
 		observeOpts  []dlock.ObserveOption
 		campaignOpts []dlock.LockOption
 	)
-	if ln, ok := s.h.(LocalNotifier); ok && ln.LocalNotifications() {
+	if s.localNotifications() {
 		observeOpts = append(observeOpts, dlock.WithObserveInterval(50*time.Millisecond))
 		campaignOpts = append(campaignOpts, dlock.WithRetry(dlock.LinearBackoff(20*time.Millisecond)))
 	}
@@ -300,7 +300,7 @@ func testElectionResignHandOff(t *testing.T, s *suite) {
 	name := s.key("resign")
 	a, b := s.client(), s.client()
 	ttl, within := ttlWithin(a, 20*time.Second), 10*time.Second
-	if ln, ok := s.h.(LocalNotifier); ok && ln.LocalNotifications() {
+	if s.localNotifications() {
 		ttl = ttlWithin(a, 3*time.Second)
 		within = ttl + 2*time.Second
 	}

@@ -59,3 +59,9 @@ type ShortTTLer interface {
 type LocalNotifier interface {
 	LocalNotifications() bool
 }
+
+// localNotifications reports whether the harness declares LocalNotifier.
+func (s *suite) localNotifications() bool {
+	ln, ok := s.h.(LocalNotifier)
+	return ok && ln.LocalNotifications()
+}
