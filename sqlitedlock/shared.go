@@ -299,10 +299,13 @@ func (d *sqliteDriver) refreshShare(ctx context.Context, key, token string, ttl 
 
 // releaseShare deletes token's shared grant and writer record of key. It
 // reports whether a live grant went, whether anything went, and, when a
-// live grant went, whether the key has a waiting writer.
+// live grant went, whether the key has a waiting writer. The two
+// statements are retried apart: the DELETE has committed when the second
+// finds the database busy, and running it again would find nothing; when
+// the second fails, the caller wakes every waiter.
 func (d *sqliteDriver) releaseShare(ctx context.Context, key, token string) (held, found, writers bool, err error) {
 	err = d.retry(ctx, "release", func() error {
-		held, found, writers = false, false, false
+		held, found = false, false
 		rows, err := d.db.QueryContext(ctx, d.q(sqlShareRelease), key, token)
 		err = sqllease.QueryRows(rows, err, func(scan func(dest ...any) error) error {
 			var writer bool
@@ -316,12 +319,19 @@ func (d *sqliteDriver) releaseShare(ctx context.Context, key, token string) (hel
 			}
 			return nil
 		})
-		if err != nil || !held {
-			return err
-		}
-		return d.db.QueryRowContext(ctx, d.q(sqlWritersWaiting), key).Scan(&writers)
+		return err
 	})
-	return held, found, writers, err
+	if err != nil || !held {
+		return held, found, false, err
+	}
+	if werr := d.retry(ctx, "release", func() error {
+		return d.db.QueryRowContext(ctx, d.q(sqlWritersWaiting), key).Scan(&writers)
+	}); werr != nil {
+		// The grant went: whether a writer waits is unknown, so wake
+		// every waiter, the writer among them.
+		writers = true
+	}
+	return held, found, writers, nil
 }
 
 // Holders implements driver.SharedLocker with one statement.
