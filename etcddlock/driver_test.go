@@ -508,3 +508,59 @@ func testCloseEndsWaiters(t *testing.T, url string, raw *clientv3.Client) {
 		t.Fatal(err)
 	}
 }
+
+// TestWaitIgnoresEarlierDeletion: a waiter's watch of its own entry can
+// start before the entry's creation, when the member serving it lags
+// behind, and then delivers the deletion of an earlier entry of the same
+// name (a client's entries are named after its lease). That deletion is not
+// ours: the waiter keeps waiting for its predecessor. A watch from the
+// earlier deletion's revision plays the lagging member.
+func TestWaitIgnoresEarlierDeletion(t *testing.T) {
+	srv := testserver.StartEtcd(t)
+	cli := rawClient(t, srv.Endpoints())
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	const name, pred = "/dt/wait/entry", "/dt/wait/pred"
+	put := func(key string) int64 {
+		t.Helper()
+		resp, err := cli.Put(ctx, key, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp.Header.Revision
+	}
+	del := func(key string) int64 {
+		t.Helper()
+		resp, err := cli.Delete(ctx, key)
+		if err != nil || resp.Deleted != 1 {
+			t.Fatalf("Delete(%s) = %+v, %v", key, resp, err)
+		}
+		return resp.Header.Revision
+	}
+	put(name) // the client's entry of its last term
+	gone := del(name)
+	put(pred)
+	myRev := put(name)
+
+	own := cli.Watch(ctx, name, clientv3.WithRev(gone), clientv3.WithFilterPut())
+	pw := cli.Watch(ctx, pred, clientv3.WithFilterPut(), clientv3.WithCreatedNotify())
+	if err := awaitCreated(ctx, pw); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- waitDeleted(ctx, pw, own, nil, myRev) }()
+	select {
+	case err := <-done:
+		t.Fatalf("waitDeleted = %v before the predecessor's deletion, want it still waiting", err)
+	case <-time.After(300 * time.Millisecond):
+	}
+	del(pred)
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("waitDeleted after the predecessor's deletion = %v, want nil", err)
+		}
+	case <-ctx.Done():
+		t.Fatal("waitDeleted did not return after the predecessor's deletion")
+	}
+}

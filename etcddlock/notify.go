@@ -147,7 +147,7 @@ func (d *etcdDriver) watchKey(key string, g *watchGroup) {
 				if wr.Err() != nil || wr.Canceled {
 					break
 				}
-				if deleted(wr) {
+				if deleted(wr, 0) {
 					d.notify(g)
 				}
 			}

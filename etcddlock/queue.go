@@ -259,7 +259,7 @@ func (d *etcdDriver) waitTurn(ctx context.Context, name, pfx string, myRev int64
 			continue // a waiter ahead of us left: watch the new predecessor
 		}
 		pause = 20 * time.Millisecond
-		switch werr := waitDeleted(ctx, pw, own, lost); {
+		switch werr := waitDeleted(ctx, pw, own, lost, myRev); {
 		case ctx.Err() != nil:
 			return false, errAbandon
 		case errors.Is(werr, errLeaseGone):
@@ -290,7 +290,15 @@ func awaitCreated(ctx context.Context, wch clientv3.WatchChan) error {
 // waitDeleted waits for a deletion on pw (the predecessor). It returns nil
 // on that deletion; errLeaseGone when lost closes or own reports our own
 // entry's deletion; errWatchBroken when a watch ends; or ctx.Err().
-func waitDeleted(ctx context.Context, pw, own clientv3.WatchChan, lost <-chan struct{}) error {
+//
+// Only deletions after myRev count. Both entries existed at myRev, but a
+// watch starts at the current revision of the member that serves it, and a
+// follower may lag behind: it can then deliver the deletion of an earlier
+// entry of the same name (a client's entries are named after its lease, so
+// its last term's entry has our entry's name). Taken for our own, that
+// deletion sent the waiter to the back of the queue while the entry it
+// left behind was, to everyone else, the leader.
+func waitDeleted(ctx context.Context, pw, own clientv3.WatchChan, lost <-chan struct{}, myRev int64) error {
 	for {
 		select {
 		case <-lost:
@@ -301,23 +309,24 @@ func waitDeleted(ctx context.Context, pw, own clientv3.WatchChan, lost <-chan st
 			if !ok || wr.Err() != nil || wr.Canceled {
 				return errWatchBroken
 			}
-			if deleted(wr) {
+			if deleted(wr, myRev) {
 				return nil
 			}
 		case wr, ok := <-own:
 			if !ok || wr.Err() != nil || wr.Canceled {
 				return errWatchBroken
 			}
-			if deleted(wr) {
+			if deleted(wr, myRev) {
 				return errLeaseGone
 			}
 		}
 	}
 }
 
-func deleted(wr clientv3.WatchResponse) bool {
+// deleted reports whether wr holds a deletion made after revision after.
+func deleted(wr clientv3.WatchResponse, after int64) bool {
 	for _, ev := range wr.Events {
-		if ev.Type == mvccpb.DELETE {
+		if ev.Type == mvccpb.DELETE && ev.Kv.ModRevision > after {
 			return true
 		}
 	}
