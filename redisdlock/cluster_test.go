@@ -61,8 +61,9 @@ func TestCluster(t *testing.T) {
 
 	t.Run("SharedHandOff", func(t *testing.T) {
 		redistest.RunSharedHandOff(t, redistest.HandOffEnv{
-			Open: func(t *testing.T) *dlock.Client { return openURL(t, cluster.URL()) },
-			Subs: func(t *testing.T, key string) int { return clusterSubs(t, cluster, key) },
+			Open:        func(t *testing.T) *dlock.Client { return openURL(t, cluster.URL()) },
+			Subs:        func(t *testing.T, key string) int { return clusterSubs(t, cluster, key) },
+			SharedQueue: true,
 		})
 	})
 

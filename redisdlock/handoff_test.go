@@ -22,18 +22,18 @@ import (
 func TestSharedHandOff(t *testing.T) {
 	srv := testserver.StartRedis(t)
 	redistest.RunSharedHandOff(t, redistest.HandOffEnv{
-		Open: func(t *testing.T) *dlock.Client { return openURL(t, srv.URL()) },
-		Subs: func(t *testing.T, key string) int { return numSub(t, srv, key) },
+		Open:        func(t *testing.T) *dlock.Client { return openURL(t, srv.URL()) },
+		Subs:        func(t *testing.T, key string) int { return numSub(t, srv, key) },
+		SharedQueue: true,
 	})
 }
 
-// TestSharedWokenByNamedRelease: a release that names the first client of
-// the key's queue wakes the shared waiters of other clients too. Here the
-// client named has gone (its entry lives on for two seconds): the reader
-// is woken, refused while the entry lives with that entry's end as the
-// holder's TTL, and let in once it has run out, long before its 30 s
-// backoff.
-func TestSharedWokenByNamedRelease(t *testing.T) {
+// TestSharedBehindGoneWaiter: a reader queued behind an exclusive waiter
+// ignores the release that names that waiter, and is refused while the
+// waiter's entry lives. Here the waiter has gone (its entry lives on for
+// two seconds): the reader is let in once the entry has run out, long
+// before its 30 s backoff, and not before.
+func TestSharedBehindGoneWaiter(t *testing.T) {
 	srv := testserver.StartRedis(t)
 	ctx := testCtx(t, 30*time.Second)
 	holder, reader := openURL(t, srv.URL()), openURL(t, srv.URL())
@@ -43,18 +43,8 @@ func TestSharedWokenByNamedRelease(t *testing.T) {
 	if err != nil {
 		t.Fatalf("TryLock: %v", err)
 	}
-	rctx, cancel := context.WithTimeout(ctx, 8*time.Second)
-	defer cancel()
-	got := make(chan error, 1)
-	go func() {
-		r, err := reader.RWMutex(key).RLock(rctx, dlock.WithRetry(dlock.LinearBackoff(30*time.Second)), dlock.WithTTL(time.Minute))
-		if err == nil {
-			err = r.Unlock(ctx)
-		}
-		got <- err
-	}()
-	waitFor(t, 5*time.Second, "reader subscribed", func() bool { return numSub(t, srv, key) == 1 })
 	queue, waits := layout().QueueKeys(key)
+	gone := time.Now().Add(2 * time.Second) // no later than the entry's end
 	now, err := rdb.Time(ctx).Result()
 	if err != nil {
 		t.Fatalf("TIME: %v", err)
@@ -66,6 +56,20 @@ func TestSharedWokenByNamedRelease(t *testing.T) {
 	if err := rdb.ZAdd(ctx, waits, redis.Z{Score: ms + 2000, Member: "gone"}).Err(); err != nil {
 		t.Fatalf("ZADD: %v", err)
 	}
+	rctx, cancel := context.WithTimeout(ctx, 8*time.Second)
+	defer cancel()
+	got := make(chan error, 1)
+	go func() {
+		r, err := reader.RWMutex(key).RLock(rctx, dlock.WithRetry(dlock.LinearBackoff(30*time.Second)), dlock.WithTTL(time.Minute))
+		if err == nil {
+			err = r.Unlock(ctx)
+		}
+		got <- err
+	}()
+	waitFor(t, 5*time.Second, "reader queued", func() bool {
+		n, err := rdb.ZCard(ctx, queue).Result()
+		return err == nil && n == 2
+	})
 	sub := rdb.Subscribe(ctx, layout().Channel(key))
 	defer sub.Close()
 	if _, err := sub.Receive(ctx); err != nil {
@@ -76,12 +80,15 @@ func TestSharedWokenByNamedRelease(t *testing.T) {
 	}
 	msg, err := sub.ReceiveMessage(ctx)
 	if err != nil || msg.Payload != "gone" {
-		t.Fatalf("release message = %v, %v; want one naming the queued client", msg, err)
+		t.Fatalf("release message = %v, %v; want one naming the first queued client only", msg, err)
 	}
 	select {
 	case err := <-got:
 		if err != nil {
-			t.Fatalf("reader: %v (not woken by the release naming another client)", err)
+			t.Fatalf("reader: %v (not let in once the gone waiter's entry ran out)", err)
+		}
+		if early := time.Until(gone); early > 0 {
+			t.Fatalf("reader granted %v before the entry ahead of it ran out", early)
 		}
 	case <-time.After(15 * time.Second):
 		t.Fatal("reader: no answer")

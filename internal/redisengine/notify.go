@@ -2,6 +2,7 @@ package redisengine
 
 import (
 	"context"
+	"strings"
 	"sync"
 	"time"
 
@@ -252,7 +253,7 @@ func (n *notifier) loop(msgs <-chan any, done chan struct{}) {
 		switch m := m.(type) {
 		case *redis.Message:
 			n.mu.Lock()
-			if w := n.chans[m.Channel]; w != nil && (m.Payload == "" || m.Payload == n.e.id || !w.inQueue()) {
+			if w := n.chans[m.Channel]; w != nil && (m.Payload == "" || named(m.Payload, n.e.id) || !w.inQueue()) {
 				w.wake()
 			}
 			n.mu.Unlock()
@@ -284,13 +285,18 @@ func (n *notifier) loop(msgs <-chan any, done chan struct{}) {
 }
 
 // inQueue reports whether the client is, or may be about to be, in the
-// key's waiting queue: an exclusive waiter. A release that names another
-// client (the first in the queue) is not for it: the key is kept for that
-// one. A watcher not in the queue (a shared waiter: a semaphore's permit,
-// an RW lock's reader) is woken by every release, since a release may let
-// it in whoever is named; the shared attempt itself refuses while another
-// client is first in the queue. n.mu must be held.
+// key's waiting queue, as an exclusive or a shared waiter. A release that
+// names other clients only (the first in the queue, or the shared waiters
+// it frees permits for) is not for it: the queue lets those through. A
+// watcher not in the queue (a Redlock shared waiter, which never joins) is
+// woken by every release, since a release may let it in whoever is named.
+// n.mu must be held.
 func (w *watched) inQueue() bool { return w.queued || w.inflight > 0 }
+
+// named reports whether a release announcement (client ids separated by
+// spaces, see lua/queue.lua) names the client id. Ids are of one length
+// and hex, so a substring match is a match of a whole id.
+func named(payload, id string) bool { return strings.Contains(payload, id) }
 
 // wake signals every watcher, without blocking. n.mu must be held.
 func (w *watched) wake() {

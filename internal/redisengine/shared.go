@@ -20,9 +20,12 @@ var _ driver.SharedLocker = (*Engine)(nil)
 // client is first in the key's waiting queue (an exclusive waiter, which a
 // shared grant must not overtake) and fewer than req.Limit grants are
 // live, adds the token to the key's shared grants with a fence from the
-// key's counter, its metadata and the limit. It never joins the key's
-// waiting queue: the portable layer waits for shared grants itself, woken
-// by the key's release announcements (every one of them, see notifier).
+// key's counter, its metadata and the limit. Grants follow the key's
+// waiting queue: a waiting client joins it as a shared waiter when refused,
+// and is granted only when no exclusive waiter is before it and fewer
+// waiters are before it than permits are free; a release names the shared
+// waiters it frees permits for, so that a release wakes one waiter per free
+// permit, not every waiter (see share.lua).
 func (e *Engine) AcquireShared(ctx context.Context, req driver.SharedRequest) (driver.Result, error) {
 	return e.acquireShared(ctx, req, 0)
 }
@@ -40,11 +43,16 @@ func (e *Engine) AcquireSharedCounted(ctx context.Context, req driver.SharedRequ
 
 func (e *Engine) acquireShared(ctx context.Context, req driver.SharedRequest, attempt uint64) (driver.Result, error) {
 	keys := pick(e.ks.allKeys(req.Key), kLock, kFence, kShares, kSInfo, kSLimit, kWriters, kQueue, kWaits)
-	args := []any{req.Token, millis(req.TTL), req.Metadata, e.fenceTTLms, strconv.Itoa(req.Limit), e.id}
+	args := []any{req.Token, millis(req.TTL), req.Metadata, e.fenceTTLms, strconv.Itoa(req.Limit), e.id, "", ""}
 	var abandoned func(any, error)
+	var qa queueAttempt
 	if attempt != 0 {
-		args = append(args, "counted", strconv.FormatUint(attempt, 10))
+		// Counted attempts never join the queue (see share.lua).
+		args[6], args[7] = "counted", strconv.FormatUint(attempt, 10)
 	} else {
+		// A client waiting for the key joins its queue as a shared
+		// waiter when this attempt fails (see acquire).
+		qa = e.notify.attempt(e.ks.channel(req.Key), req.Hints.Wait)
 		abandoned = func(v any, err error) {
 			// The caller left before the reply: give back what the
 			// attempt was granted, or may have been.
@@ -56,15 +64,32 @@ func (e *Engine) acquireShared(ctx context.Context, req driver.SharedRequest, at
 			_ = e.Release(ctx, req.Key, req.Token)
 		}
 	}
-	v, err := e.run(ctx, shareScript, keys, args, abandoned)
+	join := "0"
+	var replied func()
+	if qa.w != nil {
+		join = "1"
+		replied = func() { e.notify.replied(qa) }
+	}
+	args = append(args, join, queueEntryTTLms)
+	v, err := e.runTracked(ctx, shareScript, keys, args, abandoned, replied)
 	if err != nil {
+		if qa.w != nil {
+			// The attempt may have joined the queue.
+			e.notify.setQueued(qa, true, true)
+		}
 		return driver.Result{}, err
 	}
 	res, err := parseShare(req, v)
 	if err != nil && !errors.Is(err, driver.ErrLimitMismatch) {
-		return driver.Result{}, e.unavailable(ctx, err)
+		err = e.unavailable(ctx, err)
 	}
-	return res, err
+	if qa.w != nil && e.notify.setQueued(qa, err == nil && !res.Acquired, false) && err == nil {
+		res.Queued.Wait = queueKeepEvery
+	}
+	if err != nil {
+		return driver.Result{}, err
+	}
+	return res, nil
 }
 
 // parseShare reads the reply of share.lua.

@@ -34,23 +34,8 @@ local me, joins, entryTTL = ARGV[q], ARGV[q + 1] == '1', tonumber(ARGV[q + 2])
 local writerWaits = ARGV[q + 3] == '1'
 local shares, sinfo, slimit, writers = KEYS[6], KEYS[7], KEYS[8], KEYS[9]
 
--- Puts this client in the queue (keeping its place when it is there
--- already) with a fresh deadline. A new entry goes after every entry there,
--- even one that joined within the same millisecond (equal scores would
--- order by id, and a newcomer could then overtake the waiter a release
--- just named).
 local function join(now)
-  if not redis.call('ZSCORE', queue, me) then
-    local place = now
-    local last = tonumber(redis.call('ZRANGE', queue, -1, -1, 'WITHSCORES')[2])
-    if last and last >= place then
-      place = last + 1
-    end
-    redis.call('ZADD', queue, place, me)
-  end
-  redis.call('ZADD', waits, now + entryTTL, me)
-  redis.call('PEXPIRE', queue, entryTTL)
-  redis.call('PEXPIRE', waits, entryTTL)
+  joinQueue(queue, waits, me, me, now, entryTTL)
 end
 
 local function writeInfo(fence)
@@ -62,10 +47,19 @@ if held == false then
   local queued = redis.call('EXISTS', queue) == 1
   local first
   if queued and not counted then
-    -- Waiters are queued: the key goes to the first of them.
+    -- Waiters are queued: the key goes to the first of them. A writer
+    -- recorded as waiting for shared grants passes the shared waiters
+    -- before it, which its record holds back (writer preference).
     local now = nowMs()
     local deadline
     first, deadline = queueHead(queue, waits, now)
+    if first and first ~= me and entryOf(first) and liveWriters(writers, now) > 0 then
+      local mine = redis.call('ZSCORE', writers, token)
+      if mine and tonumber(mine) > now then
+        first = firstExclusive(queue)
+        if first then deadline = tonumber(redis.call('ZSCORE', waits, first)) end
+      end
+    end
     if first and first ~= me then
       if joins then join(now) end
       return {0, deadline - now}

@@ -28,7 +28,7 @@ if v == false then
       return {3, sh[1], '0', '', '', waiting}
     end
     redis.call('DEL', KEYS[6], KEYS[7], KEYS[8], KEYS[9])
-    announce(ARGV[1], KEYS[4], KEYS[5])
+    announce(ARGV[1], KEYS[4], KEYS[5], nil, false)
     return {1, sh[1], sh[2], sh[3], sh[4], waiting}
   end
   if not ARGV[2] then
@@ -58,5 +58,5 @@ if fence == '0' and pttl < 0 then
   return {2, pttl, '0', '', '', waiting}
 end
 redis.call('DEL', KEYS[1], KEYS[2], KEYS[9])
-announce(ARGV[1], KEYS[4], KEYS[5])
+announce(ARGV[1], KEYS[4], KEYS[5], nil, false)
 return {1, pttl, fence, meta, v, waiting}

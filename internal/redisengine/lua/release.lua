@@ -9,10 +9,10 @@
 -- Without an attempt number it also removes the token's record as a
 -- waiting writer, announcing that as a release (readers it held back may
 -- go) but returning 0 unless the token also held a grant.
--- The wake-up names the first live waiter of the queue, so that of the
--- exclusive waiters only that client tries (shared waiters try on every
--- wake-up, and a shared attempt refuses while another client is first in
--- the queue); it is empty (everyone may try) when the queue is empty.
+-- The wake-up names whom the release is for (see announce): the first live
+-- waiter of the queue, or the shared waiters at its head, as many as
+-- permits are free, so that no other queued client tries in vain; it is
+-- empty (everyone may try) when the queue is empty.
 -- Returns 1 when released, 0 when the token does not own the lock.
 local lock, info, queue, waits = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local shares, sinfo, slimit, writers = KEYS[5], KEYS[6], KEYS[7], KEYS[8]
@@ -33,7 +33,7 @@ if held == token then
   announce(channel, queue, waits)
   return 1
 end
-local now, freed, writer = nil, false, false
+local now, freed, writer, free = nil, false, false, nil
 if redis.call('EXISTS', shares) == 1 then
   now = nowMs()
   local score = redis.call('ZSCORE', shares, token)
@@ -43,9 +43,14 @@ if redis.call('EXISTS', shares) == 1 then
       return 0
     end
     freed = tonumber(score) > now
+    local limit = tonumber(redis.call('GET', slimit) or '') or 0
     redis.call('ZREM', shares, token)
     redis.call('HDEL', sinfo, token)
-    liveShares(shares, sinfo, slimit, now)
+    local left = liveShares(shares, sinfo, slimit, now)
+    if limit > 0 then
+      -- Wake as many shared waiters as permits are free.
+      free = limit - left
+    end
   end
 end
 if not attempt and redis.call('EXISTS', writers) == 1 then
@@ -56,7 +61,7 @@ if not attempt and redis.call('EXISTS', writers) == 1 then
   liveWriters(writers, now)
 end
 if freed or writer then
-  announce(channel, queue, waits)
+  announce(channel, queue, waits, free, liveWriters(writers, now or nowMs()) > 0)
 end
 if freed then return 1 end
 return 0

@@ -103,6 +103,9 @@ type HandOffEnv struct {
 	// Queued, when not nil, returns how many exclusive waiters are queued
 	// for key; otherwise Inspect's Waiters tells.
 	Queued func(t *testing.T, key string) int
+	// SharedQueue says that shared waiters queue too (not Redlock's):
+	// permits then go to waiting clients in arrival order.
+	SharedQueue bool
 }
 
 // RunSharedHandOff runs the hand-off cases of shared grants on env.
@@ -229,6 +232,46 @@ func RunSharedHandOff(t *testing.T, env HandOffEnv) {
 		behind(t, "handoff-queued",
 			func(rw *dlock.RWMutex, ctx context.Context) (*dlock.Lock, error) { return rw.TryLock(ctx, long()) },
 			func(t *testing.T, c *dlock.Client) { queued(t, c, "handoff-queued", 1) })
+	})
+
+	t.Run("PermitsInOrder", func(t *testing.T) {
+		// Two permits are out and four permit-takers of other clients
+		// queue one after the other, then a fifth: each release lets in
+		// the first waiter still waiting, and only that one.
+		if !env.SharedQueue {
+			t.Skip("shared waiters do not queue on this deployment")
+		}
+		key := "handoff-order"
+		owner := env.Open(t)
+		sem := func(c *dlock.Client) *dlock.Semaphore { return c.Semaphore(key, 2) }
+		var holders []*held
+		for i := range 2 {
+			p := holdInBackground(t, func(ctx context.Context) (*dlock.Lock, error) { return sem(owner).TryAcquire(ctx, long()) })
+			p.granted(t, "permit "+strconv.Itoa(i+1))
+			holders = append(holders, p)
+		}
+		var waiters []*held
+		for i := range 5 {
+			c := env.Open(t)
+			waiters = append(waiters, holdInBackground(t, func(ctx context.Context) (*dlock.Lock, error) {
+				return sem(c).Acquire(ctx, retry(), long())
+			}))
+			subscribed(t, key, i+1)
+			queued(t, owner, key, i+1)
+		}
+		// Each release lets in the next waiter; the permits out are then
+		// the earliest two still held.
+		holders = append(holders, waiters...)
+		for i, w := range waiters {
+			holders[i].unlock(t, "permit ahead of waiter "+strconv.Itoa(i+1))
+			w.granted(t, "waiter "+strconv.Itoa(i+1)+" after a release")
+			for j := i + 1; j < len(waiters); j++ {
+				waiters[j].waiting(t, "waiter "+strconv.Itoa(j+1)+" behind waiter "+strconv.Itoa(i+1))
+			}
+		}
+		for i, h := range holders[len(waiters):] {
+			h.unlock(t, "waiter "+strconv.Itoa(len(waiters)-1+i))
+		}
 	})
 
 	t.Run("PermitWithExclusiveQueued", func(t *testing.T) {
