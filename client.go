@@ -20,6 +20,7 @@ type Client struct {
 	multi    driver.MultiLocker // nil when the driver takes keys one at a time
 	queuer   driver.Queuer
 	sharer   driver.SharedLocker
+	keeper   driver.ShareKeeper // nil unless the driver is one
 	batch    *batchRefresher
 	caps     driver.Capabilities
 	cfg      clientConfig
@@ -67,6 +68,7 @@ func NewClient(d driver.Locker, opts ...Option) *Client {
 	c.notifier, _ = d.(driver.Notifier)
 	c.queuer, _ = d.(driver.Queuer)
 	c.sharer, _ = d.(driver.SharedLocker)
+	c.keeper, _ = d.(driver.ShareKeeper)
 	c.multi, _ = d.(driver.MultiLocker)
 	if br, ok := d.(driver.BatchRefresher); ok {
 		c.batch = newBatchRefresher(c, br)

@@ -48,6 +48,9 @@ func (w *waiter) grant(res driver.Result, sent time.Time) *Lock {
 	if w.cfg.maxHold > 0 {
 		l.holdUntil = now.Add(w.cfg.maxHold)
 	}
+	if w.share != nil {
+		l.keeper = c.keeper
+	}
 	c.mu.Lock()
 	if c.closed {
 		c.mu.Unlock()

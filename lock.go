@@ -36,9 +36,10 @@ type Lock struct {
 	fence       uint64
 	autoRefresh bool
 	acquiredAt  time.Time
-	minHold     time.Duration // WithMinHold; 0 for none
-	minTTL      time.Duration // the backend's, for the lease a min hold leaves
-	holdUntil   time.Time     // WithMaxHold's end; zero for none
+	minHold     time.Duration      // WithMinHold; 0 for none
+	minTTL      time.Duration      // the backend's, for the lease a min hold leaves
+	holdUntil   time.Time          // WithMaxHold's end; zero for none
+	keeper      driver.ShareKeeper // a shared grant's driver, when it is one; else nil
 
 	mu             sync.Mutex
 	ttl            time.Duration
@@ -152,8 +153,17 @@ func (l *Lock) refresh(ctx context.Context, ttl time.Duration) error {
 		return err
 	}
 	sent := time.Now()
-	err := l.h.backend().Refresh(ctx, l.key, l.token, ttl)
+	err := l.renew(ctx, ttl)
 	return l.finishRefresh(ctx, sent, ttl, err)
+}
+
+// renew refreshes the lock's lease on the backend: with the driver's
+// RefreshShared for a shared grant of a ShareKeeper, else with Refresh.
+func (l *Lock) renew(ctx context.Context, ttl time.Duration) error {
+	if l.keeper != nil {
+		return l.keeper.RefreshShared(ctx, l.key, l.token, ttl)
+	}
+	return l.h.backend().Refresh(ctx, l.key, l.token, ttl)
 }
 
 // beginRefresh returns an error matching ErrNotHeld when the lock can no
@@ -273,13 +283,16 @@ func (l *Lock) unlock(ctx context.Context, why error) error {
 // run out then instead (kept true).
 func (l *Lock) release(ctx context.Context) (kept bool, err error) {
 	if rest := l.minHold - time.Since(l.acquiredAt); rest > 0 {
-		if err := l.h.backend().Refresh(ctx, l.key, l.token, max(rest, l.minTTL)); err != nil {
+		if err := l.renew(ctx, max(rest, l.minTTL)); err != nil {
 			return true, err
 		}
 		// The lease may outlive rest (a TTL in whole seconds, a lease
 		// shared with other locks): release it when the hold is over.
 		time.AfterFunc(rest, func() { l.h.releaseBehind(l.key, l.token, errMinHoldOver) })
 		return true, nil
+	}
+	if l.keeper != nil {
+		return false, l.keeper.ReleaseShared(ctx, l.key, l.token)
 	}
 	return false, l.h.backend().Release(ctx, l.key, l.token)
 }

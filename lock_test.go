@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -548,5 +549,57 @@ func TestFamilyUnsupported(t *testing.T) {
 	}
 	if err := set.Err(); !errors.Is(err, dlock.ErrNotHeld) {
 		t.Errorf("LockSet.Err after Unlock = %v, want ErrNotHeld", err)
+	}
+}
+
+// keeper is the memory driver as a driver.ShareKeeper that counts the
+// calls of its ShareKeeper methods.
+type keeper struct {
+	driver.SharedLocker
+	refreshes, releases atomic.Int32
+}
+
+func (k *keeper) RefreshShared(ctx context.Context, key, token string, ttl time.Duration) error {
+	k.refreshes.Add(1)
+	return k.SharedLocker.Refresh(ctx, key, token, ttl)
+}
+
+func (k *keeper) ReleaseShared(ctx context.Context, key, token string) error {
+	k.releases.Add(1)
+	return k.SharedLocker.Release(ctx, key, token)
+}
+
+// TestShareKeeperUsed: a shared grant's Refresh and Unlock go to the
+// driver's RefreshShared and ReleaseShared; an exclusive lock's do not.
+func TestShareKeeperUsed(t *testing.T) {
+	ctx := t.Context()
+	k := &keeper{SharedLocker: memdlock.NewStore().Driver().(driver.SharedLocker)}
+	c := dlock.NewClient(k)
+	defer c.Close()
+	p, err := c.Semaphore("sem", 2).TryAcquire(ctx, dlock.WithAutoRefresh(false))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Refresh(ctx, 0); err != nil {
+		t.Fatalf("Refresh: %v", err)
+	}
+	if err := p.Unlock(ctx); err != nil {
+		t.Fatalf("Unlock: %v", err)
+	}
+	if r, u := k.refreshes.Load(), k.releases.Load(); r != 1 || u != 1 {
+		t.Errorf("a permit's Refresh and Unlock made %d RefreshShared and %d ReleaseShared, want 1 and 1", r, u)
+	}
+	l, err := c.TryLock(ctx, "mutex", dlock.WithAutoRefresh(false))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Refresh(ctx, 0); err != nil {
+		t.Fatalf("Refresh: %v", err)
+	}
+	if err := l.Unlock(ctx); err != nil {
+		t.Fatalf("Unlock: %v", err)
+	}
+	if r, u := k.refreshes.Load(), k.releases.Load(); r != 1 || u != 1 {
+		t.Errorf("an exclusive lock's Refresh and Unlock reached RefreshShared or ReleaseShared (%d, %d calls in all)", r, u)
 	}
 }

@@ -110,3 +110,25 @@ type SharedLocker interface {
 	// Holders reports the key's live grants without changing them.
 	Holders(ctx context.Context, key string) (Holders, error)
 }
+
+// ShareKeeper is implemented by SharedLockers whose refresh and release of
+// a shared grant cost less when the driver is told that the token holds
+// one: a Refresh or Release there first looks for an exclusive lease of
+// the token (the SQL drivers: one statement more). The portable layer calls
+// these, instead of Refresh and Release, for the grants of AcquireShared
+// only; a release in the background of an attempt whose outcome is unknown
+// still calls Release.
+type ShareKeeper interface {
+	SharedLocker
+	// RefreshShared is Refresh for a token that holds a shared grant of
+	// key: it extends the live grant to ttl from now, keeping its fence.
+	// It returns an error wrapping ErrNotHeld, changing nothing, when the
+	// token holds no live shared grant of key, whatever else it holds.
+	RefreshShared(ctx context.Context, key, token string, ttl time.Duration) error
+	// ReleaseShared is Release for a token that holds a shared grant of
+	// key: it ends the grant and notifies waiters as Release does. It
+	// returns an error wrapping ErrNotHeld when the token holds no live
+	// shared grant of key, and then leaves an exclusive lease of the
+	// token held.
+	ReleaseShared(ctx context.Context, key, token string) error
+}

@@ -60,6 +60,7 @@ func RunConformanceTests(t *testing.T, newHarness HarnessMaker) {
 		{"WriterGivesUp", testWriterGivesUp},
 		{"SharedHandOff", testSharedHandOff},
 		{"DriverShared", testDriverShared},
+		{"DriverShareKeeper", testDriverShareKeeper},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -464,3 +464,84 @@ func testDriverShared(t *testing.T, s *suite) {
 	}
 	s.release(d, key, "x")
 }
+
+// testDriverShareKeeper: RefreshShared and ReleaseShared act on a token's
+// shared grant as Refresh and Release do, keep its fence, and refuse with
+// ErrNotHeld, changing nothing, a token that holds the key exclusively or
+// holds nothing; a released grant makes room for the next.
+func testDriverShareKeeper(t *testing.T, s *suite) {
+	if !s.implements(func(d driver.Locker) bool { _, ok := d.(driver.ShareKeeper); return ok }) {
+		t.Skip("the driver does not implement driver.ShareKeeper")
+	}
+	d := s.driver()
+	sk := d.(driver.ShareKeeper)
+	key, other := s.key("keeper"), s.key("keeper-x")
+	ttl := max(s.capabilities().MinTTL, 10*time.Second)
+	share := func(token string) driver.Result {
+		t.Helper()
+		res, err := sk.AcquireShared(s.ctx, driver.SharedRequest{Request: driver.Request{Key: key, Token: token, TTL: ttl}, Limit: 1})
+		if err != nil {
+			t.Fatalf("AcquireShared(%s): %v", token, err)
+		}
+		return res
+	}
+	a := share("a")
+	if !a.Acquired {
+		t.Fatalf("AcquireShared = %+v, want granted", a)
+	}
+	if err := sk.RefreshShared(s.ctx, key, "a", 2*ttl); err != nil {
+		t.Fatalf("RefreshShared: %v", err)
+	}
+	h, err := sk.Holders(s.ctx, key)
+	if err != nil {
+		t.Fatalf("Holders: %v", err)
+	}
+	if len(h.Holders) != 1 || h.Holders[0].Fence != a.Fence || h.Holders[0].TTL <= ttl {
+		t.Errorf("Holders after RefreshShared to %v = %+v; want one grant, fence %d, extended", 2*ttl, h, a.Fence)
+	}
+	for _, tok := range []string{"b", ""} {
+		if err := sk.RefreshShared(s.ctx, key, tok+"x", ttl); !errors.Is(err, driver.ErrNotHeld) {
+			t.Errorf("RefreshShared by a foreign token = %v, want ErrNotHeld", err)
+		}
+		if err := sk.ReleaseShared(s.ctx, key, tok+"x"); !errors.Is(err, driver.ErrNotHeld) {
+			t.Errorf("ReleaseShared by a foreign token = %v, want ErrNotHeld", err)
+		}
+	}
+	if b := share("b"); b.Acquired {
+		t.Fatalf("AcquireShared beyond the limit = %+v, want refused", b)
+	}
+	if err := sk.ReleaseShared(s.ctx, key, "a"); err != nil {
+		t.Fatalf("ReleaseShared: %v", err)
+	}
+	if err := sk.ReleaseShared(s.ctx, key, "a"); !errors.Is(err, driver.ErrNotHeld) {
+		t.Errorf("ReleaseShared again = %v, want ErrNotHeld", err)
+	}
+	if err := sk.RefreshShared(s.ctx, key, "a", ttl); !errors.Is(err, driver.ErrNotHeld) {
+		t.Errorf("RefreshShared after ReleaseShared = %v, want ErrNotHeld", err)
+	}
+	b := share("b")
+	if !b.Acquired || b.Fence <= a.Fence {
+		t.Fatalf("AcquireShared after ReleaseShared = %+v, want granted above fence %d", b, a.Fence)
+	}
+	if err := sk.ReleaseShared(s.ctx, key, "b"); err != nil {
+		t.Fatalf("ReleaseShared(b): %v", err)
+	}
+
+	// An exclusive lease is not a shared grant.
+	x, err := d.Acquire(s.ctx, driver.Request{Key: other, Token: "x", TTL: ttl})
+	if err != nil || !x.Acquired {
+		t.Fatalf("Acquire = %+v, %v", x, err)
+	}
+	if err := sk.RefreshShared(s.ctx, other, "x", ttl); !errors.Is(err, driver.ErrNotHeld) {
+		t.Errorf("RefreshShared of an exclusive lease = %v, want ErrNotHeld", err)
+	}
+	if err := sk.ReleaseShared(s.ctx, other, "x"); !errors.Is(err, driver.ErrNotHeld) {
+		t.Errorf("ReleaseShared of an exclusive lease = %v, want ErrNotHeld", err)
+	}
+	if in, err := d.Inspect(s.ctx, other); err != nil || !in.Held || in.Fence != x.Fence {
+		t.Errorf("Inspect after ReleaseShared of an exclusive lease = %+v, %v; want still held, fence %d", in, err, x.Fence)
+	}
+	if err := d.Release(s.ctx, other, "x"); err != nil {
+		t.Errorf("Release: %v", err)
+	}
+}

@@ -14,7 +14,7 @@ import (
 	"github.com/dlock-go/dlock/internal/sqllease"
 )
 
-var _ driver.SharedLocker = (*myDriver)(nil)
+var _ driver.ShareKeeper = (*myDriver)(nil)
 
 // marker is the token the key's row holds while the key has live shared
 // grants (markerSQL).
@@ -242,6 +242,24 @@ func (d *myDriver) shortestShare(ctx context.Context, key []byte, def time.Durat
 		return def
 	}
 	return sqllease.FromMicros(left.Int64)
+}
+
+// RefreshShared implements driver.ShareKeeper: refreshShare's transaction,
+// without Refresh's UPDATE and read of the key's row before it.
+func (d *myDriver) RefreshShared(ctx context.Context, key, token string, ttl time.Duration) error {
+	if err := d.Check(ctx); err != nil {
+		return err
+	}
+	return d.refreshShare(ctx, key, token, ttl)
+}
+
+// ReleaseShared implements driver.ShareKeeper: releaseShare's two
+// statements, without Release's UPDATE before them.
+func (d *myDriver) ReleaseShared(ctx context.Context, key, token string) error {
+	if err := d.Check(ctx); err != nil {
+		return err
+	}
+	return d.releaseShare(ctx, key, token)
 }
 
 // refreshShare extends token's live shared grant of key, and the marker,

@@ -13,6 +13,7 @@ var (
 	_ driver.ForceReleaser = (*pgDriver)(nil)
 	_ driver.Lister        = pollOnly{}
 	_ driver.ForceReleaser = pollOnly{}
+	_ driver.ShareKeeper   = pollOnly{}
 )
 
 // List implements driver.Lister with range scans of the primary key: one

@@ -3,6 +3,7 @@ package pgdlock
 import (
 	"context"
 	"testing"
+	"time"
 
 	"github.com/dlock-go/dlock/driver"
 	"github.com/dlock-go/dlock/drivertest"
@@ -95,4 +96,12 @@ func (c closeAlso) Holders(ctx context.Context, key string) (driver.Holders, err
 
 func (c closeAlso) AcquireMany(ctx context.Context, reqs []driver.Request) ([]driver.Result, error) {
 	return c.Locker.(driver.MultiLocker).AcquireMany(ctx, reqs)
+}
+
+func (c closeAlso) RefreshShared(ctx context.Context, key, token string, ttl time.Duration) error {
+	return c.Locker.(driver.ShareKeeper).RefreshShared(ctx, key, token, ttl)
+}
+
+func (c closeAlso) ReleaseShared(ctx context.Context, key, token string) error {
+	return c.Locker.(driver.ShareKeeper).ReleaseShared(ctx, key, token)
 }

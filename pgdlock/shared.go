@@ -95,6 +95,26 @@ func (d *pgDriver) acquireWaiting(ctx context.Context, req driver.Request) (driv
 	return driver.Result{Acquired: true, Fence: uint64(fence)}, nil
 }
 
+var _ driver.ShareKeeper = (*pgDriver)(nil)
+
+// RefreshShared implements driver.ShareKeeper with one statement (Refresh
+// tries the exclusive lease first: two).
+func (d *pgDriver) RefreshShared(ctx context.Context, key, token string, ttl time.Duration) error {
+	if err := d.Check(ctx); err != nil {
+		return err
+	}
+	return d.refreshShare(ctx, key, token, ttl)
+}
+
+// ReleaseShared implements driver.ShareKeeper with one statement (Release
+// tries the exclusive lease first: two).
+func (d *pgDriver) ReleaseShared(ctx context.Context, key, token string) error {
+	if err := d.Check(ctx); err != nil {
+		return err
+	}
+	return d.releaseShare(ctx, key, token)
+}
+
 // refreshShare extends token's live shared grant of key, and the marker.
 func (d *pgDriver) refreshShare(ctx context.Context, key, token string, ttl time.Duration) error {
 	var one int
@@ -226,6 +246,16 @@ func (d *pgDriver) forceShares(ctx context.Context, r runner, key []byte) error 
 // AcquireShared implements driver.SharedLocker.
 func (p pollOnly) AcquireShared(ctx context.Context, req driver.SharedRequest) (driver.Result, error) {
 	return p.Locker.(*pgDriver).AcquireShared(ctx, req)
+}
+
+// RefreshShared implements driver.ShareKeeper.
+func (p pollOnly) RefreshShared(ctx context.Context, key, token string, ttl time.Duration) error {
+	return p.Locker.(*pgDriver).RefreshShared(ctx, key, token, ttl)
+}
+
+// ReleaseShared implements driver.ShareKeeper.
+func (p pollOnly) ReleaseShared(ctx context.Context, key, token string) error {
+	return p.Locker.(*pgDriver).ReleaseShared(ctx, key, token)
 }
 
 // Holders implements driver.SharedLocker.

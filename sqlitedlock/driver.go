@@ -258,29 +258,53 @@ func (d *sqliteDriver) Release(ctx context.Context, key, token string) error {
 func (d *sqliteDriver) releaseToken(ctx context.Context, key, token string) error {
 	err := d.update(ctx, "release", d.release, key, token)
 	if err == driver.ErrNotHeld {
-		held, found, writers, serr := d.releaseShare(ctx, key, token)
-		if serr != nil {
-			return serr
-		}
-		switch {
-		case writers:
-			// A waiting writer holds the readers back: wake every waiter
-			// of the key in this process, so that the writer, whose turn
-			// it is, is among them.
-			d.hub.notifyAll(d.table, key)
-		case found:
-			d.hub.notify(d.table, key)
-		}
-		if held {
-			return nil
-		}
-		return err
+		return d.releaseShareWaking(ctx, key, token)
 	}
 	if err != nil {
 		return err
 	}
 	d.hub.notify(d.table, key)
 	return nil
+}
+
+// releaseShareWaking deletes token's shared grant and writer record of key
+// (releaseShare) and wakes this process's waiters of the key when anything
+// went. It returns ErrNotHeld unless a live grant went.
+func (d *sqliteDriver) releaseShareWaking(ctx context.Context, key, token string) error {
+	held, found, writers, err := d.releaseShare(ctx, key, token)
+	if err != nil {
+		return err
+	}
+	switch {
+	case writers:
+		// A waiting writer holds the readers back: wake every waiter
+		// of the key in this process, so that the writer, whose turn
+		// it is, is among them.
+		d.hub.notifyAll(d.table, key)
+	case found:
+		d.hub.notify(d.table, key)
+	}
+	if !held {
+		return driver.ErrNotHeld
+	}
+	return nil
+}
+
+// RefreshShared implements driver.ShareKeeper with one statement.
+func (d *sqliteDriver) RefreshShared(ctx context.Context, key, token string, ttl time.Duration) error {
+	if err := d.Check(ctx); err != nil {
+		return err
+	}
+	return d.refreshShare(ctx, key, token, ttl)
+}
+
+// ReleaseShared implements driver.ShareKeeper: Release without its first
+// statement, which looks for an exclusive lease of the token.
+func (d *sqliteDriver) ReleaseShared(ctx context.Context, key, token string) error {
+	if err := d.Check(ctx); err != nil {
+		return err
+	}
+	return d.releaseShareWaking(ctx, key, token)
 }
 
 // update runs an owner-checked UPDATE and reports ErrNotHeld when it

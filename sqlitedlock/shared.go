@@ -14,7 +14,7 @@ import (
 	"github.com/dlock-go/dlock/internal/sqllease"
 )
 
-var _ driver.SharedLocker = (*sqliteDriver)(nil)
+var _ driver.ShareKeeper = (*sqliteDriver)(nil)
 
 // inTx runs f in a transaction and commits it, the whole retried while the
 // file is busy. f must use tx only: a driver that opened its file has one
