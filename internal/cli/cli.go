@@ -13,6 +13,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/dlock-go/dlock"
 )
 
 // Exit codes. Where one fits, they follow sysexits.h; a command run by
@@ -247,6 +249,23 @@ func parseFlags(fs *flag.FlagSet, args []string, sio stdio) (done bool, err erro
 		return true, usageError(fs.Name(), "%s", err)
 	}
 	return false, nil
+}
+
+// oneKey returns the one argument left after fs's flags, a valid key that
+// the usage calls what (KEY, NAME), or a usage error.
+func oneKey(fs *flag.FlagSet, what string) (string, error) {
+	switch fs.NArg() {
+	case 0:
+		return "", usageError(fs.Name(), "missing %s", what)
+	case 1:
+	default:
+		return "", usageError(fs.Name(), "expected one %s, got %d arguments (flags go before %s)", what, fs.NArg(), what)
+	}
+	key := fs.Arg(0)
+	if err := dlock.ValidateKey(key); err != nil {
+		return "", usageError(fs.Name(), "%s", clean(err))
+	}
+	return key, nil
 }
 
 // usageError reports a usage problem in one line plus a pointer to -h.

@@ -72,17 +72,8 @@ func cmdCoupons(args []string, sio stdio) error {
 
 	// Check the backend once here, so that a bad URL gives one clear
 	// line instead of one per worker.
-	ctx, cancel := context.WithCancelCause(context.Background())
-	defer cancel(nil)
-	sigs, stop := notify(waitSignals...)
+	ctx, stop := signalContext()
 	defer stop()
-	go func() {
-		select {
-		case s := <-sigs:
-			cancel(&signalError{sig: s})
-		case <-ctx.Done():
-		}
-	}()
 	backend, err := bf.resolve()
 	if err != nil {
 		return err

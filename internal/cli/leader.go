@@ -49,29 +49,13 @@ func cmdLeader(args []string, sio stdio) error {
 	if *interval < dlock.MinObserveInterval {
 		return usageError("leader", "--interval %v: want at least %v", *interval, dlock.MinObserveInterval)
 	}
-	switch fs.NArg() {
-	case 0:
-		return usageError("leader", "missing NAME")
-	case 1:
-	default:
-		return usageError("leader", "expected one NAME, got %d arguments (flags go before NAME)", fs.NArg())
-	}
-	name := fs.Arg(0)
-	if err := dlock.ValidateKey(name); err != nil {
-		return usageError("leader", "%s", clean(err))
+	name, err := oneKey(fs, "NAME")
+	if err != nil {
+		return err
 	}
 
-	ctx, cancel := context.WithCancelCause(context.Background())
-	defer cancel(nil)
-	sigs, stop := notify(waitSignals...)
+	ctx, stop := signalContext()
 	defer stop()
-	go func() {
-		select {
-		case s := <-sigs:
-			cancel(&signalError{sig: s})
-		case <-ctx.Done():
-		}
-	}()
 
 	ictx, icancel := context.WithTimeout(ctx, *bf.timeout)
 	defer icancel()

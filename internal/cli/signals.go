@@ -44,3 +44,19 @@ func notify(sigs ...os.Signal) (ch chan os.Signal, stop func()) {
 	}
 	return ch, func() { signal.Stop(ch) }
 }
+
+// signalContext returns a context that the first of waitSignals cancels,
+// with a signalError as its cause, and the function that stops listening
+// and cancels it.
+func signalContext() (context.Context, func()) {
+	ctx, cancel := context.WithCancelCause(context.Background())
+	sigs, stop := notify(waitSignals...)
+	go func() {
+		select {
+		case s := <-sigs:
+			cancel(&signalError{sig: s})
+		case <-ctx.Done():
+		}
+	}()
+	return ctx, func() { stop(); cancel(nil) }
+}

@@ -29,29 +29,13 @@ func cmdStatus(args []string, sio stdio) error {
 	if done, err := parseFlags(fs, args, sio); done {
 		return err
 	}
-	switch fs.NArg() {
-	case 0:
-		return usageError("status", "missing KEY")
-	case 1:
-	default:
-		return usageError("status", "expected one KEY, got %d arguments (flags go before KEY)", fs.NArg())
-	}
-	key := fs.Arg(0)
-	if err := dlock.ValidateKey(key); err != nil {
-		return usageError("status", "%s", clean(err))
+	key, err := oneKey(fs, "KEY")
+	if err != nil {
+		return err
 	}
 
-	ctx, cancel := context.WithCancelCause(context.Background())
-	defer cancel(nil)
-	sigs, stop := notify(waitSignals...)
+	ctx, stop := signalContext()
 	defer stop()
-	go func() {
-		select {
-		case s := <-sigs:
-			cancel(&signalError{sig: s})
-		case <-ctx.Done():
-		}
-	}()
 
 	// One bound for opening and asking: --connect-timeout.
 	ictx, icancel := context.WithTimeout(ctx, *bf.timeout)
