@@ -96,9 +96,13 @@ local function announce(channel, queue, waits, free, writers)
   local named = {}
   if redis.call('EXISTS', queue) == 1 then
     dropDead(queue, waits, nowMs())
-    local n = maxNamed
-    if free then n = math.max(math.min(free, maxNamed), 1) end
-    local head = redis.call('ZRANGE', queue, 0, n - 1)
+    local head = redis.call('ZRANGE', queue, 0, 0)
+    if #head == 1 and entryOf(head[1]) then
+      -- Shared waiters first: read as many as may be named.
+      local n = maxNamed
+      if free then n = math.max(math.min(free, maxNamed), 1) end
+      if n > 1 then head = redis.call('ZRANGE', queue, 0, n - 1) end
+    end
     for i, e in ipairs(head) do
       local shared, id = entryOf(e)
       if not shared then
