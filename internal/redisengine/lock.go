@@ -3,6 +3,7 @@ package redisengine
 import (
 	"context"
 	_ "embed"
+	"errors"
 	"fmt"
 	"strconv"
 	"time"
@@ -99,44 +100,68 @@ func (e *Engine) acquire(ctx context.Context, req driver.Request, attempt uint64
 	// finds a free key kept for the first waiter.
 	keys := e.ks.allKeys(req.Key)
 	qa := e.notify.attempt(e.ks.channel(req.Key), req.Hints.Wait)
-	join, writer := "0", "0"
-	if qa.w != nil {
-		join = "1"
-	}
+	writer := "0"
 	if req.Hints.Wait {
 		writer = "1"
 	}
-	args = append(args, e.id, join, queueEntryTTLms, writer)
-	abandoned := func(v any, err error) {
-		// The caller left before the reply. If the attempt was granted,
-		// or may have been, give the key back so that nothing is left
-		// behind.
-		if res, perr := parseAcquire(v); err == nil && (perr != nil || !res.Acquired) {
+	args = append(args, e.id, qa.joins(), queueEntryTTLms, writer)
+	var abandoned func(any, error)
+	if attempt == 0 {
+		// (The caller of a counted attempt gives it back itself, by
+		// attempt number.)
+		abandoned = e.giveBack(req.Key, req.Token, parseAcquire)
+	}
+	return e.runAttempt(ctx, acquireScript, keys, args, qa, abandoned, parseAcquire)
+}
+
+// giveBack returns the function that runs when the caller of an attempt
+// on key for token left before its reply (see run): if the attempt was
+// granted, or may have been, it gives the grant back, so that nothing is
+// left behind. parse reads the reply.
+func (e *Engine) giveBack(key, token string, parse func(any) (driver.Result, error)) func(any, error) {
+	return func(v any, err error) {
+		if res, perr := parse(v); err == nil && (perr != nil || !res.Acquired) {
 			return
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
-		_ = e.Release(ctx, req.Key, req.Token)
+		_ = e.Release(ctx, key, token)
 	}
-	if attempt != 0 {
-		// The caller gives its attempts back itself, by attempt number.
-		abandoned = nil
-	}
+}
+
+// runAttempt runs an acquisition script whose attempt qa may join the
+// key's queue (qa is zero when it does not), parses the reply with parse,
+// and records whether the client is in the queue after it (see
+// notifier.setQueued): a refused attempt whose caller may rely on being
+// woken gets Queued.Wait. A failed call, or a reply that cannot be read,
+// may have joined the queue; an error matching ErrLimitMismatch is
+// returned as is, a refusal that joined nothing.
+func (e *Engine) runAttempt(ctx context.Context, s *redis.Script, keys []string, args []any, qa queueAttempt,
+	abandoned func(any, error), parse func(any) (driver.Result, error)) (driver.Result, error) {
 	var replied func()
 	if qa.w != nil {
 		replied = func() { e.notify.replied(qa) }
 	}
-	v, err := e.runTracked(ctx, acquireScript, keys, args, abandoned, replied)
-	if err != nil {
+	v, err := e.runTracked(ctx, s, keys, args, abandoned, replied)
+	var res driver.Result
+	if err == nil {
+		res, err = parse(v)
+		if err != nil && !errors.Is(err, driver.ErrLimitMismatch) {
+			err = e.unavailable(ctx, err)
+		}
+	}
+	switch {
+	case errors.Is(err, driver.ErrLimitMismatch):
+		if qa.w != nil {
+			e.notify.setQueued(qa, false, false)
+		}
+		return driver.Result{}, err
+	case err != nil:
 		if qa.w != nil {
 			// The attempt may have joined the queue.
 			e.notify.setQueued(qa, true, true)
 		}
 		return driver.Result{}, err
-	}
-	res, err := parseAcquire(v)
-	if err != nil {
-		return driver.Result{}, e.unavailable(ctx, err)
 	}
 	if qa.w != nil && e.notify.setQueued(qa, !res.Acquired, false) {
 		res.Queued.Wait = queueKeepEvery

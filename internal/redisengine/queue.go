@@ -32,6 +32,15 @@ type queueAttempt struct {
 	expect bool     // the caller, not watching yet, watches next (driver.Hints.Wait)
 }
 
+// joins is the script argument that says whether the attempt joins the
+// queue when it fails: "1" or "0".
+func (a queueAttempt) joins() string {
+	if a.w != nil {
+		return "1"
+	}
+	return "0"
+}
+
 // attempt returns how an attempt on channel deals with the queue. The
 // attempt joins when the client waits for the key: some watcher waits, or
 // the caller will watch next (wait) and the channel is subscribed already,

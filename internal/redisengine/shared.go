@@ -3,11 +3,9 @@ package redisengine
 import (
 	"cmp"
 	"context"
-	"errors"
 	"fmt"
 	"slices"
 	"strconv"
-	"time"
 
 	"github.com/dlock-go/dlock/driver"
 )
@@ -42,54 +40,25 @@ func (e *Engine) AcquireSharedCounted(ctx context.Context, req driver.SharedRequ
 }
 
 func (e *Engine) acquireShared(ctx context.Context, req driver.SharedRequest, attempt uint64) (driver.Result, error) {
+	parse := func(v any) (driver.Result, error) { return parseShare(req, v) }
 	keys := pick(e.ks.allKeys(req.Key), kLock, kFence, kShares, kSInfo, kSLimit, kWriters, kQueue, kWaits)
 	args := []any{req.Token, millis(req.TTL), req.Metadata, e.fenceTTLms, strconv.Itoa(req.Limit), e.id, "", ""}
-	var abandoned func(any, error)
-	var qa queueAttempt
+	var (
+		qa        queueAttempt
+		abandoned func(any, error)
+	)
 	if attempt != 0 {
-		// Counted attempts never join the queue (see share.lua).
+		// Counted attempts never join the queue (see share.lua); their
+		// caller gives them back itself, by attempt number.
 		args[6], args[7] = "counted", strconv.FormatUint(attempt, 10)
 	} else {
 		// A client waiting for the key joins its queue as a shared
 		// waiter when this attempt fails (see acquire).
 		qa = e.notify.attempt(e.ks.channel(req.Key), req.Hints.Wait)
-		abandoned = func(v any, err error) {
-			// The caller left before the reply: give back what the
-			// attempt was granted, or may have been.
-			if res, perr := parseShare(req, v); err == nil && (perr != nil || !res.Acquired) {
-				return
-			}
-			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-			defer cancel()
-			_ = e.Release(ctx, req.Key, req.Token)
-		}
+		abandoned = e.giveBack(req.Key, req.Token, parse)
 	}
-	join := "0"
-	var replied func()
-	if qa.w != nil {
-		join = "1"
-		replied = func() { e.notify.replied(qa) }
-	}
-	args = append(args, join, queueEntryTTLms)
-	v, err := e.runTracked(ctx, shareScript, keys, args, abandoned, replied)
-	if err != nil {
-		if qa.w != nil {
-			// The attempt may have joined the queue.
-			e.notify.setQueued(qa, true, true)
-		}
-		return driver.Result{}, err
-	}
-	res, err := parseShare(req, v)
-	if err != nil && !errors.Is(err, driver.ErrLimitMismatch) {
-		err = e.unavailable(ctx, err)
-	}
-	if qa.w != nil && e.notify.setQueued(qa, err == nil && !res.Acquired, false) && err == nil {
-		res.Queued.Wait = queueKeepEvery
-	}
-	if err != nil {
-		return driver.Result{}, err
-	}
-	return res, nil
+	args = append(args, qa.joins(), queueEntryTTLms)
+	return e.runAttempt(ctx, shareScript, keys, args, qa, abandoned, parse)
 }
 
 // parseShare reads the reply of share.lua.

@@ -33,7 +33,7 @@ if held == token then
   announce(channel, queue, waits)
   return 1
 end
-local now, freed, writer, free = nil, false, false, nil
+local now, freed, writer, free, writersLive = nil, false, false, nil, nil
 if redis.call('EXISTS', shares) == 1 then
   now = nowMs()
   local score = redis.call('ZSCORE', shares, token)
@@ -58,10 +58,13 @@ if not attempt and redis.call('EXISTS', writers) == 1 then
   writer = redis.call('ZSCORE', writers, token)
   writer = writer and tonumber(writer) > now
   redis.call('ZREM', writers, token)
-  liveWriters(writers, now)
+  writersLive = liveWriters(writers, now) > 0
 end
 if freed or writer then
-  announce(channel, queue, waits, free, liveWriters(writers, now or nowMs()) > 0)
+  if writersLive == nil then
+    writersLive = liveWriters(writers, now or nowMs()) > 0
+  end
+  announce(channel, queue, waits, free, writersLive)
 end
 if freed then return 1 end
 return 0

@@ -38,14 +38,9 @@ local entry = me .. '*'
 -- the client waits there for the lock already (its writer keeps the place).
 local function refuse(ms, now)
   if joins then
-    now = now or nowMs()
-    if redis.call('ZSCORE', queue, me) then
-      redis.call('ZADD', waits, now + entryTTL, me)
-      redis.call('PEXPIRE', queue, entryTTL)
-      redis.call('PEXPIRE', waits, entryTTL)
-    else
-      joinQueue(queue, waits, me, entry, now, entryTTL)
-    end
+    local kind = entry
+    if redis.call('ZSCORE', queue, me) then kind = me end
+    joinQueue(queue, waits, me, kind, now or nowMs(), entryTTL)
   end
   return {0, ms}
 end
