@@ -24,6 +24,7 @@ type faultDialer struct {
 	down        bool
 	conns       map[*faultConn]struct{}
 	cutOnCreate atomic.Int32 // cut after this many more create requests
+	cutOnList   atomic.Int32 // cut after this many more children requests
 	cuts        atomic.Int32
 }
 
@@ -67,8 +68,9 @@ type faultConn struct {
 	f *faultDialer
 }
 
-// Opcodes of ZooKeeper requests that create nodes: create, multi.
-const opCreate, opMulti = 1, 14
+// Opcodes of ZooKeeper requests that create nodes (create, multi), and of
+// the listing of a node's children that go-zookeeper sends.
+const opCreate, opMulti, opGetChildren2 = 1, 14, 12
 
 func (c *faultConn) Write(p []byte) (int, error) {
 	n, err := c.Conn.Write(p)
@@ -78,6 +80,10 @@ func (c *faultConn) Write(p []byte) (int, error) {
 		if (op == opCreate || op == opMulti) && c.f.cutOnCreate.Load() > 0 && c.f.cutOnCreate.Add(-1) == 0 {
 			c.f.cuts.Add(1)
 			_ = c.Conn.Close() // the server has the request; its reply is lost
+		}
+		if op == opGetChildren2 && c.f.cutOnList.Load() > 0 && c.f.cutOnList.Add(-1) == 0 {
+			c.f.cuts.Add(1)
+			_ = c.Conn.Close()
 		}
 	}
 	return n, err
@@ -126,12 +132,36 @@ func TestProtectedCreate(t *testing.T) {
 		t.Fatalf("lock nodes after Unlock = %v, want none", got)
 	}
 
+	// The search for the node after a lost create reply meets a failing
+	// connection too (as when go-zookeeper fails it while tearing the
+	// first one down): it is tried again, and still finds the one node.
+	fd.cuts.Store(0)
+	fd.cutOnCreate.Store(1)
+	fd.cutOnList.Store(1)
+	l, err = c.TryLock(ctx, "k")
+	if err != nil {
+		t.Fatalf("TryLock through a lost create reply and a lost search: %v", err)
+	}
+	if fd.cuts.Load() != 2 {
+		t.Fatalf("connection cuts = %d, want 2", fd.cuts.Load())
+	}
+	if got := nodes("k"); len(got) != 1 {
+		t.Fatalf("lock nodes after the recovered create and search = %v, want exactly one", got)
+	}
+	if err := l.Unlock(ctx); err != nil {
+		t.Fatalf("Unlock: %v", err)
+	}
+	if got := nodes("k"); len(got) != 0 {
+		t.Fatalf("lock nodes after Unlock = %v, want none", got)
+	}
+
 	// A waiter whose create reply is lost queues once, and leaves nothing
 	// behind when its ctx ends.
 	h, err := other.TryLock(ctx, "q")
 	if err != nil {
 		t.Fatalf("TryLock: %v", err)
 	}
+	fd.cuts.Store(0)
 	fd.cutOnCreate.Store(1)
 	wctx, wcancel := context.WithCancel(ctx)
 	errc := make(chan error, 1)
@@ -144,8 +174,8 @@ func TestProtectedCreate(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	time.Sleep(300 * time.Millisecond)
-	if got := nodes("q"); len(got) != 2 || fd.cuts.Load() != 2 {
-		t.Fatalf("queue = %v after %d cuts, want the holder and one waiter after 2 cuts", got, fd.cuts.Load())
+	if got := nodes("q"); len(got) != 2 || fd.cuts.Load() != 1 {
+		t.Fatalf("queue = %v after %d cuts, want the holder and one waiter after 1 cut", got, fd.cuts.Load())
 	}
 	wcancel()
 	if err := <-errc; !errors.Is(err, context.Canceled) {

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/go-zookeeper/zk"
 
@@ -215,7 +216,11 @@ func (d *zkDriver) createNode(keyPath, guid, tag string, data []byte) (*node, er
 		case errors.Is(err, zk.ErrSessionExpired):
 			lastErr = err // the node died with the session; try again
 		case transient(err):
-			found, ferr := d.findGUID(keyPath, guid)
+			found, ferr := d.seekGUID(keyPath, guid)
+			if errors.Is(ferr, zk.ErrSessionExpired) {
+				lastErr = err // the node, if made, died with the session
+				continue
+			}
 			if ferr != nil {
 				return nil, err
 			}
@@ -239,6 +244,24 @@ func (d *zkDriver) newNode(keyPath, path string, withParent bool) (*node, error)
 		return nil, fmt.Errorf("zkdlock: created node %q has no sequence number: %w", path, err)
 	}
 	return &node{keyPath: keyPath, path: path, name: name, seq: seq, session: d.conn.SessionID(), withParent: withParent}, nil
+}
+
+// seekGUID is findGUID after a connection failure: the listing may itself
+// meet the failing connection (go-zookeeper fails the requests in flight
+// while it tears the connection down, and queues later ones for the next),
+// so a transient failure is tried again, up to maxCreateAttempts times with
+// a short pause, before the node is given up as unknown.
+func (d *zkDriver) seekGUID(keyPath, guid string) (string, error) {
+	var err error
+	for attempt := range maxCreateAttempts {
+		var found string
+		found, err = d.findGUID(keyPath, guid)
+		if err == nil || !transient(err) || errors.Is(err, zk.ErrSessionExpired) || d.isClosed() {
+			return found, err
+		}
+		time.Sleep(time.Duration(attempt+1) * 10 * time.Millisecond)
+	}
+	return "", err
 }
 
 // findGUID returns the path of the node whose name carries guid, or "".
