@@ -21,11 +21,13 @@ type Client struct {
 	queuer   driver.Queuer
 	sharer   driver.SharedLocker
 	keeper   driver.ShareKeeper // nil unless the driver is one
-	batch    *batchRefresher
-	caps     driver.Capabilities
-	cfg      clientConfig
-	log      *slog.Logger
-	meta     string
+	// shareQueuer is nil unless the driver queues shared waits itself.
+	shareQueuer driver.SharedQueuer
+	batch       *batchRefresher
+	caps        driver.Capabilities
+	cfg         clientConfig
+	log         *slog.Logger
+	meta        string
 
 	mu     sync.Mutex
 	closed bool
@@ -68,6 +70,7 @@ func NewClient(d driver.Locker, opts ...Option) *Client {
 	c.notifier, _ = d.(driver.Notifier)
 	c.queuer, _ = d.(driver.Queuer)
 	c.sharer, _ = d.(driver.SharedLocker)
+	c.shareQueuer, _ = d.(driver.SharedQueuer)
 	c.keeper, _ = d.(driver.ShareKeeper)
 	c.multi, _ = d.(driver.MultiLocker)
 	if br, ok := d.(driver.BatchRefresher); ok {

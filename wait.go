@@ -69,7 +69,7 @@ func (c *Client) acquireAs(ctx context.Context, key string, opts []LockOption, t
 	}
 	w := &waiter{c: c, ctx: ctx, cfg: cfg, try: try, share: sh, start: time.Now()}
 	w.req = w.attemptRequest(key)
-	if w.req.Hints.Wait && c.queuer != nil && sh == nil {
+	if w.req.Hints.Wait && (sh == nil && c.queuer != nil || sh != nil && c.shareQueuer != nil) {
 		return w.queued()
 	}
 	if !try {
@@ -256,8 +256,8 @@ func (w *waiter) ended(err error) error {
 	return err
 }
 
-// queued waits for the key in the driver's server-side queue; Close ends
-// the wait with ErrClosed.
+// queued waits for the key in the driver's server-side queue (a shared
+// entry for a shared wait); Close ends the wait with ErrClosed.
 func (w *waiter) queued() (*Lock, error) {
 	c, ctx := w.c, w.ctx
 	w.attempts = 1
@@ -266,7 +266,13 @@ func (w *waiter) queued() (*Lock, error) {
 	defer cancel(nil)
 	stop := context.AfterFunc(c.closeCtx, func() { cancel(ErrClosed) })
 	defer stop()
-	res, err := c.queuer.AcquireQueued(qctx, w.req)
+	var res driver.Result
+	var err error
+	if w.share != nil {
+		res, err = c.shareQueuer.AcquireSharedQueued(qctx, driver.SharedRequest{Request: w.req, Limit: w.share.limit})
+	} else {
+		res, err = c.queuer.AcquireQueued(qctx, w.req)
+	}
 	w.waited = time.Since(w.start)
 	if err != nil {
 		if ctx.Err() == nil && errors.Is(context.Cause(qctx), ErrClosed) {

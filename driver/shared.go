@@ -132,3 +132,24 @@ type ShareKeeper interface {
 	// token held.
 	ReleaseShared(ctx context.Context, key, token string) error
 }
+
+// SharedQueuer is implemented by SharedLockers whose native FIFO queue
+// (Queuer) holds shared entries too: a waiting permit or reader keeps its
+// place in the key's queue, so a release wakes the waiters it makes room
+// for instead of every waiting client, and permits are granted in arrival
+// order. The portable layer sends it every shared attempt that may wait
+// (Hints.Wait), instead of waiting for AcquireShared's refusals itself.
+type SharedQueuer interface {
+	SharedLocker
+	// AcquireSharedQueued joins req.Key's queue with a shared entry and
+	// blocks until it is granted, or ctx ends. It is granted, as
+	// AcquireShared's attempt is, once no exclusive entry (a holder, or a
+	// writer waiting: writer preference) and fewer than req.Limit shared
+	// entries (any number when req.Limit is 0) come before it; an entry of
+	// another limit before it fails it with an error wrapping
+	// ErrLimitMismatch. Every other rule is AcquireQueued's: the end of
+	// ctx returns promptly with an error wrapping ctx.Err() and leaves no
+	// entry or grant behind, the driver's later calls wait for the entry's
+	// removal, and a granted Result sets ValidUntil.
+	AcquireSharedQueued(ctx context.Context, req SharedRequest) (Result, error)
+}

@@ -61,6 +61,7 @@ func RunConformanceTests(t *testing.T, newHarness HarnessMaker) {
 		{"SharedHandOff", testSharedHandOff},
 		{"DriverShared", testDriverShared},
 		{"DriverShareKeeper", testDriverShareKeeper},
+		{"DriverSharedQueued", testDriverSharedQueued},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -36,6 +36,28 @@ type zkWatch struct {
 	err   error         // why it failed; set before ready closes
 
 	subs map[chan struct{}]struct{} // guarded by zkDriver.mu
+	// latest is the listing the newest watch was set with (nil while the
+	// key node is absent, or after a session ended); guarded by
+	// zkDriver.mu. Every notification follows the setting of a watch,
+	// and so a listing newer than the change that fired the one before.
+	latest *listing
+}
+
+// latestAfter returns w's newest listing when it was sent after t, else nil.
+func (d *zkDriver) latestAfter(w *zkWatch, t time.Time) *listing {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if l := w.latest; l != nil && l.sent.After(t) {
+		return l
+	}
+	return nil
+}
+
+// setLatest records l as w's newest listing.
+func (d *zkDriver) setLatest(w *zkWatch, l *listing) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	w.latest = l
 }
 
 // WatchReleases implements driver.Notifier. It returns once ZooKeeper has
@@ -43,12 +65,18 @@ type zkWatch struct {
 // while the key is watched already). When the key node does not exist the
 // watch waits for its creation instead.
 func (d *zkDriver) WatchReleases(ctx context.Context, key string) (<-chan struct{}, func(), error) {
-	keyPath := d.keyPath(key)
+	_, ch, stop, err := d.subscribe(ctx, d.keyPath(key))
+	return ch, stop, err
+}
+
+// subscribe is WatchReleases for keyPath; it returns the driver's watch
+// of the key too, for its listings.
+func (d *zkDriver) subscribe(ctx context.Context, keyPath string) (*zkWatch, <-chan struct{}, func(), error) {
 	ch := make(chan struct{}, 1)
 	d.mu.Lock()
 	if d.closed {
 		d.mu.Unlock()
-		return nil, nil, driver.ErrClosed
+		return nil, nil, nil, driver.ErrClosed
 	}
 	w := d.watches[keyPath]
 	first := w == nil
@@ -67,13 +95,13 @@ func (d *zkDriver) WatchReleases(ctx context.Context, key string) (<-chan struct
 	case <-w.ready:
 	case <-ctx.Done():
 		stop()
-		return nil, nil, d.wrap(ctx, "watching "+keyPath, ctx.Err())
+		return nil, nil, nil, d.wrap(ctx, "watching "+keyPath, ctx.Err())
 	}
 	if w.err != nil {
 		stop()
-		return nil, nil, w.err
+		return nil, nil, nil, w.err
 	}
-	return ch, stop, nil
+	return w, ch, stop, nil
 }
 
 // unwatch ends the caller's watch ch of keyPath, and the driver's watch
@@ -116,7 +144,8 @@ func (d *zkDriver) watchKey(keyPath string, w *zkWatch) {
 	confirmed := false
 	pause := 20 * time.Millisecond
 	for {
-		ev, err := d.armWatch(keyPath)
+		ev, l, err := d.armWatch(keyPath)
+		d.setLatest(w, l)
 		switch {
 		case err == nil && !confirmed:
 			confirmed = true
@@ -140,6 +169,7 @@ func (d *zkDriver) watchKey(keyPath string, w *zkWatch) {
 				if e.Type == zk.EventNotWatching {
 					// The session ended: set the watch again on the new
 					// one, after a pause.
+					d.setLatest(w, nil)
 					d.notify(w)
 					break
 				}
@@ -161,17 +191,22 @@ func (d *zkDriver) watchKey(keyPath string, w *zkWatch) {
 	}
 }
 
-// armWatch sets one watch on keyPath: on its children, or, when it does
-// not exist, on its creation.
-func (d *zkDriver) armWatch(keyPath string) (<-chan zk.Event, error) {
+// armWatch sets one watch on keyPath: on its children, with the listing
+// the watch was set with, or, when it does not exist, on its creation
+// (with no listing).
+func (d *zkDriver) armWatch(keyPath string) (<-chan zk.Event, *listing, error) {
 	for {
-		_, _, ev, err := d.conn.ChildrenW(keyPath)
+		sent := time.Now()
+		names, stat, ev, err := d.conn.ChildrenW(keyPath)
+		if err == nil {
+			return ev, &listing{kids: children{names, stat}, sent: sent}, nil
+		}
 		if !errors.Is(err, zk.ErrNoNode) {
-			return ev, err
+			return ev, nil, err
 		}
 		ok, _, ev, err := d.conn.ExistsW(keyPath)
 		if err != nil || !ok {
-			return ev, err
+			return ev, nil, err
 		}
 		// Created meanwhile: watch its children. (The exists watch stays
 		// set; it fires once, spuriously.)

@@ -2,40 +2,49 @@ package zkdlock
 
 import (
 	"context"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/dlock-go/dlock"
-	"github.com/dlock-go/dlock/driver"
 )
 
-// TestHandOff: shared waiters wake on the release notification, not on
-// their backoff. Each waiter retries only every 30 s and the holders' TTL
-// is 30 s (the driver's most), while the deadline is 10 s: only a
-// notification can hand over within it: a permit to a permit-taker of another client, a writer's
-// release to the readers of two other clients, and the last reader's
-// release to a writer of another client (queued: it waits in the key's
-// queue, not on notifications).
+// TestHandOff: shared waiters wait in the key's queue and wake on the
+// children watch of the key node, not on their backoff or the fallback
+// poll. Each waiter retries only every 30 s and the holders' TTL is 30 s
+// (the driver's most), while the deadline is 10 s; and the wake-ups that
+// came after the waiters were queued are counted, so a hand-off by the 2 s
+// fallback poll fails too. A permit goes to a permit-taker of another
+// client, a writer's release to the readers of two other clients, and the
+// last reader's release to a writer of another client (queued: it waits
+// on its predecessor).
 func TestHandOff(t *testing.T) {
 	z := startStandalone(t)
 	url := "zk://" + z.Addr() + "/handoff"
-	// client opens a Client over a driver of its own, returned to see
-	// its watches and shared attempts.
-	client := func() (*dlock.Client, *sharedCounter) {
-		d := &sharedCounter{zkDriver: openDriver(t, url)}
+	client := func() (*dlock.Client, *zkDriver) {
+		d := openDriver(t, url)
 		c := dlock.NewClient(d)
 		t.Cleanup(func() { _ = c.Close() })
 		return c, d
 	}
-	// watching reports whether d watches key's releases and its waiter
-	// made the attempt that follows the subscription: the waiter now
-	// sleeps on its backoff.
-	watching := func(d *sharedCounter, key string) func() bool {
+	observer := connect(t, z.Addrs(), 5*time.Second, nil)
+	// queued reports whether d's watch of key is set and key has nodes
+	// lock nodes: d's waiter is in the queue and decides from the watch's
+	// listings now.
+	queued := func(d *zkDriver, key string, nodes int) func() bool {
 		return func() bool {
 			d.mu.Lock()
-			defer d.mu.Unlock()
-			return d.watches[d.keyPath(key)] != nil && d.answered.Load() >= 2
+			w := d.watches[d.keyPath(key)]
+			d.mu.Unlock()
+			if w == nil {
+				return false
+			}
+			select {
+			case <-w.ready:
+			default:
+				return false
+			}
+			kids, _, err := observer.Children(d.keyPath(key))
+			return err == nil && len(kids) == nodes
 		}
 	}
 	hold := []dlock.LockOption{dlock.WithTTL(30 * time.Second)}
@@ -58,12 +67,16 @@ func TestHandOff(t *testing.T) {
 			}
 			got <- err
 		}()
-		waitFor(t, watching(bd, "handoff/sem"))
+		waitFor(t, queued(bd, "handoff/sem", 2))
+		woken := bd.wakeups.Load()
 		if err := p.Unlock(ctx); err != nil {
 			t.Fatal(err)
 		}
 		if err := <-got; err != nil {
 			t.Fatalf("the waiting permit-taker after the release: %v", err)
+		}
+		if bd.wakeups.Load() == woken {
+			t.Error("the permit-taker got in without a wake-up after the release")
 		}
 	})
 
@@ -80,13 +93,19 @@ func TestHandOff(t *testing.T) {
 			err error
 		}
 		got := make(chan outcome, 2)
-		for range 2 {
+		var drivers []*zkDriver
+		for i := range 2 {
 			r, rd := client()
+			drivers = append(drivers, rd)
 			go func() {
 				l, err := r.RWMutex("handoff/rw").RLock(ctx, slow...)
 				got <- outcome{l, err}
 			}()
-			waitFor(t, watching(rd, "handoff/rw"))
+			waitFor(t, queued(rd, "handoff/rw", 2+i))
+		}
+		var woken []int64
+		for _, d := range drivers {
+			woken = append(woken, d.wakeups.Load())
 		}
 		if err := wl.Unlock(ctx); err != nil {
 			t.Fatal(err)
@@ -98,6 +117,11 @@ func TestHandOff(t *testing.T) {
 				t.Fatalf("a waiting reader after the writer's release: %v", o.err)
 			}
 			defer o.l.Unlock(context.Background())
+		}
+		for i, d := range drivers {
+			if d.wakeups.Load() == woken[i] {
+				t.Errorf("reader %d got in without a wake-up after the release", i)
+			}
 		}
 	})
 
@@ -135,18 +159,6 @@ func TestHandOff(t *testing.T) {
 			t.Fatalf("the waiting writer after the last reader's release: %v", err)
 		}
 	})
-}
-
-// sharedCounter is the driver, every optional interface included, counting
-// the shared attempts it answered.
-type sharedCounter struct {
-	*zkDriver
-	answered atomic.Int32
-}
-
-func (d *sharedCounter) AcquireShared(ctx context.Context, req driver.SharedRequest) (driver.Result, error) {
-	defer d.answered.Add(1)
-	return d.zkDriver.AcquireShared(ctx, req)
 }
 
 // waitFor waits up to 10 s for cond.

@@ -114,21 +114,8 @@ func grantedRun(q []qnode) []qnode {
 // background when ctx ended), and reads the TTL of the queue's first node
 // for HolderTTL, in flight together with the delete.
 func (d *zkDriver) AcquireShared(ctx context.Context, req driver.SharedRequest) (driver.Result, error) {
-	if d.isClosed() {
-		return driver.Result{}, driver.ErrClosed
-	}
-	if req.Limit < 0 || req.Limit > driver.MaxLimit {
-		return driver.Result{}, fmt.Errorf("%w: zkdlock: shared limit %d is outside [0, %d]", driver.ErrInvalidOption, req.Limit, driver.MaxLimit)
-	}
-	if h := d.lookupAs(req.Key, req.Token, true); h != nil && h.limit == req.Limit {
-		sent := time.Now()
-		err := d.refresh(ctx, h, req.TTL, req.Metadata)
-		if err == nil {
-			return driver.Result{Acquired: true, Fence: h.n.fence, ValidUntil: driver.ValidUntil(sent, req.TTL)}, nil
-		}
-		if !errors.Is(err, driver.ErrNotHeld) {
-			return driver.Result{}, err
-		}
+	if res, ok, err := d.reshare(ctx, req); ok || err != nil {
+		return res, err
 	}
 	keyPath := d.keyPath(req.Key)
 	if err := d.settle(ctx, keyPath); err != nil {
@@ -153,18 +140,55 @@ func (d *zkDriver) AcquireShared(ctx context.Context, req driver.SharedRequest) 
 	if !slices.ContainsFunc(q, func(c qnode) bool { return c.name == n.name }) {
 		return driver.Result{}, fmt.Errorf("%w: zookeeper %s: lock node %s vanished (session expired?)", driver.ErrUnavailable, d.servers, n.path)
 	}
-	before := q[:slices.IndexFunc(q, func(c qnode) bool { return c.name == n.name })]
-	if slices.ContainsFunc(before, func(c qnode) bool { return !c.share }) {
-		return d.refuse(ctx, n, q[0]), nil
-	}
-	if i := slices.IndexFunc(before, func(c qnode) bool { return c.limit != limit }); i >= 0 {
+	ok, err := shareGranted(q, n.name, req.Key, limit)
+	switch {
+	case err != nil:
 		d.giveUp(ctx, n)
-		return driver.Result{}, fmt.Errorf("%w: %q is shared with limit %d, not %d", driver.ErrLimitMismatch, req.Key, before[i].limit, limit)
-	}
-	if limit > 0 && len(before) >= limit {
+		return driver.Result{}, err
+	case !ok:
 		return d.refuse(ctx, n, q[0]), nil
 	}
 	return d.grantAs(ctx, req.Request, n, sent, &limit)
+}
+
+// reshare starts a shared attempt: it checks req's limit and, when req's
+// token holds a share of the key on this driver already, renews it, as
+// Refresh does (one request); ok then reports the attempt done.
+func (d *zkDriver) reshare(ctx context.Context, req driver.SharedRequest) (res driver.Result, ok bool, err error) {
+	if d.isClosed() {
+		return driver.Result{}, false, driver.ErrClosed
+	}
+	if req.Limit < 0 || req.Limit > driver.MaxLimit {
+		return driver.Result{}, false, fmt.Errorf("%w: zkdlock: shared limit %d is outside [0, %d]", driver.ErrInvalidOption, req.Limit, driver.MaxLimit)
+	}
+	if h := d.lookupAs(req.Key, req.Token, true); h != nil && h.limit == req.Limit {
+		sent := time.Now()
+		err := d.refresh(ctx, h, req.TTL, req.Metadata)
+		if err == nil {
+			return driver.Result{Acquired: true, Fence: h.n.fence, ValidUntil: driver.ValidUntil(sent, req.TTL)}, true, nil
+		}
+		if !errors.Is(err, driver.ErrNotHeld) {
+			return driver.Result{}, false, err
+		}
+	}
+	return driver.Result{}, false, nil
+}
+
+// shareGranted decides for the share node called own, of limit, in the
+// sorted queue q that holds it: the nodes before it were all created
+// before it. A share node of another limit among them fails it with
+// driver.ErrLimitMismatch; an exclusive node (the holder, or a writer
+// waiting: writer preference), or limit or more share nodes, leave it
+// waiting (false); else it is granted.
+func shareGranted(q []qnode, own, key string, limit int) (bool, error) {
+	before := q[:slices.IndexFunc(q, func(c qnode) bool { return c.name == own })]
+	if i := slices.IndexFunc(before, func(c qnode) bool { return c.share && c.limit != limit }); i >= 0 {
+		return false, fmt.Errorf("%w: %q is shared with limit %d, not %d", driver.ErrLimitMismatch, key, before[i].limit, limit)
+	}
+	if slices.ContainsFunc(before, func(c qnode) bool { return !c.share }) {
+		return false, nil
+	}
+	return limit == 0 || len(before) < limit, nil
 }
 
 // refuse removes n, which was not granted, and returns the refusal, with

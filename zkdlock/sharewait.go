@@ -1,0 +1,131 @@
+package zkdlock
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/go-zookeeper/zk"
+
+	"github.com/dlock-go/dlock/driver"
+)
+
+var _ driver.SharedQueuer = (*zkDriver)(nil)
+
+// AcquireSharedQueued implements driver.SharedQueuer: a permit or reader
+// that must wait keeps its share node in the key's queue, where
+// AcquireShared's attempt would delete it, until the nodes before it let
+// it in (shareGranted). Its place is kept: permits go in arrival order, and
+// a writer that joined later waits for it.
+//
+// A share node may be let in by the end of any node before it (a semaphore's
+// holders end in any order), so the waiter does not watch one node, as an
+// exclusive waiter does: it rides on the driver's one children watch of the
+// key node (see WatchReleases), and decides from the listing that each
+// re-arming of that watch returns. A release thus costs each waiting
+// client the one re-arm its watch makes anyway, and no attempt: no create,
+// listing or delete. Only the waiter the release lets in goes on, to its
+// grant. The listing a grant is decided from was sent after the share
+// node's create returned (so it has the node, unless its session expired);
+// nodes before it can only go, never come, so what it proves stays true.
+// The grant's validity counts from that listing's send, and a listing older
+// than TTL/10 is made afresh first. A fallback poll lists the queue every
+// 2 s in case a notification is lost. When the session expired meanwhile,
+// the node is gone: the waiter joins again at the tail, up to three times.
+func (d *zkDriver) AcquireSharedQueued(ctx context.Context, req driver.SharedRequest) (driver.Result, error) {
+	if res, ok, err := d.reshare(ctx, req); ok || err != nil {
+		return res, err
+	}
+	keyPath, limit := d.keyPath(req.Key), req.Limit
+	data := encodeShareData(req.Token, req.TTL, limit, req.Metadata)
+	sent := time.Now()
+	n, err := d.createAs(ctx, keyPath, shareTag(limit), data)
+	if err != nil {
+		return driver.Result{}, err
+	}
+	if n.alone {
+		return d.grantAs(ctx, req.Request, n, sent, &limit)
+	}
+	created := time.Now()
+	// fail ends the wait: the node is removed, before returning unless ctx
+	// ended or the driver closed (see giveUp).
+	fail := func(op string, err error) (driver.Result, error) {
+		d.giveUp(ctx, n)
+		if d.isClosed() {
+			return driver.Result{}, driver.ErrClosed
+		}
+		return driver.Result{}, d.wrap(ctx, op, err)
+	}
+	w, wake, stop, err := d.subscribe(ctx, keyPath)
+	if err != nil {
+		d.giveUp(ctx, n)
+		return driver.Result{}, err
+	}
+	defer stop()
+	poll := time.NewTimer(fallbackPoll)
+	defer poll.Stop()
+	retry := 10 * time.Millisecond
+	l := d.latestAfter(w, created)
+	for rejoins := 0; ; {
+		if l == nil || time.Since(l.sent) > req.TTL/maxGrantAgeDiv {
+			l = &listing{sent: time.Now()}
+			l.kids, l.err = d.childrenAndFence(ctx, n)
+		}
+		if err := l.err; err != nil && !errors.Is(err, zk.ErrNoNode) {
+			if ctx.Err() != nil || d.isClosed() || !transient(err) {
+				return fail("listing "+keyPath, err)
+			}
+			// Once queued, a waiter rides out connection loss until its
+			// ctx ends.
+			if d.sleepCtx(ctx, retry) != nil {
+				return fail("listing "+keyPath, ctx.Err())
+			}
+			retry = min(2*retry, 500*time.Millisecond)
+			l = nil
+			continue
+		}
+		retry = 10 * time.Millisecond
+		q := sortQueue(l.kids.names)
+		if !slices.ContainsFunc(q, func(c qnode) bool { return c.name == n.name }) {
+			// Our node is gone: its session expired while we waited. Our
+			// place is lost; join again at the tail.
+			if rejoins++; rejoins > maxRejoins || ctx.Err() != nil {
+				return driver.Result{}, fmt.Errorf("%w: zookeeper %s: lock node %s vanished while waiting (session expired)", driver.ErrUnavailable, d.servers, n.path)
+			}
+			sent = time.Now()
+			if n, err = d.createAs(ctx, keyPath, shareTag(limit), data); err != nil {
+				return driver.Result{}, err
+			}
+			if n.alone {
+				return d.grantAs(ctx, req.Request, n, sent, &limit)
+			}
+			created, l = time.Now(), nil
+			continue
+		}
+		ok, err := shareGranted(q, n.name, req.Key, limit)
+		if err != nil {
+			d.giveUp(ctx, n)
+			return driver.Result{}, err
+		}
+		if ok {
+			if n.fence == 0 && n.withParent && l.kids.stat != nil {
+				n.fence = uint64(l.kids.stat.Czxid)
+			}
+			return d.grantAs(ctx, req.Request, n, l.sent, &limit)
+		}
+		select {
+		case <-wake:
+			d.wakeups.Add(1)
+			l = d.latestAfter(w, created)
+		case <-poll.C:
+			poll.Reset(fallbackPoll)
+			l = nil
+		case <-ctx.Done():
+			return fail("waiting in "+keyPath, ctx.Err())
+		case <-d.closeCh:
+			return fail("waiting in "+keyPath, driver.ErrClosed)
+		}
+	}
+}
