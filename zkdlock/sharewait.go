@@ -31,7 +31,10 @@ var _ driver.SharedQueuer = (*zkDriver)(nil)
 // node's create returned (so it has the node, unless its session expired);
 // nodes before it can only go, never come, so what it proves stays true.
 // The grant's validity counts from that listing's send, and a listing older
-// than TTL/10 is made afresh first. A fallback poll lists the queue every
+// than TTL/10 is made afresh first. The waiter whose place lets the end of
+// any one node before it in (see deciders) watches those nodes too, so
+// that their deletion event grants it with no listing after the release,
+// within TTL/10 of the watches' send and in the same session. A fallback poll lists the queue every
 // 2 s in case a notification is lost. When the session expired meanwhile,
 // the node is gone: the waiter joins again at the tail, up to three times.
 func (d *zkDriver) AcquireSharedQueued(ctx context.Context, req driver.SharedRequest) (driver.Result, error) {
@@ -67,6 +70,21 @@ func (d *zkDriver) AcquireSharedQueued(ctx context.Context, req driver.SharedReq
 	poll := time.NewTimer(fallbackPoll)
 	defer poll.Stop()
 	retry := 10 * time.Millisecond
+	// The watches of the nodes that decide alone (see deciders): their
+	// names, first result, send time and stop.
+	var (
+		watched    []string
+		direct     <-chan awaited
+		directSent time.Time
+		stopDirect chan struct{}
+	)
+	dropDirect := func() {
+		if stopDirect != nil {
+			close(stopDirect)
+		}
+		watched, direct, stopDirect = nil, nil, nil
+	}
+	defer dropDirect()
 	l := d.latestAfter(w, created)
 	for rejoins := 0; ; {
 		if l == nil || time.Since(l.sent) > req.TTL/maxGrantAgeDiv {
@@ -115,7 +133,28 @@ func (d *zkDriver) AcquireSharedQueued(ctx context.Context, req driver.SharedReq
 			}
 			return d.grantAs(ctx, req.Request, n, l.sent, &limit)
 		}
+		// When the end of any one node before ours lets it in, those nodes
+		// are watched as well: the event alone then proves the grant, with
+		// no listing after the release. The watches stay while the same
+		// nodes decide.
+		if names := deciders(q, n.name, limit); !slices.Equal(names, watched) {
+			dropDirect()
+			if watched = names; names != nil {
+				stopDirect = make(chan struct{})
+				directSent = time.Now()
+				direct = d.watchAny(keyPath, names, stopDirect)
+			}
+		}
 		select {
+		case a := <-direct:
+			dropDirect()
+			if (a.err == nil && a.ev.Type == zk.EventNodeDeleted && a.ev.Err == nil || errors.Is(a.err, zk.ErrNoNode)) &&
+				time.Since(directSent) <= req.TTL/maxGrantAgeDiv && d.conn.SessionID() == n.session {
+				// (A new session means ours expired, and our node with it.)
+				d.wakeups.Add(1)
+				return d.grantAs(ctx, req.Request, n, directSent, &limit)
+			}
+			l = nil // another event, a failed watch, or too long ago: list again
 		case <-wake:
 			d.wakeups.Add(1)
 			l = d.latestAfter(w, created)
@@ -128,4 +167,66 @@ func (d *zkDriver) AcquireSharedQueued(ctx context.Context, req driver.SharedReq
 			return fail("waiting in "+keyPath, driver.ErrClosed)
 		}
 	}
+}
+
+// maxDeciders bounds how many nodes a waiting share watches one by one.
+const maxDeciders = 8
+
+// deciders returns the nodes before own (a waiting share of limit in the
+// sorted queue q) the end of any one of which lets own in, when there are
+// at most maxDeciders of them, else nil: the one exclusive node before it,
+// when the share nodes before it leave room; or, with no exclusive node
+// before it, all the limit share nodes before it. As nodes never join
+// before own, the end of one of them proves the grant; it stays proven
+// whatever else ends.
+func deciders(q []qnode, own string, limit int) []string {
+	before := q[:slices.IndexFunc(q, func(c qnode) bool { return c.name == own })]
+	var excl []string
+	shares := 0
+	for _, c := range before {
+		if c.share {
+			shares++
+		} else {
+			excl = append(excl, c.name)
+		}
+	}
+	switch {
+	case len(excl) == 1 && (limit == 0 || shares < limit):
+		return excl
+	case len(excl) == 0 && limit > 0 && shares == limit && limit <= maxDeciders:
+		names := make([]string, len(before))
+		for i, c := range before {
+			names[i] = c.name
+		}
+		return names
+	}
+	return nil
+}
+
+// watchAny sets a watch on each of the nodes called names under keyPath,
+// in the background, and passes on the first that fires or fails, until
+// stop closes.
+func (d *zkDriver) watchAny(keyPath string, names []string, stop <-chan struct{}) <-chan awaited {
+	out := make(chan awaited, 1)
+	for _, name := range names {
+		go func() {
+			_, _, watch, err := d.conn.GetW(keyPath + "/" + name)
+			if err != nil {
+				select {
+				case out <- awaited{err: err}:
+				default:
+				}
+				return
+			}
+			select {
+			case ev := <-watch:
+				select {
+				case out <- awaited{ev: ev}:
+				default:
+				}
+			case <-stop:
+			}
+		}()
+	}
+	return out
 }
