@@ -259,63 +259,84 @@ func TestSessionExpiry(t *testing.T) {
 }
 
 // TestWaiterSessionExpiry: a waiter whose session expires while it waits
-// joins the queue again with its new session and still gets the lock.
+// joins the queue again with its new session and still gets the lock: an
+// exclusive waiter (AcquireQueued), and a waiting permit, whose share node
+// waits in the queue (AcquireSharedQueued).
 func TestWaiterSessionExpiry(t *testing.T) {
 	z := startStandalone(t)
 	const base, session = "/waiter-expiry", 2 * time.Second
 	holder := openClient(t, "zk://"+z.Addr()+base)
-	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
-	defer cancel()
-	h, err := holder.TryLock(ctx, "k")
-	if err != nil {
-		t.Fatalf("TryLock: %v", err)
+	take := map[string]func(ctx context.Context, c *dlock.Client, key string, try bool) (*dlock.Lock, error){
+		"Lock": func(ctx context.Context, c *dlock.Client, key string, try bool) (*dlock.Lock, error) {
+			if try {
+				return c.TryLock(ctx, key)
+			}
+			return c.Lock(ctx, key)
+		},
+		"Permit": func(ctx context.Context, c *dlock.Client, key string, try bool) (*dlock.Lock, error) {
+			if try {
+				return c.Semaphore(key, 1).TryAcquire(ctx)
+			}
+			return c.Semaphore(key, 1).Acquire(ctx)
+		},
 	}
-	fd := &faultDialer{}
-	conn := connect(t, z.Addrs(), session, fd.Dial)
-	c, err := NewClient(conn, Options{Base: base, SessionTimeout: session}, dlock.WithLockDefaults(dlock.WithTTL(session)))
-	if err != nil {
-		t.Fatalf("NewClient: %v", err)
-	}
-	t.Cleanup(func() { _ = c.Close() })
-	got := make(chan error, 1)
-	go func() {
-		l, err := c.Lock(ctx, "k")
-		if err == nil {
-			err = l.Unlock(ctx)
-		}
-		got <- err
-	}()
-	waiters := func() int {
-		in, err := holder.Inspect(ctx, "k")
-		if err != nil {
-			t.Fatalf("Inspect: %v", err)
-		}
-		return in.Waiters
-	}
-	for waiters() != 1 && ctx.Err() == nil {
-		time.Sleep(20 * time.Millisecond)
-	}
-	oldSession := conn.SessionID()
-	fd.Partition()
-	for waiters() != 0 && ctx.Err() == nil { // the server expired its session
-		time.Sleep(50 * time.Millisecond)
-	}
-	fd.Heal()
-	for waiters() != 1 && ctx.Err() == nil { // back in the queue
-		select {
-		case err := <-got:
-			t.Fatalf("waiter returned after its session expired: %v", err)
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
-	if conn.SessionID() == oldSession {
-		t.Fatal("waiter kept its session across a partition longer than the session timeout")
-	}
-	if err := h.Unlock(ctx); err != nil {
-		t.Fatalf("Unlock: %v", err)
-	}
-	if err := <-got; err != nil {
-		t.Fatalf("waiter after its session expired: %v", err)
+	for _, name := range []string{"Lock", "Permit"} {
+		t.Run(name, func(t *testing.T) {
+			take, key := take[name], "k-"+name
+			ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+			defer cancel()
+			h, err := take(ctx, holder, key, true)
+			if err != nil {
+				t.Fatalf("the holder's try: %v", err)
+			}
+			fd := &faultDialer{}
+			conn := connect(t, z.Addrs(), session, fd.Dial)
+			c, err := NewClient(conn, Options{Base: base, SessionTimeout: session}, dlock.WithLockDefaults(dlock.WithTTL(session)))
+			if err != nil {
+				t.Fatalf("NewClient: %v", err)
+			}
+			t.Cleanup(func() { _ = c.Close() })
+			got := make(chan error, 1)
+			go func() {
+				l, err := take(ctx, c, key, false)
+				if err == nil {
+					err = l.Unlock(ctx)
+				}
+				got <- err
+			}()
+			waiters := func() int {
+				in, err := holder.Inspect(ctx, key)
+				if err != nil {
+					t.Fatalf("Inspect: %v", err)
+				}
+				return in.Waiters
+			}
+			for waiters() != 1 && ctx.Err() == nil {
+				time.Sleep(20 * time.Millisecond)
+			}
+			oldSession := conn.SessionID()
+			fd.Partition()
+			for waiters() != 0 && ctx.Err() == nil { // the server expired its session
+				time.Sleep(50 * time.Millisecond)
+			}
+			fd.Heal()
+			for waiters() != 1 && ctx.Err() == nil { // back in the queue
+				select {
+				case err := <-got:
+					t.Fatalf("waiter returned after its session expired: %v", err)
+				case <-time.After(50 * time.Millisecond):
+				}
+			}
+			if conn.SessionID() == oldSession {
+				t.Fatal("waiter kept its session across a partition longer than the session timeout")
+			}
+			if err := h.Unlock(ctx); err != nil {
+				t.Fatalf("Unlock: %v", err)
+			}
+			if err := <-got; err != nil {
+				t.Fatalf("waiter after its session expired: %v", err)
+			}
+		})
 	}
 }
 
