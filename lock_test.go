@@ -603,3 +603,96 @@ func TestShareKeeperUsed(t *testing.T) {
 		t.Errorf("an exclusive lock's Refresh and Unlock reached RefreshShared or ReleaseShared (%d, %d calls in all)", r, u)
 	}
 }
+
+// shareQueuer is a memdlock driver with an AcquireSharedQueued that retries
+// AcquireShared until it is granted or ctx ends, counting its calls and
+// the AcquireShared calls that come from the portable layer.
+type shareQueuer struct {
+	driver.SharedLocker
+	queued, single atomic.Int32
+}
+
+func (q *shareQueuer) AcquireShared(ctx context.Context, req driver.SharedRequest) (driver.Result, error) {
+	q.single.Add(1)
+	return q.SharedLocker.AcquireShared(ctx, req)
+}
+
+func (q *shareQueuer) AcquireSharedQueued(ctx context.Context, req driver.SharedRequest) (driver.Result, error) {
+	q.queued.Add(1)
+	for {
+		sent := time.Now()
+		res, err := q.SharedLocker.AcquireShared(ctx, req)
+		if err != nil || res.Acquired {
+			res.ValidUntil = driver.ValidUntil(sent, req.TTL)
+			return res, err
+		}
+		select {
+		case <-ctx.Done():
+			return driver.Result{}, ctx.Err()
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+}
+
+// TestSharedQueuerUsed: a shared wait (Semaphore.Acquire, RLock) goes to a
+// driver.SharedQueuer's AcquireSharedQueued, once; TryAcquire and an
+// Acquire that does not retry make their one AcquireShared attempt; Close
+// ends a queued shared wait with ErrClosed.
+func TestSharedQueuerUsed(t *testing.T) {
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	q := &shareQueuer{SharedLocker: memdlock.NewStore().Driver().(driver.SharedLocker)}
+	c := dlock.NewClient(q)
+	defer c.Close()
+	sem := c.Semaphore("sem", 1)
+	p, err := sem.TryAcquire(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, s := q.queued.Load(), q.single.Load(); n != 0 || s != 1 {
+		t.Errorf("TryAcquire made %d queued and %d single attempts, want 0 and 1", n, s)
+	}
+	if _, err := sem.Acquire(ctx, dlock.WithRetry(dlock.NoRetry())); !errors.Is(err, dlock.ErrNotAcquired) {
+		t.Errorf("Acquire with NoRetry of a taken permit = %v, want ErrNotAcquired", err)
+	}
+	if n := q.queued.Load(); n != 0 {
+		t.Errorf("Acquire with NoRetry made %d queued attempts, want 0", n)
+	}
+	got := make(chan error, 1)
+	go func() {
+		w, err := sem.Acquire(ctx)
+		if err == nil {
+			err = w.Unlock(ctx)
+		}
+		got <- err
+	}()
+	for q.queued.Load() == 0 && ctx.Err() == nil {
+		time.Sleep(time.Millisecond)
+	}
+	single := q.single.Load()
+	if err := p.Unlock(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-got; err != nil {
+		t.Fatalf("the queued Acquire after the release: %v", err)
+	}
+	if n, s := q.queued.Load(), q.single.Load(); n != 1 || s != single {
+		t.Errorf("a waiting Acquire made %d queued and %d more single attempts, want 1 and 0", n, s-single)
+	}
+	rw := c.RWMutex("rw")
+	if _, err := rw.TryLock(ctx); err != nil {
+		t.Fatal(err)
+	}
+	rl := make(chan error, 1)
+	go func() {
+		_, err := rw.RLock(ctx)
+		rl <- err
+	}()
+	for q.queued.Load() == 1 && ctx.Err() == nil {
+		time.Sleep(time.Millisecond)
+	}
+	_ = c.Close()
+	if err := <-rl; !errors.Is(err, dlock.ErrClosed) {
+		t.Errorf("a queued RLock when the client closed = %v, want ErrClosed", err)
+	}
+}
