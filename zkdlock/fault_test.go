@@ -113,46 +113,33 @@ func TestProtectedCreate(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
 	defer cancel()
 
-	// TryLock whose create reply is lost.
-	fd.cutOnCreate.Store(1)
-	l, err := c.TryLock(ctx, "k")
-	if err != nil {
-		t.Fatalf("TryLock through a lost create reply: %v", err)
-	}
-	if fd.cuts.Load() != 1 {
-		t.Fatalf("connection cuts = %d, want 1", fd.cuts.Load())
-	}
-	if got := nodes("k"); len(got) != 1 {
-		t.Fatalf("lock nodes after the recovered create = %v, want exactly one", got)
-	}
-	if err := l.Unlock(ctx); err != nil {
-		t.Fatalf("Unlock: %v", err)
-	}
-	if got := nodes("k"); len(got) != 0 {
-		t.Fatalf("lock nodes after Unlock = %v, want none", got)
-	}
-
-	// The search for the node after a lost create reply meets a failing
-	// connection too (as when go-zookeeper fails it while tearing the
-	// first one down): it is tried again, and still finds the one node.
-	fd.cuts.Store(0)
-	fd.cutOnCreate.Store(1)
-	fd.cutOnList.Store(1)
-	l, err = c.TryLock(ctx, "k")
-	if err != nil {
-		t.Fatalf("TryLock through a lost create reply and a lost search: %v", err)
-	}
-	if fd.cuts.Load() != 2 {
-		t.Fatalf("connection cuts = %d, want 2", fd.cuts.Load())
-	}
-	if got := nodes("k"); len(got) != 1 {
-		t.Fatalf("lock nodes after the recovered create and search = %v, want exactly one", got)
-	}
-	if err := l.Unlock(ctx); err != nil {
-		t.Fatalf("Unlock: %v", err)
-	}
-	if got := nodes("k"); len(got) != 0 {
-		t.Fatalf("lock nodes after Unlock = %v, want none", got)
+	// A TryLock whose create reply is lost; and one whose search for its
+	// node after that meets a failing connection too (as when go-zookeeper
+	// fails it while tearing the first one down): the search is tried
+	// again. Each finds its one node.
+	for _, tc := range []struct {
+		what     string
+		listCuts int32
+	}{{"a lost create reply", 0}, {"a lost create reply and a lost search", 1}} {
+		fd.cuts.Store(0)
+		fd.cutOnCreate.Store(1)
+		fd.cutOnList.Store(tc.listCuts)
+		l, err := c.TryLock(ctx, "k")
+		if err != nil {
+			t.Fatalf("TryLock through %s: %v", tc.what, err)
+		}
+		if want := 1 + tc.listCuts; fd.cuts.Load() != want {
+			t.Fatalf("connection cuts through %s = %d, want %d", tc.what, fd.cuts.Load(), want)
+		}
+		if got := nodes("k"); len(got) != 1 {
+			t.Fatalf("lock nodes after %s = %v, want exactly one", tc.what, got)
+		}
+		if err := l.Unlock(ctx); err != nil {
+			t.Fatalf("Unlock: %v", err)
+		}
+		if got := nodes("k"); len(got) != 0 {
+			t.Fatalf("lock nodes after Unlock = %v, want none", got)
+		}
 	}
 
 	// A waiter whose create reply is lost queues once, and leaves nothing
