@@ -52,15 +52,6 @@ func (d *zkDriver) AcquireSharedQueued(ctx context.Context, req driver.SharedReq
 		return d.grantAs(ctx, req.Request, n, sent, &limit)
 	}
 	created := time.Now()
-	// fail ends the wait: the node is removed, before returning unless ctx
-	// ended or the driver closed (see giveUp).
-	fail := func(op string, err error) (driver.Result, error) {
-		d.giveUp(ctx, n)
-		if d.isClosed() {
-			return driver.Result{}, driver.ErrClosed
-		}
-		return driver.Result{}, d.wrap(ctx, op, err)
-	}
 	w, wake, stop, err := d.subscribe(ctx, keyPath)
 	if err != nil {
 		d.giveUp(ctx, n)
@@ -69,7 +60,7 @@ func (d *zkDriver) AcquireSharedQueued(ctx context.Context, req driver.SharedReq
 	defer stop()
 	poll := time.NewTimer(fallbackPoll)
 	defer poll.Stop()
-	retry := 10 * time.Millisecond
+	var retry waitRetry
 	// The watches of the nodes that decide alone (see deciders): their
 	// names, first result, send time and stop.
 	var (
@@ -92,19 +83,13 @@ func (d *zkDriver) AcquireSharedQueued(ctx context.Context, req driver.SharedReq
 			l.kids, l.err = d.childrenAndFence(ctx, n)
 		}
 		if err := l.err; err != nil && !errors.Is(err, zk.ErrNoNode) {
-			if ctx.Err() != nil || d.isClosed() || !transient(err) {
-				return fail("listing "+keyPath, err)
+			if !d.again(ctx, &retry, err) {
+				return d.endWait(ctx, n, "listing "+keyPath, err)
 			}
-			// Once queued, a waiter rides out connection loss until its
-			// ctx ends.
-			if d.sleepCtx(ctx, retry) != nil {
-				return fail("listing "+keyPath, ctx.Err())
-			}
-			retry = min(2*retry, 500*time.Millisecond)
 			l = nil
 			continue
 		}
-		retry = 10 * time.Millisecond
+		retry = 0
 		q := sortQueue(l.kids.names)
 		if !slices.ContainsFunc(q, func(c qnode) bool { return c.name == n.name }) {
 			// Our node is gone: its session expired while we waited. Our
@@ -162,9 +147,9 @@ func (d *zkDriver) AcquireSharedQueued(ctx context.Context, req driver.SharedReq
 			poll.Reset(fallbackPoll)
 			l = nil
 		case <-ctx.Done():
-			return fail("waiting in "+keyPath, ctx.Err())
+			return d.endWait(ctx, n, "waiting in "+keyPath, ctx.Err())
 		case <-d.closeCh:
-			return fail("waiting in "+keyPath, driver.ErrClosed)
+			return d.endWait(ctx, n, "waiting in "+keyPath, driver.ErrClosed)
 		}
 	}
 }

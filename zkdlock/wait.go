@@ -26,30 +26,9 @@ func (d *zkDriver) AcquireQueued(ctx context.Context, req driver.Request) (drive
 			poll.Stop()
 		}
 	}()
-	retry := 10 * time.Millisecond
-	// fail ends the wait: the node is removed, before returning unless
-	// ctx ended or the driver closed (see giveUp).
-	fail := func(op string, err error) (driver.Result, error) {
-		d.giveUp(ctx, n)
-		if d.isClosed() {
-			return driver.Result{}, driver.ErrClosed
-		}
-		return driver.Result{}, d.wrap(ctx, op, err)
-	}
-	// again decides whether a failed request is worth repeating: the
-	// connection failed, not the request. Once queued, a waiter rides out
-	// connection loss until its ctx ends; after a session expiry the next
-	// listing shows its node gone, and it joins again.
-	again := func(err error) bool {
-		if ctx.Err() != nil || d.isClosed() || !transient(err) {
-			return false
-		}
-		if d.sleepCtx(ctx, retry) != nil {
-			return false
-		}
-		retry = min(2*retry, 500*time.Millisecond)
-		return true
-	}
+	var retry waitRetry
+	fail := func(op string, err error) (driver.Result, error) { return d.endWait(ctx, n, op, err) }
+	again := func(err error) bool { return d.again(ctx, &retry, err) }
 	// pre is a listing made after our create, to start from. pred is the
 	// node to watch next; "" lists the queue first. last says that pred is
 	// the only node before ours: its going proves ours the lowest, as
@@ -78,7 +57,7 @@ func (d *zkDriver) AcquireQueued(ctx context.Context, req driver.Request) (drive
 				}
 				return fail("listing "+n.keyPath, err)
 			}
-			retry = 10 * time.Millisecond
+			retry = 0
 			pos := position(kids.names, n.name, n.seq)
 			if !pos.found {
 				// Our node is gone: its session expired while we waited.
@@ -147,6 +126,38 @@ func (d *zkDriver) AcquireQueued(ctx context.Context, req driver.Request) (drive
 			return fail("waiting for "+watched, driver.ErrClosed)
 		}
 	}
+}
+
+// endWait ends a queued wait that failed: n is removed, before returning
+// unless ctx ended or the driver closed (see giveUp).
+func (d *zkDriver) endWait(ctx context.Context, n *node, op string, err error) (driver.Result, error) {
+	d.giveUp(ctx, n)
+	if d.isClosed() {
+		return driver.Result{}, driver.ErrClosed
+	}
+	return driver.Result{}, d.wrap(ctx, op, err)
+}
+
+// waitRetry is the pause before a queued waiter repeats a failed request:
+// 10 ms after the zero value, doubling up to 500 ms; set it to zero after a
+// success.
+type waitRetry time.Duration
+
+// again decides whether a queued waiter's failed request is worth
+// repeating, and pauses for r first: the connection failed, not the
+// request. Once queued, a waiter rides out connection loss until its ctx
+// ends; after a session expiry the next listing shows its node gone, and
+// it joins again.
+func (d *zkDriver) again(ctx context.Context, r *waitRetry, err error) bool {
+	if ctx.Err() != nil || d.isClosed() || !transient(err) {
+		return false
+	}
+	pause := max(time.Duration(*r), 10*time.Millisecond)
+	if d.sleepCtx(ctx, pause) != nil {
+		return false
+	}
+	*r = waitRetry(min(2*pause, 500*time.Millisecond))
+	return true
 }
 
 // listing is the answer to a listing of a key's queue.
