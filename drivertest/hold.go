@@ -21,8 +21,13 @@ func testMinHold(t *testing.T, s *suite) {
 	a, b := s.client(), s.client()
 	key := s.key("job")
 	hold := ttlWithin(a, time.Second)
-	l := s.tryLock(a, key, dlock.WithMinHold(hold))
+	// The hold counts from the grant, which comes between the call and its
+	// return: the call's start is the latest instant known to precede it.
+	// (A time taken after the return can be later than the grant by the
+	// reply's way back and the scheduling of a loaded machine: the key then
+	// comes free that much less than hold after it.)
 	granted := time.Now()
+	l := s.tryLock(a, key, dlock.WithMinHold(hold))
 	if err := l.Unlock(s.ctx); err != nil {
 		t.Fatalf("Unlock before the min hold: %v", err)
 	}
