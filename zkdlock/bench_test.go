@@ -95,15 +95,16 @@ func TestOneWakeupPerRelease(t *testing.T) {
 			_ = l.Unlock(ctx)
 		}()
 	}
-	for {
-		in, err := clients[0].Inspect(ctx, key)
-		if err != nil {
-			t.Fatalf("Inspect: %v", err)
+	// Release once every waiter watches its predecessor: a waiter whose
+	// predecessor went before its watch was set takes its turn without a
+	// wake-up, and would leave a release with no watch event.
+	for i, d := range drivers[1:] {
+		for d.armed.Load() == 0 {
+			if ctx.Err() != nil {
+				t.Fatalf("waiter %d set no watch", i+1)
+			}
+			time.Sleep(5 * time.Millisecond)
 		}
-		if in.Waiters == waiters {
-			break
-		}
-		time.Sleep(10 * time.Millisecond)
 	}
 	if err := h.Unlock(ctx); err != nil {
 		t.Fatalf("Unlock: %v", err)

@@ -242,6 +242,7 @@ func (d *zkDriver) watch(n *node, pred string, last bool, stop <-chan struct{}) 
 			out <- awaited{err: err}
 			return
 		}
+		d.armed.Add(1)
 		select {
 		case ev := <-watch:
 			w := awaited{ev: ev}

@@ -138,6 +138,7 @@ type zkDriver struct {
 	watches map[string]*zkWatch
 
 	wakeups atomic.Int64 // watch notifications that woke a waiter
+	armed   atomic.Int64 // predecessor watches an exclusive waiter has set
 }
 
 // holdKey names a grant of this driver: a token's exclusive lock of a key,
