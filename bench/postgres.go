@@ -36,7 +36,9 @@ WHERE bench_locks.expires_at < now()`
 	sqlRefresh = `UPDATE bench_locks SET expires_at = now() + $3 * interval '1 millisecond' WHERE name = $1 AND owner = $2`
 )
 
-// stmtCounter is a pgx tracer counting the statements clients send.
+// stmtCounter is a pgx tracer counting the requests clients send: a
+// statement, or a batch of statements sent together (one round trip, as
+// pgdlock sends a row lock with the statement that follows it).
 // PostgreSQL's own statistics are flushed lazily (up to seconds later), so
 // the count is taken on the client side.
 type stmtCounter struct{ n atomic.Int64 }
@@ -47,6 +49,15 @@ func (c *stmtCounter) TraceQueryStart(ctx context.Context, _ *pgx.Conn, _ pgx.Tr
 }
 
 func (c *stmtCounter) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEndData) {}
+
+func (c *stmtCounter) TraceBatchStart(ctx context.Context, _ *pgx.Conn, _ pgx.TraceBatchStartData) context.Context {
+	c.n.Add(1)
+	return ctx
+}
+
+func (c *stmtCounter) TraceBatchQuery(context.Context, *pgx.Conn, pgx.TraceBatchQueryData) {}
+
+func (c *stmtCounter) TraceBatchEnd(context.Context, *pgx.Conn, pgx.TraceBatchEndData) {}
 
 type pgServer struct {
 	srv  *testserver.Postgres

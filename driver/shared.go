@@ -133,12 +133,16 @@ type ShareKeeper interface {
 	ReleaseShared(ctx context.Context, key, token string) error
 }
 
-// SharedQueuer is implemented by SharedLockers whose native FIFO queue
-// (Queuer) holds shared entries too: a waiting permit or reader keeps its
-// place in the key's queue, so a release wakes the waiters it makes room
-// for instead of every waiting client, and permits are granted in arrival
-// order. The portable layer sends it every shared attempt that may wait
-// (Hints.Wait), instead of waiting for AcquireShared's refusals itself.
+// SharedQueuer is implemented by SharedLockers that queue shared waits in
+// the backend: with their native FIFO queue (Queuer) where they have one,
+// else in a queue of shared entries of their own. A waiting permit or
+// reader keeps its place in the key's queue, so a release wakes the
+// waiters it makes room for instead of every waiting client, and permits
+// are granted in arrival order. The portable layer sends it every shared
+// attempt that may wait (Hints.Wait), instead of waiting for
+// AcquireShared's refusals itself. A driver that is not a Queuer records
+// waiting writers as SharedLocker says; their records have no place in
+// the queue and count as coming before every shared entry.
 type SharedQueuer interface {
 	SharedLocker
 	// AcquireSharedQueued joins req.Key's queue with a shared entry and

@@ -26,6 +26,12 @@ type querier interface {
 	// query runs query and calls each with a scan function for every row
 	// it returns, stopping at the first error.
 	query(ctx context.Context, query string, args []any, each func(scan func(dest ...any) error) error) error
+	// lockedQueryRow is queryRow of query preceded by lock, a statement
+	// that takes row locks, run with the first lockArgs of args: both in
+	// one round trip and one transaction (a pgx batch), so that query's
+	// snapshot is taken once the locks are held and sees every change
+	// committed before. Without pgx underneath it is queryRow alone.
+	lockedQueryRow(ctx context.Context, lock string, lockArgs int, query string, args []any, dest ...any) (found bool, err error)
 	// canListen reports whether listen can give a pgx connection.
 	canListen() bool
 	// listen runs fn on a connection of its own, outside the statement
@@ -59,6 +65,33 @@ func (q poolQuerier) query(ctx context.Context, query string, args []any, each f
 	}
 	defer rows.Close()
 	return sqllease.ScanRows(rows, each)
+}
+
+func (q poolQuerier) lockedQueryRow(ctx context.Context, lock string, lockArgs int, query string, args []any, dest ...any) (bool, error) {
+	return batchRow(ctx, q.pool, lock, lockArgs, query, args, dest)
+}
+
+// batchSender is what batchRow sends its batch on: a pool or a connection.
+type batchSender interface {
+	SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults
+}
+
+// batchRow is lockedQueryRow over a pgx batch: its statements run in one
+// implicit transaction.
+func batchRow(ctx context.Context, on batchSender, lock string, lockArgs int, query string, args []any, dest []any) (bool, error) {
+	var b pgx.Batch
+	b.Queue(lock, args[:lockArgs]...)
+	b.Queue(query, args...)
+	br := on.SendBatch(ctx, &b)
+	if _, err := br.Exec(); err != nil {
+		_ = br.Close()
+		return false, err
+	}
+	found, err := sqllease.Found(br.QueryRow().Scan(dest...), pgx.ErrNoRows)
+	if cerr := br.Close(); err == nil && cerr != nil {
+		return false, cerr
+	}
+	return found, err
 }
 
 func (q poolQuerier) canListen() bool { return true }
@@ -95,6 +128,28 @@ func (q dbQuerier) exec(ctx context.Context, query string, args ...any) (int64, 
 func (q dbQuerier) query(ctx context.Context, query string, args []any, each func(scan func(dest ...any) error) error) error {
 	rows, err := q.db.QueryContext(ctx, query, args...)
 	return sqllease.QueryRows(rows, err, each)
+}
+
+func (q dbQuerier) lockedQueryRow(ctx context.Context, lock string, lockArgs int, query string, args []any, dest ...any) (bool, error) {
+	if !q.canListen() {
+		return q.queryRow(ctx, query, args, dest...)
+	}
+	conn, err := q.db.Conn(ctx)
+	if err != nil {
+		return false, err
+	}
+	defer conn.Close()
+	var found bool
+	err = conn.Raw(func(dc any) error {
+		sc, ok := dc.(*stdlib.Conn)
+		if !ok {
+			found, err = q.queryRow(ctx, query, args, dest...)
+			return err
+		}
+		found, err = batchRow(ctx, sc.Conn(), lock, lockArgs, query, args, dest)
+		return err
+	})
+	return found, err
 }
 
 func (q dbQuerier) canListen() bool {

@@ -124,12 +124,13 @@
 // # Semaphores and RW locks
 //
 // The driver implements driver.SharedLocker (Client.Semaphore,
-// Client.RWMutex). Shared grants and waiting writers are rows of the
-// companion table NAME_shares; while a key has live shared grants its row
-// in the lock table holds a marker token with the longest grant's expiry,
-// so the exclusive statements refuse it unchanged. Grants take their fences
-// from the row's counter. A shared acquire or release is one transaction
-// that holds the row's lock; see docs/sql.md.
+// Client.RWMutex). Shared grants, waiting writers and queued shares are
+// rows of the companion table NAME_shares; while a key has live shared
+// grants its row in the lock table holds a marker token with the longest
+// grant's expiry, so the exclusive statements refuse it unchanged. Grants
+// take their fences from the row's counter. A shared acquire or release is
+// one transaction that holds the row's lock, sent in one round trip; see
+// docs/sql.md.
 //
 // # Waiting
 //
@@ -141,4 +142,10 @@
 // woken once, since releases may have been missed. A lost notification
 // costs at most the waiter's retry backoff, which never exceeds the
 // holder's remaining lease.
+//
+// A shared wait (Semaphore.Acquire, RLock) is the driver's own
+// (driver.SharedQueuer): the waiter joins the key's queue of shares, and a
+// shared release notifies only the waiters it lets in, by name, so permits
+// and readers are served in arrival order and the other waiters send
+// nothing.
 package pgdlock

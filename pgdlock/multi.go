@@ -65,7 +65,7 @@ SELECT j.i, ok.all_free, coalesce((SELECT u.fence FROM u WHERE u.i = j.i), (SELE
 	CASE WHEN j.free THEN 0::bigint
 		WHEN j.token = {MARK} THEN coalesce(
 			(SELECT (EXTRACT(EPOCH FROM min(s.expires_at) - clock_timestamp()) * 1000000)::bigint
-				FROM {S} AS s WHERE s."key" = j.k AND NOT s.writer AND s.expires_at > clock_timestamp()),
+				FROM {S} AS s WHERE s."key" = j.k AND NOT s.writer AND s.fence > 0 AND s.expires_at > clock_timestamp()),
 			(EXTRACT(EPOCH FROM j.expires_at - clock_timestamp()) * 1000000)::bigint)
 		ELSE (EXTRACT(EPOCH FROM j.expires_at - clock_timestamp()) * 1000000)::bigint END
 FROM j, ok`

@@ -112,6 +112,9 @@ type pgDriver struct {
 	// writers are the tokens this driver recorded as waiting writers.
 	writers sqllease.Tokens
 
+	// leaves are the removals of abandoned queued shares under way.
+	leaves leaves
+
 	closeFn func() // closes a pool the driver opened, or nil
 }
 
@@ -269,26 +272,20 @@ func (d *pgDriver) Inspect(ctx context.Context, key string) (driver.Info, error)
 	if err := d.Check(ctx); err != nil {
 		return driver.Info{}, err
 	}
-	r, err := d.row(ctx, "inspect", d.st.inspect, []byte(key))
-	if err != nil {
+	if err := d.leaves.await(ctx, key); err != nil {
 		return driver.Info{}, err
 	}
-	return r.Info(), nil
-}
-
-// row runs q, a statement that returns a key's row as held, fence,
-// remaining µs and metadata (sqlInspect, sqlForceRelease), and reads it:
-// the zero Row when there is none.
-func (d *pgDriver) row(ctx context.Context, op, q string, args ...any) (sqllease.Row, error) {
 	var (
-		r  sqllease.Row
-		us int64
+		r     sqllease.Row
+		us, n int64
 	)
-	if _, err := d.q.queryRow(ctx, q, args, &r.Held, &r.Fence, &us, &r.Metadata); err != nil {
-		return sqllease.Row{}, d.Wrap(op, err)
+	if _, err := d.q.queryRow(ctx, d.st.inspect, []any{[]byte(key)}, &r.Held, &r.Fence, &us, &r.Metadata, &n); err != nil {
+		return driver.Info{}, d.Wrap("inspect", err)
 	}
 	r.TTL = sqllease.FromMicros(us)
-	return r, nil
+	in := r.Info()
+	in.Waiters = int(n)
+	return in, nil
 }
 
 // WatchReleases implements driver.Notifier over LISTEN/NOTIFY: all watches
@@ -312,6 +309,7 @@ func (d *pgDriver) Close() error {
 		if d.lis != nil {
 			d.lis.close()
 		}
+		d.leaves.awaitAll()
 		if d.closeFn != nil {
 			d.closeFn()
 		}

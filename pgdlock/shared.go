@@ -44,7 +44,7 @@ func (d *pgDriver) AcquireShared(ctx context.Context, req driver.SharedRequest) 
 			fence, holderUS int64
 			limit           int
 		)
-		_, err := d.q.queryRow(ctx, d.st.acquireShared, args, &verdict, &fence, &holderUS, &limit)
+		_, err := d.q.lockedQueryRow(ctx, d.st.lockRow, 1, d.st.acquireShared, args, &verdict, &fence, &holderUS, &limit)
 		switch {
 		case err != nil && contention(err):
 			return driver.Result{HolderTTL: time.Millisecond}, nil
@@ -142,7 +142,7 @@ func (d *pgDriver) releaseShare(ctx context.Context, key, token string) error {
 			live, synced bool
 			deleted, n   int64
 		)
-		if _, err := d.q.queryRow(ctx, st, args, &live, &synced, &deleted, &n); err != nil {
+		if _, err := d.q.lockedQueryRow(ctx, d.st.lockRow, 1, st, args, &live, &synced, &deleted, &n); err != nil {
 			return d.Wrap("release", err)
 		}
 		switch {
@@ -177,6 +177,8 @@ func (d *pgDriver) Holders(ctx context.Context, key string) (driver.Holders, err
 		case 2:
 			h.WritersWaiting++
 			return nil
+		case 3:
+			return nil // a queued share
 		case 1:
 			if fence > newest {
 				newest, h.Limit = fence, limit

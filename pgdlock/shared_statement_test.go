@@ -12,8 +12,9 @@ import (
 	"github.com/dlock-go/dlock/internal/testserver"
 )
 
-// countingQuerier counts the statements sent through a querier: each one
-// is one round trip to the server.
+// countingQuerier counts the requests sent through a querier: each one
+// (a statement, or a row lock batched with the statement after it) is one
+// round trip to the server.
 type countingQuerier struct {
 	querier
 	n atomic.Int64
@@ -22,6 +23,11 @@ type countingQuerier struct {
 func (c *countingQuerier) queryRow(ctx context.Context, query string, args []any, dest ...any) (bool, error) {
 	c.n.Add(1)
 	return c.querier.queryRow(ctx, query, args, dest...)
+}
+
+func (c *countingQuerier) lockedQueryRow(ctx context.Context, lock string, lockArgs int, query string, args []any, dest ...any) (bool, error) {
+	c.n.Add(1)
+	return c.querier.lockedQueryRow(ctx, lock, lockArgs, query, args, dest...)
 }
 
 func (c *countingQuerier) exec(ctx context.Context, query string, args ...any) (int64, error) {

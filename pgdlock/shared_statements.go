@@ -51,26 +51,31 @@ const (
 	sqlShareState = `WITH r AS (
 	SELECT xmin AS x, token, fence, expires_at FROM {T} WHERE "key" = $1
 ), g AS (
-	SELECT count(*) FILTER (WHERE NOT writer) AS grants,
+	SELECT count(*) FILTER (WHERE NOT writer AND fence > 0) AS grants,
 		count(*) FILTER (WHERE writer) AS writers,
-		(array_agg(share_limit ORDER BY fence DESC) FILTER (WHERE NOT writer))[1] AS lim,
-		coalesce(max(fence) FILTER (WHERE NOT writer AND token = $2), 0) AS own,
-		min(expires_at) FILTER (WHERE NOT writer) AS grant_end,
+		count(*) FILTER (WHERE NOT writer AND fence < 0 AND token <> $2) AS queued,
+		(array_agg(share_limit ORDER BY fence DESC) FILTER (WHERE NOT writer AND fence > 0))[1] AS lim,
+		(array_agg(share_limit ORDER BY fence DESC, token) FILTER (WHERE NOT writer AND fence < 0 AND token <> $2))[1] AS qlim,
+		coalesce(max(fence) FILTER (WHERE NOT writer AND fence > 0 AND token = $2), 0) AS own,
+		max(fence) FILTER (WHERE NOT writer AND fence < 0 AND token = $2) AS qown,
+		min(expires_at) FILTER (WHERE NOT writer AND fence > 0) AS grant_end,
 		min(expires_at) FILTER (WHERE writer) AS writer_end,
-		max(expires_at) FILTER (WHERE NOT writer AND token <> $2) AS others_end,
-		(array_agg(metadata ORDER BY fence DESC) FILTER (WHERE NOT writer AND token <> $2))[1] AS others_meta
+		max(expires_at) FILTER (WHERE NOT writer AND fence > 0 AND token <> $2) AS others_end,
+		(array_agg(metadata ORDER BY fence DESC) FILTER (WHERE NOT writer AND fence > 0 AND token <> $2))[1] AS others_meta
 	FROM {S} WHERE "key" = $1 AND expires_at > clock_timestamp()
 )`
 
 	// sqlAcquireShared is AcquireShared in one statement (after
 	// sqlShareState). s judges the snapshot: verdict 'x' a live exclusive
-	// holder, 'm' live grants of another limit, 'r' the token's live grant
-	// (renewed, keeping its fence), 'f' full (the limit reached, or a
-	// waiting writer), 'g' granted. For 'g' and 'r', k writes the key's
-	// row: made with the marker when there is none, or locked and, when it
-	// is the version s judged, given the next fence (for 'g'), the marker,
-	// the longer expiry and the grant's metadata; a then records the
-	// grant, and d drops lapsed rows of the key that nobody has locked.
+	// holder, 'm' live grants (or, with none, queued shares) of another
+	// limit, 'r' the token's live grant (renewed, keeping its fence), 'f'
+	// full (the limit reached by the grants and the queued shares, which
+	// an attempt that does not wait never jumps, or a waiting writer), 'g'
+	// granted. For 'g' and 'r', sqlShareGrant's k writes the key's row:
+	// made with the marker when there is none, or locked and, when it is
+	// the version s judged, given the next fence (for 'g'), the marker, the
+	// longer expiry and the grant's metadata; its a then records the grant,
+	// and d drops lapsed rows of the key that nobody has locked.
 	// Returns (verdict, fence, holder µs, stored limit), verdict 's' when k
 	// found the row changed since the snapshot.
 	sqlAcquireShared = sqlShareState + `, s AS (
@@ -78,13 +83,26 @@ const (
 		CASE
 			WHEN r.token <> ''::bytea AND r.token <> {MARK} AND r.expires_at > clock_timestamp() THEN 'x'
 			WHEN g.grants > 0 AND g.lim <> $5 THEN 'm'
+			WHEN g.grants = 0 AND g.qlim <> $5 THEN 'm'
 			WHEN g.own > 0 AND r.token = {MARK} THEN 'r'
-			WHEN g.writers > 0 OR ($5 > 0 AND g.grants >= $5) THEN 'f'
+			WHEN g.writers > 0 OR ($5 > 0 AND g.grants + g.queued >= $5) THEN 'f'
 			ELSE 'g'
 		END AS verdict,
 		CASE WHEN r.token <> {MARK} AND r.expires_at > clock_timestamp() THEN (EXTRACT(EPOCH FROM r.expires_at - clock_timestamp()) * 1000000)::bigint ELSE coalesce((EXTRACT(EPOCH FROM g.grant_end - clock_timestamp()) * 1000000)::bigint, (EXTRACT(EPOCH FROM g.writer_end - clock_timestamp()) * 1000000)::bigint, 0) END AS holder_us
 	FROM g LEFT JOIN r ON true
-), k AS (
+)` + sqlShareGrant + `, d AS (
+	DELETE FROM {S} WHERE ctid IN (SELECT ctid FROM {S}
+		WHERE "key" = $1 AND token <> $2 AND expires_at <= clock_timestamp() FOR UPDATE SKIP LOCKED)
+)
+SELECT CASE WHEN s.verdict IN ('g', 'r') AND NOT EXISTS (SELECT FROM a) THEN 's' ELSE s.verdict END,
+	coalesce((SELECT fence FROM a), 0), s.holder_us, coalesce(s.lim, s.qlim, 0)
+FROM s`
+
+	// sqlShareGrant makes a grant (verdict 'g', or 'r' renewing the
+	// token's) judged by the CTE s before it (columns verdict, x, own): k
+	// writes the key's row when it is the version s judged, a records the
+	// grant (the token's row, which may have been its queued share).
+	sqlShareGrant = `, k AS (
 	INSERT INTO {T} AS l ("key", token, fence, expires_at, metadata)
 	SELECT $1, {MARK}, 1, clock_timestamp() + $3::bigint * interval '1 microsecond', $4 FROM s WHERE s.verdict IN ('g', 'r')
 	ON CONFLICT ("key") DO UPDATE SET
@@ -103,21 +121,18 @@ const (
 	ON CONFLICT ("key", writer, token) DO UPDATE SET fence = EXCLUDED.fence, expires_at = EXCLUDED.expires_at,
 		metadata = EXCLUDED.metadata, share_limit = EXCLUDED.share_limit
 	RETURNING fence
-), d AS (
-	DELETE FROM {S} WHERE ctid IN (SELECT ctid FROM {S}
-		WHERE "key" = $1 AND token <> $2 AND expires_at <= clock_timestamp() FOR UPDATE SKIP LOCKED)
-)
-SELECT CASE WHEN s.verdict IN ('g', 'r') AND NOT EXISTS (SELECT FROM a) THEN 's' ELSE s.verdict END,
-	coalesce((SELECT fence FROM a), 0), s.holder_us, coalesce(s.lim, 0)
-FROM s`
+)`
 
 	// sqlReleaseShare is the release of a shared grant in one statement
 	// (after sqlShareState): u makes the key's row follow the grants left
 	// (the marker with the longest lease and the newest grant's metadata,
 	// or free when none is left) when the token's grant is live and the
 	// row is the version r read; d deletes the token's writer record, a
-	// lapsed grant, and the live one once u changed the row. {NOTIFY}
-	// notifies channel $3 with payload $4 when d deleted anything. Returns
+	// lapsed grant, and the live one once u changed the row. When d
+	// deleted anything, {NOTIFY} notifies channel $3: with payload $4 (the
+	// key's waiters) while writers wait, else the queued shares (see
+	// sqlAcquireQueued) the release makes room for, each with its own
+	// payload. Returns
 	// (token's grant live, row changed, rows deleted, notified): a live
 	// grant with the row unchanged means the row changed since the
 	// snapshot, and the driver sends the statement again.
@@ -136,7 +151,12 @@ FROM s`
 )
 SELECT g.own > 0, EXISTS (SELECT FROM u), (SELECT count(*) FROM d), {NOTIFY} FROM g`
 
-	releaseShareNotify   = `(SELECT count(*) FROM (SELECT pg_notify($3, $4) FROM (SELECT FROM d LIMIT 1) AS x) AS n)`
+	releaseShareNotify = `(SELECT count(*) FROM (
+	SELECT pg_notify($3, $4) FROM (SELECT FROM d LIMIT 1) AS x WHERE g.writers > 0
+	UNION ALL
+	SELECT pg_notify($3, 'w:' || q.metadata) FROM (SELECT FROM d LIMIT 1) AS x, ({NEXT}) AS q
+	WHERE g.writers = 0 AND q.n <= CASE WHEN coalesce(g.lim, 0) = 0 THEN 2147483647 ELSE g.lim - g.grants + (g.own > 0)::int END
+) AS n)`
 	releaseShareNoNotify = `0::bigint`
 
 	// sqlShareRefresh extends the token's live grant and the marker, in one
@@ -144,7 +164,7 @@ SELECT g.own > 0, EXISTS (SELECT FROM u), (SELECT count(*) FROM d), {NOTIFY} FRO
 	// Returns a row when refreshed.
 	sqlShareRefresh = `WITH s AS (
 	UPDATE {S} SET expires_at = clock_timestamp() + $3::bigint * interval '1 microsecond'
-	WHERE "key" = $1 AND NOT writer AND token = $2 AND expires_at > clock_timestamp()
+	WHERE "key" = $1 AND NOT writer AND fence > 0 AND token = $2 AND expires_at > clock_timestamp()
 	RETURNING expires_at
 )
 UPDATE {T} AS l SET expires_at = greatest(l.expires_at, s.expires_at)
@@ -161,7 +181,7 @@ RETURNING 1`
 	UPDATE {S} AS g SET expires_at = clock_timestamp() + v.us * interval '1 microsecond'
 	FROM v
 	WHERE g."key" = ANY (ARRAY(SELECT k FROM v))
-		AND g."key" = v.k AND NOT g.writer AND g.token = v.t AND g.expires_at > clock_timestamp()
+		AND g."key" = v.k AND NOT g.writer AND g.fence > 0 AND g.token = v.t AND g.expires_at > clock_timestamp()
 	RETURNING g."key", g.expires_at, v.i
 ), m AS (
 	UPDATE {T} AS l SET expires_at = greatest(l.expires_at, x.e)
@@ -172,7 +192,7 @@ RETURNING 1`
 SELECT s.i FROM s WHERE s."key" IN (SELECT "key" FROM m)`
 
 	// sqlShareForce deletes every grant and writer record of the key.
-	sqlShareForce = `DELETE FROM {S} WHERE "key" = $1`
+	sqlShareForce = `DELETE FROM {S} WHERE "key" = $1 AND (writer OR fence > 0 OR expires_at <= clock_timestamp())`
 
 	// sqlHolders reads the key's live grants (kind 0 exclusive, 1 shared)
 	// and writer records (kind 2): kind, fence, remaining µs, metadata,
@@ -180,13 +200,17 @@ SELECT s.i FROM s WHERE s."key" IN (SELECT "key" FROM m)`
 	sqlHolders = `SELECT 0, fence, (EXTRACT(EPOCH FROM expires_at - clock_timestamp()) * 1000000)::bigint, metadata, 0
 FROM {T} WHERE "key" = $1 AND token <> ''::bytea AND token <> {MARK} AND expires_at > clock_timestamp()
 UNION ALL
-SELECT CASE WHEN writer THEN 2 ELSE 1 END, fence, (EXTRACT(EPOCH FROM expires_at - clock_timestamp()) * 1000000)::bigint, metadata, share_limit
+SELECT CASE WHEN writer THEN 2 WHEN fence < 0 THEN 3 ELSE 1 END, fence, (EXTRACT(EPOCH FROM expires_at - clock_timestamp()) * 1000000)::bigint, metadata, share_limit
 FROM {S} WHERE "key" = $1 AND expires_at > clock_timestamp()`
 
 	// sqlAcquireWaiting is sqlAcquire for an attempt that waits: granted,
 	// it deletes the token's writer record; refused while the key's row
-	// holds the marker, it records the token as a waiting writer for $3.
-	// The refusal reports the shortest shared lease.
+	// holds the marker, it records the token as a waiting writer for $3,
+	// and b writes the key's row anew (same values, new xmin), so that a
+	// shared release in flight finds the row changed and is judged again
+	// with a snapshot that has the record: the release notifies the key's
+	// waiters only while writers wait (sqlReleaseShare). The refusal
+	// reports the shortest shared lease.
 	sqlAcquireWaiting = `WITH a AS (
 	INSERT INTO {T} AS l ("key", token, fence, expires_at, metadata)
 	VALUES ($1, $2, 1, clock_timestamp() + $3::bigint * interval '1 microsecond', $4)
@@ -208,6 +232,9 @@ FROM {S} WHERE "key" = $1 AND expires_at > clock_timestamp()`
 	FROM m WHERE m.shared AND m.expires_at > clock_timestamp()
 	ON CONFLICT ("key", writer, token) DO UPDATE SET expires_at = EXCLUDED.expires_at
 	RETURNING 1
+), b AS (
+	UPDATE {T} AS l SET fence = l.fence WHERE l."key" = $1 AND EXISTS (SELECT FROM w)
+	RETURNING 1
 )
 SELECT true, fence, 0::bigint, false FROM a
 UNION ALL
@@ -217,7 +244,7 @@ SELECT false, m.fence, {HOLDER_US}, EXISTS (SELECT FROM w) FROM m`
 	// or the shortest shared grant's while the row holds the marker.
 	holderUS = `CASE WHEN token = {MARK} THEN coalesce(
 	(SELECT (EXTRACT(EPOCH FROM min(s.expires_at) - clock_timestamp()) * 1000000)::bigint
-		FROM {S} AS s WHERE s."key" = $1 AND NOT s.writer AND s.expires_at > clock_timestamp()),
+		FROM {S} AS s WHERE s."key" = $1 AND NOT s.writer AND s.fence > 0 AND s.expires_at > clock_timestamp()),
 	(EXTRACT(EPOCH FROM expires_at - clock_timestamp()) * 1000000)::bigint)
 ELSE (EXTRACT(EPOCH FROM expires_at - clock_timestamp()) * 1000000)::bigint END`
 

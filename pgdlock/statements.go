@@ -99,9 +99,12 @@ WHERE "key" = $1 AND token = $2 AND expires_at > clock_timestamp()`
 )
 SELECT count(*) FROM (SELECT pg_notify($3, $4) FROM r) n`
 
-	// sqlInspect reads a key's state: held, fence, remaining µs, metadata.
+	// sqlInspect reads a key's state: held, fence, remaining µs, metadata,
+	// and the live entries waiting in the companion table (waiting writers
+	// and queued shares).
 	sqlInspect = `SELECT token <> ''::bytea AND expires_at > clock_timestamp(), fence,
-	(EXTRACT(EPOCH FROM expires_at - clock_timestamp()) * 1000000)::bigint, metadata
+	(EXTRACT(EPOCH FROM expires_at - clock_timestamp()) * 1000000)::bigint, metadata,
+	(SELECT count(*) FROM {S} AS s WHERE s."key" = $1 AND (s.writer OR s.fence < 0) AND s.expires_at > clock_timestamp())
 FROM {T} WHERE "key" = $1`
 )
 
@@ -150,15 +153,19 @@ type statements struct {
 	// shared leases
 	checkShares, lockRow, acquireShared, releaseShare, releaseShareNotify string
 	shareRefresh, shareRefreshBatch, shareForce, holders, acquireWaiting  string
-	acquireMany                                                           string
+	acquireMany, acquireQueued, leaveQueue, leaveQueueNotify              string
 }
 
 func newStatements(quoted, sharesQuoted string, lockID int64) statements {
-	pre := strings.NewReplacer("{SHARES}", sqlCreateShares, "{HOLDER_US}", holderUS)
+	pre := strings.NewReplacer("{SHARES}", sqlCreateShares, "{HOLDER_US}", holderUS, "{NEXT}", sqlQueueNext)
 	r0 := strings.NewReplacer("{T}", quoted, "{S}", sharesQuoted, "{LOCK}", strconv.FormatInt(lockID, 10),
 		"{MARK}", "decode('"+markerHex+"', 'hex')")
 	r := replacer(func(s string) string { return r0.Replace(pre.Replace(s)) })
+	acquireQueued, leaveQueue, leaveQueueNotify := queueStatements(r)
 	return statements{
+		acquireQueued:     acquireQueued,
+		leaveQueue:        leaveQueue,
+		leaveQueueNotify:  leaveQueueNotify,
 		checkShares:       r.Replace(sqlCheckShares),
 		lockRow:           r.Replace(sqlLockRow),
 		acquireShared:     r.Replace(sqlAcquireShared),
@@ -181,8 +188,8 @@ func newStatements(quoted, sharesQuoted string, lockID int64) statements {
 
 		forceRelease:       strings.Replace(r.Replace(sqlForceRelease), "{NOTIFY}", forceNoNotify, 1),
 		forceReleaseNotify: strings.Replace(r.Replace(sqlForceRelease), "{NOTIFY}", forceNotify, 1),
-		releaseShare:       strings.Replace(r.Replace(sqlReleaseShare), "{NOTIFY}", releaseShareNoNotify, 1),
-		releaseShareNotify: strings.Replace(r.Replace(sqlReleaseShare), "{NOTIFY}", releaseShareNotify, 1),
+		releaseShare:       r.Replace(strings.Replace(sqlReleaseShare, "{NOTIFY}", releaseShareNoNotify, 1)),
+		releaseShareNotify: r.Replace(strings.Replace(sqlReleaseShare, "{NOTIFY}", releaseShareNotify, 1)),
 	}
 }
 
