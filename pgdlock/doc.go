@@ -145,7 +145,8 @@
 //
 // A shared wait (Semaphore.Acquire, RLock) is the driver's own
 // (driver.SharedQueuer): the waiter joins the key's queue of shares, and a
-// shared release notifies only the waiters it lets in, by name, so permits
-// and readers are served in arrival order and the other waiters send
-// nothing.
+// shared release grants the permit it frees to the first of them itself and
+// notifies it by name, so permits and readers are served in arrival order,
+// the hand-off costs no round trip after the release, and the other waiters
+// send nothing.
 package pgdlock

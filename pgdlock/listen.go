@@ -3,6 +3,8 @@ package pgdlock
 import (
 	"context"
 	"errors"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -51,6 +53,56 @@ type listener struct {
 	isReady bool
 
 	sessions atomic.Int64 // LISTEN sessions started, for tests
+
+	// grants: the name of a queued share that waits here → the fence a
+	// release granted it with (0 until one comes). See expectGrant.
+	grantsMu sync.Mutex
+	grants   map[string]uint64
+}
+
+// expectGrant registers the name of a queued share that waits on this
+// listener, so that a notification granting it (payload "w:name:fence")
+// is kept for granted. The returned function removes it.
+func (l *listener) expectGrant(name string) func() {
+	l.grantsMu.Lock()
+	if l.grants == nil {
+		l.grants = make(map[string]uint64)
+	}
+	l.grants[name] = 0
+	l.grantsMu.Unlock()
+	return func() {
+		l.grantsMu.Lock()
+		delete(l.grants, name)
+		l.grantsMu.Unlock()
+	}
+}
+
+// granted returns the fence of the grant a release notified to the queued
+// share name, if one came.
+func (l *listener) granted(name string) (uint64, bool) {
+	l.grantsMu.Lock()
+	defer l.grantsMu.Unlock()
+	f := l.grants[name]
+	return f, f > 0
+}
+
+// deliver wakes the watchers of a notification's payload. A grant to a
+// queued share ("w:name:fence") is kept for its waiter, which is woken by
+// its own topic, "w:name".
+func (l *listener) deliver(payload string) {
+	if rest, ok := strings.CutPrefix(payload, "w:"); ok {
+		if name, fence, ok := strings.Cut(rest, ":"); ok {
+			if f, err := strconv.ParseUint(fence, 10, 64); err == nil && f > 0 {
+				l.grantsMu.Lock()
+				if _, waits := l.grants[name]; waits {
+					l.grants[name] = f
+				}
+				l.grantsMu.Unlock()
+			}
+			payload = "w:" + name
+		}
+	}
+	l.hub.Notify(payload)
 }
 
 // isRunning reports whether the listening goroutine runs, for tests.
@@ -151,7 +203,7 @@ func (l *listener) session(c *pgx.Conn) error {
 		cancel()
 		switch {
 		case err == nil:
-			l.hub.Notify(n.Payload)
+			l.deliver(n.Payload)
 			continue
 		case l.ctx.Err() != nil:
 			return l.ctx.Err()

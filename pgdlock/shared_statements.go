@@ -128,22 +128,40 @@ FROM s`
 	// (the marker with the longest lease and the newest grant's metadata,
 	// or free when none is left) when the token's grant is live and the
 	// row is the version r read; d deletes the token's writer record, a
-	// lapsed grant, and the live one once u changed the row. When d
-	// deleted anything, {NOTIFY} notifies channel $3: with payload $4 (the
-	// key's waiters) while writers wait, else the queued shares (see
-	// sqlAcquireQueued) the release makes room for, each with its own
-	// payload. Returns
+	// lapsed grant, and the live one once u changed the row. While no
+	// writer waits, the permit goes straight to the first queued share (see
+	// sqlAcquireQueued) of the same limit, n: u gives the row the next
+	// fence, the marker, n's expiry when longer and n's metadata, and h
+	// turns n's row into its grant with that fence, keeping the expiry n's
+	// last statement set (the waiter counts its lease from that
+	// statement). {NOTIFY} notifies channel $3: n with payload "w:", its
+	// name, ":" and its fence; and, when d deleted anything, the key's
+	// waiters (payload $4) while writers wait, else the queued shares after
+	// n that the release makes room for, each with "w:" and its name.
+	// Returns
 	// (token's grant live, row changed, rows deleted, notified): a live
 	// grant with the row unchanged means the row changed since the
 	// snapshot, and the driver sends the statement again.
-	sqlReleaseShare = sqlShareState + `, u AS (
+	sqlReleaseShare = sqlShareState + `, n AS (
+	SELECT w.token, w.expires_at, w.metadata FROM {S} AS w, g
+	WHERE w."key" = $1 AND NOT w.writer AND w.fence < 0 AND w.token <> $2 AND w.expires_at > clock_timestamp()
+		AND g.own > 0 AND g.writers = 0 AND w.share_limit = coalesce(g.lim, 0)
+	ORDER BY w.fence DESC, w.token
+	LIMIT 1
+), u AS (
 	UPDATE {T} AS l SET
-		token      = CASE WHEN g.others_end IS NULL THEN ''::bytea ELSE {MARK} END,
-		expires_at = coalesce(g.others_end, clock_timestamp()),
-		metadata   = coalesce(g.others_meta, '')
+		fence      = l.fence + (SELECT count(*) FROM n),
+		token      = CASE WHEN g.others_end IS NULL AND NOT EXISTS (SELECT FROM n) THEN ''::bytea ELSE {MARK} END,
+		expires_at = CASE WHEN g.others_end IS NULL AND NOT EXISTS (SELECT FROM n) THEN clock_timestamp()
+			ELSE greatest(g.others_end, (SELECT expires_at FROM n)) END,
+		metadata   = coalesce((SELECT substr(metadata, 33) FROM n), g.others_meta, '')
 	FROM g, r
 	WHERE l."key" = $1 AND l.token = {MARK} AND l.xmin = r.x AND g.own > 0
-	RETURNING 1
+	RETURNING l.fence
+), h AS (
+	UPDATE {S} AS w SET fence = u.fence, metadata = substr(w.metadata, 33)
+	FROM u, n WHERE w."key" = $1 AND NOT w.writer AND w.token = n.token
+	RETURNING left(n.metadata, 32) AS name, u.fence
 ), d AS (
 	DELETE FROM {S} WHERE "key" = $1 AND token = $2
 		AND (writer OR expires_at <= clock_timestamp() OR EXISTS (SELECT FROM u))
@@ -154,8 +172,11 @@ SELECT g.own > 0, EXISTS (SELECT FROM u), (SELECT count(*) FROM d), {NOTIFY} FRO
 	releaseShareNotify = `(SELECT count(*) FROM (
 	SELECT pg_notify($3, $4) FROM (SELECT FROM d LIMIT 1) AS x WHERE g.writers > 0
 	UNION ALL
-	SELECT pg_notify($3, 'w:' || q.metadata) FROM (SELECT FROM d LIMIT 1) AS x, ({NEXT}) AS q
-	WHERE g.writers = 0 AND q.n <= CASE WHEN coalesce(g.lim, 0) = 0 THEN 2147483647 ELSE g.lim - g.grants + (g.own > 0)::int END
+	SELECT pg_notify($3, 'w:' || h.name || ':' || h.fence) FROM h
+	UNION ALL
+	SELECT pg_notify($3, 'w:' || left(q.metadata, 32)) FROM (SELECT FROM d LIMIT 1) AS x, ({NEXT}) AS q
+	WHERE g.writers = 0 AND q.n > (SELECT count(*) FROM h)
+		AND q.n <= CASE WHEN coalesce(g.lim, 0) = 0 THEN 2147483647 ELSE g.lim - g.grants + (g.own > 0)::int END
 ) AS n)`
 	releaseShareNoNotify = `0::bigint`
 

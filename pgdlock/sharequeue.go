@@ -70,7 +70,7 @@ const (
 ), e AS (
 	INSERT INTO {S} ("key", writer, token, fence, expires_at, metadata, share_limit)
 	SELECT $1, false, $2, coalesce(s.qown, -(EXTRACT(EPOCH FROM clock_timestamp()) * 1000000)::bigint),
-		clock_timestamp() + $3::bigint * interval '1 microsecond', $6, $5
+		clock_timestamp() + $3::bigint * interval '1 microsecond', $6 || $4, $5
 	FROM s
 	WHERE s.verdict IN ('x', 'w') OR (s.verdict = 'q' AND (s.qown IS NOT NULL OR s.x IS NULL OR EXISTS (SELECT FROM b)))
 	ON CONFLICT ("key", writer, token) DO UPDATE SET fence = EXCLUDED.fence, expires_at = EXCLUDED.expires_at,
@@ -98,7 +98,7 @@ FROM s`
 SELECT (SELECT count(*) FROM d), {NOTIFY} FROM g`
 
 	leaveNotify = `(SELECT count(*) FROM (
-	SELECT pg_notify($3, 'w:' || q.metadata) FROM (SELECT FROM d LIMIT 1) AS x, ({NEXT}) AS q
+	SELECT pg_notify($3, 'w:' || left(q.metadata, 32)) FROM (SELECT FROM d LIMIT 1) AS x, ({NEXT}) AS q
 	WHERE g.writers = 0 AND q.n <= CASE WHEN coalesce(g.lim, g.qlim, 0) = 0 THEN 2147483647 ELSE coalesce(g.lim, g.qlim) - g.grants END
 ) AS n)`
 	leaveNoNotify = `0::bigint`
@@ -135,6 +135,7 @@ func (d *pgDriver) AcquireSharedQueued(ctx context.Context, req driver.SharedReq
 	var own, keyCh, closed <-chan struct{}
 	if d.lis != nil {
 		closed = d.lis.ctx.Done()
+		defer d.lis.expectGrant(name)()
 		// Both watches before the first statement: a release after it
 		// is heard.
 		if ch, stop, err := d.lis.watch(ctx, "w:"+name); err == nil {
@@ -154,7 +155,10 @@ func (d *pgDriver) AcquireSharedQueued(ctx context.Context, req driver.SharedReq
 			timer.Stop()
 		}
 	}()
-	queued, stale := false, 0
+	stale := 0
+	// joined is when the statement that last wrote the queued row was
+	// sent: a release that grants the row keeps the expiry it set.
+	var joined time.Time
 	for {
 		sent := time.Now()
 		var (
@@ -167,7 +171,7 @@ func (d *pgDriver) AcquireSharedQueued(ctx context.Context, req driver.SharedReq
 		case err != nil && contention(err):
 			verdict = "s"
 		case err != nil:
-			d.abandon(req.Key, req.Token, queued)
+			d.abandon(req.Key, req.Token)
 			if cerr := d.Check(ctx); cerr != nil {
 				return driver.Result{}, cerr
 			}
@@ -177,13 +181,13 @@ func (d *pgDriver) AcquireSharedQueued(ctx context.Context, req driver.SharedReq
 		switch verdict {
 		case "g", "r":
 			if fence <= 0 {
-				d.abandon(req.Key, req.Token, true)
+				d.abandon(req.Key, req.Token)
 				return driver.Result{}, fmt.Errorf("pgdlock: acquire shared: table %s returned fence %d", d.Table, fence)
 			}
 			return driver.Result{Acquired: true, Fence: uint64(fence), ValidUntil: sent.Add(req.TTL)}, nil
 		case "m":
-			if queued {
-				d.abandon(req.Key, req.Token, false)
+			if !joined.IsZero() {
+				d.abandon(req.Key, req.Token)
 			}
 			return driver.Result{}, fmt.Errorf("%w: pgdlock: %q is shared with limit %d, not %d", driver.ErrLimitMismatch, req.Key, limit, req.Limit)
 		case "s":
@@ -194,7 +198,7 @@ func (d *pgDriver) AcquireSharedQueued(ctx context.Context, req driver.SharedReq
 			}
 			wait = time.Millisecond
 		default: // "x", "w", "q": queued
-			queued, stale = true, 0
+			joined, stale = sent, 0
 			if holderUS > 0 {
 				wait = min(wait, sqllease.FromMicros(holderUS)+time.Millisecond)
 			}
@@ -210,27 +214,34 @@ func (d *pgDriver) AcquireSharedQueued(ctx context.Context, req driver.SharedReq
 		}
 		select {
 		case <-own:
+			// A release may have granted the row itself: its lease runs
+			// from joined. Counted from there, a validity shorter than
+			// half the TTL is renewed by the statement instead.
+			if f, ok := d.lis.granted(name); ok && time.Until(joined.Add(req.TTL)) > req.TTL/2 {
+				return driver.Result{Acquired: true, Fence: f, ValidUntil: joined.Add(req.TTL)}, nil
+			}
 		case <-keyCh:
 		case <-timer.C:
 		case <-ctx.Done():
-			d.abandon(req.Key, req.Token, queued)
+			d.abandon(req.Key, req.Token)
 			return driver.Result{}, ctx.Err()
 		case <-closed:
-			d.abandon(req.Key, req.Token, queued)
+			d.abandon(req.Key, req.Token)
 			return driver.Result{}, driver.ErrClosed
 		}
 		if err := d.Check(ctx); err != nil {
-			d.abandon(req.Key, req.Token, queued)
+			d.abandon(req.Key, req.Token)
 			return driver.Result{}, err
 		}
 	}
 }
 
 // abandon removes, in the background, what a queued share that stopped
-// waiting may have left: its queued row, and (when granted may be true, as
-// after a statement whose outcome is unknown) a grant, released as
-// ReleaseShared does. The driver's later calls on the key wait for it.
-func (d *pgDriver) abandon(key, token string, granted bool) {
+// waiting may have left: its queued row or, when there is none (a release
+// granted it, or a statement whose outcome is unknown did), its grant,
+// released as ReleaseShared does. The driver's later calls on the key wait
+// for it.
+func (d *pgDriver) abandon(key, token string) {
 	done := d.leaves.add(key)
 	go func() {
 		defer done()
@@ -241,10 +252,10 @@ func (d *pgDriver) abandon(key, token string, granted bool) {
 			st, args = d.st.leaveQueueNotify, append(args, d.lis.channel)
 		}
 		var removed, notified int64
-		_, _ = d.q.queryRow(ctx, st, args, &removed, &notified)
-		if granted {
-			_ = d.releaseShare(ctx, key, token)
+		if _, err := d.q.queryRow(ctx, st, args, &removed, &notified); err == nil && removed > 0 {
+			return
 		}
+		_ = d.releaseShare(ctx, key, token)
 	}()
 }
 

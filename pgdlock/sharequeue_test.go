@@ -2,6 +2,7 @@ package pgdlock
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"testing"
 	"time"
@@ -11,9 +12,10 @@ import (
 )
 
 // TestQueuedShareWakesOne: waiting permits queue as rows of the key, and a
-// release sends a statement from the waiter it lets in alone (its own
-// notification), in arrival order: the other waiters send nothing.
-// Inspect counts the queued shares as waiters.
+// release grants the permit it frees to the first of them itself, in
+// arrival order, with the next fence: the waiter learns it from its own
+// notification, and no waiter sends a statement. Inspect counts the queued
+// shares as waiters.
 func TestQueuedShareWakesOne(t *testing.T) {
 	pg := testserver.StartPostgres(t)
 	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
@@ -75,6 +77,7 @@ func TestQueuedShareWakesOne(t *testing.T) {
 		return n
 	}
 	release := []string{"h0", "h1", "w0", "w1", "w2"}
+	var fence uint64
 	for i := range waiters {
 		before := sent()
 		if err := holder.ReleaseShared(ctx, key, release[i]); err != nil {
@@ -92,16 +95,118 @@ func TestQueuedShareWakesOne(t *testing.T) {
 		if g.i != i {
 			t.Fatalf("release %d let in waiter %d, want %d (arrival order)", i, g.i, i)
 		}
+		if g.res.Fence <= fence {
+			t.Errorf("waiter %d's fence = %d, want more than %d", i, g.res.Fence, fence)
+		}
+		fence = g.res.Fence
+		h, err := holder.Holders(ctx, key)
+		if err != nil || len(h.Holders) != limit || h.Holders[limit-1].Fence != fence {
+			t.Errorf("Holders after granting waiter %d = %+v, %v; want %d grants, the newest with fence %d", i, h, err, limit, fence)
+		}
 		// Other waiters would wake within a few ms; the fallback poll is
 		// 2 s away.
 		time.Sleep(150 * time.Millisecond)
-		if got := sent() - before; got != 1 {
-			t.Errorf("release of %s: the waiters sent %d statements, want 1 (the granted one's)", release[i], got)
+		if got := sent() - before; got != 0 {
+			t.Errorf("release of %s: the waiters sent %d statements, want none", release[i], got)
 		}
 	}
 	select {
 	case g := <-granted:
 		t.Fatalf("waiter %d returned (%+v, %v) with no permit free", g.i, g.res, g.err)
 	default:
+	}
+}
+
+// TestQueuedShareGrantUnheard: a release without notifications
+// (notify=false) still grants the first queued share, which finds out
+// with its next statement; a waiter that gives up after such a grant,
+// before it heard of it, gives the permit back, and the next waiter gets it.
+func TestQueuedShareGrantUnheard(t *testing.T) {
+	pg := testserver.StartPostgres(t)
+	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
+	defer cancel()
+	open := func(query string) driver.Locker {
+		u, err := driver.ParseURL(pg.URL() + query)
+		if err != nil {
+			t.Fatal(err)
+		}
+		d, err := OpenURL(ctx, u)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = d.Close() })
+		return d
+	}
+	const key = "unheard"
+	req := func(token string) driver.SharedRequest {
+		return driver.SharedRequest{Request: driver.Request{Key: key, Token: token, TTL: 20 * time.Second, Hints: driver.Hints{Wait: true}}, Limit: 1}
+	}
+	silent := open("&notify=false").(driver.SharedLocker)
+	if res, err := silent.AcquireShared(ctx, req("h")); err != nil || !res.Acquired {
+		t.Fatalf("AcquireShared(h) = %+v, %v", res, err)
+	}
+	type outcome struct {
+		res driver.Result
+		err error
+	}
+	wait := func(ctx context.Context, token string, n int) <-chan outcome {
+		d := open("").(driver.SharedQueuer)
+		out := make(chan outcome, 1)
+		go func() {
+			res, err := d.AcquireSharedQueued(ctx, req(token))
+			out <- outcome{res, err}
+		}()
+		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+			in, err := silent.Inspect(ctx, key)
+			if err == nil && in.Waiters == n {
+				return out
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s not queued: Inspect = %+v, %v", token, in, err)
+			}
+		}
+	}
+	w1ctx, w1cancel := context.WithCancel(ctx)
+	w1 := wait(w1ctx, "w1", 1)
+	w2 := wait(ctx, "w2", 2)
+	w3 := wait(ctx, "w3", 3)
+
+	// The silent release grants w1, which hears nothing and gives up.
+	if err := silent.(driver.ShareKeeper).ReleaseShared(ctx, key, "h"); err != nil {
+		t.Fatalf("ReleaseShared(h): %v", err)
+	}
+	w1cancel()
+	if o := <-w1; !errors.Is(o.err, context.Canceled) {
+		// It may have polled in between and taken the grant.
+		t.Logf("w1 = %+v, %v (polled before it gave up)", o.res, o.err)
+		if o.err != nil || !o.res.Acquired {
+			t.Fatalf("w1 = %+v, %v; want its grant or context.Canceled", o.res, o.err)
+		}
+		_ = silent.(driver.ShareKeeper).ReleaseShared(ctx, key, "w1")
+	}
+	// w1's grant went back: w2 gets the permit long before w1's lease
+	// could run out.
+	var o outcome
+	select {
+	case o = <-w2:
+	case <-time.After(10 * time.Second):
+		t.Fatal("w2 not granted within 10 s of w1 giving up")
+	}
+	if o.err != nil || !o.res.Acquired {
+		t.Fatalf("w2 = %+v, %v; want a grant", o.res, o.err)
+	}
+	// A silent release of w2 grants w3, which learns it from its next
+	// statement, with the fence the grant has.
+	if err := silent.(driver.ShareKeeper).ReleaseShared(ctx, key, "w2"); err != nil {
+		t.Fatalf("ReleaseShared(w2): %v", err)
+	}
+	select {
+	case o = <-w3:
+	case <-time.After(10 * time.Second):
+		t.Fatal("w3 not granted within 10 s of the silent release")
+	}
+	h, err := silent.Holders(ctx, key)
+	if o.err != nil || !o.res.Acquired || err != nil || len(h.Holders) != 1 || h.Holders[0].Fence != o.res.Fence {
+		t.Fatalf("w3 = %+v, %v; Holders = %+v, %v; want w3 granted with the one grant's fence", o.res, o.err, h, err)
 	}
 }
