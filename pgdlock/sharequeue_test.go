@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/dlock-go/dlock/driver"
+	"github.com/dlock-go/dlock/internal/sqllease"
 	"github.com/dlock-go/dlock/internal/testserver"
 )
 
@@ -208,5 +209,80 @@ func TestQueuedShareGrantUnheard(t *testing.T) {
 	h, err := silent.Holders(ctx, key)
 	if o.err != nil || !o.res.Acquired || err != nil || len(h.Holders) != 1 || h.Holders[0].Fence != o.res.Fence {
 		t.Fatalf("w3 = %+v, %v; Holders = %+v, %v; want w3 granted with the one grant's fence", o.res, o.err, h, err)
+	}
+}
+
+// TestQueuedShareCrashedWaiter: a queued share whose waiter vanished
+// (its row written once, never again: a crashed process) holds the queue
+// up for at most its TTL. The release may grant it the permit, whose lease
+// then ends where the row's did; the waiter behind it gets the permit
+// after that, never a whole TTL later.
+func TestQueuedShareCrashedWaiter(t *testing.T) {
+	pg := testserver.StartPostgres(t)
+	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
+	defer cancel()
+	open := func() *pgDriver {
+		u, err := driver.ParseURL(pg.URL())
+		if err != nil {
+			t.Fatal(err)
+		}
+		dl, err := OpenURL(ctx, u)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = dl.Close() })
+		return pgOf(t, dl)
+	}
+	const key, crashTTL = "crashed-waiter", 3 * time.Second
+	req := func(token string, ttl time.Duration) driver.SharedRequest {
+		return driver.SharedRequest{Request: driver.Request{Key: key, Token: token, TTL: ttl, Hints: driver.Hints{Wait: true}}, Limit: 1}
+	}
+	d := open()
+	if res, err := d.AcquireSharedQueued(ctx, req("h", 20*time.Second)); err != nil || !res.Acquired {
+		t.Fatalf("AcquireSharedQueued(h) = %+v, %v", res, err)
+	}
+	// The crashed waiter: one statement of AcquireSharedQueued, then
+	// nothing.
+	var (
+		verdict         string
+		fence, holderUS int64
+		limit           int
+	)
+	args := []any{[]byte(key), []byte("crashed"), sqllease.Micros(crashTTL), "", 1, "00000000000000000000000000000000"}
+	if _, err := d.q.lockedQueryRow(ctx, d.st.lockRow, 1, d.st.acquireQueued, args, &verdict, &fence, &holderUS, &limit); err != nil || verdict != "q" {
+		t.Fatalf("the crashed waiter's statement = %q, %v; want q", verdict, err)
+	}
+	crashed := time.Now()
+	type outcome struct {
+		res driver.Result
+		err error
+	}
+	got := make(chan outcome, 1)
+	w := open()
+	go func() {
+		res, err := w.AcquireSharedQueued(ctx, req("w", 20*time.Second))
+		got <- outcome{res, err}
+	}()
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		if in, err := d.Inspect(ctx, key); err == nil && in.Waiters == 2 {
+			break
+		} else if time.Now().After(deadline) {
+			t.Fatalf("w not queued: Inspect = %+v, %v", in, err)
+		}
+	}
+	if err := d.ReleaseShared(ctx, key, "h"); err != nil {
+		t.Fatalf("ReleaseShared(h): %v", err)
+	}
+	var o outcome
+	select {
+	case o = <-got:
+	case <-time.After(crashTTL + 10*time.Second):
+		t.Fatalf("w not granted within %v of the crashed waiter's last statement", crashTTL+10*time.Second)
+	}
+	if o.err != nil || !o.res.Acquired {
+		t.Fatalf("w = %+v, %v; want a grant", o.res, o.err)
+	}
+	if since := time.Since(crashed); since < crashTTL-100*time.Millisecond {
+		t.Errorf("w granted %v after the crashed waiter's statement, before its row's TTL %v ran out", since, crashTTL)
 	}
 }
