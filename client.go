@@ -66,6 +66,8 @@ func NewClient(d driver.Locker, opts ...Option) *Client {
 	c.log = c.cfg.logger
 	if c.log == nil {
 		c.log = slog.New(slog.DiscardHandler)
+	} else if c.caps.Backend != "" {
+		c.log = c.log.With("backend", c.caps.Backend)
 	}
 	c.notifier, _ = d.(driver.Notifier)
 	c.queuer, _ = d.(driver.Queuer)

@@ -27,7 +27,7 @@ func (w *waiter) grant(res driver.Result, sent time.Time) *Lock {
 		if err := c.releaseNow(req.Key, req.Token, w.cfg.ttl); err != nil && !errors.Is(err, ErrNotHeld) {
 			c.cleanUnknown(req.Key, req.Token, err)
 		}
-		c.log.Warn("dlock: grant arrived after its validity deadline; released", "key", req.Key)
+		c.log.Warn("dlock: grant arrived after its validity deadline; released", "key", req.Key, "fence", res.Fence, "duration", time.Since(w.start).Round(time.Microsecond))
 		return nil
 	}
 	l := &Lock{
@@ -64,7 +64,7 @@ func (w *waiter) grant(res driver.Result, sent time.Time) *Lock {
 	if w.waited > 0 {
 		c.emit(Event{Kind: EventWaited, Key: req.Key, Duration: w.waited, Attempts: w.attempts})
 	}
-	c.log.Debug("dlock: acquired", "key", req.Key, "fence", res.Fence, "attempts", w.attempts)
+	c.log.Debug("dlock: acquired", "key", req.Key, "fence", res.Fence, "attempts", w.attempts, "duration", time.Since(w.start).Round(time.Microsecond))
 	c.emit(Event{Kind: EventAcquired, Key: req.Key, Fence: res.Fence, Duration: time.Since(w.start), Attempts: w.attempts})
 	return l
 }

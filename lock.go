@@ -198,7 +198,7 @@ func (l *Lock) finishRefresh(ctx context.Context, sent time.Time, ttl time.Durat
 			return l.notHeldLocked()
 		}
 		l.h.report(Event{Kind: EventRefreshFailed, Key: l.key, Fence: l.fence, Duration: rtt, Err: err},
-			slog.LevelWarn, "dlock: refresh failed", "key", l.key, "err", err, "valid_for", time.Until(l.deadline).Round(time.Millisecond))
+			slog.LevelWarn, "dlock: refresh failed", "key", l.key, "fence", l.fence, "duration", rtt.Round(time.Microsecond), "err", err, "valid_for", time.Until(l.deadline).Round(time.Millisecond))
 		return err
 	}
 	deadline := driver.ValidUntil(sent, ttl)

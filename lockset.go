@@ -110,7 +110,7 @@ func (c *Client) tryKeys(ctx context.Context, order []string, held map[string]*L
 		if !errors.Is(err, errors.ErrUnsupported) {
 			return busy, err
 		}
-		c.log.Debug("dlock: LockMany takes these keys one at a time", "keys", len(rest), "reason", err)
+		c.log.Debug("dlock: LockMany takes these keys one at a time", "key", rest[0], "keys", len(rest), "reason", err)
 	}
 	for _, key := range rest {
 		l, err := c.TryLock(ctx, key, opts...)

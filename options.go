@@ -45,8 +45,13 @@ type lockConfig struct {
 }
 
 // WithLogger sets the logger for lock life-cycle messages: acquisitions and
-// releases at Debug, failed refreshes at Warn, lost locks at Error. Tokens
-// and credentials are never logged. Default: no logging.
+// releases at Debug, failed refreshes at Warn, lost locks at Error. Every
+// line carries the backend (Capabilities.Backend) and, when it is about a
+// key, the key; a line about a grant carries its fence, and one about a
+// call, a wait or a hold its duration ("duration", "held", "after").
+// Tokens and credentials are never logged: not as attributes, and not in
+// the errors logged, which the bundled drivers keep free of passwords.
+// Default: no logging.
 func WithLogger(l *slog.Logger) Option {
 	return func(c *clientConfig) {
 		if l != nil {

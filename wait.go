@@ -171,7 +171,7 @@ func (w *waiter) attempt() (driver.Result, time.Time, error) {
 	}
 	// The next attempt must not share a token with the release just
 	// started (a given token waits for it instead).
-	c.log.Warn("dlock: attempt failed while waiting; retrying", "key", w.req.Key, "err", err)
+	c.log.Warn("dlock: attempt failed while waiting; retrying", "key", w.req.Key, "attempts", w.attempts, "duration", time.Since(w.start).Round(time.Microsecond), "err", err)
 	w.lastErr = err
 	return driver.Result{}, sent, w.renewToken()
 }

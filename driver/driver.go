@@ -184,6 +184,11 @@ type Info struct {
 // Capabilities declares optional behaviour. The conformance suite checks
 // what is declared and skips what is not.
 type Capabilities struct {
+	// Backend names the backend in logs and metrics: "memory", "sqlite",
+	// "redis", "redlock", "etcd", "zookeeper", "postgres" or "mysql" for
+	// the bundled drivers; a short, lower-case, stable word for others.
+	// It never carries an address or a credential. Empty: not named.
+	Backend string
 	// Fencing is set when Result.Fence is strictly increasing per key across
 	// successive grants, for as long as the backend keeps its writes.
 	Fencing bool

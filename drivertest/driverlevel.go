@@ -125,6 +125,21 @@ func testDriverFences(t *testing.T, s *suite) {
 	s.release(d, key, "t2")
 }
 
+// testDriverBackendName: Capabilities().Backend names the backend for logs
+// and metrics with a short lower-case word: never an address, a path or a
+// credential.
+func testDriverBackendName(t *testing.T, s *suite) {
+	name := s.capabilities().Backend
+	if name == "" || len(name) > 32 {
+		t.Fatalf("Capabilities().Backend = %q, want a short name", name)
+	}
+	for _, r := range name {
+		if (r < 'a' || r > 'z') && (r < '0' || r > '9') && r != '-' && r != '_' {
+			t.Fatalf("Capabilities().Backend = %q, want lower-case letters, digits, - and _ only", name)
+		}
+	}
+}
+
 // TTLs at the bounds the driver declares are granted and refreshed.
 func testDriverTTLBounds(t *testing.T, s *suite) {
 	d := s.driver()

@@ -45,6 +45,7 @@ func RunConformanceTests(t *testing.T, newHarness HarnessMaker) {
 		{"DriverForeignToken", testDriverForeignToken},
 		{"DriverFences", testDriverFences},
 		{"DriverTTLBounds", testDriverTTLBounds},
+		{"DriverBackendName", testDriverBackendName},
 		{"DriverByteKeys", testDriverByteKeys},
 		{"List", testList},
 		{"ForceRelease", testForceRelease},

@@ -168,6 +168,7 @@ func (d *etcdDriver) queuePrefix(key string) string {
 
 func (d *etcdDriver) Capabilities() driver.Capabilities {
 	return driver.Capabilities{
+		Backend: "etcd",
 		Fencing: true,
 		FIFO:    true,
 		MinTTL:  MinTTL,

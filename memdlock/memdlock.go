@@ -503,7 +503,7 @@ func (d *memDriver) WatchReleases(ctx context.Context, key string) (<-chan struc
 func (d *memDriver) Capabilities() driver.Capabilities {
 	// Expiries are time.Time values, which hold any lease up to the
 	// portable maximum.
-	return driver.Capabilities{Fencing: true, ReacquireWithToken: true, MaxTTL: driver.MaxTTL}
+	return driver.Capabilities{Backend: "memory", Fencing: true, ReacquireWithToken: true, MaxTTL: driver.MaxTTL}
 }
 
 func (d *memDriver) Close() error {

@@ -307,7 +307,7 @@ func (d *myDriver) WatchReleases(ctx context.Context, key string) (<-chan struct
 
 // Capabilities implements driver.Locker.
 func (d *myDriver) Capabilities() driver.Capabilities {
-	return driver.Capabilities{Fencing: true, ReacquireWithToken: true, MinTTL: MinTTL, MaxTTL: MaxTTL}
+	return driver.Capabilities{Backend: "mysql", Fencing: true, ReacquireWithToken: true, MinTTL: MinTTL, MaxTTL: MaxTTL}
 }
 
 // Close closes the connection pool of a driver opened from a URL; a pool

@@ -299,7 +299,7 @@ func (d *pgDriver) WatchReleases(ctx context.Context, key string) (<-chan struct
 
 // Capabilities implements driver.Locker.
 func (d *pgDriver) Capabilities() driver.Capabilities {
-	return driver.Capabilities{Fencing: true, ReacquireWithToken: true, MinTTL: MinTTL, MaxTTL: MaxTTL}
+	return driver.Capabilities{Backend: "postgres", Fencing: true, ReacquireWithToken: true, MinTTL: MinTTL, MaxTTL: MaxTTL}
 }
 
 // Close stops the listener and, for a driver opened from a URL, closes its

@@ -3,6 +3,7 @@
 package redisdlock_test
 
 import (
+	"bytes"
 	"context"
 	"io"
 	"log/slog"
@@ -17,6 +18,7 @@ import (
 	"github.com/redis/go-redis/v9/logging"
 
 	"github.com/dlock-go/dlock"
+	"github.com/dlock-go/dlock/internal/testserver"
 	"github.com/dlock-go/dlock/redisdlock"
 )
 
@@ -152,3 +154,57 @@ func TestGoRedisLogs(t *testing.T) {
 		})
 	}
 }
+
+// TestLogsCarryNoPassword: a client whose URL has a password logs its
+// locks' lives, a refresh that fails and the lock's loss once the server
+// is gone (dlock's lines and go-redis's, routed to the same logger), with
+// the backend and the errors, never the password; a wrong password fails
+// without showing it.
+func TestLogsCarryNoPassword(t *testing.T) {
+	const pw = "right-pw-7d1c"
+	srv := testserver.StartRedis(t, testserver.RedisPassword(pw))
+	var out bytes.Buffer
+	var mu sync.Mutex
+	logger := slog.New(slog.NewTextHandler(writerFunc(func(p []byte) (int, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		return out.Write(p)
+	}), &slog.HandlerOptions{Level: slog.LevelDebug}))
+	redisdlock.RouteGoRedisLogs(logger)
+	t.Cleanup(logging.Enable)
+	ctx := testCtx(t, 30*time.Second)
+	wrong := openURL(t, "redis://:wrong-"+pw+"@"+srv.Addr(), dlock.WithLogger(logger))
+	if _, err := wrong.TryLock(ctx, "k"); err == nil || strings.Contains(err.Error(), pw) {
+		t.Fatalf("TryLock with a wrong password = %v; want an error without the password", err)
+	}
+	c := openURL(t, "redis://:"+pw+"@"+srv.Addr(), dlock.WithLogger(logger))
+	l, err := c.Lock(ctx, "k", dlock.WithTTL(time.Second))
+	if err != nil {
+		t.Fatalf("Lock: %v", err)
+	}
+	srv.Kill()
+	select {
+	case <-l.Done():
+	case <-ctx.Done():
+		t.Fatal("the lock was not lost with its server gone")
+	}
+	if err := l.Err(); err == nil || strings.Contains(err.Error(), pw) {
+		t.Errorf("the lost lock's Err = %v; want one without the password", err)
+	}
+	mu.Lock()
+	text := out.String()
+	mu.Unlock()
+	if strings.Contains(text, pw) {
+		t.Errorf("the log carries the password:\n%s", text)
+	}
+	for _, want := range []string{"dlock: acquired", "dlock: refresh failed", "dlock: lock lost", "backend=redis"} {
+		if !strings.Contains(text, want) {
+			t.Errorf("the log lacks %q:\n%s", want, text)
+		}
+	}
+}
+
+// writerFunc adapts a function to io.Writer.
+type writerFunc func([]byte) (int, error)
+
+func (f writerFunc) Write(p []byte) (int, error) { return f(p) }

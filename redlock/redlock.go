@@ -122,7 +122,7 @@ func NewClient[C redis.UniversalClient](clients []C, opts Options, clientOpts ..
 // Capabilities implements driver.Locker: fences, and the TTL bounds of one
 // Redis server.
 func (d *locker) Capabilities() driver.Capabilities {
-	return driver.Capabilities{Fencing: true, MinTTL: redisengine.MinTTL, MaxTTL: redisengine.MaxTTL}
+	return driver.Capabilities{Backend: "redlock", Fencing: true, MinTTL: redisengine.MinTTL, MaxTTL: redisengine.MaxTTL}
 }
 
 // nodeTimeout returns the per-node timeout of an operation with ttl (zero:

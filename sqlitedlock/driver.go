@@ -370,7 +370,7 @@ func (d *sqliteDriver) Inspect(ctx context.Context, key string) (driver.Info, er
 
 // Capabilities implements driver.Locker.
 func (d *sqliteDriver) Capabilities() driver.Capabilities {
-	return driver.Capabilities{Fencing: true, ReacquireWithToken: true, MinTTL: MinTTL, MaxTTL: MaxTTL}
+	return driver.Capabilities{Backend: "sqlite", Fencing: true, ReacquireWithToken: true, MinTTL: MinTTL, MaxTTL: MaxTTL}
 }
 
 // Close implements driver.Locker. It closes the database handle only when

@@ -226,6 +226,7 @@ func (discardLogger) Printf(string, ...any) {}
 
 func (d *zkDriver) Capabilities() driver.Capabilities {
 	return driver.Capabilities{
+		Backend: "zookeeper",
 		Fencing: true,
 		FIFO:    true,
 		// A token re-acquires its lock only within the session that holds

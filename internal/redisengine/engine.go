@@ -201,7 +201,7 @@ func (e *Engine) ID() string { return e.id }
 
 // Capabilities implements driver.Locker.
 func (e *Engine) Capabilities() driver.Capabilities {
-	return driver.Capabilities{Fencing: true, ReacquireWithToken: true, MinTTL: MinTTL, MaxTTL: MaxTTL}
+	return driver.Capabilities{Backend: "redis", Fencing: true, ReacquireWithToken: true, MinTTL: MinTTL, MaxTTL: MaxTTL}
 }
 
 // WatchReleases implements driver.Notifier over one pub/sub connection
