@@ -110,8 +110,9 @@ var _ driver.SharedQueuer = (*pgDriver)(nil)
 // before it sends its statement again (which also keeps its row alive);
 // a third of the TTL when that is shorter. A notification lost to a race
 // the statements do not close (a queued share ahead that left while
-// another joined) costs at most this.
-const queuePoll = 2 * time.Second
+// another joined) costs at most this. (A variable so that tests can
+// lengthen it.)
+var queuePoll = 2 * time.Second
 
 // AcquireSharedQueued implements driver.SharedQueuer: the share waits as
 // a row of the key's queue (sqlAcquireQueued), and sends its statement

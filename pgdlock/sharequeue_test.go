@@ -36,9 +36,12 @@ func TestQueuedShareWakesOne(t *testing.T) {
 		d.q = cq
 		return d, cq
 	}
+	// No fallback poll within the test: only notifications wake waiters.
+	defer func(p time.Duration) { queuePoll = p }(queuePoll)
+	queuePoll = time.Minute
 	const key, limit, waiters = "wake-one", 2, 5
 	req := func(token string) driver.SharedRequest {
-		return driver.SharedRequest{Request: driver.Request{Key: key, Token: token, TTL: 20 * time.Second, Hints: driver.Hints{Wait: true}}, Limit: limit}
+		return driver.SharedRequest{Request: driver.Request{Key: key, Token: token, TTL: 3 * time.Minute, Hints: driver.Hints{Wait: true}}, Limit: limit}
 	}
 	holder, _ := open()
 	for _, tok := range []string{"h0", "h1"} {
@@ -105,7 +108,7 @@ func TestQueuedShareWakesOne(t *testing.T) {
 			t.Errorf("Holders after granting waiter %d = %+v, %v; want %d grants, the newest with fence %d", i, h, err, limit, fence)
 		}
 		// Other waiters would wake within a few ms; the fallback poll is
-		// 2 s away.
+		// a minute away.
 		time.Sleep(150 * time.Millisecond)
 		if got := sent() - before; got != 0 {
 			t.Errorf("release of %s: the waiters sent %d statements, want none", release[i], got)
