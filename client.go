@@ -355,7 +355,11 @@ func (c *Client) checkTTL(ttl time.Duration) error {
 }
 
 func (c *Client) emit(e Event) {
-	if c.cfg.hook != nil {
-		c.cfg.hook(e)
+	if len(c.cfg.hooks) == 0 {
+		return
+	}
+	e.Backend = c.caps.Backend
+	for _, h := range c.cfg.hooks {
+		h(e)
 	}
 }

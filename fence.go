@@ -15,6 +15,13 @@ import (
 // next to the data, in the same atomic step as the write: see docs/fencing.md
 // for a SQL statement and a Redis script.
 type FenceGuard struct {
+	// OnReject, when set, is called for every write Admit refuses, with
+	// the key, the stale fence and the highest fence seen (for metrics:
+	// dlockotel counts them). It runs after Admit has decided, outside
+	// the guard's lock, and must be fast. Set it before the guard's first
+	// use.
+	OnReject func(key string, fence, highest uint64)
+
 	mu  sync.Mutex
 	max map[string]uint64
 }
@@ -25,15 +32,20 @@ type FenceGuard struct {
 // critical section as the write it guards.
 func (g *FenceGuard) Admit(key string, fence uint64) error {
 	g.mu.Lock()
-	defer g.mu.Unlock()
 	if g.max == nil {
 		g.max = map[string]uint64{}
 	}
-	if hi := g.max[key]; fence < hi {
-		return fmt.Errorf("%w: %q: fence %d is older than %d", ErrStaleFence, key, fence, hi)
+	hi := g.max[key]
+	if fence >= hi {
+		g.max[key] = fence
+		g.mu.Unlock()
+		return nil
 	}
-	g.max[key] = fence
-	return nil
+	g.mu.Unlock()
+	if g.OnReject != nil {
+		g.OnReject(key, fence, hi)
+	}
+	return fmt.Errorf("%w: %q: fence %d is older than %d", ErrStaleFence, key, fence, hi)
 }
 
 // Highest returns the highest fence admitted for key, or zero.

@@ -44,6 +44,7 @@ func (w *waiter) grant(res driver.Result, sent time.Time) *Lock {
 		stop:        make(chan struct{}),
 		minHold:     w.cfg.minHold,
 		minTTL:      c.caps.MinTTL,
+		op:          w.op(),
 	}
 	if w.cfg.maxHold > 0 {
 		l.holdUntil = now.Add(w.cfg.maxHold)
@@ -61,11 +62,9 @@ func (w *waiter) grant(res driver.Result, sent time.Time) *Lock {
 	c.heldKeys[l.key]++
 	c.mu.Unlock()
 	l.start()
-	if w.waited > 0 {
-		c.emit(Event{Kind: EventWaited, Key: req.Key, Duration: w.waited, Attempts: w.attempts})
-	}
+	w.endWait(nil)
 	c.log.Debug("dlock: acquired", "key", req.Key, "fence", res.Fence, "attempts", w.attempts, "duration", time.Since(w.start).Round(time.Microsecond))
-	c.emit(Event{Kind: EventAcquired, Key: req.Key, Fence: res.Fence, Duration: time.Since(w.start), Attempts: w.attempts})
+	c.emit(Event{Kind: EventAcquired, Op: l.op, Key: req.Key, Fence: res.Fence, Duration: time.Since(w.start), Attempts: w.attempts})
 	return l
 }
 

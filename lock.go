@@ -40,6 +40,7 @@ type Lock struct {
 	minTTL      time.Duration      // the backend's, for the lease a min hold leaves
 	holdUntil   time.Time          // WithMaxHold's end; zero for none
 	keeper      driver.ShareKeeper // a shared grant's driver, when it is one; else nil
+	op          string             // Event.Op of the call that took it
 
 	mu             sync.Mutex
 	ttl            time.Duration
@@ -123,11 +124,11 @@ func (l *Lock) checkDeadlineLocked() {
 	if l.state == stateHeld && !time.Now().Before(l.deadline) {
 		if l.capped {
 			cause := fmt.Errorf("held for its WithMaxHold limit of %v", l.holdUntil.Sub(l.acquiredAt))
-			l.loseLocked(cause)
+			l.loseLocked(CauseMaxHold, cause)
 			l.h.releaseBehind(l.key, l.token, cause)
 			return
 		}
-		l.loseLocked(errors.New("validity deadline passed without a successful refresh"))
+		l.loseLocked(CauseExpired, errors.New("validity deadline passed without a successful refresh"))
 	}
 }
 
@@ -194,24 +195,24 @@ func (l *Lock) finishRefresh(ctx context.Context, sent time.Time, ttl time.Durat
 	if err != nil {
 		err = ctxErr(ctx, err)
 		if errors.Is(err, ErrNotHeld) {
-			l.loseLocked(fmt.Errorf("refresh: backend says the key is no longer ours: %w", err))
+			l.loseLocked(CauseNotHeld, fmt.Errorf("refresh: backend says the key is no longer ours: %w", err))
 			return l.notHeldLocked()
 		}
-		l.h.report(Event{Kind: EventRefreshFailed, Key: l.key, Fence: l.fence, Duration: rtt, Err: err},
+		l.h.report(Event{Kind: EventRefreshFailed, Op: l.op, Key: l.key, Fence: l.fence, Duration: rtt, Err: err},
 			slog.LevelWarn, "dlock: refresh failed", "key", l.key, "fence", l.fence, "duration", rtt.Round(time.Microsecond), "err", err, "valid_for", time.Until(l.deadline).Round(time.Millisecond))
 		return err
 	}
 	deadline := driver.ValidUntil(sent, ttl)
 	if !time.Now().Before(deadline) {
 		// The reply came after the lease it extends could have run out.
-		l.loseLocked(errors.New("refresh reply arrived after the validity deadline"))
+		l.loseLocked(CauseLateRefresh, errors.New("refresh reply arrived after the validity deadline"))
 		return l.notHeldLocked()
 	}
 	if sent.After(l.lastSent) {
 		l.lastSent, l.deadline, l.ttl = sent, deadline, ttl
 		l.expiry.Reset(time.Until(deadline))
 	}
-	l.h.report(Event{Kind: EventRefreshed, Key: l.key, Fence: l.fence, Duration: rtt}, 0, "")
+	l.h.report(Event{Kind: EventRefreshed, Op: l.op, Key: l.key, Fence: l.fence, Duration: rtt}, 0, "")
 	return nil
 }
 
@@ -273,7 +274,7 @@ func (l *Lock) unlock(ctx context.Context, why error) error {
 		l.h.keyFreed(l.key)
 	}
 	held := time.Since(l.acquiredAt)
-	l.h.report(Event{Kind: EventReleased, Key: l.key, Fence: l.fence, Duration: held},
+	l.h.report(Event{Kind: EventReleased, Op: l.op, Key: l.key, Fence: l.fence, Duration: held},
 		slog.LevelDebug, "dlock: released", "key", l.key, "fence", l.fence, "held", held)
 	return nil
 }
@@ -354,15 +355,16 @@ func (l *Lock) expire() {
 	l.checkDeadlineLocked()
 }
 
-// loseLocked marks the lock lost. l.mu must be held.
-func (l *Lock) loseLocked(cause error) {
+// loseLocked marks the lock lost for cause, of kind why (Event.Cause). l.mu
+// must be held.
+func (l *Lock) loseLocked(why string, cause error) {
 	if l.state != stateHeld {
 		return
 	}
 	l.state = stateLost
 	l.err = fmt.Errorf("%w: %q: %w", ErrLost, l.key, cause)
 	held := time.Since(l.acquiredAt)
-	l.h.report(Event{Kind: EventLost, Key: l.key, Fence: l.fence, Duration: held, Err: l.err},
+	l.h.report(Event{Kind: EventLost, Op: l.op, Key: l.key, Fence: l.fence, Duration: held, Cause: why, Err: l.err},
 		slog.LevelError, "dlock: lock lost", "key", l.key, "fence", l.fence, "held", held, "err", cause)
 	l.finishLocked()
 	// A local waiter held back by this lock tries now (the backend tells

@@ -20,18 +20,31 @@ func TestEvents(t *testing.T) {
 	defer cancel()
 	var (
 		mu     sync.Mutex
-		events []dlock.EventKind
+		events []dlock.Event
+		second int
 	)
 	store := memdlock.NewStore()
 	c := store.NewClient(dlock.WithEventHook(func(e dlock.Event) {
 		mu.Lock()
-		events = append(events, e.Kind)
+		events = append(events, e)
+		mu.Unlock()
+	}), dlock.WithEventHook(func(dlock.Event) {
+		mu.Lock()
+		second++
 		mu.Unlock()
 	}))
 	defer c.Close()
 	l, err := c.TryLock(ctx, "k")
 	if err != nil {
 		t.Fatal(err)
+	}
+	other := store.NewClient()
+	defer other.Close()
+	if _, err := other.TryLock(ctx, "k"); !errors.Is(err, dlock.ErrNotAcquired) {
+		t.Fatalf("TryLock of a held key = %v", err)
+	}
+	if _, err := c.TryLock(ctx, "k"); !errors.Is(err, dlock.ErrNotAcquired) {
+		t.Fatalf("TryLock of a held key = %v", err)
 	}
 	go func() { time.Sleep(30 * time.Millisecond); _ = l.Unlock(ctx) }()
 	l2, err := c.Lock(ctx, "k")
@@ -47,18 +60,40 @@ func TestEvents(t *testing.T) {
 		t.Fatal(err)
 	}
 	<-l3.Done()
+	sem, err := c.Semaphore("s", 1).Acquire(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = sem.Unlock(ctx)
 	mu.Lock()
 	defer mu.Unlock()
 	// The releasing goroutine's event may come after the waiter's: count.
-	want := map[dlock.EventKind]int{dlock.EventAcquired: 3, dlock.EventReleased: 2, dlock.EventWaited: 1, dlock.EventRefreshed: 1, dlock.EventLost: 1}
+	want := map[dlock.EventKind]int{dlock.EventAcquired: 4, dlock.EventReleased: 3, dlock.EventWaiting: 1, dlock.EventWaited: 1,
+		dlock.EventRefreshed: 1, dlock.EventLost: 1, dlock.EventFailed: 1}
 	got := map[dlock.EventKind]int{}
-	for _, k := range events {
-		got[k]++
+	for _, e := range events {
+		got[e.Kind]++
+		if e.Backend != "memory" {
+			t.Errorf("%v event's Backend = %q, want memory", e.Kind, e.Backend)
+		}
+		switch {
+		case e.Kind == dlock.EventFailed && (e.Op != "try_lock" || !errors.Is(e.Err, dlock.ErrNotAcquired)):
+			t.Errorf("failed event = %+v, want a try_lock with ErrNotAcquired", e)
+		case e.Kind == dlock.EventLost && (e.Cause != dlock.CauseExpired || e.Op != "try_lock"):
+			t.Errorf("lost event = %+v, want cause %s of a try_lock", e, dlock.CauseExpired)
+		case (e.Kind == dlock.EventWaiting || e.Kind == dlock.EventWaited) && e.Op != "lock":
+			t.Errorf("%v event's Op = %q, want lock", e.Kind, e.Op)
+		case e.Key == "s" && e.Op != "acquire":
+			t.Errorf("%v event of the semaphore's permit: Op = %q, want acquire", e.Kind, e.Op)
+		}
 	}
 	for k, n := range want {
 		if got[k] != n {
 			t.Errorf("%d %v events, want %d (all: %v)", got[k], k, n, events)
 		}
+	}
+	if second != len(events) {
+		t.Errorf("the second hook saw %d events, the first %d; want every event in both", second, len(events))
 	}
 }
 

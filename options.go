@@ -26,7 +26,7 @@ type TokenGenerator func() (string, error)
 
 type clientConfig struct {
 	logger   *slog.Logger
-	hook     func(Event)
+	hooks    []func(Event)
 	tokens   TokenGenerator
 	defaults []LockOption
 }
@@ -60,11 +60,16 @@ func WithLogger(l *slog.Logger) Option {
 	}
 }
 
-// WithEventHook sets a function called synchronously for every lock event
-// (see EventKind). It is the place to attach metrics. It must be fast and
-// must not call back into the Client. Default: none.
+// WithEventHook adds a function called synchronously for every lock event
+// (see EventKind). It is the place to attach metrics (package dlockotel
+// adds one). Each call adds a hook; they are called in the order given. A
+// hook must be fast and must not call back into the Client. Default: none.
 func WithEventHook(fn func(Event)) Option {
-	return func(c *clientConfig) { c.hook = fn }
+	return func(c *clientConfig) {
+		if fn != nil {
+			c.hooks = append(c.hooks, fn)
+		}
+	}
 }
 
 // WithTokenGenerator replaces the owner-token generator. The default is

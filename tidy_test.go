@@ -6,8 +6,9 @@ import (
 )
 
 // TestModTidy fails when go.mod or go.sum of the module, of the benchmark
-// module or of the gocron adapters' module (dlockgocron) differ from what `go mod tidy` writes (a direct dependency marked
-// indirect, a missing or stale checksum).
+// module, of the gocron adapters' module (dlockgocron) or of the
+// OpenTelemetry module (dlockotel) differ from what `go mod tidy` writes (a
+// direct dependency marked indirect, a missing or stale checksum).
 func TestModTidy(t *testing.T) {
 	if testing.Short() {
 		t.Skip("-short: skipping go mod tidy -diff")
@@ -16,7 +17,7 @@ func TestModTidy(t *testing.T) {
 	if err != nil {
 		t.Skip("go command not on PATH")
 	}
-	for _, dir := range []string{".", "bench", "dlockgocron"} {
+	for _, dir := range []string{".", "bench", "dlockgocron", "dlockotel"} {
 		cmd := exec.CommandContext(t.Context(), goBin, "mod", "tidy", "-diff")
 		cmd.Dir = dir
 		if out, err := cmd.CombinedOutput(); err != nil {

@@ -29,12 +29,51 @@ type waiter struct {
 	share *share // a shared attempt's limit; nil for exclusive
 	start time.Time
 
-	attempts int           // attempts made so far
-	waited   time.Duration // time spent waiting, for EventWaited
-	turn     *keyTurn      // the client's turn on the key (Lock only)
-	lastErr  error         // the last attempt's error, while riding it out
-	writer   bool          // the token is recorded as a waiting writer
+	attempts int      // attempts made so far
+	turn     *keyTurn // the client's turn on the key (Lock only)
+	lastErr  error    // the last attempt's error, while riding it out
+	writer   bool     // the token is recorded as a waiting writer
 	timer    *time.Timer
+
+	// waitStart is when the call began to wait (EventWaiting); zero while
+	// it has not. waitEnded says EventWaited was emitted.
+	waitStart time.Time
+	waitEnded bool
+}
+
+// op is the call's Event.Op.
+func (w *waiter) op() string {
+	switch {
+	case w.share == nil && w.try:
+		return "try_lock"
+	case w.share == nil:
+		return "lock"
+	case w.share.limit > 0 && w.try:
+		return "try_acquire"
+	case w.share.limit > 0:
+		return "acquire"
+	case w.try:
+		return "try_rlock"
+	}
+	return "rlock"
+}
+
+// beginWait emits EventWaiting once, when the call starts to wait.
+func (w *waiter) beginWait() {
+	if w.waitStart.IsZero() {
+		w.waitStart = time.Now()
+		w.c.emit(Event{Kind: EventWaiting, Op: w.op(), Key: w.req.Key, Attempts: w.attempts})
+	}
+}
+
+// endWait emits EventWaited once for a call that began to wait, with the
+// time since it began and err (nil when it got the lock).
+func (w *waiter) endWait(err error) {
+	if w.waitStart.IsZero() || w.waitEnded {
+		return
+	}
+	w.waitEnded = true
+	w.c.emit(Event{Kind: EventWaited, Op: w.op(), Key: w.req.Key, Duration: time.Since(w.waitStart), Attempts: w.attempts, Err: err})
 }
 
 // acquire is TryLock (try) and Lock: it validates key and opts, then makes
@@ -69,13 +108,23 @@ func (c *Client) acquireAs(ctx context.Context, key string, opts []LockOption, t
 	}
 	w := &waiter{c: c, ctx: ctx, cfg: cfg, try: try, share: sh, start: time.Now()}
 	w.req = w.attemptRequest(key)
+	l, err := w.acquire()
+	if err != nil {
+		w.endWait(err)
+		c.emit(Event{Kind: EventFailed, Op: w.op(), Key: key, Duration: time.Since(w.start), Attempts: w.attempts, Err: err})
+	}
+	return l, err
+}
+
+// acquire is the call's attempts and wait, after acquireAs's checks.
+func (w *waiter) acquire() (*Lock, error) {
+	c, sh, try := w.c, w.share, w.try
 	if w.req.Hints.Wait && (sh == nil && c.queuer != nil || sh != nil && c.shareQueuer != nil) {
 		return w.queued()
 	}
 	if !try {
 		giveUp, err := w.takeTurn()
 		if err != nil {
-			w.waited = time.Since(w.start)
 			return nil, w.ended(err)
 		}
 		defer giveUp()
@@ -126,6 +175,7 @@ func (w *waiter) run() (*Lock, error) {
 		if w.try {
 			return nil, fmt.Errorf("%w: %q is held by another owner", ErrNotAcquired, key)
 		}
+		w.beginWait()
 		if w.watch(res) {
 			continue
 		}
@@ -228,8 +278,6 @@ func (w *waiter) sleep(d time.Duration) error {
 	} else {
 		w.timer.Reset(d)
 	}
-	t0 := time.Now()
-	defer func() { w.waited += time.Since(t0) }()
 	select {
 	case <-w.ctx.Done():
 		err := w.ctx.Err()
@@ -250,9 +298,7 @@ func (w *waiter) sleep(d time.Duration) error {
 // waited at all) and returns err.
 func (w *waiter) ended(err error) error {
 	w.dropWriter()
-	if w.waited > 0 {
-		w.c.emit(Event{Kind: EventWaited, Key: w.req.Key, Duration: w.waited, Attempts: w.attempts, Err: err})
-	}
+	w.endWait(err)
 	return err
 }
 
@@ -261,6 +307,9 @@ func (w *waiter) ended(err error) error {
 func (w *waiter) queued() (*Lock, error) {
 	c, ctx := w.c, w.ctx
 	w.attempts = 1
+	// The backend's queue call does not say whether it waited: the whole
+	// call counts as a wait.
+	w.beginWait()
 	// Close wakes queued waiters too, whatever the driver does on Close.
 	qctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
@@ -273,7 +322,6 @@ func (w *waiter) queued() (*Lock, error) {
 	} else {
 		res, err = c.queuer.AcquireQueued(qctx, w.req)
 	}
-	w.waited = time.Since(w.start)
 	if err != nil {
 		if ctx.Err() == nil && errors.Is(context.Cause(qctx), ErrClosed) {
 			err = ErrClosed
@@ -369,6 +417,8 @@ func (w *waiter) takeTurn() (giveUp func(), err error) {
 		return giveUp, nil
 	default:
 	}
+	// Another call of this client has the turn: wait for it.
+	w.beginWait()
 	select {
 	case kt.sem <- struct{}{}:
 		// A wake meant for an earlier turn holder is stale now.
@@ -384,6 +434,7 @@ func (w *waiter) takeTurn() (giveUp func(), err error) {
 		return nil, ErrClosed
 	}
 	if backoff := w.cfg.retry.NextBackoff(1); backoff >= 0 && w.share == nil && c.holdsKey(key) {
+		w.beginWait()
 		t := time.NewTimer(backoff)
 		defer t.Stop()
 		select {
@@ -398,7 +449,6 @@ func (w *waiter) takeTurn() (giveUp func(), err error) {
 		}
 	}
 	w.turn = kt
-	w.waited = time.Since(w.start)
 	return giveUp, nil
 }
 
