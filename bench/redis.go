@@ -16,8 +16,10 @@ import (
 	redsyncredis "github.com/go-redsync/redsync/v4/redis"
 	redsyncgoredis "github.com/go-redsync/redsync/v4/redis/goredis/v9"
 	"github.com/redis/go-redis/v9"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 
 	"github.com/dlock-go/dlock"
+	"github.com/dlock-go/dlock/dlockotel"
 	"github.com/dlock-go/dlock/internal/testserver"
 	"github.com/dlock-go/dlock/redisdlock"
 )
@@ -167,6 +169,7 @@ func newRedisBackend(ctx context.Context, t *serverT) (*backend, error) {
 		redisDlock(r, false),
 		redisDlock(r, true),
 		redisDlockNoDeadline(r),
+		redisDlockMetrics(r),
 		redsyncSubject(r, "redis", false),
 		redsyncSubject(r, "redis", true),
 		redislockSubject(r, false),
@@ -237,6 +240,30 @@ func redisDlock(r *redisNodes, shared bool) *subject {
 		s.contenders = dlockContenders(open)
 		s.hold = dlockHold(open)
 	}
+	return s
+}
+
+// redisDlockMetrics is dlock's uncontended cycle with dlockotel's metrics
+// recorded: a MeterProvider of the OpenTelemetry SDK whose reader nobody
+// collects during the run, so the cost is the recording alone, which a
+// service with a periodic exporter pays on every lock.
+func redisDlockMetrics(r *redisNodes) *subject {
+	s := &subject{id: "dlock-otel", backend: "redis", name: "dlock", setting: "defaults, with dlockotel metrics (OpenTelemetry SDK)", role: roleDlock, uncontended: true}
+	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(sdkmetric.NewManualReader()))
+	open := func() (*dlock.Client, func(), error) {
+		m, err := dlockotel.NewMetrics(dlockotel.WithMeterProvider(mp))
+		if err != nil {
+			return nil, nil, err
+		}
+		rdb := r.dlockClient(0)
+		c, err := redisdlock.NewClient(rdb, redisdlock.Options{}, m.Option())
+		if err != nil {
+			_ = rdb.Close()
+			return nil, nil, err
+		}
+		return c, func() { _ = c.Close(); _ = rdb.Close() }, nil
+	}
+	s.contenders = dlockContenders(open)
 	return s
 }
 

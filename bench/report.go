@@ -231,6 +231,7 @@ func targets(r *Results) []target {
 			ratioTarget("(same, against the raw floor with a fence: SET NX PX + INCR in one script)", uncRate(b, "dlock"), uncRate(b, "floor-fenced"), 0.95),
 			ratioTarget("Redis uncontended ≥ 1.0× bsm/redislock", uncRate(b, "dlock"), uncRate(b, "redislock"), 1),
 			ratioTarget("Redis uncontended ≥ 1.0× redsync", uncRate(b, "dlock"), uncRate(b, "redsync"), 1),
+			ratioTarget("Redis uncontended with dlockotel metrics ≥ 0.95× without them", uncRate(b, "dlock-otel"), uncRate(b, "dlock"), 0.95),
 			ratioTarget("Redis hot key, 16 contenders: ≥ 10× redsync (defaults), critical sections/s", hotRate(b, "dlock", 16), hotRate(b, "redsync", 16), 10),
 			ratioTarget("(same, counting hand-offs/s: grants to a contender other than the last holder)", handoffRate(b, "dlock", 16), handoffRate(b, "redsync", 16), 10),
 			ratioTarget("Redis hot key, 16 contenders: ≥ 2× bsm/redislock with exponential backoff, critical sections/s", hotRate(b, "dlock", 16), hotRate(b, "redislock-tuned", 16), 2),
