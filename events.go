@@ -38,6 +38,14 @@ const (
 	// gave up), the context's error when ctx ended, or another error
 	// (the backend's, ErrClosed). Duration is the whole call.
 	EventFailed
+	// EventRetrying: a waiting call's attempt was refused, or failed and
+	// is to be ridden out (Err), and the call waits up to Duration before
+	// the next one (less when a release notification comes first).
+	// Attempts counts the attempts so far.
+	EventRetrying
+	// EventNotified: a waiting call was woken by a release: the backend's
+	// notification, or a release by its own Client.
+	EventNotified
 )
 
 // String returns the event's name, e.g. "acquired".
@@ -59,6 +67,10 @@ func (k EventKind) String() string {
 		return "waiting"
 	case EventFailed:
 		return "failed"
+	case EventRetrying:
+		return "retrying"
+	case EventNotified:
+		return "notified"
 	}
 	return "unknown"
 }

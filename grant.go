@@ -64,7 +64,7 @@ func (w *waiter) grant(res driver.Result, sent time.Time) *Lock {
 	l.start()
 	w.endWait(nil)
 	c.log.Debug("dlock: acquired", "key", req.Key, "fence", res.Fence, "attempts", w.attempts, "duration", time.Since(w.start).Round(time.Microsecond))
-	c.emit(Event{Kind: EventAcquired, Op: l.op, Key: req.Key, Fence: res.Fence, Duration: time.Since(w.start), Attempts: w.attempts})
+	w.emit(Event{Kind: EventAcquired, Op: l.op, Key: req.Key, Fence: res.Fence, Duration: time.Since(w.start), Attempts: w.attempts})
 	return l
 }
 

@@ -62,6 +62,8 @@ type Lock struct {
 type lockHost interface {
 	// backend is the driver that granted the lock.
 	backend() driver.Locker
+	// startCall runs the client's CallHooks for a call on the lock.
+	startCall(ctx context.Context, call Call) (context.Context, observers)
 	// checkTTL refuses a TTL outside the backend's bounds.
 	checkTTL(ttl time.Duration) error
 	// keepRefreshed puts l on the client's batched refresh and reports
@@ -138,6 +140,14 @@ func (l *Lock) checkDeadlineLocked() {
 // says another owner holds the key, the error matches ErrNotHeld. A
 // transport error leaves the lock held until its deadline.
 func (l *Lock) Refresh(ctx context.Context, ttl time.Duration) error {
+	ctx, obs := l.h.startCall(ctx, Call{Op: "refresh", Key: l.key})
+	err := l.refreshCall(ctx, ttl)
+	obs.end(CallResult{Fence: l.fence, Err: err})
+	return err
+}
+
+// refreshCall is Refresh's call.
+func (l *Lock) refreshCall(ctx context.Context, ttl time.Duration) error {
 	if ttl == 0 {
 		l.mu.Lock()
 		ttl = l.ttl
@@ -223,7 +233,10 @@ func (l *Lock) finishRefresh(ctx context.Context, sent time.Time, ttl time.Durat
 // reached the error says so and a later Unlock tries again; meanwhile the
 // lease runs out on its own.
 func (l *Lock) Unlock(ctx context.Context) error {
-	return l.unlock(ctx, errUnlocked)
+	ctx, obs := l.h.startCall(ctx, Call{Op: "unlock", Key: l.key})
+	err := l.unlock(ctx, errUnlocked)
+	obs.end(CallResult{Fence: l.fence, Err: err})
+	return err
 }
 
 var (

@@ -25,10 +25,11 @@ type LockOption func(*lockConfig)
 type TokenGenerator func() (string, error)
 
 type clientConfig struct {
-	logger   *slog.Logger
-	hooks    []func(Event)
-	tokens   TokenGenerator
-	defaults []LockOption
+	logger    *slog.Logger
+	hooks     []func(Event)
+	callHooks []CallHook
+	tokens    TokenGenerator
+	defaults  []LockOption
 }
 
 type lockConfig struct {

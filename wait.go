@@ -39,30 +39,42 @@ type waiter struct {
 	// it has not. waitEnded says EventWaited was emitted.
 	waitStart time.Time
 	waitEnded bool
+	obs       observers // the call's CallObservers
 }
 
 // op is the call's Event.Op.
-func (w *waiter) op() string {
+func (w *waiter) op() string { return opOf(w.try, w.share) }
+
+// opOf is the Event.Op of an acquisition: try or not, exclusive (sh nil)
+// or shared.
+func opOf(try bool, sh *share) string {
 	switch {
-	case w.share == nil && w.try:
+	case sh == nil && try:
 		return "try_lock"
-	case w.share == nil:
+	case sh == nil:
 		return "lock"
-	case w.share.limit > 0 && w.try:
+	case sh.limit > 0 && try:
 		return "try_acquire"
-	case w.share.limit > 0:
+	case sh.limit > 0:
 		return "acquire"
-	case w.try:
+	case try:
 		return "try_rlock"
 	}
 	return "rlock"
+}
+
+// emit sends e to the client's event hooks and to the call's observers.
+func (w *waiter) emit(e Event) {
+	e.Backend = w.c.caps.Backend
+	w.c.emit(e)
+	w.obs.event(e)
 }
 
 // beginWait emits EventWaiting once, when the call starts to wait.
 func (w *waiter) beginWait() {
 	if w.waitStart.IsZero() {
 		w.waitStart = time.Now()
-		w.c.emit(Event{Kind: EventWaiting, Op: w.op(), Key: w.req.Key, Attempts: w.attempts})
+		w.emit(Event{Kind: EventWaiting, Op: w.op(), Key: w.req.Key, Attempts: w.attempts})
 	}
 }
 
@@ -73,7 +85,7 @@ func (w *waiter) endWait(err error) {
 		return
 	}
 	w.waitEnded = true
-	w.c.emit(Event{Kind: EventWaited, Op: w.op(), Key: w.req.Key, Duration: time.Since(w.waitStart), Attempts: w.attempts, Err: err})
+	w.emit(Event{Kind: EventWaited, Op: w.op(), Key: w.req.Key, Duration: time.Since(w.waitStart), Attempts: w.attempts, Err: err})
 }
 
 // acquire is TryLock (try) and Lock: it validates key and opts, then makes
@@ -88,8 +100,26 @@ func (c *Client) acquire(ctx context.Context, key string, opts []LockOption, try
 // (0 for no limit).
 type share struct{ limit int }
 
-// acquireAs is acquire for an exclusive grant (sh nil) or a shared one.
+// acquireAs is acquire for an exclusive grant (sh nil) or a shared one,
+// seen by the client's CallHooks.
 func (c *Client) acquireAs(ctx context.Context, key string, opts []LockOption, try bool, sh *share) (*Lock, error) {
+	ctx, obs := c.startCall(ctx, Call{Op: opOf(try, sh), Key: key})
+	if obs == nil {
+		return c.acquireCall(ctx, key, opts, try, sh, nil, nil)
+	}
+	var r CallResult
+	l, err := c.acquireCall(ctx, key, opts, try, sh, obs, &r.Attempts)
+	r.Err = err
+	if l != nil {
+		r.Fence = l.fence
+	}
+	obs.end(r)
+	return l, err
+}
+
+// acquireCall is acquireAs's call; it sets *attempts (when not nil) to the
+// attempts it made.
+func (c *Client) acquireCall(ctx context.Context, key string, opts []LockOption, try bool, sh *share, obs observers, attempts *int) (*Lock, error) {
 	if err := ValidateKey(key); err != nil {
 		return nil, err
 	}
@@ -106,12 +136,15 @@ func (c *Client) acquireAs(ctx context.Context, key string, opts []LockOption, t
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	w := &waiter{c: c, ctx: ctx, cfg: cfg, try: try, share: sh, start: time.Now()}
+	w := &waiter{c: c, ctx: ctx, cfg: cfg, try: try, share: sh, start: time.Now(), obs: obs}
 	w.req = w.attemptRequest(key)
+	if attempts != nil {
+		defer func() { *attempts = w.attempts }()
+	}
 	l, err := w.acquire()
 	if err != nil {
 		w.endWait(err)
-		c.emit(Event{Kind: EventFailed, Op: w.op(), Key: key, Duration: time.Since(w.start), Attempts: w.attempts, Err: err})
+		w.emit(Event{Kind: EventFailed, Op: w.op(), Key: key, Duration: time.Since(w.start), Attempts: w.attempts, Err: err})
 	}
 	return l, err
 }
@@ -183,6 +216,7 @@ func (w *waiter) run() (*Lock, error) {
 		if !ok {
 			return nil, w.ended(fmt.Errorf("%w: %q is held by another owner (gave up after %d attempts)", ErrNotAcquired, key, w.attempts))
 		}
+		w.emit(Event{Kind: EventRetrying, Op: w.op(), Key: key, Duration: wait, Attempts: w.attempts, Err: w.lastErr})
 		if err := w.sleep(wait); err != nil {
 			return nil, w.ended(err)
 		}
@@ -288,7 +322,9 @@ func (w *waiter) sleep(d time.Duration) error {
 	case <-w.c.closeCtx.Done():
 		return ErrClosed
 	case <-w.turn.watch:
+		w.emit(Event{Kind: EventNotified, Op: w.op(), Key: w.req.Key, Attempts: w.attempts})
 	case <-w.turn.wake:
+		w.emit(Event{Kind: EventNotified, Op: w.op(), Key: w.req.Key, Attempts: w.attempts})
 	case <-w.timer.C:
 	}
 	return nil

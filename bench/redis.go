@@ -17,6 +17,7 @@ import (
 	redsyncgoredis "github.com/go-redsync/redsync/v4/redis/goredis/v9"
 	"github.com/redis/go-redis/v9"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 
 	"github.com/dlock-go/dlock"
 	"github.com/dlock-go/dlock/dlockotel"
@@ -169,7 +170,8 @@ func newRedisBackend(ctx context.Context, t *serverT) (*backend, error) {
 		redisDlock(r, false),
 		redisDlock(r, true),
 		redisDlockNoDeadline(r),
-		redisDlockMetrics(r),
+		redisDlockMetrics(r, 1),
+		redisDlockMetrics(r, 0.1),
 		redsyncSubject(r, "redis", false),
 		redsyncSubject(r, "redis", true),
 		redislockSubject(r, false),
@@ -244,19 +246,29 @@ func redisDlock(r *redisNodes, shared bool) *subject {
 }
 
 // redisDlockMetrics is dlock's uncontended cycle with dlockotel's metrics
-// recorded: a MeterProvider of the OpenTelemetry SDK whose reader nobody
-// collects during the run, so the cost is the recording alone, which a
-// service with a periodic exporter pays on every lock.
-func redisDlockMetrics(r *redisNodes) *subject {
-	s := &subject{id: "dlock-otel", backend: "redis", name: "dlock", setting: "defaults, with dlockotel metrics (OpenTelemetry SDK)", role: roleDlock, uncontended: true}
+// and traces: a MeterProvider of the OpenTelemetry SDK whose reader nobody
+// collects during the run, and a TracerProvider that samples the fraction
+// ratio of the traces (each cycle's calls are root spans: a trace each)
+// into a batch processor whose exporter drops them, so the cost is the
+// recording alone, which a service pays on every lock.
+func redisDlockMetrics(r *redisNodes, ratio float64) *subject {
+	s := &subject{id: "dlock-otel", backend: "redis", name: "dlock", setting: "defaults, with dlockotel metrics and traces (OpenTelemetry SDK, every span sampled)", role: roleDlock, uncontended: true}
+	sampler := sdktrace.AlwaysSample()
+	if ratio < 1 {
+		s.id = fmt.Sprintf("dlock-otel-%g", ratio)
+		s.setting = fmt.Sprintf("defaults, with dlockotel metrics and traces (OpenTelemetry SDK, %g%% of traces sampled)", ratio*100)
+		sampler = sdktrace.ParentBased(sdktrace.TraceIDRatioBased(ratio))
+	}
 	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(sdkmetric.NewManualReader()))
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSampler(sampler), sdktrace.WithBatcher(discardSpans{}))
+	tr := dlockotel.NewTracing(dlockotel.WithTracerProvider(tp))
 	open := func() (*dlock.Client, func(), error) {
 		m, err := dlockotel.NewMetrics(dlockotel.WithMeterProvider(mp))
 		if err != nil {
 			return nil, nil, err
 		}
 		rdb := r.dlockClient(0)
-		c, err := redisdlock.NewClient(rdb, redisdlock.Options{}, m.Option())
+		c, err := redisdlock.NewClient(rdb, redisdlock.Options{}, m.Option(), tr.Option())
 		if err != nil {
 			_ = rdb.Close()
 			return nil, nil, err
@@ -266,6 +278,12 @@ func redisDlockMetrics(r *redisNodes) *subject {
 	s.contenders = dlockContenders(open)
 	return s
 }
+
+// discardSpans is a span exporter that drops what it is given.
+type discardSpans struct{}
+
+func (discardSpans) ExportSpans(context.Context, []sdktrace.ReadOnlySpan) error { return nil }
+func (discardSpans) Shutdown(context.Context) error                             { return nil }
 
 // redisDlockNoDeadline is dlock's uncontended cycle under a context that
 // can be cancelled but has no deadline. go-redis bounds a call by a

@@ -1,9 +1,13 @@
 // Package dlockotel records a dlock Client's lock activity as OpenTelemetry
-// metrics, through the official OpenTelemetry Go API. It is its own module,
-// so the core module does not depend on OpenTelemetry.
+// metrics and traces, through the official OpenTelemetry Go API. It is its
+// own module, so the core module does not depend on OpenTelemetry.
 //
-//	m, err := dlockotel.NewMetrics()             // the global MeterProvider
-//	c, err := dlock.Open(ctx, url, m.Option())   // every lock event is recorded
+//	m, err := dlockotel.NewMetrics()                        // the global MeterProvider
+//	tr := dlockotel.NewTracing()                            // the global TracerProvider
+//	c, err := dlock.Open(ctx, url, m.Option(), tr.Option()) // metrics and spans of every call
+//
+// Tracing makes a span of every acquisition, Unlock and Refresh, under the
+// caller's span, with a child span for a wait (see Tracing).
 //
 // The instruments (see docs/observability.md for their attributes):
 //

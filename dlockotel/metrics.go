@@ -4,10 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/dlock-go/dlock"
 )
@@ -37,11 +39,12 @@ type Option func(*config)
 
 type config struct {
 	provider metric.MeterProvider
+	tracers  trace.TracerProvider
 	keyAttr  func(key string) string
 }
 
 // WithMeterProvider records with mp instead of the global MeterProvider
-// (otel.GetMeterProvider).
+// (otel.GetMeterProvider). Metrics only.
 func WithMeterProvider(mp metric.MeterProvider) Option {
 	return func(c *config) {
 		if mp != nil {
@@ -50,11 +53,12 @@ func WithMeterProvider(mp metric.MeterProvider) Option {
 	}
 }
 
-// WithKeyAttribute adds the attribute dlock.key, with the value fn returns
-// for the lock's key; an empty value leaves the attribute out of that
-// measurement. fn maps keys to few values ("invoice/123" to "invoice/*"):
-// every distinct value is a time series of every instrument. Without it
-// no measurement carries a key.
+// WithKeyAttribute sets the attribute dlock.key to the value fn returns
+// for the lock's key; an empty value leaves the attribute out. For
+// metrics, fn maps keys to few values ("invoice/123" to "invoice/*"):
+// every distinct value is a time series of every instrument, and without
+// it no measurement carries a key. Spans carry the key as it is unless fn
+// is given.
 func WithKeyAttribute(fn func(key string) string) Option {
 	return func(c *config) { c.keyAttr = fn }
 }
@@ -73,6 +77,19 @@ type Metrics struct {
 	refreshes  metric.Int64Counter
 	losses     metric.Int64Counter
 	rejections metric.Int64Counter
+
+	// sets caches the measurement options of attribute sets: setKey →
+	// metric.MeasurementOption. The sets are few (backends × operations ×
+	// outcomes, × mapped keys), and making one costs allocations.
+	sets sync.Map
+}
+
+// setKey names a cached attribute set: the event's backend, operation and
+// mapped key, and one more attribute (outcome or cause), if any.
+type setKey struct {
+	backend, op, key string
+	extra            attribute.Key
+	value            string
 }
 
 // durationBuckets are the histograms' bucket bounds in seconds: from a
@@ -149,11 +166,34 @@ func (m *Metrics) keySet(key string, kv ...attribute.KeyValue) attribute.Set {
 	return attribute.NewSet(kv...)
 }
 
+// options returns the cached measurement option of k's attribute set.
+func (m *Metrics) options(k setKey) metric.MeasurementOption {
+	if o, ok := m.sets.Load(k); ok {
+		return o.(metric.MeasurementOption)
+	}
+	kv := []attribute.KeyValue{AttrBackend.String(k.backend), AttrOperation.String(k.op)}
+	if k.key != "" {
+		kv = append(kv, AttrKey.String(k.key))
+	}
+	if k.extra != "" {
+		kv = append(kv, k.extra.String(k.value))
+	}
+	o, _ := m.sets.LoadOrStore(k, metric.WithAttributeSet(attribute.NewSet(kv...)))
+	return o.(metric.MeasurementOption)
+}
+
 func (m *Metrics) record(e dlock.Event) {
 	ctx := context.Background()
-	base := []attribute.KeyValue{AttrBackend.String(e.Backend), AttrOperation.String(e.Op)}
+	k := setKey{backend: e.Backend, op: e.Op}
+	if m.cfg.keyAttr != nil {
+		k.key = m.cfg.keyAttr(e.Key)
+	}
 	set := func(kv ...attribute.KeyValue) metric.MeasurementOption {
-		return metric.WithAttributeSet(m.keySet(e.Key, append(base, kv...)...))
+		k := k
+		if len(kv) > 0 {
+			k.extra, k.value = kv[0].Key, kv[0].Value.AsString()
+		}
+		return m.options(k)
 	}
 	switch e.Kind {
 	case dlock.EventAcquired:
