@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -120,7 +121,9 @@ var queuePoll = 2 * time.Second
 // it in), by the key's (an exclusive release, or a shared one while
 // writers wait), or by the listener's reconnection; or after queuePoll, or
 // when the lease that holds it back ends. Without a listening connection
-// it polls.
+// it polls. A statement that meets a connection failure (a server restart,
+// a dropped connection) is sent again after a pause (10 ms doubling to
+// 500 ms) until ctx ends: the wait rides out the outage.
 func (d *pgDriver) AcquireSharedQueued(ctx context.Context, req driver.SharedRequest) (driver.Result, error) {
 	if err := d.Check(ctx); err != nil {
 		return driver.Result{}, err
@@ -160,6 +163,7 @@ func (d *pgDriver) AcquireSharedQueued(ctx context.Context, req driver.SharedReq
 	// joined is when the statement that last wrote the queued row was
 	// sent: a release that grants the row keeps the expiry it set.
 	var joined time.Time
+	var pause time.Duration // before a statement sent again after a connection failure
 	for {
 		sent := time.Now()
 		var (
@@ -172,12 +176,29 @@ func (d *pgDriver) AcquireSharedQueued(ctx context.Context, req driver.SharedReq
 		case err != nil && contention(err):
 			verdict = "s"
 		case err != nil:
+			werr := d.Wrap("acquire shared", err)
+			if errors.Is(werr, driver.ErrUnavailable) && d.Check(ctx) == nil {
+				// The connection failed, not the request: a waiter rides
+				// it out until its ctx ends. The statement may have been
+				// applied; the next one finds its grant (verdict 'r') or
+				// its place.
+				pause = min(max(2*pause, 10*time.Millisecond), 500*time.Millisecond)
+				t := time.NewTimer(pause)
+				select {
+				case <-t.C:
+					continue
+				case <-ctx.Done():
+				case <-closed:
+				}
+				t.Stop()
+			}
 			d.abandon(req.Key, req.Token)
 			if cerr := d.Check(ctx); cerr != nil {
 				return driver.Result{}, cerr
 			}
-			return driver.Result{}, d.Wrap("acquire shared", err)
+			return driver.Result{}, werr
 		}
+		pause = 0
 		wait := poll
 		switch verdict {
 		case "g", "r":

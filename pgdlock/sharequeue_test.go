@@ -289,3 +289,77 @@ func TestQueuedShareCrashedWaiter(t *testing.T) {
 		t.Errorf("w granted %v after the crashed waiter's statement, before its row's TTL %v ran out", since, crashTTL)
 	}
 }
+
+// TestQueuedShareRidesOutRestart: a queued share whose statements meet a
+// server restart keeps waiting (its ctx has not ended) and is granted by
+// the release after it; the portable layer never sees the outage.
+func TestQueuedShareRidesOutRestart(t *testing.T) {
+	pg := testserver.StartPostgres(t)
+	// Polls during the outage: statements that fail on the dead server.
+	defer func(p time.Duration) { queuePoll = p }(queuePoll)
+	queuePoll = 100 * time.Millisecond
+	ctx, cancel := context.WithTimeout(t.Context(), 90*time.Second)
+	defer cancel()
+	open := func() *pgDriver {
+		u, err := driver.ParseURL(pg.URL())
+		if err != nil {
+			t.Fatal(err)
+		}
+		dl, err := OpenURL(ctx, u)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = dl.Close() })
+		return pgOf(t, dl)
+	}
+	const key = "restart"
+	req := func(token string) driver.SharedRequest {
+		return driver.SharedRequest{Request: driver.Request{Key: key, Token: token, TTL: 60 * time.Second, Hints: driver.Hints{Wait: true}}, Limit: 1}
+	}
+	holder := open()
+	if res, err := holder.AcquireSharedQueued(ctx, req("h")); err != nil || !res.Acquired {
+		t.Fatalf("AcquireSharedQueued(h) = %+v, %v", res, err)
+	}
+	type outcome struct {
+		res driver.Result
+		err error
+	}
+	got := make(chan outcome, 1)
+	w := open()
+	go func() {
+		res, err := w.AcquireSharedQueued(ctx, req("w"))
+		got <- outcome{res, err}
+	}()
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		if in, err := holder.Inspect(ctx, key); err == nil && in.Waiters == 1 {
+			break
+		} else if time.Now().After(deadline) {
+			t.Fatalf("w not queued: Inspect = %+v, %v", in, err)
+		}
+	}
+	pg.Restart()
+	select {
+	case o := <-got:
+		t.Fatalf("the waiter returned (%+v, %v) across the restart, with the permit still held", o.res, o.err)
+	case <-time.After(300 * time.Millisecond):
+	}
+	releaser := open()
+	for i := 0; ; i++ {
+		err := releaser.ReleaseShared(ctx, key, "h")
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, driver.ErrUnavailable) || i == 100 {
+			t.Fatalf("ReleaseShared(h) after the restart: %v", err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	select {
+	case o := <-got:
+		if o.err != nil || !o.res.Acquired {
+			t.Fatalf("the waiter after the restart = %+v, %v; want the permit", o.res, o.err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("the waiter was not granted within 20 s of the release after the restart")
+	}
+}
