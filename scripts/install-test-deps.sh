@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the servers the test suite runs against, from Debian packages,
 # when they are missing: redis-server, etcd, ZooKeeper (with a Java runtime),
-# PostgreSQL and MariaDB. The tests start their own server processes on free
+# PostgreSQL and MariaDB; and tmux, the terminal dlock top's test draws in. The tests start their own server processes on free
 # loopback ports; the packages' system services are not needed and are not
 # started by this script.
 set -euo pipefail
@@ -15,6 +15,7 @@ have etcdctl || need+=(etcd-client)
 have java || need+=(default-jre-headless)
 ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || need+=(postgresql)
 have mariadbd || have mysqld || need+=(mariadb-server)
+have tmux || need+=(tmux)
 
 if [ ${#need[@]} -eq 0 ]; then
   echo "install-test-deps: all servers present"

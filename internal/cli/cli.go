@@ -83,6 +83,7 @@ Usage:
   dlock leader [flags] NAME                show the leader of NAME (exit 0, 3 none)
   dlock status [flags] KEY                 show who holds KEY (exit 0 held, 3 free)
   dlock list [flags] [PREFIX]              list the held locks under PREFIX
+  dlock top [flags] [PREFIX]               a live view of the held locks and waiters
   dlock unlock --force --token T KEY       release another process's lock (operators)
   dlock unlock --force --any-owner KEY     release KEY whoever holds it (operators)
   dlock demo coupons [flags]               the race a lock prevents, live
@@ -135,6 +136,8 @@ func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		err = cmdUnlock(rest, sio)
 	case "list":
 		err = cmdList(rest, sio)
+	case "top":
+		err = cmdTop(rest, sio)
 	case "demo":
 		err = cmdDemo(rest, sio)
 	case "version", "-version", "--version":
@@ -188,6 +191,8 @@ func cmdHelp(args []string, io stdio) error {
 		return cmdUnlock([]string{"-h"}, io)
 	case "list":
 		return cmdList([]string{"-h"}, io)
+	case "top":
+		return cmdTop([]string{"-h"}, io)
 	case "demo":
 		return cmdDemo([]string{"-h"}, io)
 	case "version":
