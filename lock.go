@@ -297,7 +297,11 @@ func (l *Lock) unlock(ctx context.Context, why error) error {
 // run out then instead (kept true).
 func (l *Lock) release(ctx context.Context) (kept bool, err error) {
 	if rest := l.minHold - time.Since(l.acquiredAt); rest > 0 {
-		if err := l.renew(ctx, max(rest, l.minTTL)); err != nil {
+		// The lease runs on the server's clock, which may run a little
+		// fast against this one (a slewed wall clock): it gets the drift
+		// allowance on top, and the release below, on this clock, ends
+		// the hold on time.
+		if err := l.renew(ctx, max(rest+driver.Drift(rest), l.minTTL)); err != nil {
 			return true, err
 		}
 		// The lease may outlive rest (a TTL in whole seconds, a lease

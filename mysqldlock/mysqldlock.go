@@ -193,9 +193,22 @@ func (d *myDriver) Acquire(ctx context.Context, req driver.Request) (driver.Resu
 		// Its writer record goes with the grant.
 		return d.acquireWaiting(ctx, req, key, tok, us, meta)
 	}
-	res, err := d.db.ExecContext(ctx, d.st.acquire, key, tok, us, meta, tok, tok, meta, tok, tok, tok, us)
+	var (
+		res sql.Result
+		err error
+	)
+	// A deadlock victim (1213) changed nothing: an insert of a new key
+	// can lose one to the gap locks of a batched refresh or of another
+	// insert nearby, and is sent again (up to 3 times) rather than
+	// reported as a refusal of a key nobody holds.
+	for range 3 {
+		res, err = d.db.ExecContext(ctx, d.st.acquire, key, tok, us, meta, tok, tok, meta, tok, tok, tok, us)
+		if err == nil || !isCode(err, 1213) || ctx.Err() != nil {
+			break
+		}
+	}
 	if err != nil {
-		if isCode(err, 1213, 1205) { // deadlock victim, lock wait timeout
+		if isCode(err, 1213, 1205) { // deadlock victim again, lock wait timeout
 			return driver.Result{}, nil
 		}
 		return driver.Result{}, d.Wrap("acquire", err)
