@@ -1,14 +1,12 @@
 package dlock_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -17,24 +15,6 @@ import (
 	"github.com/dlock-go/dlock/memdlock"
 )
 
-// syncBuffer is a bytes.Buffer safe for the logger's concurrent writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // TestLogLines: every line the Client logs, at every level, carries the
 // backend and the key, the lines about a grant its fence and those about a
 // call or a hold a duration; no line carries an owner token, whether the
@@ -42,7 +22,7 @@ func (s *syncBuffer) String() string {
 // releases, loses (a refresh the backend refuses), retries after failed
 // attempts, and force-frees locks.
 func TestLogLines(t *testing.T) {
-	var out syncBuffer
+	var out lockedBuffer
 	logger := slog.New(slog.NewJSONHandler(&out, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	const given, generated = "secret-given-token-1f3a", "secret-generated-token-9c2e"
 	store := memdlock.NewStore()

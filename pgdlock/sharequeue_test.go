@@ -12,6 +12,21 @@ import (
 	"github.com/dlock-go/dlock/internal/testserver"
 )
 
+// openURL opens a driver from rawURL, closed when the test ends.
+func openURL(t *testing.T, ctx context.Context, rawURL string) driver.Locker {
+	t.Helper()
+	u, err := driver.ParseURL(rawURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := OpenURL(ctx, u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = d.Close() })
+	return d
+}
+
 // TestQueuedShareWakesOne: waiting permits queue as rows of the key, and a
 // release grants the permit it frees to the first of them itself, in
 // arrival order, with the next fence: the waiter learns it from its own
@@ -22,16 +37,7 @@ func TestQueuedShareWakesOne(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
 	defer cancel()
 	open := func() (*pgDriver, *countingQuerier) {
-		u, err := driver.ParseURL(pg.URL())
-		if err != nil {
-			t.Fatal(err)
-		}
-		dl, err := OpenURL(ctx, u)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = dl.Close() })
-		d := pgOf(t, dl)
+		d := pgOf(t, openURL(t, ctx, pg.URL()))
 		cq := &countingQuerier{querier: d.q}
 		d.q = cq
 		return d, cq
@@ -129,18 +135,7 @@ func TestQueuedShareGrantUnheard(t *testing.T) {
 	pg := testserver.StartPostgres(t)
 	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
 	defer cancel()
-	open := func(query string) driver.Locker {
-		u, err := driver.ParseURL(pg.URL() + query)
-		if err != nil {
-			t.Fatal(err)
-		}
-		d, err := OpenURL(ctx, u)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = d.Close() })
-		return d
-	}
+	open := func(query string) driver.Locker { return openURL(t, ctx, pg.URL()+query) }
 	const key = "unheard"
 	req := func(token string) driver.SharedRequest {
 		return driver.SharedRequest{Request: driver.Request{Key: key, Token: token, TTL: 20 * time.Second, Hints: driver.Hints{Wait: true}}, Limit: 1}
@@ -224,18 +219,7 @@ func TestQueuedShareCrashedWaiter(t *testing.T) {
 	pg := testserver.StartPostgres(t)
 	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
 	defer cancel()
-	open := func() *pgDriver {
-		u, err := driver.ParseURL(pg.URL())
-		if err != nil {
-			t.Fatal(err)
-		}
-		dl, err := OpenURL(ctx, u)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = dl.Close() })
-		return pgOf(t, dl)
-	}
+	open := func() *pgDriver { return pgOf(t, openURL(t, ctx, pg.URL())) }
 	const key, crashTTL = "crashed-waiter", 3 * time.Second
 	req := func(token string, ttl time.Duration) driver.SharedRequest {
 		return driver.SharedRequest{Request: driver.Request{Key: key, Token: token, TTL: ttl, Hints: driver.Hints{Wait: true}}, Limit: 1}
@@ -300,18 +284,7 @@ func TestQueuedShareRidesOutRestart(t *testing.T) {
 	queuePoll = 100 * time.Millisecond
 	ctx, cancel := context.WithTimeout(t.Context(), 90*time.Second)
 	defer cancel()
-	open := func() *pgDriver {
-		u, err := driver.ParseURL(pg.URL())
-		if err != nil {
-			t.Fatal(err)
-		}
-		dl, err := OpenURL(ctx, u)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = dl.Close() })
-		return pgOf(t, dl)
-	}
+	open := func() *pgDriver { return pgOf(t, openURL(t, ctx, pg.URL())) }
 	const key = "restart"
 	req := func(token string) driver.SharedRequest {
 		return driver.SharedRequest{Request: driver.Request{Key: key, Token: token, TTL: 60 * time.Second, Hints: driver.Hints{Wait: true}}, Limit: 1}
